@@ -1,0 +1,1 @@
+"""linewatch: machine process data off MQTT, scored in real time."""

@@ -1,0 +1,9 @@
+"""The shared runtime every linewatch service stands on.
+
+Modules: :mod:`~linewatch.runtime.config` (YAML + env configuration),
+:mod:`~linewatch.runtime.logs` (structured logging), :mod:`~linewatch.runtime.telemetry`
+(OpenTelemetry from ``OTEL_*``), :mod:`~linewatch.runtime.grpc_server` (grpc.aio server with
+health, reflection and error mapping), :mod:`~linewatch.runtime.mqtt` (the gmqtt adapter),
+:mod:`~linewatch.runtime.db` (async SQLAlchemy/SQLModel), :mod:`~linewatch.runtime.errors`
+(the exception hierarchy), :mod:`~linewatch.runtime.service` (process entry point).
+"""

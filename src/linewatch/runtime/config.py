@@ -1,0 +1,157 @@
+"""Typed service configuration: one YAML file plus ``LINEWATCH_<SERVICE>__<KEY>`` variables.
+
+Each service declares a pydantic model deriving from :class:`ServiceConfig`. Values come,
+lowest priority first, from the model's defaults, the YAML file, then the environment::
+
+    LINEWATCH_INGEST__GRPC__PORT=50061        -> grpc.port
+    LINEWATCH_INGEST__DATABASE_URL=postgresql+asyncpg://...
+
+Environment values are parsed as YAML scalars/collections (``true``, ``5``, ``[a, b]``).
+Any error raises :class:`~linewatch.runtime.errors.ConfigError` with one line that names
+the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from linewatch.runtime.errors import ConfigError
+
+__all__ = ["GrpcConfig", "MqttConfig", "ServiceConfig", "load_config"]
+
+C = TypeVar("C", bound="ServiceConfig")
+
+ENV_PREFIX = "LINEWATCH_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GrpcConfig(_Strict):
+    """Where a service's gRPC server listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    grace_s: float = Field(default=5.0, ge=0)
+    max_message_mb: int = Field(default=64, ge=1, le=1024)
+
+
+class MqttConfig(_Strict):
+    """One MQTT broker connection."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = ""
+    username: str = ""
+    password: str = ""
+    keepalive_s: int = Field(default=30, ge=5)
+    session_expiry_s: int = Field(default=3600, ge=0)
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    reconnect_max_delay_s: float = Field(default=30.0, gt=0)
+
+
+class ServiceConfig(_Strict):
+    """What every service has; services add their own fields."""
+
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    grpc: GrpcConfig = GrpcConfig()
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    database_url: str = ""
+    data_dir: Path = Path(".linewatch")
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_overrides(service: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    prefix = f"{ENV_PREFIX}{service.upper()}__"
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(prefix):
+            continue
+        path = [part.lower() for part in name[len(prefix) :].split("__") if part]
+        if not path:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not a valid value ({exc.__class__.__name__})") from exc
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another variable")
+        node[path[-1]] = value
+    return tree
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}: not valid YAML{where}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    return data
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{source}: {key}: {err['msg']}{more}"
+
+
+def load_config(
+    model: type[C],
+    *,
+    service: str,
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> C:
+    """Load and validate a service's configuration.
+
+    Args:
+        model: the service's configuration model.
+        service: the service name, used for the environment prefix.
+        path: the YAML file; ``None`` reads ``LINEWATCH_<SERVICE>_CONFIG`` if set.
+        environ: the environment (defaults to ``os.environ``).
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        ConfigError: one line naming the file or variable and the key that is wrong.
+    """
+    env = os.environ if environ is None else environ
+    if path is None:
+        path = env.get(f"{ENV_PREFIX}{service.upper()}_CONFIG") or None
+    data: dict[str, Any] = _read_yaml(Path(path)) if path else {}
+    data = _deep_merge(data, _env_overrides(service, env))
+    source = f"config {path}" if path else f"{service} config"
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc

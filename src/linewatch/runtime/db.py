@@ -1,0 +1,137 @@
+"""Async database access: PostgreSQL (asyncpg) or the embedded SQLite (aiosqlite).
+
+Each service owns its tables: it declares them on its own ``MetaData`` (see
+:func:`service_registry`) and calls :meth:`Database.create_schema` at start, which creates
+missing tables and adds missing columns (additive migrations; nothing is dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import registry
+
+from linewatch.runtime.errors import ConfigError
+
+__all__ = ["Database", "default_sqlite_url", "service_registry"]
+
+log = logging.getLogger(__name__)
+
+
+def service_registry() -> registry:
+    """A fresh SQLAlchemy registry (and MetaData) for one service's tables.
+
+    Use it with SQLModel as ``class Base(SQLModel, registry=service_registry()): ...``.
+    """
+    return registry()
+
+
+def default_sqlite_url(data_dir: Path, service: str) -> str:
+    """``sqlite+aiosqlite:///<data_dir>/<service>.db`` (the embedded default)."""
+    return f"sqlite+aiosqlite:///{(data_dir / f'{service}.db').as_posix()}"
+
+
+def _set_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+class Database:
+    """One engine per process; sessions and connections from it."""
+
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise ConfigError(f"database_url {url!r}: not a database URL") from exc
+        self.url = parsed
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            if parsed.drivername != "sqlite+aiosqlite":
+                raise ConfigError("database_url: use sqlite+aiosqlite:/// for SQLite")
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: AsyncEngine = create_async_engine(url, echo=echo)
+            event.listen(self.engine.sync_engine, "connect", _set_sqlite_pragmas)
+        elif self.dialect == "postgresql":
+            if parsed.drivername != "postgresql+asyncpg":
+                raise ConfigError("database_url: use postgresql+asyncpg:// for PostgreSQL")
+            self.engine = create_async_engine(
+                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+        else:
+            raise ConfigError(f"database_url: unsupported database {self.dialect!r}")
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether this is the embedded SQLite database."""
+        return self.dialect == "sqlite"
+
+    async def create_schema(self, metadata: sa.MetaData) -> None:
+        """Create missing tables and add missing (nullable or defaulted) columns."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await conn.run_sync(self._add_missing_columns, metadata)
+
+    @staticmethod
+    def _add_missing_columns(sync_conn: sa.Connection, metadata: sa.MetaData) -> None:
+        inspector = sa.inspect(sync_conn)
+        for table in metadata.sorted_tables:
+            existing = {col["name"] for col in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in existing:
+                    continue
+                ddl_type = column.type.compile(dialect=sync_conn.dialect)
+                default = ""
+                if column.server_default is not None:
+                    arg = getattr(column.server_default, "arg", None)
+                    if isinstance(arg, str):
+                        default = f" DEFAULT '{arg}'"
+                    elif arg is not None:
+                        default = f" DEFAULT {arg.compile(dialect=sync_conn.dialect)}"
+                log.info("adding column %s.%s", table.name, column.name)
+                preparer = sync_conn.dialect.identifier_preparer
+                sync_conn.execute(
+                    sa.text(
+                        f"ALTER TABLE {preparer.quote(table.name)} "
+                        f"ADD COLUMN {preparer.quote(column.name)} {ddl_type}{default}"
+                    )
+                )
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection in one transaction (for bulk inserts and queries)."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    async def ping(self) -> bool:
+        """Whether the database answers now."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

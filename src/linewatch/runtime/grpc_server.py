@@ -1,0 +1,158 @@
+"""The gRPC server every service runs: grpc.aio, health, reflection, error mapping.
+
+>>> server = GrpcServer(config=cfg.grpc, service="ingest")
+>>> server.add(ingest_pb2_grpc.add_IngestServiceServicer_to_server, servicer,
+...            ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name)
+>>> port = await server.start()
+>>> ...
+>>> await server.stop()
+
+Health (``grpc.health.v1``) reports SERVING for ``""`` and every added service once
+started, NOT_SERVING during graceful shutdown. Reflection lists every added service, so
+``grpcurl -plaintext host:port list`` works. :class:`ErrorInterceptor` turns
+:class:`~linewatch.runtime.errors.LinewatchError` into the matching status code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from linewatch.runtime.config import GrpcConfig
+from linewatch.runtime.errors import LinewatchError
+
+__all__ = ["ErrorInterceptor", "GrpcServer"]
+
+log = logging.getLogger(__name__)
+
+
+def _wrap_unary_response(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await fn(request, context)
+        except LinewatchError as exc:
+            await context.abort(exc.grpc_code, exc.message)
+
+    return handler
+
+
+def _wrap_stream_response(fn: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            result = fn(request, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:
+                await result
+        except LinewatchError as exc:
+            await context.abort(exc.grpc_code, exc.message)
+
+    return handler
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Maps domain errors to gRPC status codes, in one place, for every method."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary_response(handler.unary_unary), **kwargs
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary_response(handler.stream_unary), **kwargs
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream_response(handler.unary_stream), **kwargs
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream_response(handler.stream_stream), **kwargs
+            )
+        return handler
+
+
+class GrpcServer:
+    """A grpc.aio server with health, reflection and the error interceptor."""
+
+    def __init__(
+        self,
+        *,
+        config: GrpcConfig,
+        service: str,
+        interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+    ) -> None:
+        self.config = config
+        self.service = service
+        max_bytes = config.max_message_mb * 1024 * 1024
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+        self.server = grpc.aio.server(
+            interceptors=[
+                aio_server_interceptor(),  # type: ignore[no-untyped-call]
+                ErrorInterceptor(),
+                *(interceptors or []),
+            ],
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._names: list[str] = [health.SERVICE_NAME, reflection.SERVICE_NAME]
+        self.port = 0
+
+    def add(
+        self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str
+    ) -> None:
+        """Register a servicer (``add_XServicer_to_server``) under its full service name."""
+        add_to_server(servicer, self.server)
+        self._names.append(full_name)
+
+    async def start(self) -> int:
+        """Bind, start serving and mark every service SERVING; returns the bound port."""
+        reflection.enable_server_reflection(self._names, self.server)
+        address = f"{self.config.host}:{self.config.port}"
+        cause: RuntimeError | None = None
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            self.port = 0
+            cause = exc
+        if self.port == 0:
+            from linewatch.runtime.errors import ConfigError
+
+            raise ConfigError(f"grpc.port: cannot listen on {address} (in use?)") from cause
+        await self.server.start()
+        for name in ["", *self._names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("grpc serving", extra={"fields": {"address": f"{self.config.host}:{self.port}"}})
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING first, then let calls finish within ``grace``."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.grace_s if grace is None else grace)

@@ -1,0 +1,88 @@
+"""Process entry point shared by every service: config, logging, telemetry, signals.
+
+A service's ``__main__`` is one line::
+
+    run_service("ingest", IngestConfig, serve)
+
+where ``serve(config, stop)`` runs until the ``stop`` event is set (SIGTERM or SIGINT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from linewatch.runtime.config import ServiceConfig, load_config
+from linewatch.runtime.errors import ConfigError, LinewatchError
+from linewatch.runtime.logs import setup_logging
+from linewatch.runtime.telemetry import setup_telemetry, shutdown_telemetry
+
+__all__ = ["run_service", "start_metrics_server"]
+
+C = TypeVar("C", bound=ServiceConfig)
+
+log = logging.getLogger(__name__)
+
+
+def start_metrics_server(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
+    """Serve Prometheus metrics of this process on ``http://host:port/metrics``."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        raise ConfigError(f"metrics_port: cannot listen on {port} ({exc.strerror})") from exc
+
+
+async def _main(config: C, serve: Callable[[C, asyncio.Event], Awaitable[None]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await serve(config, stop)
+    finally:
+        shutdown_telemetry()
+
+
+def run_service(
+    name: str,
+    model: type[C],
+    serve: Callable[[C, asyncio.Event], Awaitable[None]],
+    argv: list[str] | None = None,
+) -> int:
+    """Load config, set up logging and telemetry, run ``serve`` until a signal.
+
+    Returns:
+        The process exit code: 0 after a clean stop, 2 for a configuration error,
+        1 when the service failed.
+    """
+    parser = argparse.ArgumentParser(prog=f"linewatch-{name}")
+    parser.add_argument("--config", help="YAML configuration file")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(model, service=name, path=args.config)
+    except ConfigError as exc:
+        print(f"linewatch-{name}: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+    setup_logging(name, level=config.log_level, fmt=config.log_format)
+    setup_telemetry(name)
+    try:
+        if config.metrics_port:
+            start_metrics_server(config.metrics_port)
+        asyncio.run(_main(config, serve))
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc.message)
+        print(f"linewatch-{name}: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+    except LinewatchError as exc:
+        log.error("stopped: %s", exc.message)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0

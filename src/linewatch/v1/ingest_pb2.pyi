@@ -1,0 +1,445 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from linewatch.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORKER_STATE_UNSPECIFIED: _ClassVar[WorkerState]
+    WORKER_STATE_RUNNING: _ClassVar[WorkerState]
+    WORKER_STATE_STOPPED: _ClassVar[WorkerState]
+    WORKER_STATE_PAUSED: _ClassVar[WorkerState]
+
+class AlarmState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALARM_STATE_UNSPECIFIED: _ClassVar[AlarmState]
+    ALARM_STATE_ACTIVE: _ClassVar[AlarmState]
+    ALARM_STATE_CLEARED: _ClassVar[AlarmState]
+WORKER_STATE_UNSPECIFIED: WorkerState
+WORKER_STATE_RUNNING: WorkerState
+WORKER_STATE_STOPPED: WorkerState
+WORKER_STATE_PAUSED: WorkerState
+ALARM_STATE_UNSPECIFIED: AlarmState
+ALARM_STATE_ACTIVE: AlarmState
+ALARM_STATE_CLEARED: AlarmState
+
+class Broker(_message.Message):
+    __slots__ = ("name", "url", "username", "password", "client_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    url: str
+    username: str
+    password: str
+    client_id: str
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
+
+class AlarmRule(_message.Message):
+    __slots__ = ("threshold", "window_s", "webhook_url", "webhook_format", "webhook_secret")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
+    threshold: int
+    window_s: int
+    webhook_url: str
+    webhook_format: str
+    webhook_secret: str
+    def __init__(self, threshold: _Optional[int] = ..., window_s: _Optional[int] = ..., webhook_url: _Optional[str] = ..., webhook_format: _Optional[str] = ..., webhook_secret: _Optional[str] = ...) -> None: ...
+
+class Rule(_message.Message):
+    __slots__ = ("name", "broker", "source_topic", "model", "model_version", "output_topic", "qos", "archive", "alarm", "enabled")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BROKER_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOPIC_FIELD_NUMBER: _ClassVar[int]
+    QOS_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    broker: str
+    source_topic: str
+    model: str
+    model_version: str
+    output_topic: str
+    qos: int
+    archive: bool
+    alarm: AlarmRule
+    enabled: bool
+    def __init__(self, name: _Optional[str] = ..., broker: _Optional[str] = ..., source_topic: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., output_topic: _Optional[str] = ..., qos: _Optional[int] = ..., archive: _Optional[bool] = ..., alarm: _Optional[_Union[AlarmRule, _Mapping]] = ..., enabled: _Optional[bool] = ...) -> None: ...
+
+class ListRulesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRulesResponse(_message.Message):
+    __slots__ = ("rules",)
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    rules: _containers.RepeatedCompositeFieldContainer[Rule]
+    def __init__(self, rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ...) -> None: ...
+
+class GetRuleRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetRuleResponse(_message.Message):
+    __slots__ = ("rule",)
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    rule: Rule
+    def __init__(self, rule: _Optional[_Union[Rule, _Mapping]] = ...) -> None: ...
+
+class CreateRuleRequest(_message.Message):
+    __slots__ = ("rule",)
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    rule: Rule
+    def __init__(self, rule: _Optional[_Union[Rule, _Mapping]] = ...) -> None: ...
+
+class CreateRuleResponse(_message.Message):
+    __slots__ = ("rule",)
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    rule: Rule
+    def __init__(self, rule: _Optional[_Union[Rule, _Mapping]] = ...) -> None: ...
+
+class UpdateRuleRequest(_message.Message):
+    __slots__ = ("rule",)
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    rule: Rule
+    def __init__(self, rule: _Optional[_Union[Rule, _Mapping]] = ...) -> None: ...
+
+class UpdateRuleResponse(_message.Message):
+    __slots__ = ("rule",)
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    rule: Rule
+    def __init__(self, rule: _Optional[_Union[Rule, _Mapping]] = ...) -> None: ...
+
+class DeleteRuleRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteRuleResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RuleStatus(_message.Message):
+    __slots__ = ("name", "state", "messages_per_s", "verdicts_per_s", "received", "verdicts", "dead_letters", "pre_queue", "post_queue", "last_error", "lag_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    PRE_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    POST_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: WorkerState
+    messages_per_s: float
+    verdicts_per_s: float
+    received: int
+    verdicts: int
+    dead_letters: int
+    pre_queue: int
+    post_queue: int
+    last_error: str
+    lag_ms: float
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., messages_per_s: _Optional[float] = ..., verdicts_per_s: _Optional[float] = ..., received: _Optional[int] = ..., verdicts: _Optional[int] = ..., dead_letters: _Optional[int] = ..., pre_queue: _Optional[int] = ..., post_queue: _Optional[int] = ..., last_error: _Optional[str] = ..., lag_ms: _Optional[float] = ...) -> None: ...
+
+class GetIngestStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetIngestStatusResponse(_message.Message):
+    __slots__ = ("state", "workers", "rules")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    state: WorkerState
+    workers: int
+    rules: _containers.RepeatedCompositeFieldContainer[RuleStatus]
+    def __init__(self, state: _Optional[_Union[WorkerState, str]] = ..., workers: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ...) -> None: ...
+
+class StartIngestRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StartIngestResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: GetIngestStatusResponse
+    def __init__(self, status: _Optional[_Union[GetIngestStatusResponse, _Mapping]] = ...) -> None: ...
+
+class StopIngestRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StopIngestResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: GetIngestStatusResponse
+    def __init__(self, status: _Optional[_Union[GetIngestStatusResponse, _Mapping]] = ...) -> None: ...
+
+class PauseRuleRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class PauseRuleResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ResumeRuleRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ResumeRuleResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetWorkersRequest(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: int
+    def __init__(self, workers: _Optional[int] = ...) -> None: ...
+
+class SetWorkersResponse(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: int
+    def __init__(self, workers: _Optional[int] = ...) -> None: ...
+
+class ArchiveFilter(_message.Message):
+    __slots__ = ("device_id", "point", "time_range", "page")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    TIME_RANGE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    point: str
+    time_range: _common_pb2.TimeRange
+    page: _common_pb2.PageRequest
+    def __init__(self, device_id: _Optional[str] = ..., point: _Optional[str] = ..., time_range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class TelemetryRecord(_message.Message):
+    __slots__ = ("msg_id", "device_id", "point", "ts", "topic", "rule", "curve", "attrs")
+    class AttrsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MSG_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    CURVE_FIELD_NUMBER: _ClassVar[int]
+    ATTRS_FIELD_NUMBER: _ClassVar[int]
+    msg_id: str
+    device_id: str
+    point: str
+    ts: _timestamp_pb2.Timestamp
+    topic: str
+    rule: str
+    curve: _common_pb2.Curve
+    attrs: _containers.ScalarMap[str, str]
+    def __init__(self, msg_id: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., topic: _Optional[str] = ..., rule: _Optional[str] = ..., curve: _Optional[_Union[_common_pb2.Curve, _Mapping]] = ..., attrs: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class VerdictRecord(_message.Message):
+    __slots__ = ("msg_id", "device_id", "point", "ts", "rule", "model", "model_version", "label", "ok", "scores", "latency_ms", "trace_id", "topic", "attrs")
+    class ScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class AttrsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MSG_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    ATTRS_FIELD_NUMBER: _ClassVar[int]
+    msg_id: str
+    device_id: str
+    point: str
+    ts: _timestamp_pb2.Timestamp
+    rule: str
+    model: str
+    model_version: str
+    label: str
+    ok: bool
+    scores: _containers.ScalarMap[str, float]
+    latency_ms: float
+    trace_id: str
+    topic: str
+    attrs: _containers.ScalarMap[str, str]
+    def __init__(self, msg_id: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., label: _Optional[str] = ..., ok: _Optional[bool] = ..., scores: _Optional[_Mapping[str, float]] = ..., latency_ms: _Optional[float] = ..., trace_id: _Optional[str] = ..., topic: _Optional[str] = ..., attrs: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class DeadLetterRecord(_message.Message):
+    __slots__ = ("id", "topic", "reason", "payload", "received_at", "rule")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    topic: str
+    reason: str
+    payload: bytes
+    received_at: _timestamp_pb2.Timestamp
+    rule: str
+    def __init__(self, id: _Optional[int] = ..., topic: _Optional[str] = ..., reason: _Optional[str] = ..., payload: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ...) -> None: ...
+
+class AlarmRecord(_message.Message):
+    __slots__ = ("id", "rule", "device_id", "state", "message", "count", "raised_at", "cleared_at", "delivery")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    RAISED_AT_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_AT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    rule: str
+    device_id: str
+    state: AlarmState
+    message: str
+    count: int
+    raised_at: _timestamp_pb2.Timestamp
+    cleared_at: _timestamp_pb2.Timestamp
+    delivery: str
+    def __init__(self, id: _Optional[int] = ..., rule: _Optional[str] = ..., device_id: _Optional[str] = ..., state: _Optional[_Union[AlarmState, str]] = ..., message: _Optional[str] = ..., count: _Optional[int] = ..., raised_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivery: _Optional[str] = ...) -> None: ...
+
+class QueryTelemetryRequest(_message.Message):
+    __slots__ = ("filter",)
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    filter: ArchiveFilter
+    def __init__(self, filter: _Optional[_Union[ArchiveFilter, _Mapping]] = ...) -> None: ...
+
+class QueryTelemetryResponse(_message.Message):
+    __slots__ = ("records", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[TelemetryRecord]
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[TelemetryRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class QueryVerdictsRequest(_message.Message):
+    __slots__ = ("filter", "label")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    filter: ArchiveFilter
+    label: str
+    def __init__(self, filter: _Optional[_Union[ArchiveFilter, _Mapping]] = ..., label: _Optional[str] = ...) -> None: ...
+
+class QueryVerdictsResponse(_message.Message):
+    __slots__ = ("records", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[VerdictRecord]
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[VerdictRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class QueryDeadLettersRequest(_message.Message):
+    __slots__ = ("filter",)
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    filter: ArchiveFilter
+    def __init__(self, filter: _Optional[_Union[ArchiveFilter, _Mapping]] = ...) -> None: ...
+
+class QueryDeadLettersResponse(_message.Message):
+    __slots__ = ("records", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[DeadLetterRecord]
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[DeadLetterRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class QueryAlarmsRequest(_message.Message):
+    __slots__ = ("filter", "state")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    filter: ArchiveFilter
+    state: AlarmState
+    def __init__(self, filter: _Optional[_Union[ArchiveFilter, _Mapping]] = ..., state: _Optional[_Union[AlarmState, str]] = ...) -> None: ...
+
+class QueryAlarmsResponse(_message.Message):
+    __slots__ = ("records", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[AlarmRecord]
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[AlarmRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class StreamVerdictsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StreamVerdictsResponse(_message.Message):
+    __slots__ = ("verdict",)
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    verdict: VerdictRecord
+    def __init__(self, verdict: _Optional[_Union[VerdictRecord, _Mapping]] = ...) -> None: ...
+
+class StreamTelemetryRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StreamTelemetryResponse(_message.Message):
+    __slots__ = ("telemetry",)
+    TELEMETRY_FIELD_NUMBER: _ClassVar[int]
+    telemetry: TelemetryRecord
+    def __init__(self, telemetry: _Optional[_Union[TelemetryRecord, _Mapping]] = ...) -> None: ...
+
+class StreamAlarmsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StreamAlarmsResponse(_message.Message):
+    __slots__ = ("alarm",)
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    alarm: AlarmRecord
+    def __init__(self, alarm: _Optional[_Union[AlarmRecord, _Mapping]] = ...) -> None: ...

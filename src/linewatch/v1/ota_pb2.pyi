@@ -1,0 +1,331 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from linewatch.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIORITY_UNSPECIFIED: _ClassVar[Priority]
+    PRIORITY_NORMAL: _ClassVar[Priority]
+    PRIORITY_SECURITY: _ClassVar[Priority]
+
+class RolloutState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLLOUT_STATE_UNSPECIFIED: _ClassVar[RolloutState]
+    ROLLOUT_STATE_RUNNING: _ClassVar[RolloutState]
+    ROLLOUT_STATE_PAUSED: _ClassVar[RolloutState]
+    ROLLOUT_STATE_COMPLETED: _ClassVar[RolloutState]
+    ROLLOUT_STATE_CANCELLED: _ClassVar[RolloutState]
+
+class UpdateState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UPDATE_STATE_UNSPECIFIED: _ClassVar[UpdateState]
+    UPDATE_STATE_QUEUED: _ClassVar[UpdateState]
+    UPDATE_STATE_NOTIFIED: _ClassVar[UpdateState]
+    UPDATE_STATE_DOWNLOADING: _ClassVar[UpdateState]
+    UPDATE_STATE_INSTALLING: _ClassVar[UpdateState]
+    UPDATE_STATE_SUCCEEDED: _ClassVar[UpdateState]
+    UPDATE_STATE_FAILED: _ClassVar[UpdateState]
+    UPDATE_STATE_CANCELLED: _ClassVar[UpdateState]
+PRIORITY_UNSPECIFIED: Priority
+PRIORITY_NORMAL: Priority
+PRIORITY_SECURITY: Priority
+ROLLOUT_STATE_UNSPECIFIED: RolloutState
+ROLLOUT_STATE_RUNNING: RolloutState
+ROLLOUT_STATE_PAUSED: RolloutState
+ROLLOUT_STATE_COMPLETED: RolloutState
+ROLLOUT_STATE_CANCELLED: RolloutState
+UPDATE_STATE_UNSPECIFIED: UpdateState
+UPDATE_STATE_QUEUED: UpdateState
+UPDATE_STATE_NOTIFIED: UpdateState
+UPDATE_STATE_DOWNLOADING: UpdateState
+UPDATE_STATE_INSTALLING: UpdateState
+UPDATE_STATE_SUCCEEDED: UpdateState
+UPDATE_STATE_FAILED: UpdateState
+UPDATE_STATE_CANCELLED: UpdateState
+
+class Firmware(_message.Message):
+    __slots__ = ("id", "product", "version", "size", "sha256", "signature", "filename", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    product: str
+    version: str
+    size: int
+    sha256: str
+    signature: str
+    filename: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., product: _Optional[str] = ..., version: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., signature: _Optional[str] = ..., filename: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class UploadFirmwareRequest(_message.Message):
+    __slots__ = ("metadata", "chunk")
+    class Metadata(_message.Message):
+        __slots__ = ("product", "version", "filename")
+        PRODUCT_FIELD_NUMBER: _ClassVar[int]
+        VERSION_FIELD_NUMBER: _ClassVar[int]
+        FILENAME_FIELD_NUMBER: _ClassVar[int]
+        product: str
+        version: str
+        filename: str
+        def __init__(self, product: _Optional[str] = ..., version: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    metadata: UploadFirmwareRequest.Metadata
+    chunk: bytes
+    def __init__(self, metadata: _Optional[_Union[UploadFirmwareRequest.Metadata, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadFirmwareResponse(_message.Message):
+    __slots__ = ("firmware",)
+    FIRMWARE_FIELD_NUMBER: _ClassVar[int]
+    firmware: Firmware
+    def __init__(self, firmware: _Optional[_Union[Firmware, _Mapping]] = ...) -> None: ...
+
+class ListFirmwareRequest(_message.Message):
+    __slots__ = ("page",)
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    page: _common_pb2.PageRequest
+    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class ListFirmwareResponse(_message.Message):
+    __slots__ = ("firmware", "next_page_token")
+    FIRMWARE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    firmware: _containers.RepeatedCompositeFieldContainer[Firmware]
+    next_page_token: str
+    def __init__(self, firmware: _Optional[_Iterable[_Union[Firmware, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetFirmwareRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetFirmwareResponse(_message.Message):
+    __slots__ = ("firmware",)
+    FIRMWARE_FIELD_NUMBER: _ClassVar[int]
+    firmware: Firmware
+    def __init__(self, firmware: _Optional[_Union[Firmware, _Mapping]] = ...) -> None: ...
+
+class DeleteFirmwareRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteFirmwareResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReadFirmwareRequest(_message.Message):
+    __slots__ = ("id", "offset", "length")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    offset: int
+    length: int
+    def __init__(self, id: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class ReadFirmwareResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: bytes
+    def __init__(self, chunk: _Optional[bytes] = ...) -> None: ...
+
+class GetSigningKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetSigningKeyResponse(_message.Message):
+    __slots__ = ("public_key",)
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    public_key: str
+    def __init__(self, public_key: _Optional[str] = ...) -> None: ...
+
+class Rollout(_message.Message):
+    __slots__ = ("id", "firmware_id", "priority", "state", "error_threshold", "timeout_s", "max_retries", "devices", "counts", "reason", "created_at", "updated_at")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FIRMWARE_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    firmware_id: str
+    priority: Priority
+    state: RolloutState
+    error_threshold: float
+    timeout_s: int
+    max_retries: int
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    counts: _containers.ScalarMap[str, int]
+    reason: str
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., firmware_id: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., state: _Optional[_Union[RolloutState, str]] = ..., error_threshold: _Optional[float] = ..., timeout_s: _Optional[int] = ..., max_retries: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., counts: _Optional[_Mapping[str, int]] = ..., reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class DeviceUpdate(_message.Message):
+    __slots__ = ("update_id", "device_id", "rollout_id", "firmware_id", "version", "state", "percent", "attempts", "reason", "priority", "updated_at")
+    UPDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRMWARE_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    update_id: str
+    device_id: str
+    rollout_id: str
+    firmware_id: str
+    version: str
+    state: UpdateState
+    percent: int
+    attempts: int
+    reason: str
+    priority: Priority
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, update_id: _Optional[str] = ..., device_id: _Optional[str] = ..., rollout_id: _Optional[str] = ..., firmware_id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[UpdateState, str]] = ..., percent: _Optional[int] = ..., attempts: _Optional[int] = ..., reason: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateRolloutRequest(_message.Message):
+    __slots__ = ("firmware_id", "devices", "group", "priority", "error_threshold", "timeout_s", "max_retries")
+    FIRMWARE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    firmware_id: str
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    group: str
+    priority: Priority
+    error_threshold: float
+    timeout_s: int
+    max_retries: int
+    def __init__(self, firmware_id: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., group: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., error_threshold: _Optional[float] = ..., timeout_s: _Optional[int] = ..., max_retries: _Optional[int] = ...) -> None: ...
+
+class CreateRolloutResponse(_message.Message):
+    __slots__ = ("rollout",)
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    rollout: Rollout
+    def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
+
+class GetRolloutRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetRolloutResponse(_message.Message):
+    __slots__ = ("rollout",)
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    rollout: Rollout
+    def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
+
+class ListRolloutsRequest(_message.Message):
+    __slots__ = ("page",)
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    page: _common_pb2.PageRequest
+    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class ListRolloutsResponse(_message.Message):
+    __slots__ = ("rollouts", "next_page_token")
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    rollouts: _containers.RepeatedCompositeFieldContainer[Rollout]
+    next_page_token: str
+    def __init__(self, rollouts: _Optional[_Iterable[_Union[Rollout, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class PauseRolloutRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class PauseRolloutResponse(_message.Message):
+    __slots__ = ("rollout",)
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    rollout: Rollout
+    def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
+
+class ResumeRolloutRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ResumeRolloutResponse(_message.Message):
+    __slots__ = ("rollout",)
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    rollout: Rollout
+    def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
+
+class CancelRolloutRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CancelRolloutResponse(_message.Message):
+    __slots__ = ("rollout",)
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    rollout: Rollout
+    def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
+
+class GetDeviceUpdatesRequest(_message.Message):
+    __slots__ = ("device_id",)
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    def __init__(self, device_id: _Optional[str] = ...) -> None: ...
+
+class GetDeviceUpdatesResponse(_message.Message):
+    __slots__ = ("device_id", "updates")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    updates: _containers.RepeatedCompositeFieldContainer[DeviceUpdate]
+    def __init__(self, device_id: _Optional[str] = ..., updates: _Optional[_Iterable[_Union[DeviceUpdate, _Mapping]]] = ...) -> None: ...
+
+class StreamOtaEventsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StreamOtaEventsResponse(_message.Message):
+    __slots__ = ("rollout", "device_update")
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    rollout: Rollout
+    device_update: DeviceUpdate
+    def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ..., device_update: _Optional[_Union[DeviceUpdate, _Mapping]] = ...) -> None: ...
