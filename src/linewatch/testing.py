@@ -5,6 +5,7 @@ Not imported by any service at run time.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -48,10 +49,13 @@ class Mosquitto:
         self.port = free_port()
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
+        # Started as root, mosquitto would drop to its own user, which cannot write
+        # into the test's private tmp dir: keep the current user.
+        user = f"user {getpass.getuser()}\n"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {workdir}/\n"
-            "max_queued_messages 100000\nmax_inflight_messages 0\n"
+            "max_queued_messages 100000\nmax_inflight_messages 0\n" + user
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
