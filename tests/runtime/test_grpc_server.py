@@ -64,7 +64,7 @@ async def test_port_in_use_is_a_config_error() -> None:
     port = await first.start()
     try:
         second = GrpcServer(config=GrpcConfig(port=port), service="b")
-        with pytest.raises(ConfigError, match="grpc.port"):
+        with pytest.raises(ConfigError, match=r"grpc\.port"):
             await second.start()
     finally:
         await first.stop(0)
