@@ -64,7 +64,7 @@ checkprotos: ## Fail when the protos are badly formatted, lint, or the stubs are
 lint: setup ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy src services tests tools
+	$(VENV)/bin/mypy src services tests bench $(wildcard tools)
 
 .PHONY: test
 test: setup checkprotos lint ## Install everything, then run the whole test suite
@@ -84,7 +84,7 @@ model: ## Rebuild the shipped curve-quality model (torch on CPU, separate venv)
 
 .PHONY: bench
 bench: setup ## Run the benchmarks; prints figures and writes bench/results/
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: images
 images: ## Build the five service images with docker or podman
