@@ -10,11 +10,20 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from linewatch.broker import broker_answers
 
-__all__ = ["Mosquitto", "free_port", "mosquitto_binary", "wait_port"]
+__all__ = [
+    "Mosquitto",
+    "OtlpReceiver",
+    "ReceivedSpan",
+    "free_port",
+    "mosquitto_binary",
+    "wait_port",
+]
 
 
 def mosquitto_binary() -> str | None:
@@ -83,3 +92,79 @@ class Mosquitto:
             self.proc.terminate()
             self.proc.wait()
             self.proc = None
+
+
+class OtlpReceiver:
+    """A real OTLP/gRPC trace receiver on a free port that keeps every span it gets.
+
+    Point services at it with ``OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint``.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.spans: list[ReceivedSpan] = []
+        self._server: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import (
+            trace_service_pb2,
+            trace_service_pb2_grpc,
+        )
+
+        receiver = self
+
+        class _Service(trace_service_pb2_grpc.TraceServiceServicer):
+            async def Export(  # noqa: N802 - gRPC method name
+                self, request: Any, context: Any
+            ) -> Any:
+                for resource_spans in request.resource_spans:
+                    service = ""
+                    for attr in resource_spans.resource.attributes:
+                        if attr.key == "service.name":
+                            service = attr.value.string_value
+                    for scope_spans in resource_spans.scope_spans:
+                        for span in scope_spans.spans:
+                            receiver.spans.append(
+                                ReceivedSpan(
+                                    service=service,
+                                    name=span.name,
+                                    trace_id=span.trace_id.hex(),
+                                    span_id=span.span_id.hex(),
+                                    parent_span_id=span.parent_span_id.hex(),
+                                    kind=int(span.kind),
+                                )
+                            )
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self._server = grpc.aio.server()
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Service(), self._server)
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        await self._server.start()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(0)
+
+    def traces(self) -> dict[str, list[ReceivedSpan]]:
+        """Spans grouped by trace id."""
+        out: dict[str, list[ReceivedSpan]] = {}
+        for span in self.spans:
+            out.setdefault(span.trace_id, []).append(span)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedSpan:
+    """One span as the receiver got it."""
+
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    kind: int
