@@ -29,6 +29,9 @@ node_modules/.installed: package.json package-lock.json .npmrc
 
 .PHONY: setup
 setup: $(VENV)/.installed node_modules/.installed ## Create .venv and node_modules from the lock files
+
+.PHONY: system-packages
+system-packages: ## Install the Debian packages the tests use (mosquitto, chromium) if missing
 	@scripts/ensure-system-packages.sh
 
 .PHONY: lock
@@ -67,7 +70,7 @@ lint: setup ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/mypy src services tests bench $(wildcard tools)
 
 .PHONY: test
-test: setup checkprotos lint ## Install everything, then run the whole test suite
+test: setup system-packages checkprotos lint ## Install everything, then run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # --- running ------------------------------------------------------------------------
