@@ -1,0 +1,486 @@
+"""Train the curve-quality model on synthetic curves and export it as an ONNX model package.
+
+Run it from the repository root in the model venv (torch is a build-time dependency only;
+the services load the exported ONNX file with onnxruntime)::
+
+    python3 -m venv .venv-model
+    .venv-model/bin/pip install --require-hashes -r tools/model/requirements.txt
+    .venv-model/bin/python tools/model/train.py --out models/curve-quality
+
+What it does:
+
+1. Generates curves with :mod:`linewatch.curves` (the generator the simulator uses), with
+   every raw length from 128 to 512 samples, and augments them (time shift, amplitude
+   scale and offset, extra process noise).
+2. Applies the server's preprocessing, :func:`linewatch.curves.preprocess` (linear
+   resample to 256 samples, per-curve z-score).
+3. Trains a small strided 1D CNN (global average + max pooling, softmax head) on the CPU
+   with fixed seeds: a few minutes on two cores.
+4. Evaluates on a held-out set generated from a different seed and prints per-class
+   accuracy and the confusion matrix.
+5. Writes ``model.onnx`` (opset 17; input ``curve`` [batch, 256] float32, output
+   ``probabilities`` [batch, n_classes], softmax inside the graph), ``manifest.yaml`` and
+   ``REPORT.md`` into ``--out``.
+
+The ONNX graph is written with ``onnx.helper`` from the trained weights (batch norm folded
+into the convolutions), so the file depends on no exporter version, and it is checked
+against the torch model with ``onnx.reference`` before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch  # type: ignore[import-not-found, unused-ignore]
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+from torch import nn  # type: ignore[import-not-found, unused-ignore]
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "src"))
+
+from linewatch.curves import CURVE_KINDS, make_curve, preprocess  # noqa: E402
+
+INPUT_LENGTH = 256
+RAW_MIN, RAW_MAX = 128, 512
+OPSET = 17
+NAME = "curve-quality"
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The CNN's shape: one (channels, kernel) pair per strided conv layer."""
+
+    layers: tuple[tuple[int, int], ...] = ((16, 7), (24, 5), (32, 5), (32, 3), (32, 3))
+    stride: int = 2
+
+
+class CurveNet(nn.Module):  # type: ignore[misc, unused-ignore]
+    """Strided 1D CNN with global average + max pooling and a linear head."""
+
+    def __init__(self, n_classes: int, arch: Arch) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        c_in = 1
+        for c_out, k in arch.layers:
+            blocks += [
+                nn.Conv1d(c_in, c_out, k, stride=arch.stride, padding=k // 2, bias=False),
+                nn.BatchNorm1d(c_out),
+                nn.ReLU(),
+            ]
+            c_in = c_out
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Linear(2 * c_in, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a [batch, length] input."""
+        h = self.features(x.unsqueeze(1))
+        pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
+        return self.head(pooled)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _shift(x: np.ndarray, shift: int) -> np.ndarray:
+    """Shift a curve in time by ``shift`` samples, repeating the edge sample."""
+    if shift == 0:
+        return x
+    if shift > 0:
+        return np.concatenate([np.full(shift, x[0]), x[:-shift]])
+    return np.concatenate([x[-shift:], np.full(-shift, x[-1])])
+
+
+def generate(per_class: int, *, seed: int, augment: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced, preprocessed data set: ``per_class`` curves of every kind.
+
+    Each curve has a raw length drawn from 128..512 and is resampled to the model's input
+    length by the server's preprocessing.  With ``augment`` the raw curve is also shifted
+    in time (up to ±8 %), scaled (0.3 to 3 times) and offset, and given extra process noise.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(CURVE_KINDS), dtype=np.int64), per_class)
+    rng.shuffle(labels)
+    raw: list[np.ndarray] = []
+    for label in labels:
+        length = int(rng.integers(RAW_MIN, RAW_MAX + 1))
+        x = make_curve(CURVE_KINDS[label], length=length, rng=rng)
+        if augment:
+            max_shift = int(0.08 * length)
+            x = _shift(x, int(rng.integers(-max_shift, max_shift + 1)))
+            x = x * rng.uniform(0.3, 3.0) + rng.uniform(-50.0, 50.0)
+            x = x + rng.normal(0.0, rng.uniform(0.0, 0.004) * np.ptp(x), size=length)
+        raw.append(x)
+    return preprocess(raw, length=INPUT_LENGTH), labels
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(
+    model: CurveNet,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> None:
+    """Adam with a one-cycle learning-rate schedule and cross-entropy loss."""
+    gen = torch.Generator().manual_seed(seed)
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(y)
+    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.02)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        total, correct, loss_sum = 0, 0, 0.0
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            xb, yb = xt[idx], yt[idx]
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+            total += len(idx)
+        print(
+            f"epoch {epoch + 1:2d}/{epochs}  loss {loss_sum / total:.4f}  "
+            f"train acc {correct / total:.4f}",
+            flush=True,
+        )
+
+
+def predict(model: CurveNet, x: np.ndarray) -> np.ndarray:
+    """Softmax probabilities of the model in eval mode."""
+    model.eval()
+    with torch.no_grad():
+        probs: np.ndarray = torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
+    return probs
+
+
+def confusion(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """Confusion matrix, rows = true class, columns = predicted."""
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (y, pred), 1)
+    return m
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _folded_convs(model: CurveNet) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
+    """(weight, bias, kernel, stride) per conv with its batch norm folded in."""
+    out = []
+    mods = list(model.features)
+    for i in range(0, len(mods), 3):
+        conv, bn = mods[i], mods[i + 1]
+        assert isinstance(conv, nn.Conv1d)
+        assert isinstance(bn, nn.BatchNorm1d)
+        assert bn.running_mean is not None
+        assert bn.running_var is not None
+        scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+        w = conv.weight.detach() * scale[:, None, None]
+        b = bn.bias.detach() - bn.running_mean * scale
+        out.append(
+            (
+                w.numpy().astype(np.float32),
+                b.numpy().astype(np.float32),
+                conv.kernel_size[0],
+                conv.stride[0],
+            )
+        )
+    return out
+
+
+def to_onnx(model: CurveNet, labels: tuple[str, ...], description: str) -> onnx.ModelProto:
+    """Build the inference graph: curve [N, L] -> probabilities [N, classes]."""
+    model.eval()
+    inits: list[TensorProto] = [numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1")]
+    nodes = [helper.make_node("Unsqueeze", ["curve", "axis1"], ["x0"], name="unsqueeze")]
+    prev = "x0"
+    for i, (w, b, k, stride) in enumerate(_folded_convs(model)):
+        inits += [
+            numpy_helper.from_array(w, f"conv{i}.w"),
+            numpy_helper.from_array(b, f"conv{i}.b"),
+        ]
+        nodes += [
+            helper.make_node(
+                "Conv",
+                [prev, f"conv{i}.w", f"conv{i}.b"],
+                [f"conv{i}"],
+                name=f"conv{i}",
+                kernel_shape=[k],
+                strides=[stride],
+                pads=[k // 2, k // 2],
+            ),
+            helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"], name=f"relu{i}"),
+        ]
+        prev = f"relu{i}"
+    head_w = model.head.weight.detach().numpy().astype(np.float32)
+    head_b = model.head.bias.detach().numpy().astype(np.float32)
+    inits += [numpy_helper.from_array(head_w, "head.w"), numpy_helper.from_array(head_b, "head.b")]
+    nodes += [
+        helper.make_node("ReduceMean", [prev], ["gap"], name="gap", axes=[2], keepdims=0),
+        helper.make_node("ReduceMax", [prev], ["gmp"], name="gmp", axes=[2], keepdims=0),
+        helper.make_node("Concat", ["gap", "gmp"], ["pooled"], name="pool", axis=1),
+        helper.make_node("Gemm", ["pooled", "head.w", "head.b"], ["logits"], name="head", transB=1),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "curve_quality",
+        [helper.make_tensor_value_info("curve", TensorProto.FLOAT, ["batch", INPUT_LENGTH])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(labels)])],
+        initializer=inits,
+    )
+    m = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="linewatch tools/model/train.py",
+        doc_string=description,
+    )
+    m.ir_version = 8  # opset 17 era; readable by every onnxruntime >= 1.13
+    helper.set_model_props(m, {"labels": ",".join(labels), "input_length": str(INPUT_LENGTH)})
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def manifest_text(
+    sha256: str, labels: tuple[str, ...], description: str, acc: dict[str, float], n: int
+) -> str:
+    """The model package manifest (YAML), in the documented key order."""
+    accs = ", ".join(f"{k}: {v:.4f}" for k, v in acc.items())
+    return (
+        f"name: {NAME}\n"
+        'version: "1"\n'
+        "file: model.onnx\n"
+        f"sha256: {sha256}\n"
+        "input_name: curve\n"
+        "output_name: probabilities\n"
+        f"input_length: {INPUT_LENGTH}\n"
+        "resample: linear\n"
+        "normalization: zscore\n"
+        f"labels: [{', '.join(labels)}]\n"
+        "ok_labels: [ok]\n"
+        f'description: "{description}"\n'
+        f"metrics: {{heldout_accuracy: {{{accs}}}, heldout_samples: {n}}}\n"
+    )
+
+
+def report_text(
+    labels: tuple[str, ...],
+    acc: dict[str, float],
+    cm: np.ndarray,
+    *,
+    n_train: int,
+    n_heldout: int,
+    params: int,
+    size: int,
+    sha256: str,
+    seconds: float,
+    args: argparse.Namespace,
+) -> str:
+    """REPORT.md: how the model was made and how it scores on the held-out set."""
+    overall = float(np.trace(cm) / cm.sum())
+    lines = [
+        f"# {NAME} model report",
+        "",
+        "Generated by `tools/model/train.py`; rebuild with",
+        "",
+        "```sh",
+        f".venv-model/bin/python tools/model/train.py --out {args.out_display}",
+        "```",
+        "",
+        f"- Architecture: 1D CNN, {len(Arch().layers)} strided conv layers "
+        f"(channels {', '.join(str(c) for c, _ in Arch().layers)}), global average + max "
+        f"pooling, linear head, softmax; {params:,} parameters.",
+        f"- ONNX: opset {OPSET}, input `curve` [batch, {INPUT_LENGTH}] float32, output "
+        f"`probabilities` [batch, {len(labels)}]; {size:,} bytes, sha256 `{sha256}`.",
+        f"- Preprocessing (server and training alike): linear resample to {INPUT_LENGTH} "
+        "samples, then per-curve z-score `(x - mean) / max(std, 1e-6)` "
+        "(`linewatch.curves.preprocess`).",
+        f"- Data: synthetic curves from `linewatch.curves.make_curve`, raw lengths "
+        f"{RAW_MIN}..{RAW_MAX}; {n_train:,} training curves (balanced, augmented: time shift, "
+        f"amplitude scale/offset, extra noise), {n_heldout:,} held-out curves (balanced, "
+        f"seed {args.seed + 1000}, not augmented).",
+        f"- Training: {args.epochs} epochs, batch {args.batch_size}, AdamW one-cycle lr "
+        f"{args.lr}, seed {args.seed}, {args.threads} CPU thread(s); {seconds:.0f} s "
+        "including data generation.",
+        "",
+        "## Held-out accuracy",
+        "",
+        "| class | accuracy | curves |",
+        "| --- | ---: | ---: |",
+    ]
+    for i, label in enumerate(labels):
+        lines.append(f"| {label} | {acc[label]:.4f} | {int(cm[i].sum())} |")
+    lines += [f"| **all** | **{overall:.4f}** | {int(cm.sum())} |", ""]
+    lines += [
+        "## Confusion matrix",
+        "",
+        "Rows: true class; columns: predicted class.",
+        "",
+        "| true \\ predicted | " + " | ".join(labels) + " |",
+        "| --- |" + " ---: |" * len(labels),
+    ]
+    for i, label in enumerate(labels):
+        lines.append(f"| {label} | " + " | ".join(str(int(v)) for v in cm[i]) + " |")
+    lines += [
+        "",
+        "## Limits",
+        "",
+        "- The figures are for synthetic curves from the same generator the simulator uses; "
+        "they say the model separates those defect kinds, not how it fares on a real "
+        "machine's curves.",
+        f"- Trained on raw lengths {RAW_MIN}..{RAW_MAX}. Much shorter curves (under about "
+        "100 samples) are upsampled and lose narrow spikes and sample-to-sample noise; "
+        "much longer ones resample fine.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=REPO / "models" / NAME, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-per-class", type=int, default=4000)
+    p.add_argument("--heldout-per-class", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=4e-3)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=0.97,
+        help="fail (exit 1, nothing written) if any class scores below this on the held-out set",
+    )
+    args = p.parse_args(argv)
+    try:
+        args.out_display = args.out.resolve().relative_to(REPO)
+    except ValueError:
+        args.out_display = args.out
+    return args
+
+
+def evaluate(
+    labels: tuple[str, ...], y: np.ndarray, probs: np.ndarray
+) -> tuple[dict[str, float], np.ndarray]:
+    """Per-class accuracy and confusion matrix, printed and returned."""
+    cm = confusion(y, probs.argmax(1), len(labels))
+    acc = {label: float(cm[i, i] / cm[i].sum()) for i, label in enumerate(labels)}
+    print("\nheld-out accuracy:")
+    for label, a in acc.items():
+        print(f"  {label:6s} {a:.4f}")
+    print(f"  {'all':6s} {np.trace(cm) / cm.sum():.4f}")
+    print("confusion matrix (rows true, columns predicted):")
+    print("        " + " ".join(f"{label:>6s}" for label in labels))
+    for i, label in enumerate(labels):
+        print(f"  {label:6s}" + " ".join(f"{v:6d}" for v in cm[i]))
+    return acc, cm
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point: train, check, write the model package."""
+    args = parse_args(argv)
+    out: Path = args.out
+    t0 = time.monotonic()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    labels = CURVE_KINDS
+
+    print(f"generating {args.train_per_class} x {len(labels)} training curves ...", flush=True)
+    x_train, y_train = generate(args.train_per_class, seed=args.seed, augment=True)
+    print(f"generating {args.heldout_per_class} x {len(labels)} held-out curves ...", flush=True)
+    x_test, y_test = generate(args.heldout_per_class, seed=args.seed + 1000, augment=False)
+    print(f"data ready in {time.monotonic() - t0:.1f} s", flush=True)
+
+    model = CurveNet(len(labels), Arch())
+    params = sum(int(p.numel()) for p in model.parameters())
+    print(f"model: {params} parameters", flush=True)
+    train(
+        model,
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+    )
+    probs = predict(model, x_test)
+    acc, cm = evaluate(labels, y_test, probs)
+
+    description = (
+        "1D CNN that classifies one machine-cycle process curve as ok or as a defect "
+        f"({', '.join(labels[1:])}); trained on synthetic curves from linewatch.curves "
+        "by tools/model/train.py"
+    )
+    proto = to_onnx(model, labels, description)
+    outputs = ReferenceEvaluator(proto).run(["probabilities"], {"curve": x_test[:256]})
+    ref = np.asarray(outputs["probabilities"] if isinstance(outputs, dict) else outputs[0])
+    diff = float(np.abs(ref - probs[:256]).max())
+    print(f"ONNX graph vs torch: max |diff| {diff:.2e}")
+    if diff > 1e-4:
+        print("error: the exported graph disagrees with the torch model", file=sys.stderr)
+        return 1
+    worst = min(acc.values())
+    if worst < args.min_accuracy:
+        print(
+            f"error: worst class accuracy {worst:.4f} < {args.min_accuracy}; nothing written",
+            file=sys.stderr,
+        )
+        return 1
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = proto.SerializeToString()
+    (out / "model.onnx").write_bytes(data)
+    sha256 = hashlib.sha256(data).hexdigest()
+    seconds = time.monotonic() - t0
+    (out / "manifest.yaml").write_text(
+        manifest_text(sha256, labels, description, acc, len(y_test)), encoding="utf-8"
+    )
+    (out / "REPORT.md").write_text(
+        report_text(
+            labels,
+            acc,
+            cm,
+            n_train=len(y_train),
+            n_heldout=len(y_test),
+            params=params,
+            size=len(data),
+            sha256=sha256,
+            seconds=seconds,
+            args=args,
+        ),
+        encoding="utf-8",
+    )
+    print(f"\nwrote {out / 'model.onnx'} ({len(data)} bytes, sha256 {sha256})")
+    print(f"wrote {out / 'manifest.yaml'} and {out / 'REPORT.md'}; {seconds:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
