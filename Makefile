@@ -82,7 +82,7 @@ run: setup ## The whole stack on this machine (embedded defaults) + the simulato
 .PHONY: model
 model: ## Rebuild the shipped curve-quality model (torch on CPU, separate venv)
 	@test -x .venv-model/bin/python || $(PYTHON) -m venv .venv-model
-	.venv-model/bin/pip install -q torch==2.13.0 -r tools/model/requirements.in
+	.venv-model/bin/pip install -q --require-hashes -r tools/model/requirements.txt
 	.venv-model/bin/python tools/model/train.py --out models/curve-quality
 
 .PHONY: bench
