@@ -1,0 +1,159 @@
+{{/* Names, labels and shared fragments. */}}
+
+{{- define "linewatch.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "linewatch.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "linewatch.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "linewatch.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Common labels; call with the root context. */}}
+{{- define "linewatch.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "linewatch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: linewatch
+{{- end }}
+
+{{/* Labels that select the pods of one component: dict "root" $ "name" "ingest". */}}
+{{- define "linewatch.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "linewatch.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+{{- end }}
+
+{{/* Object name of one component: dict "root" $ "name" "ingest". */}}
+{{- define "linewatch.componentName" -}}
+{{- printf "%s-%s" (include "linewatch.fullname" .root) .name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* A component's settings: the default block overlaid with its own (deep merge). */}}
+{{- define "linewatch.componentValues" -}}
+{{- $merged := mergeOverwrite (deepCopy .root.Values.default) (deepCopy .component) }}
+{{- toYaml $merged }}
+{{- end }}
+
+{{/* Image reference: dict "root" $ "name" "ingest" "image" $c.image. */}}
+{{- define "linewatch.image" -}}
+{{- $repo := .image.repository | default (printf "linewatch-%s" .name) }}
+{{- if .root.Values.global.imageRegistry }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .root.Values.global.imageRegistry) $repo }}
+{{- end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repo .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (.image.tag | default .root.Chart.AppVersion | toString) }}
+{{- end }}
+{{- end }}
+
+{{/* gRPC address of a component inside the cluster: dict "root" $ "name" "inference". */}}
+{{- define "linewatch.grpcAddr" -}}
+{{- $c := index .root.Values.components .name }}
+{{- printf "%s:%v" (include "linewatch.componentName" .) $c.port }}
+{{- end }}
+
+{{/* Names of the generated Secrets. */}}
+{{- define "linewatch.apiTokenSecret" -}}
+{{- .Values.apiToken.existingSecret | default (printf "%s-api-token" (include "linewatch.fullname" .)) }}
+{{- end }}
+
+{{- define "linewatch.postgresSecret" -}}
+{{- printf "%s-postgresql" (include "linewatch.fullname" .) }}
+{{- end }}
+
+{{/* The MQTT URL every MQTT client uses. */}}
+{{- define "linewatch.mqttUrl" -}}
+{{- if .Values.mosquitto.enabled }}
+{{- printf "mqtt://%s-mosquitto:%v" (include "linewatch.fullname" .) .Values.mosquitto.port }}
+{{- else }}
+{{- required "mqtt.url is required when mosquitto.enabled is false" .Values.mqtt.url }}
+{{- end }}
+{{- end }}
+
+{{/* Environment entries that carry the database URL of one service: dict "root" $ "prefix" "LINEWATCH_INGEST__". */}}
+{{- define "linewatch.databaseEnv" -}}
+{{- $root := .root }}
+{{- if $root.Values.postgresql.enabled }}
+- name: LINEWATCH_PG_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "linewatch.postgresSecret" $root }}
+      key: password
+- name: {{ .prefix }}DATABASE_URL
+  value: {{ printf "postgresql+asyncpg://%s:$(LINEWATCH_PG_PASSWORD)@%s-postgresql:5432/%s" $root.Values.postgresql.username (include "linewatch.fullname" $root) $root.Values.postgresql.database | quote }}
+{{- else if $root.Values.database.existingSecret }}
+- name: {{ .prefix }}DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.database.existingSecret }}
+      key: {{ $root.Values.database.secretKey }}
+{{- else if $root.Values.database.url }}
+- name: {{ .prefix }}DATABASE_URL
+  value: {{ $root.Values.database.url | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The OpenTelemetry endpoint, empty when tracing export is off. */}}
+{{- define "linewatch.otlpEndpoint" -}}
+{{- if .Values.otelCollector.enabled }}
+{{- printf "http://%s-otel-collector:4317" (include "linewatch.fullname" .) }}
+{{- else }}
+{{- .Values.otel.endpoint }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level security context shared by the chart's own workloads. */}}
+{{- define "linewatch.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "linewatch.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- .Values.serviceAccount.name | default (include "linewatch.fullname" .) }}
+{{- else }}
+{{- .Values.serviceAccount.name | default "default" }}
+{{- end }}
+{{- end }}
+
+{{/* A third-party image reference: the image block of mosquitto, postgresql or the collector. */}}
+{{- define "linewatch.thirdPartyImage" -}}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (toString .tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A generated secret value kept across upgrades: dict "root" $ "secret" name "key" key
+"value" explicit. An explicit value wins; otherwise the value already in the cluster
+(lookup); otherwise 40 random characters.
+*/}}
+{{- define "linewatch.persistentSecretValue" -}}
+{{- if .value }}
+{{- .value }}
+{{- else }}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret }}
+{{- if and $existing $existing.data (hasKey $existing.data .key) }}
+{{- index $existing.data .key | b64dec }}
+{{- else }}
+{{- randAlphaNum 40 }}
+{{- end }}
+{{- end }}
+{{- end }}
