@@ -1,0 +1,78 @@
+"""Bearer-token auth: constant-time comparison, 401 versus 403.
+
+- no ``Authorization: Bearer`` header, or a token that is not configured → 401 with
+  ``WWW-Authenticate: Bearer``;
+- a configured read-only token on a write → 403.
+
+Reads need a token only when ``read_auth`` is on.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from linewatch_gateway.errors import ApiError
+
+__all__ = ["Authorizer", "require_read", "require_write"]
+
+_bearer = HTTPBearer(auto_error=False, description="A token from the gateway configuration.")
+_REALM = 'Bearer realm="linewatch"'
+
+
+def _known(token: str, candidates: list[str]) -> bool:
+    """Whether ``token`` is one of ``candidates``, comparing every one in constant time."""
+    given = token.encode("utf-8")
+    found = False
+    for candidate in candidates:
+        found |= hmac.compare_digest(given, candidate.encode("utf-8"))
+    return found
+
+
+class Authorizer:
+    """Decides whether a request's token may read or write."""
+
+    def __init__(self, *, tokens: list[str], read_tokens: list[str], read_auth: bool) -> None:
+        self.tokens = list(tokens)
+        self.read_tokens = list(read_tokens)
+        self.read_auth = read_auth
+
+    def check(self, credentials: HTTPAuthorizationCredentials | None, *, write: bool) -> None:
+        """Raise the right :class:`ApiError` unless the credentials allow the access."""
+        if not write and not self.read_auth:
+            return
+        if credentials is None or not credentials.credentials:
+            raise ApiError(
+                401, "unauthenticated", "a bearer token is required", {"WWW-Authenticate": _REALM}
+            )
+        token = credentials.credentials
+        if _known(token, self.tokens):
+            return
+        if _known(token, self.read_tokens):
+            if not write:
+                return
+            raise ApiError(403, "permission_denied", "this token may only read")
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "the bearer token is not valid",
+            {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+        )
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def require_write(request: Request, credentials: Credentials) -> None:
+    """Dependency of every write route."""
+    authorizer: Authorizer = request.app.state.authorizer
+    authorizer.check(credentials, write=True)
+
+
+async def require_read(request: Request, credentials: Credentials) -> None:
+    """Dependency of every read route (a no-op unless ``read_auth`` is on)."""
+    authorizer: Authorizer = request.app.state.authorizer
+    authorizer.check(credentials, write=False)

@@ -1,0 +1,93 @@
+"""grpc.aio channels to the four backends, and the one way routes call them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from linewatch.v1 import inference_pb2_grpc, ingest_pb2_grpc, ota_pb2_grpc, sync_pb2_grpc
+from linewatch_gateway.config import GatewayConfig
+from linewatch_gateway.errors import from_grpc
+
+__all__ = ["BACKENDS", "Backends"]
+
+T = TypeVar("T")
+
+#: The backends, in the order /readyz reports them.
+BACKENDS = ("ingest", "inference", "sync", "ota")
+
+_MAX_MESSAGE = 64 * 1024 * 1024
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", _MAX_MESSAGE),
+    ("grpc.max_send_message_length", _MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+@dataclass
+class Backends:
+    """Stubs of the four services over one channel each."""
+
+    ingest: Any
+    inference: Any
+    sync: Any
+    ota: Any
+    timeout_s: float = 10.0
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+
+    @classmethod
+    def connect(cls, config: GatewayConfig) -> Backends:
+        """Open (lazily connecting) channels to the configured addresses."""
+        addrs = {
+            "ingest": config.ingest_addr,
+            "inference": config.inference_addr,
+            "sync": config.sync_addr,
+            "ota": config.ota_addr,
+        }
+        channels = {
+            name: grpc.aio.insecure_channel(addr, options=_CHANNEL_OPTIONS)
+            for name, addr in addrs.items()
+        }
+        return cls(
+            ingest=ingest_pb2_grpc.IngestServiceStub(channels["ingest"]),
+            inference=inference_pb2_grpc.InferenceServiceStub(channels["inference"]),
+            sync=sync_pb2_grpc.SyncServiceStub(channels["sync"]),
+            ota=ota_pb2_grpc.OtaServiceStub(channels["ota"]),
+            timeout_s=config.backend_timeout_s,
+            channels=channels,
+        )
+
+    async def call(self, backend: str, method: Callable[..., Awaitable[T]], request: Any) -> T:
+        """One unary call with the configured deadline; failures become HTTP errors."""
+        try:
+            return await method(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise from_grpc(exc, backend) from exc
+
+    async def health(self, timeout: float = 2.0) -> dict[str, str]:
+        """Each backend's ``grpc.health.v1`` status (``"serving"`` or why not)."""
+
+        async def one(name: str) -> str:
+            stub = health_pb2_grpc.HealthStub(self.channels[name])
+            try:
+                resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                return f"down: {exc.code().name.lower()}"
+            if resp.status != health_pb2.HealthCheckResponse.SERVING:
+                return "not serving"
+            return "serving"
+
+        results = await asyncio.gather(*(one(name) for name in BACKENDS))
+        return dict(zip(BACKENDS, results, strict=True))
+
+    async def close(self) -> None:
+        """Close every channel."""
+        for channel in self.channels.values():
+            await channel.close()

@@ -1,0 +1,211 @@
+"""OTA: the firmware catalog, streamed upload and ranged download."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import grpc
+from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.responses import StreamingResponse
+
+from linewatch.v1 import ota_pb2
+from linewatch_gateway.clients import Backends
+from linewatch_gateway.convert import message_to_dict, model_for
+from linewatch_gateway.errors import ApiError
+from linewatch_gateway.routes.common import (
+    ERRORS,
+    NAME_PATTERN,
+    PageParams,
+    Read,
+    Write,
+    backends,
+    page_body,
+    page_model,
+    page_request,
+)
+from linewatch_gateway.upload import stream_firmware_upload
+
+router = APIRouter(responses=ERRORS, tags=["firmware"])
+
+B = Annotated[Backends, Depends(backends)]
+FirmwareId = Annotated[str, Path(pattern=NAME_PATTERN, description="The firmware id.")]
+FirmwareOut = model_for(ota_pb2.Firmware.DESCRIPTOR)
+_STREAM_TIMEOUT_S = 3600.0
+
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["version", "file"],
+                "properties": {
+                    "version": {"type": "string", "example": "1.3.0"},
+                    "product": {"type": "string", "example": "press-controller"},
+                    "file": {"type": "string", "format": "binary"},
+                },
+            },
+            "encoding": {"file": {"contentType": "application/octet-stream"}},
+        }
+    },
+}
+
+
+@router.post(
+    "/v1/firmware",
+    dependencies=Write,
+    status_code=201,
+    response_model=FirmwareOut,
+    openapi_extra={"requestBody": _UPLOAD_BODY},
+    responses={415: ERRORS[400] | {"description": "Not multipart/form-data."}},
+)
+async def upload_firmware(request: Request, b: B) -> Any:
+    """Upload a firmware image (multipart: `version`, optional `product`, then `file`)."""
+    config = request.app.state.config
+    resp = await stream_firmware_upload(
+        request, b.ota, max_bytes=config.max_upload_bytes, timeout_s=_STREAM_TIMEOUT_S
+    )
+    return message_to_dict(resp.firmware)
+
+
+@router.get(
+    "/v1/firmware", dependencies=Read, response_model=page_model(ota_pb2.Firmware.DESCRIPTOR)
+)
+async def list_firmware(b: B, page: PageParams) -> Any:
+    """The firmware catalog."""
+    req = ota_pb2.ListFirmwareRequest(page=page_request(page))
+    resp = await b.call("ota", b.ota.ListFirmware, req)
+    return page_body(list(resp.firmware), resp.next_page_token)
+
+
+@router.get("/v1/firmware/{firmware_id}", dependencies=Read, response_model=FirmwareOut)
+async def get_firmware(b: B, firmware_id: FirmwareId) -> Any:
+    """One firmware image's metadata."""
+    resp = await b.call("ota", b.ota.GetFirmware, ota_pb2.GetFirmwareRequest(id=firmware_id))
+    return message_to_dict(resp.firmware)
+
+
+@router.delete("/v1/firmware/{firmware_id}", dependencies=Write, status_code=204)
+async def delete_firmware(b: B, firmware_id: FirmwareId) -> Response:
+    """Delete an image (refused while a rollout uses it)."""
+    await b.call("ota", b.ota.DeleteFirmware, ota_pb2.DeleteFirmwareRequest(id=firmware_id))
+    return Response(status_code=204)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range asked for, as inclusive (first, last), or None for the whole.
+
+    Malformed or multi-range headers are ignored (the whole file is sent), as RFC 9110
+    allows; a syntactically valid range that selects nothing raises a 416.
+    """
+    if not header or not header.startswith("bytes="):
+        return None
+    spec = header[len("bytes=") :].strip()
+    if "," in spec or "-" not in spec:
+        return None
+    first_s, _, last_s = spec.partition("-")
+    first_s, last_s = first_s.strip(), last_s.strip()
+    if not (first_s.isdigit() or first_s == "") or not (last_s.isdigit() or last_s == ""):
+        return None
+    unsatisfiable = ApiError(
+        416,
+        "range_not_satisfiable",
+        f"the range {spec!r} selects nothing of {size} bytes",
+        {"Content-Range": f"bytes */{size}"},
+    )
+    if first_s == "":
+        if last_s == "":
+            return None
+        suffix = int(last_s)
+        if suffix == 0 or size == 0:
+            raise unsatisfiable
+        return max(size - suffix, 0), size - 1
+    first = int(first_s)
+    last = int(last_s) if last_s else size - 1
+    if last < first:
+        return None
+    if first >= size:
+        raise unsatisfiable
+    return first, min(last, size - 1)
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    return header.strip() == "*" or etag in [
+        t.strip().removeprefix("W/") for t in header.split(",")
+    ]
+
+
+@router.get(
+    "/v1/firmware/{firmware_id}/download",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
+        206: {
+            "description": "The requested byte range.",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)."},
+        416: ERRORS[400] | {"description": "The range selects nothing."},
+    },
+)
+async def download_firmware(request: Request, b: B, firmware_id: FirmwareId) -> Response:
+    """The image bytes; honours Range (206/416), If-Range and If-None-Match (ETag: sha256).
+
+    Devices download without a token (the metadata message carries this URL and the
+    sha256/signature they verify).
+    """
+    resp = await b.call("ota", b.ota.GetFirmware, ota_pb2.GetFirmwareRequest(id=firmware_id))
+    fw = resp.firmware
+    size = int(fw.size)
+    etag = f'"{fw.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, max-age=0, must-revalidate",
+        "Content-Disposition": f'attachment; filename="{_safe_filename(fw.filename, fw.id)}"',
+    }
+    if _etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    if_range = request.headers.get("if-range")
+    wanted = None if if_range and if_range.strip() != etag else request.headers.get("range")
+    selected = parse_range(wanted, size)
+    status = 200
+    first, last = 0, size - 1
+    if selected is not None:
+        first, last = selected
+        status = 206
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    length = max(last - first + 1, 0)
+    headers["Content-Length"] = str(length)
+    req = ota_pb2.ReadFirmwareRequest(id=fw.id, offset=first, length=length)
+
+    async def body() -> AsyncIterator[bytes]:
+        if length == 0:
+            return
+        call = b.ota.ReadFirmware(req, timeout=_STREAM_TIMEOUT_S)
+        try:
+            async for msg in call:
+                yield msg.chunk
+        except grpc.aio.AioRpcError:
+            # The status line is sent: all we can do is cut the response short.
+            raise
+        finally:
+            call.cancel()
+
+    return StreamingResponse(
+        body(), status_code=status, media_type="application/octet-stream", headers=headers
+    )
+
+
+def _safe_filename(name: str, fallback: str) -> str:
+    cleaned = "".join(c for c in name if c.isalnum() or c in "._-")
+    return cleaned or f"{fallback}.bin"

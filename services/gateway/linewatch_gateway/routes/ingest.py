@@ -1,0 +1,263 @@
+"""Ingest: rules CRUD, worker control and the archive queries."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from linewatch.v1 import ingest_pb2
+from linewatch_gateway.clients import Backends
+from linewatch_gateway.convert import enum_value, message_to_dict, model_for
+from linewatch_gateway.errors import ApiError
+from linewatch_gateway.routes.common import (
+    ERRORS,
+    NAME_PATTERN,
+    AlarmParams,
+    PageParams,
+    Read,
+    TimeParams,
+    TimeQuery,
+    VerdictParams,
+    Write,
+    backends,
+    local_page,
+    page_body,
+    page_model,
+    page_request,
+    time_range,
+)
+
+router = APIRouter(responses=ERRORS)
+
+B = Annotated[Backends, Depends(backends)]
+RuleName = Annotated[str, Path(pattern=NAME_PATTERN, description="The rule name.")]
+
+RuleOut = model_for(ingest_pb2.Rule.DESCRIPTOR)
+StatusOut = model_for(ingest_pb2.GetIngestStatusResponse.DESCRIPTOR)
+
+
+class AlarmBody(BaseModel):
+    """Raise an alarm after `threshold` not-ok verdicts within `window_s` per device."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: int = Field(3, ge=1, le=1_000_000)
+    window_s: int = Field(60, ge=1, le=86_400 * 30)
+    webhook_url: str = Field("", max_length=2048)
+    webhook_format: Literal["generic", "feishu"] = "generic"
+    webhook_secret: str = Field("", max_length=512)
+
+
+class RuleBody(BaseModel):
+    """An ingest rule: topic filter → model → output topic, with actions."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "demo",
+                    "broker": "default",
+                    "source_topic": "plant/+/+/telemetry",
+                    "model": "curve-quality",
+                    "output_topic": "plant/{1}/{2}/verdict",
+                    "qos": 1,
+                    "archive": True,
+                    "alarm": {"threshold": 3, "window_s": 60},
+                    "enabled": True,
+                }
+            ]
+        },
+    )
+    name: str = Field(pattern=NAME_PATTERN)
+    broker: str = Field("default", max_length=128)
+    source_topic: str = Field(min_length=1, max_length=1024)
+    model: str = Field(min_length=1, max_length=128)
+    model_version: str = Field("", max_length=64)
+    output_topic: str = Field("", max_length=1024)
+    qos: int = Field(1, ge=0, le=2)
+    archive: bool = True
+    alarm: AlarmBody | None = None
+    enabled: bool = True
+
+    def to_proto(self) -> ingest_pb2.Rule:
+        """The proto rule."""
+        rule = ingest_pb2.Rule(
+            name=self.name,
+            broker=self.broker,
+            source_topic=self.source_topic,
+            model=self.model,
+            model_version=self.model_version,
+            output_topic=self.output_topic,
+            qos=self.qos,
+            archive=self.archive,
+            enabled=self.enabled,
+        )
+        if self.alarm is not None:
+            rule.alarm.CopyFrom(ingest_pb2.AlarmRule(**self.alarm.model_dump()))
+        return rule
+
+
+class WorkersBody(BaseModel):
+    """Worker concurrency."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"workers": 4}]})
+    workers: int = Field(ge=1, le=1024)
+
+
+class WorkersOut(BaseModel):
+    """The concurrency now in effect."""
+
+    workers: int
+
+
+@router.get(
+    "/v1/rules",
+    dependencies=Read,
+    response_model=page_model(ingest_pb2.Rule.DESCRIPTOR),
+    tags=["rules"],
+)
+async def list_rules(b: B, page: PageParams) -> Any:
+    """Every ingest rule."""
+    resp = await b.call("ingest", b.ingest.ListRules, ingest_pb2.ListRulesRequest())
+    return local_page(list(resp.rules), page)
+
+
+@router.post(
+    "/v1/rules", dependencies=Write, status_code=201, response_model=RuleOut, tags=["rules"]
+)
+async def create_rule(b: B, body: RuleBody) -> Any:
+    """Create a rule (it starts consuming when enabled)."""
+    req = ingest_pb2.CreateRuleRequest(rule=body.to_proto())
+    resp = await b.call("ingest", b.ingest.CreateRule, req)
+    return message_to_dict(resp.rule)
+
+
+@router.get("/v1/rules/{name}", dependencies=Read, response_model=RuleOut, tags=["rules"])
+async def get_rule(b: B, name: RuleName) -> Any:
+    """One rule."""
+    resp = await b.call("ingest", b.ingest.GetRule, ingest_pb2.GetRuleRequest(name=name))
+    return message_to_dict(resp.rule)
+
+
+@router.put("/v1/rules/{name}", dependencies=Write, response_model=RuleOut, tags=["rules"])
+async def update_rule(b: B, name: RuleName, body: RuleBody) -> Any:
+    """Replace a rule; the body's name must be the path's."""
+    if body.name != name:
+        raise ApiError(400, "invalid_argument", "name: the body's name differs from the path's")
+    req = ingest_pb2.UpdateRuleRequest(rule=body.to_proto())
+    resp = await b.call("ingest", b.ingest.UpdateRule, req)
+    return message_to_dict(resp.rule)
+
+
+@router.delete("/v1/rules/{name}", dependencies=Write, status_code=204, tags=["rules"])
+async def delete_rule(b: B, name: RuleName) -> Response:
+    """Delete a rule (it stops consuming)."""
+    await b.call("ingest", b.ingest.DeleteRule, ingest_pb2.DeleteRuleRequest(name=name))
+    return Response(status_code=204)
+
+
+@router.post("/v1/rules/{name}/pause", dependencies=Write, status_code=204, tags=["rules"])
+async def pause_rule(b: B, name: RuleName) -> Response:
+    """Pause one rule's consumption."""
+    await b.call("ingest", b.ingest.PauseRule, ingest_pb2.PauseRuleRequest(name=name))
+    return Response(status_code=204)
+
+
+@router.post("/v1/rules/{name}/resume", dependencies=Write, status_code=204, tags=["rules"])
+async def resume_rule(b: B, name: RuleName) -> Response:
+    """Resume a paused rule."""
+    await b.call("ingest", b.ingest.ResumeRule, ingest_pb2.ResumeRuleRequest(name=name))
+    return Response(status_code=204)
+
+
+@router.get("/v1/ingest/status", dependencies=Read, response_model=StatusOut, tags=["ingest"])
+async def ingest_status(b: B) -> Any:
+    """Worker state, per-rule rates and queue depths."""
+    resp = await b.call("ingest", b.ingest.GetIngestStatus, ingest_pb2.GetIngestStatusRequest())
+    return message_to_dict(resp)
+
+
+@router.post("/v1/ingest/start", dependencies=Write, response_model=StatusOut, tags=["ingest"])
+async def ingest_start(b: B) -> Any:
+    """Start the workers."""
+    resp = await b.call("ingest", b.ingest.StartIngest, ingest_pb2.StartIngestRequest())
+    return message_to_dict(resp.status)
+
+
+@router.post("/v1/ingest/stop", dependencies=Write, response_model=StatusOut, tags=["ingest"])
+async def ingest_stop(b: B) -> Any:
+    """Stop the workers (messages stay queued at the broker)."""
+    resp = await b.call("ingest", b.ingest.StopIngest, ingest_pb2.StopIngestRequest())
+    return message_to_dict(resp.status)
+
+
+@router.put("/v1/ingest/workers", dependencies=Write, response_model=WorkersOut, tags=["ingest"])
+async def ingest_workers(b: B, body: WorkersBody) -> Any:
+    """Set the worker concurrency."""
+    req = ingest_pb2.SetWorkersRequest(workers=body.workers)
+    resp = await b.call("ingest", b.ingest.SetWorkers, req)
+    return {"workers": resp.workers}
+
+
+def _filter(q: TimeQuery) -> ingest_pb2.ArchiveFilter:
+    return ingest_pb2.ArchiveFilter(
+        device_id=q.device or "",
+        point=q.point or "",
+        time_range=time_range(q),
+        page=page_request(q),
+    )
+
+
+@router.get(
+    "/v1/telemetry",
+    dependencies=Read,
+    response_model=page_model(ingest_pb2.TelemetryRecord.DESCRIPTOR),
+    tags=["archive"],
+)
+async def query_telemetry(b: B, q: TimeParams) -> Any:
+    """Archived curves, newest first."""
+    req = ingest_pb2.QueryTelemetryRequest(filter=_filter(q))
+    resp = await b.call("ingest", b.ingest.QueryTelemetry, req)
+    return page_body(list(resp.records), resp.next_page_token)
+
+
+@router.get(
+    "/v1/verdicts",
+    dependencies=Read,
+    response_model=page_model(ingest_pb2.VerdictRecord.DESCRIPTOR),
+    tags=["archive"],
+)
+async def query_verdicts(b: B, q: VerdictParams) -> Any:
+    """Archived verdicts, newest first."""
+    req = ingest_pb2.QueryVerdictsRequest(filter=_filter(q), label=q.label or "")
+    resp = await b.call("ingest", b.ingest.QueryVerdicts, req)
+    return page_body(list(resp.records), resp.next_page_token)
+
+
+@router.get(
+    "/v1/deadletters",
+    dependencies=Read,
+    response_model=page_model(ingest_pb2.DeadLetterRecord.DESCRIPTOR),
+    tags=["archive"],
+)
+async def query_deadletters(b: B, q: TimeParams) -> Any:
+    """Messages that failed validation, with the reason."""
+    req = ingest_pb2.QueryDeadLettersRequest(filter=_filter(q))
+    resp = await b.call("ingest", b.ingest.QueryDeadLetters, req)
+    return page_body(list(resp.records), resp.next_page_token)
+
+
+@router.get(
+    "/v1/alarms",
+    dependencies=Read,
+    response_model=page_model(ingest_pb2.AlarmRecord.DESCRIPTOR),
+    tags=["archive"],
+)
+async def query_alarms(b: B, q: AlarmParams) -> Any:
+    """Alarms, newest first."""
+    number = enum_value(ingest_pb2.AlarmState.DESCRIPTOR, q.state) if q.state else 0
+    req = ingest_pb2.QueryAlarmsRequest(filter=_filter(q), state=number)  # type: ignore[arg-type]
+    resp = await b.call("ingest", b.ingest.QueryAlarms, req)
+    return page_body(list(resp.records), resp.next_page_token)

@@ -1,0 +1,209 @@
+"""Streaming firmware upload: a multipart form piped into ``OtaService.UploadFirmware``.
+
+The body is parsed as it arrives (python-multipart's push parser); the ``file`` part's
+bytes go to the gRPC client stream through a small bounded queue, so a large image is
+never held in memory. The documented field order is ``version`` (and ``product``) before
+``file``; when a client sends the file first, its bytes are spooled to a temporary file
+on disk until the metadata is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from typing import IO, Any
+
+import grpc
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from linewatch.v1 import ota_pb2
+from linewatch_gateway.errors import ApiError, from_grpc
+
+__all__ = ["stream_firmware_upload"]
+
+_MAX_FIELD = 4096
+_FIELDS = ("version", "product")
+_SPOOL_CHUNK = 256 * 1024
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, "invalid_argument", message)
+
+
+class _FormEvents:
+    """Push parser of one multipart body, collecting events between feeds."""
+
+    def __init__(self, boundary: bytes) -> None:
+        self.events: list[tuple[str, str, bytes]] = []
+        self.ended = False
+        self.error: ApiError | None = None
+        self._headers: dict[str, str] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+        self._name = ""
+        self._is_file = False
+        self._buffer = bytearray()
+        callbacks: Any = {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self._field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._value.extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+        self._parser = MultipartParser(boundary, callbacks)
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+        self._buffer = bytearray()
+        self._name = ""
+        self._is_file = False
+
+    def _header_end(self) -> None:
+        name = self._field.decode("latin-1").lower()
+        self._headers[name] = self._value.decode("latin-1")
+        self._field = bytearray()
+        self._value = bytearray()
+
+    def _headers_finished(self) -> None:
+        disposition, params = parse_options_header(self._headers.get("content-disposition"))
+        if disposition != b"form-data" or b"name" not in params:
+            self.error = self.error or _invalid("a form part has no name")
+            return
+        self._name = params[b"name"].decode("utf-8", "replace")
+        self._is_file = self._name == "file"
+        if self._is_file:
+            filename = params.get(b"filename", b"").decode("utf-8", "replace")
+            self.events.append(("file_begin", filename[:255], b""))
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._is_file:
+            self.events.append(("data", "", bytes(data[start:end])))
+            return
+        self._buffer.extend(data[start:end])
+        if len(self._buffer) > _MAX_FIELD:
+            self.error = self.error or _invalid(f"{self._name}: longer than {_MAX_FIELD} bytes")
+            self._buffer = bytearray()
+
+    def _part_end(self) -> None:
+        if self._is_file:
+            self.events.append(("file_end", "", b""))
+        elif self._name:
+            self.events.append(("field", self._name, bytes(self._buffer)))
+
+    def _end(self) -> None:
+        self.ended = True
+
+    def feed(self, data: bytes) -> list[tuple[str, str, bytes]]:
+        """Parse more of the body; the events it completed."""
+        try:
+            self._parser.write(data)
+        except Exception as exc:  # python-multipart raises its own and ValueError
+            raise _invalid(f"malformed multipart body ({exc.__class__.__name__})") from exc
+        if self.error is not None:
+            raise self.error
+        events, self.events = self.events, []
+        return events
+
+
+def _metadata(fields: dict[str, str], filename: str) -> ota_pb2.UploadFirmwareRequest.Metadata:
+    version = fields.get("version", "").strip()
+    if not version:
+        raise _invalid("version: a non-empty form field is required before the end of the body")
+    return ota_pb2.UploadFirmwareRequest.Metadata(
+        product=fields.get("product", "").strip(), version=version, filename=filename
+    )
+
+
+async def stream_firmware_upload(
+    request: Request, ota: Any, *, max_bytes: int, timeout_s: float
+) -> Any:
+    """Parse the form as it arrives and stream it to ``UploadFirmware``; the response."""
+    mime, params = parse_options_header(request.headers.get("content-type"))
+    if mime != b"multipart/form-data" or not params.get(b"boundary"):
+        raise ApiError(415, "unsupported_media_type", "send multipart/form-data")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise ApiError(413, "payload_too_large", f"the upload exceeds {max_bytes} bytes")
+    form = _FormEvents(params[b"boundary"])
+    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=16)
+    loop = asyncio.get_running_loop()
+    meta: asyncio.Future[ota_pb2.UploadFirmwareRequest.Metadata] = loop.create_future()
+
+    async def requests() -> AsyncIterator[ota_pb2.UploadFirmwareRequest]:
+        yield ota_pb2.UploadFirmwareRequest(metadata=await meta)
+        while (chunk := await chunks.get()) is not None:
+            yield ota_pb2.UploadFirmwareRequest(chunk=chunk)
+
+    async def pump() -> None:
+        fields: dict[str, str] = {}
+        filename = ""
+        file_seen = streaming = False
+        spool: IO[bytes] | None = None
+        total = 0
+        try:
+            async for body in request.stream():
+                total += len(body)
+                if total > max_bytes:
+                    raise ApiError(
+                        413, "payload_too_large", f"the upload exceeds {max_bytes} bytes"
+                    )
+                for kind, name, data in form.feed(body):
+                    if kind == "field" and name in _FIELDS:
+                        try:
+                            fields[name] = data.decode("utf-8")
+                        except UnicodeDecodeError as exc:
+                            raise _invalid(f"{name}: not UTF-8") from exc
+                    elif kind == "file_begin":
+                        if file_seen:
+                            raise _invalid("file: only one file per upload")
+                        file_seen, filename = True, name
+                        if fields.get("version", "").strip():
+                            meta.set_result(_metadata(fields, filename))
+                            streaming = True
+                        else:
+                            spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+                    elif kind == "data" and streaming:
+                        await chunks.put(data)
+                    elif kind == "data" and spool is not None:
+                        await asyncio.to_thread(spool.write, data)
+            if not form.ended:
+                raise _invalid("the multipart body ended early")
+            if not file_seen:
+                raise _invalid("file: a file part is required")
+            if not streaming:
+                meta.set_result(_metadata(fields, filename))
+                assert spool is not None
+                await asyncio.to_thread(spool.seek, 0)
+                while data := await asyncio.to_thread(spool.read, _SPOOL_CHUNK):
+                    await chunks.put(data)
+            await chunks.put(None)
+        finally:
+            if spool is not None:
+                spool.close()
+
+    async def call() -> Any:
+        return await ota.UploadFirmware(requests(), timeout=timeout_s)
+
+    call_task = asyncio.ensure_future(call())
+    pump_task = asyncio.ensure_future(pump())
+    try:
+        await asyncio.wait({call_task, pump_task}, return_when=asyncio.FIRST_EXCEPTION)
+        if pump_task.done() and pump_task.exception() is not None:
+            call_task.cancel()
+            raise pump_task.exception()  # type: ignore[misc]
+        try:
+            return await call_task
+        except grpc.aio.AioRpcError as exc:
+            raise from_grpc(exc, "ota") from exc
+    finally:
+        for task in (call_task, pump_task):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
