@@ -90,9 +90,18 @@ bench: setup ## Run the benchmarks; prints figures and writes bench/results/
 	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: images
-images: ## Build the five service images with docker or podman
+images: ## Build the five service images with docker or podman (BASE_IMAGE=... to override)
 	scripts/build-images.sh $(SERVICES)
 
+.venv-deploy/.installed: requirements/deploy.txt
+	@test -x .venv-deploy/bin/python || $(PYTHON) -m venv .venv-deploy
+	.venv-deploy/bin/python -m pip install -q --require-hashes -r requirements/deploy.txt
+	@touch $@
+
+.PHONY: deploy-setup
+deploy-setup: .venv-deploy/.installed ## Create .venv-deploy (helm SDK, kubernetes-validate, checkov, hadolint, starlark)
+
 .PHONY: chart
-chart: setup ## Lint, render and validate the Helm chart
-	$(PY) -m tools.chart_check
+chart: setup deploy-setup ## Lint, render and validate the Helm chart; hadolint; the deploy tests
+	.venv-deploy/bin/python -m tools.chart_check
+	$(PY) -m pytest tests/deploy -q

@@ -157,3 +157,14 @@ A generated secret value kept across upgrades: dict "root" $ "secret" name "key"
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* Where devices reach the gateway (firmware downloads): publicBaseUrl, the first Ingress host, or the in-cluster Service. */}}
+{{- define "linewatch.publicBaseUrl" -}}
+{{- if .Values.publicBaseUrl }}
+{{- .Values.publicBaseUrl }}
+{{- else if and .Values.ingress.enabled .Values.ingress.hosts }}
+{{- printf "%s://%s" (ternary "https" "http" (gt (len .Values.ingress.tls) 0)) (index .Values.ingress.hosts 0).host }}
+{{- else }}
+{{- printf "http://%s:%v" (include "linewatch.componentName" (dict "root" . "name" "gateway")) .Values.components.gateway.port }}
+{{- end }}
+{{- end }}
