@@ -1,0 +1,203 @@
+"""``linewatch.v1.IngestService``: rules, worker control, archive queries, live streams."""
+
+# ruff: noqa: N802  (gRPC method names)
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+
+import grpc
+
+from linewatch.runtime.errors import InvalidArgument
+from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
+from linewatch_ingest.control import IngestController
+from linewatch_ingest.convert import (
+    alarm_record,
+    dead_letter_record,
+    telemetry_record,
+    timestamp_ms,
+    verdict_record,
+)
+from linewatch_ingest.fanout import FanOut
+from linewatch_ingest.rules import rule_from_proto, rule_to_proto
+from linewatch_ingest.store import IngestStore, Query
+
+__all__ = ["IngestServicer"]
+
+Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+_ALARM_STATES = {
+    ingest_pb2.ALARM_STATE_ACTIVE: "active",
+    ingest_pb2.ALARM_STATE_CLEARED: "cleared",
+}
+
+
+def _query(f: ingest_pb2.ArchiveFilter, *, label: str = "", state: str = "") -> Query:
+    start = end = None
+    if f.HasField("time_range"):
+        if f.time_range.HasField("start"):
+            start = timestamp_ms(f.time_range.start)
+        if f.time_range.HasField("end"):
+            end = timestamp_ms(f.time_range.end)
+    if f.page.page_size < 0:
+        raise InvalidArgument("page.page_size: must not be negative")
+    return Query(
+        device_id=f.device_id,
+        point=f.point,
+        start_ms=start,
+        end_ms=end,
+        page_size=f.page.page_size,
+        page_token=f.page.page_token,
+        label=label,
+        state=state,
+    )
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    """The gRPC face of the controller and the archive."""
+
+    def __init__(
+        self,
+        *,
+        controller: IngestController,
+        store: IngestStore,
+        verdicts: FanOut[ingest_pb2.VerdictRecord],
+        telemetry: FanOut[ingest_pb2.TelemetryRecord],
+        alarms: FanOut[ingest_pb2.AlarmRecord],
+        max_page_size: int = 1000,
+    ) -> None:
+        self._ctl = controller
+        self._store = store
+        self._verdicts = verdicts
+        self._telemetry = telemetry
+        self._alarms = alarms
+        self._max_page = max_page_size
+
+    # --- rules -----------------------------------------------------------------------
+
+    async def ListRules(
+        self, request: ingest_pb2.ListRulesRequest, context: Ctx
+    ) -> ingest_pb2.ListRulesResponse:
+        return ingest_pb2.ListRulesResponse(
+            rules=[rule_to_proto(r) for r in self._ctl.list_rules()]
+        )
+
+    async def GetRule(
+        self, request: ingest_pb2.GetRuleRequest, context: Ctx
+    ) -> ingest_pb2.GetRuleResponse:
+        return ingest_pb2.GetRuleResponse(rule=rule_to_proto(self._ctl.get_rule(request.name)))
+
+    async def CreateRule(
+        self, request: ingest_pb2.CreateRuleRequest, context: Ctx
+    ) -> ingest_pb2.CreateRuleResponse:
+        rule = await self._ctl.create_rule(rule_from_proto(request.rule))
+        return ingest_pb2.CreateRuleResponse(rule=rule_to_proto(rule))
+
+    async def UpdateRule(
+        self, request: ingest_pb2.UpdateRuleRequest, context: Ctx
+    ) -> ingest_pb2.UpdateRuleResponse:
+        rule = await self._ctl.update_rule(rule_from_proto(request.rule))
+        return ingest_pb2.UpdateRuleResponse(rule=rule_to_proto(rule))
+
+    async def DeleteRule(
+        self, request: ingest_pb2.DeleteRuleRequest, context: Ctx
+    ) -> ingest_pb2.DeleteRuleResponse:
+        await self._ctl.delete_rule(request.name)
+        return ingest_pb2.DeleteRuleResponse()
+
+    # --- worker control --------------------------------------------------------------
+
+    async def GetIngestStatus(
+        self, request: ingest_pb2.GetIngestStatusRequest, context: Ctx
+    ) -> ingest_pb2.GetIngestStatusResponse:
+        return self._ctl.status()
+
+    async def StartIngest(
+        self, request: ingest_pb2.StartIngestRequest, context: Ctx
+    ) -> ingest_pb2.StartIngestResponse:
+        await self._ctl.start()
+        return ingest_pb2.StartIngestResponse(status=self._ctl.status())
+
+    async def StopIngest(
+        self, request: ingest_pb2.StopIngestRequest, context: Ctx
+    ) -> ingest_pb2.StopIngestResponse:
+        await self._ctl.stop()
+        return ingest_pb2.StopIngestResponse(status=self._ctl.status())
+
+    async def PauseRule(
+        self, request: ingest_pb2.PauseRuleRequest, context: Ctx
+    ) -> ingest_pb2.PauseRuleResponse:
+        self._ctl.pause(request.name)
+        return ingest_pb2.PauseRuleResponse()
+
+    async def ResumeRule(
+        self, request: ingest_pb2.ResumeRuleRequest, context: Ctx
+    ) -> ingest_pb2.ResumeRuleResponse:
+        self._ctl.resume(request.name)
+        return ingest_pb2.ResumeRuleResponse()
+
+    async def SetWorkers(
+        self, request: ingest_pb2.SetWorkersRequest, context: Ctx
+    ) -> ingest_pb2.SetWorkersResponse:
+        return ingest_pb2.SetWorkersResponse(workers=self._ctl.set_workers(request.workers))
+
+    # --- archive ---------------------------------------------------------------------
+
+    async def QueryTelemetry(
+        self, request: ingest_pb2.QueryTelemetryRequest, context: Ctx
+    ) -> ingest_pb2.QueryTelemetryResponse:
+        page = await self._store.query_telemetry(_query(request.filter), max_page=self._max_page)
+        return ingest_pb2.QueryTelemetryResponse(
+            records=[telemetry_record(r) for r in page.rows], next_page_token=page.next_page_token
+        )
+
+    async def QueryVerdicts(
+        self, request: ingest_pb2.QueryVerdictsRequest, context: Ctx
+    ) -> ingest_pb2.QueryVerdictsResponse:
+        query = _query(request.filter, label=request.label)
+        page = await self._store.query_verdicts(query, max_page=self._max_page)
+        return ingest_pb2.QueryVerdictsResponse(
+            records=[verdict_record(r) for r in page.rows], next_page_token=page.next_page_token
+        )
+
+    async def QueryDeadLetters(
+        self, request: ingest_pb2.QueryDeadLettersRequest, context: Ctx
+    ) -> ingest_pb2.QueryDeadLettersResponse:
+        page = await self._store.query_dead_letters(_query(request.filter), max_page=self._max_page)
+        return ingest_pb2.QueryDeadLettersResponse(
+            records=[dead_letter_record(r) for r in page.rows],
+            next_page_token=page.next_page_token,
+        )
+
+    async def QueryAlarms(
+        self, request: ingest_pb2.QueryAlarmsRequest, context: Ctx
+    ) -> ingest_pb2.QueryAlarmsResponse:
+        query = _query(request.filter, state=_ALARM_STATES.get(request.state, ""))
+        page = await self._store.query_alarms(query, max_page=self._max_page)
+        return ingest_pb2.QueryAlarmsResponse(
+            records=[alarm_record(r) for r in page.rows], next_page_token=page.next_page_token
+        )
+
+    # --- live streams ----------------------------------------------------------------
+
+    async def StreamVerdicts(
+        self, request: ingest_pb2.StreamVerdictsRequest, context: Ctx
+    ) -> AsyncIterator[ingest_pb2.StreamVerdictsResponse]:
+        async with self._verdicts.subscribe() as queue:
+            while True:
+                yield ingest_pb2.StreamVerdictsResponse(verdict=await queue.get())
+
+    async def StreamTelemetry(
+        self, request: ingest_pb2.StreamTelemetryRequest, context: Ctx
+    ) -> AsyncIterator[ingest_pb2.StreamTelemetryResponse]:
+        async with self._telemetry.subscribe() as queue:
+            while True:
+                yield ingest_pb2.StreamTelemetryResponse(telemetry=await queue.get())
+
+    async def StreamAlarms(
+        self, request: ingest_pb2.StreamAlarmsRequest, context: Ctx
+    ) -> AsyncIterator[ingest_pb2.StreamAlarmsResponse]:
+        async with self._alarms.subscribe() as queue:
+            while True:
+                yield ingest_pb2.StreamAlarmsResponse(alarm=await queue.get())

@@ -1,0 +1,96 @@
+"""The ingest service process: database, inference client, alarms, rules, gRPC API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from linewatch.runtime.db import Database, default_sqlite_url
+from linewatch.runtime.grpc_server import GrpcServer
+from linewatch.runtime.telemetry import setup_telemetry
+from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
+from linewatch_ingest.alarms import AlarmEngine
+from linewatch_ingest.api import IngestServicer
+from linewatch_ingest.config import IngestConfig
+from linewatch_ingest.control import IngestController
+from linewatch_ingest.fanout import FanOut
+from linewatch_ingest.inference_client import InferenceClient
+from linewatch_ingest.pipeline import PipelineDeps
+from linewatch_ingest.store import IngestStore
+
+__all__ = ["IngestService", "running", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestService:
+    """A running ingest service (what :func:`running` yields)."""
+
+    config: IngestConfig
+    port: int
+    store: IngestStore
+    controller: IngestController
+    inference: InferenceClient
+    alarms: AlarmEngine
+
+
+@asynccontextmanager
+async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
+    """Start every part of the service; stop them in reverse order on exit."""
+    setup_telemetry("ingest")  # idempotent; verdicts need real trace ids
+    db = Database(config.database_url or default_sqlite_url(config.data_dir, "ingest"))
+    store = IngestStore(db)
+    await store.create()
+    inference = InferenceClient(
+        config.inference.target,
+        timeout_s=config.inference.timeout_s,
+        max_inflight=config.inference.max_inflight,
+        retry_max_delay_s=config.inference.retry_max_delay_s,
+    )
+    await inference.start()
+    verdicts: FanOut[ingest_pb2.VerdictRecord] = FanOut(buffer=config.stream_buffer)
+    telemetry: FanOut[ingest_pb2.TelemetryRecord] = FanOut(buffer=config.stream_buffer)
+    alarm_stream: FanOut[ingest_pb2.AlarmRecord] = FanOut(buffer=config.stream_buffer)
+    alarms = AlarmEngine(store, config.webhook, stream=alarm_stream)
+    alarm_task = asyncio.create_task(alarms.run(), name="alarms")
+    deps = PipelineDeps(config, store, inference, alarms, verdicts, telemetry)
+    controller = IngestController(deps)
+    server = GrpcServer(config=config.grpc, service="ingest")
+    try:
+        await controller.load()
+        servicer = IngestServicer(
+            controller=controller,
+            store=store,
+            verdicts=verdicts,
+            telemetry=telemetry,
+            alarms=alarm_stream,
+            max_page_size=config.max_page_size,
+        )
+        server.add(
+            ingest_pb2_grpc.add_IngestServiceServicer_to_server,
+            servicer,
+            ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
+        )
+        port = await server.start()
+        await controller.start()
+        yield IngestService(config, port, store, controller, inference, alarms)
+    finally:
+        await server.stop()
+        await controller.stop(grace=config.grpc.grace_s)
+        alarm_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await alarm_task
+        await inference.close()
+        await db.close()
+
+
+async def serve(config: IngestConfig, stop: asyncio.Event) -> None:
+    """Run the ingest service until ``stop`` is set."""
+    async with running(config):
+        await stop.wait()
+    log.info("ingest stopped")

@@ -1,0 +1,227 @@
+"""Worker control: the set of running rules, start/stop/pause/resume, concurrency, status.
+
+:class:`IngestController` owns one :class:`~linewatch_ingest.pipeline.RuleWorker` per
+enabled rule. Rule changes (create, update, delete) are written to the database first and
+then applied to the running workers without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from linewatch.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from linewatch.v1 import ingest_pb2
+from linewatch_ingest.config import RuleConfig
+from linewatch_ingest.pipeline import PipelineDeps, RuleWorker
+from linewatch_ingest.rules import strip_share, validate_rule
+
+__all__ = ["IngestController"]
+
+log = logging.getLogger(__name__)
+
+
+class IngestController:
+    """Runs the rules and answers the worker-control API."""
+
+    def __init__(self, deps: PipelineDeps) -> None:
+        self.deps = deps
+        config = deps.config
+        self._brokers = set(config.brokers)
+        self._base_id = config.client_id or f"linewatch-ingest-{socket.gethostname()}"
+        self._rules: dict[str, RuleConfig] = {}
+        self._workers: dict[str, RuleWorker] = {}
+        self._paused: set[str] = set()
+        self._lock = asyncio.Lock()
+        self.running = False
+        self.workers = config.workers
+
+    # --- start-up and shutdown -------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read the stored rules; seed configured rules the database does not have yet."""
+        stored = {rule.name: rule for rule in await self.deps.store.list_rules()}
+        for rule in self.deps.config.rules:
+            if rule.name not in stored:
+                validate_rule(rule, self._brokers)
+                await self.deps.store.create_rule(rule)
+                stored[rule.name] = rule
+        for rule in stored.values():
+            try:
+                validate_rule(rule, self._brokers)
+            except InvalidArgument as exc:
+                log.error("stored rule skipped: %s", exc.message)
+                continue
+            self._rules[rule.name] = rule
+
+    async def start(self) -> None:
+        """Start consuming every enabled rule."""
+        async with self._lock:
+            self.running = True
+            for rule in self._rules.values():
+                await self._start_rule(rule)
+
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """Stop consuming (in-flight messages finish within ``grace``)."""
+        async with self._lock:
+            self.running = False
+            workers = list(self._workers.values())
+            self._workers.clear()
+            await asyncio.gather(*(w.stop(grace=grace) for w in workers))
+
+    async def _start_rule(self, rule: RuleConfig) -> None:
+        if not self.running or not rule.enabled or rule.name in self._workers:
+            return
+        template = validate_rule(rule, self._brokers)
+        worker = RuleWorker(
+            rule,
+            template,
+            broker=self.deps.config.brokers[rule.broker],
+            client_id=f"{self._base_id}-{rule.name}",
+            deps=self.deps,
+            workers=self.workers,
+        )
+        self._workers[rule.name] = worker
+        await worker.start()
+        if rule.name in self._paused:
+            worker.pause()
+
+    async def _stop_rule(self, name: str, *, forget_session: bool = False) -> None:
+        worker = self._workers.pop(name, None)
+        if worker is not None:
+            await worker.stop(forget_session=forget_session)
+
+    # --- rules -----------------------------------------------------------------------
+
+    def list_rules(self) -> list[RuleConfig]:
+        """Every rule, by name."""
+        return [self._rules[name] for name in sorted(self._rules)]
+
+    def get_rule(self, name: str) -> RuleConfig:
+        """One rule.
+
+        Raises:
+            NotFound: no rule of that name.
+        """
+        try:
+            return self._rules[name]
+        except KeyError:
+            raise NotFound(f"no rule {name!r}") from None
+
+    def _check_conflicts(self, rule: RuleConfig) -> None:
+        for other in self._rules.values():
+            if other.name == rule.name or other.broker != rule.broker:
+                continue
+            if strip_share(other.source_topic) == strip_share(rule.source_topic):
+                raise FailedPrecondition(
+                    f"rule {other.name!r} already subscribes {rule.source_topic!r} on "
+                    f"broker {rule.broker!r}"
+                )
+
+    async def create_rule(self, rule: RuleConfig) -> RuleConfig:
+        """Store a new rule and start it.
+
+        Raises:
+            InvalidArgument: the rule cannot work.
+            AlreadyExists: the name is taken.
+        """
+        validate_rule(rule, self._brokers)
+        async with self._lock:
+            self._check_conflicts(rule)
+            await self.deps.store.create_rule(rule)
+            self._rules[rule.name] = rule
+            await self._start_rule(rule)
+        return rule
+
+    async def update_rule(self, rule: RuleConfig) -> RuleConfig:
+        """Replace a rule; its worker restarts with the new settings.
+
+        Raises:
+            InvalidArgument: the rule cannot work.
+            NotFound: no rule of that name.
+        """
+        validate_rule(rule, self._brokers)
+        async with self._lock:
+            if rule.name not in self._rules:
+                raise NotFound(f"no rule {rule.name!r}")
+            self._check_conflicts(rule)
+            await self.deps.store.update_rule(rule)
+            old = self._rules[rule.name]
+            self._rules[rule.name] = rule
+            same_source = (old.broker, old.source_topic) == (rule.broker, rule.source_topic)
+            await self._stop_rule(rule.name, forget_session=not same_source)
+            await self._start_rule(rule)
+        return rule
+
+    async def delete_rule(self, name: str) -> None:
+        """Stop a rule and delete it.
+
+        Raises:
+            NotFound: no rule of that name.
+        """
+        async with self._lock:
+            if name not in self._rules:
+                raise NotFound(f"no rule {name!r}")
+            await self.deps.store.delete_rule(name)
+            del self._rules[name]
+            self._paused.discard(name)
+            await self._stop_rule(name, forget_session=True)
+            self.deps.alarms.forget_rule(name)
+
+    # --- control ---------------------------------------------------------------------
+
+    def pause(self, name: str) -> None:
+        """Pause one rule (it keeps its subscription; the broker holds its messages)."""
+        self.get_rule(name)
+        self._paused.add(name)
+        worker = self._workers.get(name)
+        if worker is not None:
+            worker.pause()
+
+    def resume(self, name: str) -> None:
+        """Resume a paused rule."""
+        self.get_rule(name)
+        self._paused.discard(name)
+        worker = self._workers.get(name)
+        if worker is not None:
+            worker.resume()
+
+    def set_workers(self, workers: int) -> int:
+        """Batches scored at once per rule.
+
+        Raises:
+            InvalidArgument: outside 1..256.
+        """
+        if not 1 <= workers <= 256:
+            raise InvalidArgument("workers: must be 1..256")
+        self.workers = workers
+        for worker in self._workers.values():
+            worker.set_workers(workers)
+        return workers
+
+    def status(self) -> ingest_pb2.GetIngestStatusResponse:
+        """Overall state and every rule's status."""
+        rules = []
+        for name in sorted(self._rules):
+            worker = self._workers.get(name)
+            if worker is not None:
+                rules.append(worker.status())
+            else:
+                state = (
+                    ingest_pb2.WORKER_STATE_PAUSED
+                    if name in self._paused
+                    else ingest_pb2.WORKER_STATE_STOPPED
+                )
+                rules.append(ingest_pb2.RuleStatus(name=name, state=state))
+        return ingest_pb2.GetIngestStatusResponse(
+            state=ingest_pb2.WORKER_STATE_RUNNING
+            if self.running
+            else ingest_pb2.WORKER_STATE_STOPPED,
+            workers=self.workers,
+            rules=rules,
+        )
+
+    def worker(self, name: str) -> RuleWorker | None:
+        """The running worker of a rule (for tests and diagnostics)."""
+        return self._workers.get(name)

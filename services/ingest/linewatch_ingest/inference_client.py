@@ -1,0 +1,202 @@
+"""Client of ``linewatch.v1.InferenceService.PredictStream``: one long-lived bidi stream.
+
+Batches from every rule share the stream, each tagged with its own ``batch_id``; answers
+may come back in any order and are matched by id. When the stream breaks (the inference
+service restarted, the network dropped) every batch waiting on it fails with
+:class:`~linewatch.runtime.errors.Unavailable` and a fresh stream is opened with capped
+backoff; callers resend (the pipeline retries a batch until it is scored, it never drops
+one). A batch without an answer within ``timeout_s`` fails the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from dataclasses import dataclass
+
+import grpc
+
+from linewatch.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LinewatchError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from linewatch.v1 import inference_pb2, inference_pb2_grpc
+
+__all__ = ["BatchResult", "InferenceClient"]
+
+log = logging.getLogger(__name__)
+
+_CODE_ERRORS: dict[int, type[LinewatchError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT.value[0]: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND.value[0]: NotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]: ResourceExhausted,
+    grpc.StatusCode.FAILED_PRECONDITION.value[0]: FailedPrecondition,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Scores of one batch: per curve the label, ok flag and probabilities."""
+
+    model: str
+    version: str
+    labels: tuple[str, ...]
+    scores: list[inference_pb2.Score]
+
+
+class InferenceClient:
+    """Multiplexes batches over one ``PredictStream`` and keeps it open."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = 10.0,
+        max_inflight: int = 64,
+        retry_max_delay_s: float = 5.0,
+    ) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.retry_max_delay_s = retry_max_delay_s
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[inference_pb2.PredictStreamResponse]] = {}
+        self._outbox: asyncio.Queue[inference_pb2.PredictStreamRequest] = asyncio.Queue()
+        self._channel: grpc.aio.Channel | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self.last_error = ""
+        self.reconnects = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether a stream is open now."""
+        return self._connected.is_set()
+
+    async def start(self) -> None:
+        """Open the channel and keep a stream running in the background."""
+        self._channel = grpc.aio.insecure_channel(
+            self.target,
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", int(self.retry_max_delay_s * 1000)),
+            ],
+        )
+        self._task = asyncio.create_task(self._run(), name="inference-stream")
+
+    async def close(self) -> None:
+        """Stop the stream; waiting batches fail with Unavailable."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._fail_pending("inference client closed")
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def predict(
+        self, *, model: str, version: str, samples_f32: bytes, lengths: list[int]
+    ) -> BatchResult:
+        """Score one batch (one attempt).
+
+        Raises:
+            Unavailable: no stream, the stream broke, or no answer within ``timeout_s``.
+            LinewatchError: the inference service refused the batch (its status code).
+        """
+        async with self._slots:
+            batch_id = next(self._ids)
+            fut: asyncio.Future[inference_pb2.PredictStreamResponse] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._pending[batch_id] = fut
+            try:
+                self._outbox.put_nowait(
+                    inference_pb2.PredictStreamRequest(
+                        batch_id=batch_id,
+                        batch=inference_pb2.CurveBatch(
+                            model=model, version=version, samples_f32=samples_f32, lengths=lengths
+                        ),
+                    )
+                )
+                async with asyncio.timeout(self.timeout_s):
+                    response = await fut
+            except TimeoutError as exc:
+                raise Unavailable(f"inference: no answer within {self.timeout_s}s") from exc
+            finally:
+                self._pending.pop(batch_id, None)
+        if response.error_code:
+            error = _CODE_ERRORS.get(response.error_code, Unavailable)
+            raise error(f"inference: {response.error_message or 'batch failed'}")
+        result = response.result
+        if len(result.scores) != len(lengths):
+            raise Unavailable(f"inference: {len(result.scores)} scores for {len(lengths)} curves")
+        return BatchResult(result.model, result.version, tuple(result.labels), list(result.scores))
+
+    def _fail_pending(self, reason: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(Unavailable(reason))
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._one_stream()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                self.last_error = f"{exc.code().name}: {exc.details()}"
+            except Exception as exc:
+                self.last_error = repr(exc)
+                log.exception("inference stream failed")
+            self._connected.clear()
+            self._fail_pending(f"inference stream broke: {self.last_error}")
+            failures += 1
+            self.reconnects += 1
+            delay = min(self.retry_max_delay_s, 0.1 * 2 ** min(failures, 10))
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _one_stream(self) -> None:
+        assert self._channel is not None
+        stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
+        call = stub.PredictStream(wait_for_ready=True)
+
+        async def writer() -> None:
+            while True:
+                request = await self._outbox.get()
+                if request.batch_id in self._pending:
+                    await call.write(request)
+
+        write_task = asyncio.create_task(writer())
+        try:
+            await call.wait_for_connection()
+            self._connected.set()
+            log.info("inference stream open", extra={"fields": {"target": self.target}})
+            while True:
+                response = await call.read()
+                if response is grpc.aio.EOF:
+                    raise Unavailable("inference stream ended")
+                fut = self._pending.get(response.batch_id)
+                if fut is not None and not fut.done():
+                    fut.set_result(response)
+                if write_task.done():
+                    write_task.result()
+        finally:
+            write_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, Exception):
+                await write_task
+            call.cancel()

@@ -1,0 +1,604 @@
+"""The pipeline of one rule: receive → validate → queue → micro-batch → score → publish
+→ archive → alarms → acknowledge.
+
+The MQTT handler (:meth:`RuleWorker.handle`) validates a message, puts it on the rule's
+bounded queue and then *waits* until a batch worker has published its verdict and written
+its archive row; only then does it return, and only then is the message acknowledged
+(PUBACK). So a crash at any point leaves the message unacknowledged and the broker
+redelivers it; a redelivered message whose ``msg_id`` was already handled is acknowledged
+without being scored again (an in-memory LRU, then the archive's unique ``(rule,
+msg_id)``).
+
+Backpressure: the queue is bounded and the broker sends at most ``receive_maximum``
+unacknowledged messages, so when inference or the database is slow or down the handlers
+wait, the broker stops sending, and memory stays flat. Failed steps (inference, publish,
+archive) are retried with capped backoff; nothing accepted is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
+from sqlalchemy.exc import SQLAlchemyError
+
+from linewatch.runtime.config import MqttConfig
+from linewatch.runtime.errors import InvalidArgument, LinewatchError, Unavailable
+from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch.runtime.telemetry import extract_user_properties, inject_user_properties
+from linewatch.v1 import common_pb2, ingest_pb2
+from linewatch_ingest import metrics
+from linewatch_ingest.alarms import AlarmEngine
+from linewatch_ingest.config import IngestConfig, RuleConfig
+from linewatch_ingest.fanout import FanOut
+from linewatch_ingest.inference_client import BatchResult, InferenceClient
+from linewatch_ingest.payload import BadPayload, Telemetry, parse_telemetry
+from linewatch_ingest.rules import TopicTemplate
+from linewatch_ingest.store import IngestStore, now_ms, scores_json
+
+__all__ = ["PipelineDeps", "RuleWorker"]
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineDeps:
+    """What every rule's pipeline shares."""
+
+    config: IngestConfig
+    store: IngestStore
+    inference: InferenceClient
+    alarms: AlarmEngine
+    verdict_stream: FanOut[ingest_pb2.VerdictRecord]
+    telemetry_stream: FanOut[ingest_pb2.TelemetryRecord]
+
+
+@dataclass(slots=True)
+class _Item:
+    tele: Telemetry
+    topic: str
+    received: float
+    future: asyncio.Future[None]
+    span: Span
+
+
+class RateMeter:
+    """Events per second over the last ``window`` seconds (1-second buckets)."""
+
+    def __init__(self, window: int = 10) -> None:
+        self.window = window
+        self._buckets: deque[list[float]] = deque()
+
+    def add(self, n: int = 1) -> None:
+        """Count ``n`` events now."""
+        sec = float(int(time.monotonic()))
+        if self._buckets and self._buckets[-1][0] == sec:
+            self._buckets[-1][1] += n
+        else:
+            self._buckets.append([sec, float(n)])
+            while len(self._buckets) > self.window + 1:
+                self._buckets.popleft()
+
+    def rate(self) -> float:
+        """The mean rate over the window (the current, partial second included)."""
+        now = time.monotonic()
+        total = sum(n for sec, n in self._buckets if now - sec <= self.window)
+        return total / self.window
+
+
+@dataclass
+class _Counters:
+    received: int = 0
+    verdicts: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    in_rate: RateMeter = field(default_factory=RateMeter)
+    out_rate: RateMeter = field(default_factory=RateMeter)
+    lag_ms: float = 0.0
+
+
+class RuleWorker:
+    """Consumes one rule's topic on its own MQTT connection and runs its pipeline."""
+
+    def __init__(
+        self,
+        rule: RuleConfig,
+        template: TopicTemplate,
+        *,
+        broker: MqttConfig,
+        client_id: str,
+        deps: PipelineDeps,
+        workers: int,
+    ) -> None:
+        self.rule = rule
+        self.template = template
+        self.deps = deps
+        cfg = deps.config
+        self.client = MqttClient(
+            broker, client_id=client_id, clean_start=False, receive_maximum=cfg.receive_maximum
+        )
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=cfg.queue_size)
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._done: OrderedDict[str, None] = OrderedDict()
+        self._gate = asyncio.Event()
+        self._closed = False
+        self._target_workers = workers
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._busy = 0
+        self.counters = _Counters()
+        self.state = ingest_pb2.WORKER_STATE_STOPPED
+        self.last_error = ""
+        self._connect_task: asyncio.Task[None] | None = None
+        self._labels = {"rule": rule.name}
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (retrying in the background if the broker is down) and subscribe."""
+        self._gate.set()
+        self.state = ingest_pb2.WORKER_STATE_RUNNING
+        self.set_workers(self._target_workers)
+        self._connect_task = asyncio.create_task(self._connect(), name=f"connect-{self.rule.name}")
+
+    async def _connect(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.client.subscribe(self.rule.source_topic, self.handle, qos=self.rule.qos)
+                await self.client.connect()
+                self.last_error = ""
+                return
+            except Unavailable as exc:
+                self.last_error = f"mqtt: {exc.message}"
+                log.warning("rule cannot connect", extra={"fields": {"rule": self.rule.name}})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def pause(self) -> None:
+        """Stop taking messages: handlers wait, the broker holds the rest."""
+        if self.state == ingest_pb2.WORKER_STATE_RUNNING:
+            self._gate.clear()
+            self.state = ingest_pb2.WORKER_STATE_PAUSED
+
+    def resume(self) -> None:
+        """Take messages again."""
+        if self.state == ingest_pb2.WORKER_STATE_PAUSED:
+            self._gate.set()
+            self.state = ingest_pb2.WORKER_STATE_RUNNING
+
+    async def stop(self, *, grace: float = 5.0, forget_session: bool = False) -> None:
+        """Finish what is in flight (up to ``grace`` seconds), then disconnect.
+
+        Messages not finished by then stay unacknowledged and are redelivered later.
+        """
+        self._gate.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                while self._inflight and self.client.connected:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        self._closed = True
+        self._gate.set()
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for fut in list(self._inflight.values()):
+            if not fut.done():
+                fut.set_exception(Unavailable(f"rule {self.rule.name} stopped"))
+        if forget_session:
+            with contextlib.suppress(Exception):
+                await self.client.unsubscribe(self.rule.source_topic)
+        await self.client.disconnect()
+        self.state = ingest_pb2.WORKER_STATE_STOPPED
+        metrics.PRE_QUEUE.labels(**self._labels).set(0)
+        metrics.POST_QUEUE.labels(**self._labels).set(0)
+
+    def set_workers(self, workers: int) -> None:
+        """Run ``workers`` batch workers (extra ones finish their batch and exit)."""
+        self._target_workers = max(1, workers)
+        if self._closed:
+            return
+        for index in range(self._target_workers):
+            task = self._tasks.get(index)
+            if task is None or task.done():
+                self._tasks[index] = asyncio.create_task(
+                    self._worker(index), name=f"rule-{self.rule.name}-{index}"
+                )
+
+    # --- status ----------------------------------------------------------------------
+
+    def status(self) -> ingest_pb2.RuleStatus:
+        """The rule's state, counters, rates and queue depths."""
+        c = self.counters
+        return ingest_pb2.RuleStatus(
+            name=self.rule.name,
+            state=self.state,
+            messages_per_s=c.in_rate.rate(),
+            verdicts_per_s=c.out_rate.rate(),
+            received=c.received,
+            verdicts=c.verdicts,
+            dead_letters=c.dead_letters,
+            pre_queue=self._queue.qsize(),
+            post_queue=max(0, len(self._inflight) - self._queue.qsize()),
+            last_error=self.last_error,
+            lag_ms=c.lag_ms,
+        )
+
+    # --- receive ---------------------------------------------------------------------
+
+    async def handle(self, msg: MqttMessage) -> None:
+        """The MQTT handler: returns once the message is fully handled (then it is acked).
+
+        Raises:
+            Unavailable: the rule stopped first; the message stays unacknowledged.
+        """
+        if not self._gate.is_set():
+            await self._gate.wait()
+        if self._closed:
+            raise Unavailable(f"rule {self.rule.name} stopped")
+        received = time.perf_counter()
+        self.counters.received += 1
+        self.counters.in_rate.add()
+        metrics.RECEIVED.labels(**self._labels).inc()
+        try:
+            tele = parse_telemetry(msg.payload, fallback_msg_id=uuid.uuid4().hex)
+        except BadPayload as exc:
+            await self._dead_letter(msg.topic, msg.payload, exc.message)
+            return
+        msg_id = tele.msg_id
+        if msg_id in self._done:
+            self.counters.duplicates += 1
+            return
+        running = self._inflight.get(msg_id)
+        if running is not None:
+            self.counters.duplicates += 1
+            await asyncio.shield(running)
+            return
+        parent = extract_user_properties(msg.user_properties) if msg.user_properties else None
+        span = tracer.start_span(
+            f"{self.rule.source_topic} process", context=parent, kind=SpanKind.CONSUMER
+        )
+        span.set_attribute("messaging.destination.name", msg.topic)
+        span.set_attribute("linewatch.rule", self.rule.name)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        item = _Item(tele, msg.topic, received, future, span)
+        self._inflight[msg_id] = future
+        try:
+            await self._enqueue(item)
+            await future
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
+        finally:
+            span.end()
+            if self._inflight.get(msg_id) is future:
+                del self._inflight[msg_id]
+
+    async def _enqueue(self, item: _Item) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            await self._queue.put(item)
+        metrics.PRE_QUEUE.labels(**self._labels).set(self._queue.qsize())
+
+    async def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
+        self.counters.dead_letters += 1
+        metrics.DEAD_LETTERS.labels(**self._labels).inc()
+        body: dict[str, Any] = {
+            "reason": reason,
+            "topic": topic,
+            "rule": self.rule.name,
+            "received_at_ms": now_ms(),
+        }
+        try:
+            body["payload"] = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+
+            body["payload_base64"] = base64.b64encode(payload).decode()
+        row = {
+            "rule": self.rule.name,
+            "topic": topic,
+            "reason": reason,
+            "payload": payload,
+            "received_at_ms": body["received_at_ms"],
+        }
+        await self._retry("deadletter-archive", lambda: self.deps.store.add_dead_letters([row]))
+        await self.client.publish(
+            self.deps.config.deadletter_topic,
+            json.dumps(body, separators=(",", ":")),
+            qos=1,
+            timeout=None,
+        )
+
+    # --- batches ---------------------------------------------------------------------
+
+    async def _worker(self, index: int) -> None:
+        cfg = self.deps.config.batch
+        while index < self._target_workers:
+            first = await self._queue.get()
+            items = [first]
+            deadline = time.monotonic() + cfg.max_delay_ms / 1000
+            while len(items) < cfg.max_size:
+                try:
+                    items.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        items.append(await self._queue.get())
+                except TimeoutError:
+                    break
+            metrics.PRE_QUEUE.labels(**self._labels).set(self._queue.qsize())
+            self._busy += len(items)
+            metrics.POST_QUEUE.labels(**self._labels).set(self._busy)
+            try:
+                await self._process(items)
+            except asyncio.CancelledError:
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(Unavailable("rule stopped"))
+                raise
+            except Exception as exc:  # never lose the worker; the messages are redelivered
+                self.last_error = f"batch failed: {exc!r}"
+                log.exception("batch failed", extra={"fields": {"rule": self.rule.name}})
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(Unavailable(self.last_error))
+            finally:
+                self._busy -= len(items)
+                metrics.POST_QUEUE.labels(**self._labels).set(self._busy)
+
+    async def _retry(self, stage: str, fn: Any) -> Any:
+        delay = 0.05
+        while True:
+            try:
+                return await fn()
+            except (LinewatchError, SQLAlchemyError, OSError) as exc:
+                self.last_error = f"{stage}: {getattr(exc, 'message', None) or exc!r}"
+                metrics.ERRORS.labels(stage).inc()
+                log.warning(
+                    "retrying", extra={"fields": {"rule": self.rule.name, "error": self.last_error}}
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _process(self, items: list[_Item]) -> None:
+        rule = self.rule
+        store = self.deps.store
+        with tracer.start_as_current_span("ingest batch") as batch_span:
+            batch_span.set_attribute("linewatch.batch_size", len(items))
+            metrics.BATCH_SIZE.observe(len(items))
+            if rule.archive:
+                ids = [it.tele.msg_id for it in items if it.tele.has_msg_id]
+                seen: set[str] = set()
+                if ids:
+                    seen = await self._retry(
+                        "dedup", lambda: store.processed_msg_ids(rule.name, ids)
+                    )
+                if seen:
+                    for it in items:
+                        if it.tele.msg_id in seen:
+                            self._remember(it.tele.msg_id)
+                            self.counters.duplicates += 1
+                            it.future.set_result(None)
+                    items = [it for it in items if it.tele.msg_id not in seen]
+                    if not items:
+                        return
+            scored = await self._score(items)
+            if not scored:
+                return
+            await self._publish_and_archive(scored)
+
+    async def _score(self, items: list[_Item]) -> list[tuple[_Item, dict[str, Any]]]:
+        """Scores for every item; a curve the model refuses is dead-lettered."""
+        with tracer.start_as_current_span("inference call") as span:
+            span.set_attribute("linewatch.batch_size", len(items))
+            samples = np.concatenate([it.tele.values for it in items]).astype("<f4").tobytes()
+            lengths = [len(it.tele.values) for it in items]
+            delay = 0.05
+            while True:
+                try:
+                    result = await self.deps.inference.predict(
+                        model=self.rule.model,
+                        version=self.rule.model_version,
+                        samples_f32=samples,
+                        lengths=lengths,
+                    )
+                    break
+                except InvalidArgument as exc:
+                    if len(items) == 1:
+                        it = items[0]
+                        payload = json.dumps(
+                            {"device_id": it.tele.device_id, "msg_id": it.tele.msg_id}
+                        )
+                        await self._dead_letter(it.topic, payload.encode(), f"model: {exc.message}")
+                        it.future.set_result(None)
+                        return []
+                    out: list[tuple[_Item, dict[str, Any]]] = []
+                    for it in items:
+                        out.extend(await self._score([it]))
+                    return out
+                except LinewatchError as exc:
+                    self.last_error = f"inference: {exc.message}"
+                    metrics.ERRORS.labels("inference").inc()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        return [(it, self._verdict(it, result, i)) for i, it in enumerate(items)]
+
+    def _verdict(self, item: _Item, result: BatchResult, index: int) -> dict[str, Any]:
+        score = result.scores[index]
+        probs = list(score.probabilities)
+        tele = item.tele
+        span_ctx = item.span.get_span_context()
+        return {
+            "device_id": tele.device_id,
+            "point": tele.point,
+            "ts": tele.ts_ms,
+            "msg_id": tele.msg_id,
+            "model": result.model,
+            "model_version": result.version,
+            "label": score.label,
+            "scores": {
+                label: round(float(p), 6) for label, p in zip(result.labels, probs, strict=False)
+            },
+            "ok": bool(score.ok),
+            "latency_ms": 0.0,
+            "trace_id": format(span_ctx.trace_id, "032x") if span_ctx.is_valid else "",
+        }
+
+    async def _publish_and_archive(self, scored: list[tuple[_Item, dict[str, Any]]]) -> None:
+        rule = self.rule
+        client = self.client
+        publishes = []
+        with tracer.start_as_current_span("publish verdicts") as span:
+            span.set_attribute("linewatch.batch_size", len(scored))
+            now = time.perf_counter()
+            for item, verdict in scored:
+                verdict["latency_ms"] = round((now - item.received) * 1000, 3)
+                topic = self.template.render(
+                    item.topic, device_id=item.tele.device_id, point=item.tele.point
+                )
+                verdict_topic = topic
+                props = inject_user_properties(trace.set_span_in_context(item.span))
+                publishes.append(
+                    client.publish(
+                        verdict_topic,
+                        json.dumps(verdict, separators=(",", ":")),
+                        qos=rule.qos,
+                        user_properties=props,
+                        timeout=None,
+                    )
+                )
+                verdict["_topic"] = verdict_topic
+            await asyncio.gather(*publishes)
+        if rule.archive:
+            with tracer.start_as_current_span("archive") as span:
+                span.set_attribute("linewatch.rows", 2 * len(scored))
+                tele_rows = []
+                verdict_rows = []
+                for item, v in scored:
+                    t = item.tele
+                    attrs = json.dumps(t.attrs, separators=(",", ":"))
+                    tele_rows.append(
+                        {
+                            "rule": rule.name,
+                            "msg_id": t.msg_id,
+                            "device_id": t.device_id,
+                            "point": t.point,
+                            "ts_ms": t.ts_ms,
+                            "topic": item.topic,
+                            "samples": t.values.astype("<f4").tobytes(),
+                            "attrs": attrs,
+                        }
+                    )
+                    verdict_rows.append(
+                        {
+                            "rule": rule.name,
+                            "msg_id": t.msg_id,
+                            "device_id": t.device_id,
+                            "point": t.point,
+                            "ts_ms": t.ts_ms,
+                            "model": v["model"],
+                            "model_version": v["model_version"],
+                            "label": v["label"],
+                            "ok": v["ok"],
+                            "scores": scores_json(v["scores"]),
+                            "latency_ms": v["latency_ms"],
+                            "trace_id": v["trace_id"],
+                            "topic": v["_topic"],
+                            "attrs": attrs,
+                        }
+                    )
+                await self._retry(
+                    "archive", lambda: self.deps.store.archive(tele_rows, verdict_rows)
+                )
+        done = time.perf_counter()
+        counters = self.counters
+        for item, v in scored:
+            alarm = rule.alarm
+            if alarm.threshold:
+                self.deps.alarms.observe(rule.name, alarm, item.tele.device_id, bool(v["ok"]))
+            self._remember(item.tele.msg_id)
+            metrics.LATENCY.observe(done - item.received)
+            if not item.future.done():
+                item.future.set_result(None)
+        counters.verdicts += len(scored)
+        counters.out_rate.add(len(scored))
+        counters.lag_ms = round((done - scored[0][0].received) * 1000, 3)
+        labels: dict[str, int] = {}
+        for _, v in scored:
+            labels[v["label"]] = labels.get(v["label"], 0) + 1
+        for label, n in labels.items():
+            metrics.VERDICTS.labels(rule.name, label).inc(n)
+        self._stream(scored)
+
+    def _stream(self, scored: list[tuple[_Item, dict[str, Any]]]) -> None:
+        vs = self.deps.verdict_stream
+        ts = self.deps.telemetry_stream
+        if not vs.subscribers and not ts.subscribers:
+            return
+        from linewatch_ingest.convert import stamp as make_stamp
+
+        for item, v in scored:
+            t = item.tele
+            stamp = make_stamp(t.ts_ms)
+            if vs.subscribers:
+                vs.publish(
+                    ingest_pb2.VerdictRecord(
+                        msg_id=t.msg_id,
+                        device_id=t.device_id,
+                        point=t.point,
+                        ts=stamp,
+                        rule=self.rule.name,
+                        model=v["model"],
+                        model_version=v["model_version"],
+                        label=v["label"],
+                        ok=v["ok"],
+                        scores=v["scores"],
+                        latency_ms=v["latency_ms"],
+                        trace_id=v["trace_id"],
+                        topic=v["_topic"],
+                        attrs=t.attrs,
+                    )
+                )
+            if ts.subscribers:
+                ts.publish(
+                    ingest_pb2.TelemetryRecord(
+                        msg_id=t.msg_id,
+                        device_id=t.device_id,
+                        point=t.point,
+                        ts=stamp,
+                        topic=item.topic,
+                        rule=self.rule.name,
+                        curve=common_pb2.Curve(samples_f32=t.values.astype("<f4").tobytes()),
+                        attrs=t.attrs,
+                    )
+                )
+
+    def _remember(self, msg_id: str) -> None:
+        limit = self.deps.config.dedup_cache
+        if limit <= 0:
+            return
+        self._done[msg_id] = None
+        if len(self._done) > limit:
+            self._done.popitem(last=False)

@@ -1,0 +1,192 @@
+"""Rules: validation, the output-topic template, conversion to and from the API.
+
+A rule (:class:`~linewatch_ingest.config.RuleConfig`) maps a source topic filter to a
+model and an output topic template. Placeholders in the template:
+
+- ``{device_id}``, ``{point}``: from the payload;
+- ``{1}``, ``{2}`` …: the topic levels the filter's wildcards matched, in order (``+``
+  matches one level; ``#`` contributes every remaining level). For
+  ``plant/+/+/telemetry`` and ``plant/A/press-07/telemetry``, ``{1}`` is ``A`` and
+  ``{2}`` is ``press-07``. A ``$share/<group>/`` prefix is not a level.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from linewatch.runtime.errors import InvalidArgument
+from linewatch.v1 import ingest_pb2
+from linewatch_ingest.config import AlarmRuleConfig, RuleConfig
+
+__all__ = [
+    "TopicTemplate",
+    "rule_from_proto",
+    "rule_to_proto",
+    "strip_share",
+    "validate_rule",
+]
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def strip_share(topic_filter: str) -> str:
+    """The filter without a ``$share/<group>/`` prefix."""
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        if len(parts) == 3:
+            return parts[2]
+    return topic_filter
+
+
+def _check_filter(topic_filter: str) -> list[str]:
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        if len(parts) < 3 or not parts[1] or any(c in parts[1] for c in "+#"):
+            raise InvalidArgument(f"source_topic {topic_filter!r}: bad $share/<group>/ prefix")
+    levels = strip_share(topic_filter).split("/")
+    for i, level in enumerate(levels):
+        if level == "#" and i != len(levels) - 1:
+            raise InvalidArgument(f"source_topic {topic_filter!r}: '#' must be the last level")
+        if level not in {"+", "#"} and ("+" in level or "#" in level):
+            raise InvalidArgument(f"source_topic {topic_filter!r}: wildcards must fill a level")
+    return levels
+
+
+@dataclass(frozen=True, slots=True)
+class TopicTemplate:
+    """A compiled output-topic template for one source filter."""
+
+    template: str
+    filter_levels: tuple[str, ...]
+
+    @classmethod
+    def compile(cls, template: str, source_filter: str) -> TopicTemplate:
+        """Check the template against the filter.
+
+        Raises:
+            InvalidArgument: an unknown placeholder, a level index the filter cannot
+                provide, or wildcards in the template.
+        """
+        levels = _check_filter(source_filter)
+        if not template or "+" in template or "#" in template:
+            raise InvalidArgument(f"output_topic {template!r}: must be a topic without wildcards")
+        plus = levels.count("+")
+        has_hash = levels[-1] == "#"
+        for name in _PLACEHOLDER.findall(template):
+            if name in {"device_id", "point"}:
+                continue
+            if not name.isdigit() or int(name) < 1:
+                raise InvalidArgument(f"output_topic {template!r}: unknown placeholder {{{name}}}")
+            if int(name) > plus and not has_hash:
+                raise InvalidArgument(
+                    f"output_topic {template!r}: {{{name}}} but the filter has {plus} wildcard(s)"
+                )
+        return cls(template, tuple(levels))
+
+    def captures(self, topic: str) -> list[str]:
+        """The topic levels the filter's wildcards matched."""
+        tlevels = topic.split("/")
+        out: list[str] = []
+        for i, flevel in enumerate(self.filter_levels):
+            if flevel == "#":
+                out.extend(tlevels[i:])
+                break
+            if flevel == "+" and i < len(tlevels):
+                out.append(tlevels[i])
+        return out
+
+    def render(self, topic: str, *, device_id: str, point: str) -> str:
+        """The output topic for one message received on ``topic``."""
+        if "{" not in self.template:
+            return self.template
+        caps = self.captures(topic)
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name == "device_id":
+                return device_id
+            if name == "point":
+                return point
+            index = int(name) - 1
+            return caps[index] if index < len(caps) else ""
+
+        return _PLACEHOLDER.sub(sub, self.template)
+
+
+def validate_rule(rule: RuleConfig, brokers: set[str]) -> TopicTemplate:
+    """Check a rule against the configured brokers; returns its compiled template.
+
+    Raises:
+        InvalidArgument: the rule cannot work (unknown broker, bad filter or template).
+    """
+    if rule.broker not in brokers:
+        raise InvalidArgument(
+            f"rule {rule.name!r}: no broker named {rule.broker!r} (known: {sorted(brokers)})"
+        )
+    if (
+        rule.alarm.threshold
+        and rule.alarm.webhook_format == "feishu"
+        and not rule.alarm.webhook_url
+    ):
+        raise InvalidArgument(f"rule {rule.name!r}: a feishu alarm needs webhook_url")
+    return TopicTemplate.compile(rule.output_topic, rule.source_topic)
+
+
+def rule_to_proto(rule: RuleConfig) -> ingest_pb2.Rule:
+    """The API form of a rule."""
+    alarm = rule.alarm
+    return ingest_pb2.Rule(
+        name=rule.name,
+        broker=rule.broker,
+        source_topic=rule.source_topic,
+        model=rule.model,
+        model_version=rule.model_version,
+        output_topic=rule.output_topic,
+        qos=rule.qos,
+        archive=rule.archive,
+        alarm=ingest_pb2.AlarmRule(
+            threshold=alarm.threshold,
+            window_s=alarm.window_s,
+            webhook_url=alarm.webhook_url,
+            webhook_format=alarm.webhook_format,
+            webhook_secret=alarm.webhook_secret,
+        ),
+        enabled=rule.enabled,
+    )
+
+
+def rule_from_proto(msg: ingest_pb2.Rule) -> RuleConfig:
+    """A rule from the API, validated.
+
+    Raises:
+        InvalidArgument: a field is missing or out of range (the message names it).
+    """
+    alarm: dict[str, object] = {}
+    if msg.HasField("alarm"):
+        alarm = {
+            "threshold": msg.alarm.threshold,
+            "window_s": msg.alarm.window_s or 60,
+            "webhook_url": msg.alarm.webhook_url,
+            "webhook_format": msg.alarm.webhook_format or "generic",
+            "webhook_secret": msg.alarm.webhook_secret,
+        }
+    try:
+        return RuleConfig(
+            name=msg.name,
+            broker=msg.broker or "default",
+            source_topic=msg.source_topic,
+            model=msg.model,
+            model_version=msg.model_version,
+            output_topic=msg.output_topic,
+            qos=msg.qos,
+            archive=msg.archive,
+            alarm=AlarmRuleConfig.model_validate(alarm),
+            enabled=msg.enabled,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "rule"
+        raise InvalidArgument(f"rule.{key}: {err['msg']}") from exc
