@@ -17,16 +17,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from linewatch_inference.app import InferenceServer
+from linewatch_inference.config import InferenceConfig
+from linewatch_inference.metrics import InferenceMetrics
+from linewatch_ingest.config import IngestConfig, RuleConfig
 from prometheus_client import CollectorRegistry
 
 from linewatch.curves import make_curve
 from linewatch.runtime.config import GrpcConfig, MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch.testing import free_port
-from linewatch_inference.app import InferenceServer
-from linewatch_inference.config import InferenceConfig
-from linewatch_inference.metrics import InferenceMetrics
-from linewatch_ingest.config import IngestConfig, RuleConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -7,11 +7,11 @@ import uuid
 from collections.abc import Awaitable
 
 import pytest
+from linewatch_ingest.app import running
+from linewatch_ingest.store import DeadLetterRow, Query, TelemetryRow, VerdictRow
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch_ingest.app import running
-from linewatch_ingest.store import DeadLetterRow, Query, TelemetryRow, VerdictRow
 
 from .conftest import Collector, Inference, curve_payload, eventually, ingest_config
 
@@ -67,7 +67,8 @@ async def test_good_curves_get_verdicts_and_are_archived(
         assert await store.count(TelemetryRow, "demo") == len(kinds)
         assert await store.count(VerdictRow, "demo") == len(kinds)
         page = await store.query_verdicts(Query(device_id="dev-0", page_size=3))
-        assert len(page.rows) == 3 and page.next_page_token
+        assert len(page.rows) == 3
+        assert page.next_page_token
         rest = await store.query_verdicts(
             Query(device_id="dev-0", page_size=100, page_token=page.next_page_token)
         )
