@@ -1,0 +1,116 @@
+"""The OTA service process: wires catalog, rollouts, scheduler, MQTT intake and the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from linewatch.runtime.db import Database, default_sqlite_url
+from linewatch.runtime.grpc_server import GrpcServer
+from linewatch.runtime.mqtt import MqttClient
+from linewatch.v1 import ota_pb2, ota_pb2_grpc
+from linewatch_ota.api import OtaApi
+from linewatch_ota.catalog import Catalog
+from linewatch_ota.config import OtaConfig
+from linewatch_ota.device_protocol import DeviceIntake
+from linewatch_ota.download_server import DownloadServer
+from linewatch_ota.events import EventHub
+from linewatch_ota.publisher import MetadataPublisher
+from linewatch_ota.rollouts import Rollouts
+from linewatch_ota.scheduler import Scheduler
+from linewatch_ota.signing import SigningKey
+from linewatch_ota.store import Base
+
+__all__ = ["serve"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = ota_pb2.DESCRIPTOR.services_by_name["OtaService"].full_name
+
+
+async def serve(
+    config: OtaConfig, stop: asyncio.Event, *, ready: asyncio.Future[int] | None = None
+) -> None:
+    """Run the OTA service until ``stop`` is set.
+
+    Args:
+        config: the validated configuration.
+        stop: set it to shut down gracefully.
+        ready: when given, receives the bound gRPC port once serving (tests).
+    """
+    db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
+    await db.create_schema(Base.metadata)
+    key = await asyncio.to_thread(SigningKey.load_or_create, config.resolved_signing_key_path())
+    catalog = Catalog(
+        db=db,
+        firmware_dir=config.resolved_firmware_dir(),
+        max_bytes=config.max_firmware_mb * 1024 * 1024,
+        key=key,
+    )
+    events = EventHub()
+    write_lock = asyncio.Lock()
+    rollouts = Rollouts(db=db, catalog=catalog, events=events, write_lock=write_lock)
+    client_id = config.mqtt.client_id or f"linewatch-ota-{socket.gethostname()}"
+    mqtt = MqttClient(config.mqtt, client_id=client_id)
+    publisher = MetadataPublisher(
+        mqtt=mqtt,
+        catalog=catalog,
+        topic_root=config.topic_root,
+        base_url=config.public_base_url,
+        chunk_size=config.chunk_size,
+    )
+    scheduler = Scheduler(
+        db=db,
+        rollouts=rollouts,
+        publisher=publisher,
+        events=events,
+        write_lock=write_lock,
+        tick_interval_s=config.tick_interval_s,
+    )
+    intake = DeviceIntake(
+        mqtt=mqtt,
+        db=db,
+        catalog=catalog,
+        publisher=publisher,
+        events=events,
+        scheduler=scheduler,
+        write_lock=write_lock,
+        topic_root=config.topic_root,
+        shared_group=config.shared_group,
+    )
+    api = OtaApi(
+        catalog=catalog,
+        rollouts=rollouts,
+        events=events,
+        groups=config.groups,
+        default_timeout_s=config.default_timeout_s,
+        default_max_retries=config.default_max_retries,
+    )
+    server = GrpcServer(config=config.grpc, service="ota")
+    server.add(ota_pb2_grpc.add_OtaServiceServicer_to_server, api, SERVICE_NAME)
+    downloads: DownloadServer | None = None
+    try:
+        await intake.subscribe()
+        await mqtt.connect()
+        port = await server.start()
+        if config.http_port:
+            downloads = DownloadServer(
+                grpc_target=f"127.0.0.1:{port}", host=config.grpc.host, port=config.http_port
+            )
+            await downloads.start()
+        if ready is not None and not ready.done():
+            ready.set_result(port)
+        log.info("ota serving", extra={"fields": {"grpc_port": port}})
+        async with asyncio.TaskGroup() as group:
+            group.create_task(scheduler.run(stop))
+            group.create_task(intake.run(stop))
+            await stop.wait()
+    finally:
+        if downloads is not None:
+            await downloads.stop()
+        await server.stop()
+        with contextlib.suppress(Exception):
+            await mqtt.disconnect()
+        await db.close()

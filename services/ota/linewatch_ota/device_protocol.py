@@ -1,0 +1,304 @@
+"""MQTT intake of the device protocol: ``request``, ``progress`` and ``verify``.
+
+Each message is validated at the edge (a bad one is logged with its reason, counted and
+acknowledged: redelivering it would not make it valid). Valid ones go through a bounded
+queue to one writer that applies them in batches, one transaction per batch; a message is
+acknowledged to the broker only after its batch committed, so a crash loses nothing.
+Duplicates and out-of-order messages change nothing (see :mod:`linewatch_ota.statemachine`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from linewatch.runtime.db import Database
+from linewatch.runtime.errors import Unavailable
+from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch.v1 import ota_pb2
+from linewatch_ota.catalog import Catalog
+from linewatch_ota.convert import update_pb
+from linewatch_ota.events import EventHub
+from linewatch_ota.metrics import DEVICE_MESSAGES
+from linewatch_ota.publisher import MetadataPublisher
+from linewatch_ota.rollouts import validate_device_id
+from linewatch_ota.scheduler import Scheduler
+from linewatch_ota.statemachine import Transition, is_terminal, on_progress, on_verify
+from linewatch_ota.store import ACTIVE_STATES, DeviceUpdateRow
+
+__all__ = ["DeviceIntake", "InvalidMessage", "parse_message"]
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD = 64 * 1024
+UpdateId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class RequestMsg(_Msg):
+    """``{"current_version": "1.2.0", "hw": "rev-b"}``."""
+
+    current_version: str = Field(default="", max_length=64)
+    hw: str = Field(default="", max_length=64)
+
+
+class ProgressMsg(_Msg):
+    """``{"update_id": "...", "state": "downloading" | "installing", "percent": 42}``."""
+
+    update_id: UpdateId
+    state: Literal["downloading", "installing"]
+    percent: int = Field(ge=0, le=100)
+
+
+class VerifyMsg(_Msg):
+    """``{"update_id": "...", "version": "1.3.0", "sha256": "<hex>", "ok": true}``."""
+
+    update_id: UpdateId
+    version: str = Field(max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    ok: StrictBool
+
+
+_MODELS: dict[str, type[_Msg]] = {
+    "request": RequestMsg,
+    "progress": ProgressMsg,
+    "verify": VerifyMsg,
+}
+
+
+class InvalidMessage(ValueError):
+    """A device message that does not follow the protocol; the text says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMessage:
+    """One validated device message."""
+
+    device_id: str
+    kind: str
+    body: _Msg
+
+
+def parse_message(topic_root: str, topic: str, payload: bytes) -> DeviceMessage:
+    """Validate one message of ``<topic_root>/{device_id}/{request|progress|verify}``.
+
+    Raises:
+        InvalidMessage: with the reason.
+    """
+    prefix = f"{topic_root}/"
+    if not topic.startswith(prefix):
+        raise InvalidMessage(f"topic {topic!r} is not under {topic_root!r}")
+    parts = topic[len(prefix) :].split("/")
+    if len(parts) != 2 or parts[1] not in _MODELS:
+        raise InvalidMessage(f"topic {topic!r}: expected {topic_root}/<device_id>/<kind>")
+    device_id, kind = parts
+    try:
+        validate_device_id(device_id)
+    except Exception as exc:
+        raise InvalidMessage(str(exc)) from exc
+    if len(payload) > MAX_PAYLOAD:
+        raise InvalidMessage(f"{kind}: payload larger than {MAX_PAYLOAD} bytes")
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidMessage(f"{kind}: payload is not JSON") from exc
+    if not isinstance(data, dict):
+        raise InvalidMessage(f"{kind}: payload must be a JSON object")
+    try:
+        body = _MODELS[kind].model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(payload)"
+        raise InvalidMessage(f"{kind}: {field}: {err['msg']}") from exc
+    return DeviceMessage(device_id=device_id, kind=kind, body=body)
+
+
+@dataclass(slots=True)
+class _Item:
+    message: DeviceMessage
+    done: asyncio.Future[None]
+
+
+class DeviceIntake:
+    """Subscribes to the device topics and applies what devices report."""
+
+    def __init__(
+        self,
+        *,
+        mqtt: MqttClient,
+        db: Database,
+        catalog: Catalog,
+        publisher: MetadataPublisher,
+        events: EventHub,
+        scheduler: Scheduler,
+        write_lock: asyncio.Lock,
+        topic_root: str,
+        shared_group: str = "",
+        batch_max: int = 500,
+        queue_size: int = 5000,
+    ) -> None:
+        self.mqtt = mqtt
+        self.db = db
+        self.catalog = catalog
+        self.publisher = publisher
+        self.events = events
+        self.scheduler = scheduler
+        self.write_lock = write_lock
+        self.topic_root = topic_root
+        self.shared_group = shared_group
+        self.batch_max = batch_max
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
+
+    async def subscribe(self) -> None:
+        """Subscribe to ``<root>/+/request|progress|verify``."""
+        share = f"$share/{self.shared_group}/" if self.shared_group else ""
+        for kind in _MODELS:
+            await self.mqtt.subscribe(f"{share}{self.topic_root}/+/{kind}", self._on_message)
+
+    async def _on_message(self, message: MqttMessage) -> None:
+        try:
+            parsed = parse_message(self.topic_root, message.topic, message.payload)
+        except InvalidMessage as exc:
+            kind = message.topic.rsplit("/", 1)[-1]
+            DEVICE_MESSAGES.labels(kind if kind in _MODELS else "other", "invalid").inc()
+            log.warning(
+                "device message rejected",
+                extra={"fields": {"topic": message.topic, "reason": str(exc)}},
+            )
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Item(parsed, done))
+        await done  # acknowledged only once applied
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Apply queued messages in batches until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(0.5):
+                    first = await self._queue.get()
+            except TimeoutError:
+                continue
+            batch = [first]
+            while len(batch) < self.batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._apply(batch)
+            except Exception as exc:
+                log.exception("applying device messages failed; the broker redelivers them")
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
+            else:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_result(None)
+        self._abandon_queued()
+
+    def _abandon_queued(self) -> None:
+        """At shutdown: leave what is still queued unacknowledged (redelivered later)."""
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not item.done.done():
+                item.done.set_exception(Unavailable("OTA service stopping"))
+
+    async def _apply(self, batch: list[_Item]) -> None:
+        now = time.time()
+        reports = [i.message for i in batch if i.message.kind != "request"]
+        booted = sorted({i.message.device_id for i in batch if i.message.kind == "request"})
+        async with self.write_lock, self.db.session() as session:
+            changed = await self._apply_reports(session, reports, now)
+            resend = await self._refresh_booted(session, booted, now)
+        for row in changed:
+            self.events.publish(ota_pb2.StreamOtaEventsResponse(device_update=update_pb(row)))
+        if any(is_terminal(row.state) for row in changed) or len(resend) < len(booted):
+            self.scheduler.wake()
+        if resend:
+            await self.publisher.send(resend, reason="request")
+
+    async def _apply_reports(
+        self, session: AsyncSession, reports: list[DeviceMessage], now: float
+    ) -> list[DeviceUpdateRow]:
+        """Apply progress and verify messages in arrival order; returns changed rows."""
+        ids = sorted(
+            {m.body.update_id for m in reports if isinstance(m.body, ProgressMsg | VerifyMsg)}
+        )
+        if not ids:
+            return []
+        result = await session.exec(
+            select(DeviceUpdateRow)
+            .where(col(DeviceUpdateRow.id).in_(ids))
+            .order_by(col(DeviceUpdateRow.id))
+            .with_for_update()
+        )
+        rows = {r.id: r for r in result.all()}
+        changed: dict[str, DeviceUpdateRow] = {}
+        for msg in reports:
+            row = rows.get(getattr(msg.body, "update_id", ""))
+            if row is None or row.device_id != msg.device_id:
+                DEVICE_MESSAGES.labels(msg.kind, "unknown_update").inc()
+                continue
+            transition = await self._transition(row, msg)
+            if transition is None:
+                DEVICE_MESSAGES.labels(msg.kind, "ignored").inc()
+                continue
+            DEVICE_MESSAGES.labels(msg.kind, "applied").inc()
+            row.state = transition.state
+            if transition.percent is not None:
+                row.percent = transition.percent
+            if transition.reason:
+                row.reason = transition.reason
+            row.deadline = None if is_terminal(row.state) else now + row.timeout_s
+            row.updated_at = now
+            session.add(row)
+            changed[row.id] = row
+        return list(changed.values())
+
+    async def _refresh_booted(
+        self, session: AsyncSession, booted: list[str], now: float
+    ) -> list[DeviceUpdateRow]:
+        """Active updates of devices that sent ``request``: their metadata goes again."""
+        if not booted:
+            return []
+        result = await session.exec(
+            select(DeviceUpdateRow)
+            .where(
+                col(DeviceUpdateRow.device_id).in_(booted),
+                col(DeviceUpdateRow.state).in_(ACTIVE_STATES),
+            )
+            .order_by(col(DeviceUpdateRow.id))
+            .with_for_update()
+        )
+        resend = list(result.all())
+        for row in resend:
+            row.deadline = now + row.timeout_s
+            row.updated_at = now
+            session.add(row)
+        DEVICE_MESSAGES.labels("request", "applied").inc(len(booted))
+        return resend
+
+    async def _transition(self, row: DeviceUpdateRow, msg: DeviceMessage) -> Transition | None:
+        body = msg.body
+        if isinstance(body, ProgressMsg):
+            return on_progress(row.state, row.percent, body.state, body.percent)
+        if isinstance(body, VerifyMsg):
+            fw = await self.catalog.get(row.firmware_id)
+            return on_verify(
+                row.state,
+                ok=body.ok,
+                sha256=body.sha256,
+                version=body.version,
+                expected_sha256=fw.sha256,
+                expected_version=row.version,
+            )
+        return None

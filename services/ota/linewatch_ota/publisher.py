@@ -1,0 +1,81 @@
+"""Sends ``ota/{device_id}/metadata`` exactly as SPEC.md describes it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+
+from linewatch.runtime.errors import LinewatchError
+from linewatch.runtime.mqtt import MqttClient
+from linewatch_ota.catalog import Catalog
+from linewatch_ota.metrics import METADATA_SENT
+from linewatch_ota.store import DeviceUpdateRow, FirmwareRow
+
+__all__ = ["MetadataPublisher", "metadata_payload"]
+
+log = logging.getLogger(__name__)
+
+
+def metadata_payload(
+    update: DeviceUpdateRow, fw: FirmwareRow, *, base_url: str, chunk_size: int
+) -> dict[str, object]:
+    """The metadata message of one update (SPEC: OTA device protocol)."""
+    return {
+        "update_id": update.id,
+        "version": fw.version,
+        "url": f"{base_url.rstrip('/')}/v1/firmware/{fw.id}/download",
+        "size": fw.size,
+        "sha256": fw.sha256,
+        "chunk_size": chunk_size,
+        "priority": update.priority,
+        "signature": fw.signature,
+    }
+
+
+class MetadataPublisher:
+    """Publishes metadata messages with a bounded number in flight."""
+
+    def __init__(
+        self,
+        *,
+        mqtt: MqttClient,
+        catalog: Catalog,
+        topic_root: str,
+        base_url: str,
+        chunk_size: int,
+        concurrency: int = 256,
+    ) -> None:
+        self.mqtt = mqtt
+        self.catalog = catalog
+        self.topic_root = topic_root
+        self.base_url = base_url
+        self.chunk_size = chunk_size
+        self._sem = asyncio.Semaphore(concurrency)
+
+    async def send(self, updates: Sequence[DeviceUpdateRow], *, reason: str) -> None:
+        """Publish each update's metadata; a failed publish is retried at its deadline."""
+        async with asyncio.TaskGroup() as group:
+            for update in updates:
+                await self._sem.acquire()
+                group.create_task(self._send_one(update, reason))
+
+    async def _send_one(self, update: DeviceUpdateRow, reason: str) -> None:
+        try:
+            fw = await self.catalog.get(update.firmware_id)
+            body = metadata_payload(update, fw, base_url=self.base_url, chunk_size=self.chunk_size)
+            await self.mqtt.publish(
+                f"{self.topic_root}/{update.device_id}/metadata",
+                json.dumps(body, separators=(",", ":")),
+                qos=1,
+                timeout=10.0,
+            )
+            METADATA_SENT.labels(reason).inc()
+        except LinewatchError as exc:
+            log.warning(
+                "metadata not sent; retried at the deadline",
+                extra={"fields": {"device_id": update.device_id, "error": exc.message}},
+            )
+        finally:
+            self._sem.release()
