@@ -164,7 +164,7 @@ async def test_stop_start_pause_resume_and_workers(
 
             async def all_archived() -> bool:
                 s = await stub.GetIngestStatus(pb.GetIngestStatusRequest())
-                return s.rules[0].verdicts == 3  # counters restart with the worker
+                return bool(s.rules[0].verdicts == 3)  # counters restart with the worker
 
             assert await eventually(all_archived)
             status = await stub.GetIngestStatus(pb.GetIngestStatusRequest())
