@@ -126,5 +126,6 @@ for svc in "${services[@]}"; do
   fi
 done
 passed=$(( ${#services[@]} - failed ))
-echo "image smoke test: $passed passed, $failed failed in $(( $(date +%s) - t0 ))s"
+log "image smoke test done"
+echo "smoke: $passed passed, $failed failed"
 [ $failed = 0 ]

@@ -34,7 +34,7 @@ def check_http(port: int, path: str, timeout: float) -> str | None:
     """None when GET http://127.0.0.1:<port><path> answers 200, else the reason."""
     url = f"http://127.0.0.1:{port}{path}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             status = int(response.status)
     except OSError as exc:
         return f"{url}: {exc}"

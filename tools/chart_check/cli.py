@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             values = render.load_values(path)
             ok &= _report(f"helm lint --strict ({label})", render.lint(values, args.chart))
             rendered = render.render(values, label, args.chart)
-        except Exception as exc:  # noqa: BLE001 - every Helm error is a finding here
+        except Exception as exc:
             ok &= _report(f"helm render ({label})", [f"{type(exc).__name__}: {exc}"])
             continue
         renders.append(rendered)
@@ -45,13 +45,15 @@ def main(argv: list[str] | None = None) -> int:
             f"kubernetes {render.KUBE_VERSION} schemas, strict ({label})",
             validate.schema_errors(rendered.objects),
         )
-        ok &= _report(f"hardening and probes ({label})", validate.hardening_errors(rendered.objects))
+        ok &= _report(
+            f"hardening and probes ({label})", validate.hardening_errors(rendered.objects)
+        )
     if not args.no_checkov and renders:
         with tempfile.TemporaryDirectory(prefix="chart-check-") as tmp:
             passed, failures, skips = external.checkov(renders, Path(tmp))
         ok &= _report(f"checkov --skip-download ({passed} checks passed)", failures)
         print(f"    {len(skips)} skip(s), each justified in the chart:")
-        for skip in sorted(set(s.split(" ", 1)[0] + " " + s.split(": ", 1)[-1] for s in skips)):
+        for skip in sorted({s.split(" ", 1)[0] + " " + s.split(": ", 1)[-1] for s in skips}):
             print(f"      {skip}")
     if not args.no_hadolint:
         files = external.dockerfiles()

@@ -70,7 +70,11 @@ def checkov(renders: list[Rendered], workdir: Path) -> tuple[int, list[str], lis
     try:
         data: Any = json.loads(proc.stdout)
     except json.JSONDecodeError:
-        return 0, [f"checkov did not report JSON (exit {proc.returncode}): {proc.stderr[-2000:]}"], []
+        return (
+            0,
+            [f"checkov did not report JSON (exit {proc.returncode}): {proc.stderr[-2000:]}"],
+            [],
+        )
     reports = data if isinstance(data, list) else [data]
     passed = 0
     failures: list[str] = []

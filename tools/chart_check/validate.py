@@ -43,37 +43,47 @@ def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
     return template
 
 
+def _container_errors(where: str, container: dict[str, Any], pod_sc: dict[str, Any]) -> list[str]:
+    errors: list[str] = []
+    sc = container.get("securityContext") or {}
+    if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
+        errors.append(f"{where}: runAsNonRoot is not set")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        errors.append(f"{where}: readOnlyRootFilesystem is not true")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        errors.append(f"{where}: allowPrivilegeEscalation is not false")
+    if (sc.get("capabilities") or {}).get("drop") != ["ALL"]:
+        errors.append(f"{where}: capabilities do not drop ALL")
+    seccomp = sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}
+    if seccomp.get("type") != "RuntimeDefault":
+        errors.append(f"{where}: seccompProfile is not RuntimeDefault")
+    resources = container.get("resources") or {}
+    errors.extend(
+        f"{where}: no {part}.{res}"
+        for part in ("requests", "limits")
+        for res in ("cpu", "memory")
+        if res not in (resources.get(part) or {})
+    )
+    errors.extend(
+        f"{where}: no {probe}"
+        for probe in ("readinessProbe", "livenessProbe")
+        if probe not in container
+    )
+    return errors
+
+
 def hardening_errors(objects: list[dict[str, Any]]) -> list[str]:
     """Each container: non-root, read-only root fs, no capabilities, seccomp, resources,
-    and (long-running pods) readiness and liveness probes."""
+    and readiness and liveness probes; no service account token in any pod."""
     errors: list[str] = []
     for obj in objects:
         spec = pod_spec(obj)
         if spec is None:
             continue
-        pod_sc = spec.get("securityContext") or {}
         if spec.get("automountServiceAccountToken") is not False:
             errors.append(f"{_name(obj)}: automountServiceAccountToken is not false")
+        pod_sc = spec.get("securityContext") or {}
         for container in spec.get("containers", []):
             where = f"{_name(obj)} container {container.get('name')}"
-            sc = container.get("securityContext") or {}
-            if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
-                errors.append(f"{where}: runAsNonRoot is not set")
-            if sc.get("readOnlyRootFilesystem") is not True:
-                errors.append(f"{where}: readOnlyRootFilesystem is not true")
-            if sc.get("allowPrivilegeEscalation") is not False:
-                errors.append(f"{where}: allowPrivilegeEscalation is not false")
-            if (sc.get("capabilities") or {}).get("drop") != ["ALL"]:
-                errors.append(f"{where}: capabilities do not drop ALL")
-            seccomp = sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}
-            if seccomp.get("type") != "RuntimeDefault":
-                errors.append(f"{where}: seccompProfile is not RuntimeDefault")
-            resources = container.get("resources") or {}
-            for part in ("requests", "limits"):
-                for res in ("cpu", "memory"):
-                    if res not in (resources.get(part) or {}):
-                        errors.append(f"{where}: no {part}.{res}")
-            for probe in ("readinessProbe", "livenessProbe"):
-                if probe not in container:
-                    errors.append(f"{where}: no {probe}")
+            errors.extend(_container_errors(where, container, pod_sc))
     return errors
