@@ -90,7 +90,7 @@ addr() { echo "127.0.0.1:${port[$1]:-1}"; }
 
 run_flags=(--runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
            --network host --read-only --tmpfs /tmp --cap-drop ALL
-           --security-opt no-new-privileges)
+           --security-opt no-new-privileges --health-cmd none)
 failed=0
 for svc in "${services[@]}"; do
   name="linewatch-smoke-$svc-$$"
