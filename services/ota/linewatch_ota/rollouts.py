@@ -128,7 +128,9 @@ class Rollouts:
             await session.flush()
             table = DeviceUpdateRow.__table__  # type: ignore[attr-defined]
             for start in range(0, len(rows), 1000):
-                await session.execute(sa.insert(table), rows[start : start + 1000])
+                await (await session.connection()).execute(
+                    sa.insert(table), rows[start : start + 1000]
+                )
         counts = {"queued": len(rows)}
         message = rollout_pb(rollout, counts)
         self.events.publish(ota_pb2.StreamOtaEventsResponse(rollout=message))
@@ -136,7 +138,7 @@ class Rollouts:
 
     async def counts(self, session: AsyncSession, rollout_id: str) -> dict[str, int]:
         """Devices per update state within one rollout."""
-        result = await session.execute(
+        result = await (await session.connection()).execute(
             sa.select(col(DeviceUpdateRow.state), sa.func.count())
             .where(col(DeviceUpdateRow.rollout_id) == rollout_id)
             .group_by(col(DeviceUpdateRow.state))

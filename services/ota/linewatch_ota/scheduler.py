@@ -189,7 +189,7 @@ class Scheduler:
         )
         started: list[DeviceUpdateRow] = []
         async with self.db.session() as session:
-            candidates = (await session.execute(query)).all()
+            candidates = (await (await session.connection()).execute(query)).all()
             seen: set[str] = set()
             for update_id, device_id in candidates:
                 if device_id in seen:
@@ -207,7 +207,7 @@ class Scheduler:
         table = DeviceUpdateRow.__table__  # type: ignore[attr-defined]
         try:
             async with session.begin_nested():
-                result = await session.execute(
+                result = await (await session.connection()).execute(
                     sa.update(table)
                     .where(table.c.id == update_id, table.c.state == "queued")
                     .values(
