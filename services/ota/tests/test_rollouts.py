@@ -221,7 +221,7 @@ async def test_auto_pause_at_the_error_threshold(
 
 async def _counts_total(ota: OtaRunner, rollout_id: str, states: tuple[str, ...], n: int) -> bool:
     counts = (await ota.get_rollout(rollout_id)).counts
-    return sum(counts.get(s, 0) for s in states) == n
+    return bool(sum(counts.get(s, 0) for s in states) == n)
 
 
 async def test_priority_then_age_ordering(ota: OtaRunner) -> None:
