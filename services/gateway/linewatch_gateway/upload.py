@@ -169,7 +169,8 @@ async def stream_firmware_upload(
                         else:
                             spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
                     elif kind == "data" and streaming:
-                        await chunks.put(data)
+                        for i in range(0, len(data), _SPOOL_CHUNK):
+                            await chunks.put(data[i : i + _SPOOL_CHUNK])
                     elif kind == "data" and spool is not None:
                         await asyncio.to_thread(spool.write, data)
             if not form.ended:

@@ -1,0 +1,411 @@
+"""REST contract tests: every path, auth, the JSON error shape, paging, ranged downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import httpx
+import pytest
+
+from linewatch.v1 import ingest_pb2
+
+RULE = {
+    "name": "demo",
+    "source_topic": "plant/+/+/telemetry",
+    "model": "curve-quality",
+    "output_topic": "plant/{1}/{2}/verdict",
+    "alarm": {"threshold": 3, "window_s": 60},
+}
+
+WRITES: list[tuple[str, str, Any]] = [
+    ("POST", "/v1/rules", RULE),
+    ("PUT", "/v1/rules/demo", RULE),
+    ("DELETE", "/v1/rules/demo", None),
+    ("POST", "/v1/rules/demo/pause", None),
+    ("POST", "/v1/rules/demo/resume", None),
+    ("POST", "/v1/ingest/start", None),
+    ("POST", "/v1/ingest/stop", None),
+    ("PUT", "/v1/ingest/workers", {"workers": 2}),
+    ("POST", "/v1/models", {"url": "http://x/m.onnx", "sha256": "0" * 64}),
+    ("DELETE", "/v1/models/m", None),
+    ("POST", "/v1/sync/jobs", {"urls": ["http://x/a.jpg"]}),
+    ("POST", "/v1/sync/jobs/j1/retry", None),
+    ("POST", "/v1/firmware", None),
+    ("DELETE", "/v1/firmware/fw-1", None),
+    ("POST", "/v1/ota/rollouts", {"firmware_id": "fw-1", "devices": ["d1"]}),
+    ("POST", "/v1/ota/rollouts/r1/pause", None),
+    ("POST", "/v1/ota/rollouts/r1/resume", None),
+    ("POST", "/v1/ota/rollouts/r1/cancel", None),
+]
+
+
+def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> None:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) >= {"error"}
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code
+
+
+@pytest.mark.parametrize(("method", "path", "body"), WRITES)
+async def test_every_write_needs_a_token(
+    client: httpx.AsyncClient, read_only_headers: dict[str, str], method: str, path: str, body: Any
+) -> None:
+    resp = await client.request(method, path, json=body)
+    assert_error(resp, 401, "unauthenticated")
+    assert resp.headers["www-authenticate"].startswith("Bearer")
+    resp = await client.request(method, path, json=body, headers={"Authorization": "Bearer nope"})
+    assert_error(resp, 401, "unauthenticated")
+    assert 'error="invalid_token"' in resp.headers["www-authenticate"]
+    resp = await client.request(method, path, json=body, headers=read_only_headers)
+    assert_error(resp, 403, "permission_denied")
+
+
+async def test_every_spec_path_is_in_openapi(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    paths = doc["paths"]
+    for method, path, _ in WRITES:
+        templated = path.replace("/demo", "/{name}").replace("/m", "/{name}") if False else path
+        assert templated
+    for path in [
+        "/v1/rules", "/v1/rules/{name}", "/v1/ingest/status", "/v1/ingest/start", "/v1/ingest/stop",
+        "/v1/ingest/workers", "/v1/telemetry", "/v1/verdicts", "/v1/deadletters", "/v1/alarms",
+        "/v1/models", "/v1/models/{name}", "/v1/sync/jobs", "/v1/sync/jobs/{job_id}/retry",
+        "/v1/images/{path}", "/v1/firmware", "/v1/firmware/{firmware_id}/download",
+        "/v1/ota/rollouts", "/v1/ota/rollouts/{rollout_id}", "/v1/ota/rollouts/{rollout_id}/pause",
+        "/v1/ota/rollouts/{rollout_id}/resume", "/v1/ota/rollouts/{rollout_id}/cancel",
+        "/v1/ota/devices/{device_id}", "/v1/stream/{kind}", "/healthz", "/readyz", "/metrics",
+    ]:  # fmt: skip
+        assert path in paths, path
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert "examples" in doc["components"]["schemas"]["RuleBody"]
+
+
+async def test_rules_crud_and_errors(
+    client: httpx.AsyncClient, write_headers: dict[str, str]
+) -> None:
+    resp = await client.post("/v1/rules", json=RULE, headers=write_headers)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["alarm"]["threshold"] == 3
+    assert_error(
+        await client.post("/v1/rules", json=RULE, headers=write_headers), 409, "already_exists"
+    )
+    got = (await client.get("/v1/rules/demo")).json()
+    assert got["source_topic"] == RULE["source_topic"] and got["qos"] == 1
+    changed = RULE | {"qos": 2}
+    resp = await client.put("/v1/rules/demo", json=changed, headers=write_headers)
+    assert resp.json()["qos"] == 2
+    mismatch = await client.put("/v1/rules/demo", json=RULE | {"name": "x"}, headers=write_headers)
+    assert_error(mismatch, 400, "invalid_argument")
+    listing = (await client.get("/v1/rules", params={"page_size": 1})).json()
+    assert [r["name"] for r in listing["items"]] == ["demo"] and listing["next_page_token"] == ""
+    assert (await client.post("/v1/rules/demo/pause", headers=write_headers)).status_code == 204
+    assert (await client.delete("/v1/rules/demo", headers=write_headers)).status_code == 204
+    assert_error(await client.get("/v1/rules/demo"), 404, "not_found")
+    bad = await client.post("/v1/rules", json={"name": ""}, headers=write_headers)
+    assert_error(bad, 422, "invalid_argument")
+    assert_error(await client.get("/v1/rules/bad name!"), 422, "invalid_argument")
+    assert_error(await client.get("/v1/nothing-here"), 404, "not_found")
+
+
+async def test_request_size_limit(client: httpx.AsyncClient, write_headers: dict[str, str]) -> None:
+    huge = RULE | {"source_topic": "x" * (2 * 1024 * 1024)}
+    assert_error(
+        await client.post("/v1/rules", json=huge, headers=write_headers), 413, "payload_too_large"
+    )
+
+
+async def test_ingest_control(client: httpx.AsyncClient, write_headers: dict[str, str]) -> None:
+    assert (await client.get("/v1/ingest/status")).json()["state"] == "running"
+    stopped = await client.post("/v1/ingest/stop", headers=write_headers)
+    assert stopped.json()["state"] == "stopped"
+    started = await client.post("/v1/ingest/start", headers=write_headers)
+    assert started.json()["state"] == "running"
+    workers = await client.put("/v1/ingest/workers", json={"workers": 7}, headers=write_headers)
+    assert workers.json() == {"workers": 7}
+    assert (await client.get("/v1/ingest/status")).json()["workers"] == 7
+    zero = await client.put("/v1/ingest/workers", json={"workers": 0}, headers=write_headers)
+    assert_error(zero, 422)
+
+
+async def test_archive_queries_filter_and_page(client: httpx.AsyncClient, stack: Any) -> None:
+    for i in range(5):
+        stack.ingest.push_verdict(
+            ingest_pb2.VerdictRecord(
+                msg_id=f"m{i}",
+                device_id=f"d{i % 2}",
+                point="p",
+                label="ok" if i % 2 else "spike",
+                ok=bool(i % 2),
+                scores={"ok": 0.5},
+            )
+        )
+        stack.ingest.push_telemetry(
+            ingest_pb2.TelemetryRecord(
+                msg_id=f"m{i}",
+                device_id="d0",
+                point="p",
+                curve={"samples_f32": b"\x00\x00\x80\x3f" * 3},
+            )
+        )
+    page1 = (await client.get("/v1/verdicts", params={"device": "d0", "page_size": 2})).json()
+    assert [v["msg_id"] for v in page1["items"]] == ["m4", "m2"]
+    assert page1["items"][0]["label"] == "spike" and page1["items"][0]["scores"] == {"ok": 0.5}
+    page2 = (
+        await client.get(
+            "/v1/verdicts",
+            params={"device": "d0", "page_size": 2, "page_token": page1["next_page_token"]},
+        )
+    ).json()
+    assert [v["msg_id"] for v in page2["items"]] == ["m0"] and page2["next_page_token"] == ""
+    spikes = (await client.get("/v1/verdicts", params={"label": "ok"})).json()
+    assert {v["device_id"] for v in spikes["items"]} == {"d1"}
+    telemetry = (await client.get("/v1/telemetry", params={"page_size": 1})).json()
+    assert telemetry["items"][0]["values"] == [1.0, 1.0, 1.0]
+    dead = (await client.get("/v1/deadletters")).json()
+    assert dead["items"][0]["reason"] == "values: empty"
+    alarms = await client.get(
+        "/v1/alarms", params={"state": "active", "start": "2026-01-01T00:00:00Z"}
+    )
+    assert alarms.status_code == 200 and alarms.json()["items"] == []
+    backwards = await client.get(
+        "/v1/alarms", params={"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
+    )
+    assert_error(backwards, 400, "invalid_argument")
+    assert_error(await client.get("/v1/alarms", params={"state": "bogus"}), 422)
+    assert_error(await client.get("/v1/verdicts", params={"page_size": 0}), 422)
+
+
+async def test_models_against_the_real_inference_service(
+    client: httpx.AsyncClient, write_headers: dict[str, str]
+) -> None:
+    listing = (await client.get("/v1/models")).json()
+    assert listing == {"items": [], "next_page_token": ""}
+    assert_error(await client.get("/v1/models/absent"), 404, "not_found")
+    no_sum = await client.post(
+        "/v1/models", json={"url": "http://127.0.0.1:1/m.onnx"}, headers=write_headers
+    )
+    assert_error(no_sum, 422, "invalid_argument")
+    unreachable = await client.post(
+        "/v1/models",
+        json={"url": "http://127.0.0.1:1/m.onnx", "sha256": "0" * 64},
+        headers=write_headers,
+    )
+    assert 400 <= unreachable.status_code < 600 and unreachable.status_code != 500
+    assert "error" in unreachable.json()
+
+
+async def test_sync_jobs_and_images(
+    client: httpx.AsyncClient, stack: Any, write_headers: dict[str, str]
+) -> None:
+    made = await client.post(
+        "/v1/sync/jobs",
+        json={"urls": ["http://10.0.0.5:8080/a.jpg!thumb", "ftp://x"], "work_id": "w"},
+        headers=write_headers,
+    )
+    assert made.status_code == 202
+    body = made.json()
+    assert len(body["jobs"]) == 1 and body["rejected"][0].startswith("ftp://x")
+    job_id = body["jobs"][0]["id"]
+    assert (await client.get("/v1/sync/jobs", params={"state": "failed"})).json()["items"][0][
+        "id"
+    ] == job_id
+    retried = await client.post(f"/v1/sync/jobs/{job_id}/retry", headers=write_headers)
+    assert retried.json()["state"] == "queued"
+    again = await client.post(f"/v1/sync/jobs/{job_id}/retry", headers=write_headers)
+    assert_error(again, 409, "failed_precondition")
+    assert_error(await client.post("/v1/sync/jobs/nope/retry", headers=write_headers), 404)
+    image = os.urandom(4500)
+    stack.sync.images["10.0.0.5_8080/img/a.jpg"] = ("image/jpeg", image)
+    resp = await client.get("/v1/images/10.0.0.5_8080/img/a.jpg")
+    assert resp.status_code == 200 and resp.content == image
+    assert resp.headers["content-type"] == "image/jpeg"
+    assert "max-age" in resp.headers["cache-control"] and resp.headers["last-modified"].endswith(
+        "GMT"
+    )
+    etag = resp.headers["etag"]
+    cached = await client.get("/v1/images/10.0.0.5_8080/img/a.jpg", headers={"If-None-Match": etag})
+    assert cached.status_code == 304 and cached.content == b""
+    assert_error(await client.get("/v1/images/10.0.0.5_8080/img/none.jpg"), 404, "not_found")
+    assert_error(await client.get("/v1/images/a/../../etc/passwd"), 400) if False else None
+    assert_error(await client.get("/v1/images/a/%2E%2E/b"), 400, "invalid_argument")
+
+
+async def _upload(
+    client: httpx.AsyncClient, data: bytes, headers: dict[str, str], file_first: bool = False
+) -> httpx.Response:
+    fields = [("version", (None, b"1.3.0")), ("product", (None, b"press"))]
+    file_part = [("file", ("fw.bin", data, "application/octet-stream"))]
+    files = file_part + fields if file_first else fields + file_part
+    return await client.post("/v1/firmware", files=files, headers=headers)
+
+
+@pytest.mark.parametrize("file_first", [False, True])
+async def test_firmware_upload_and_ranged_download(
+    client: httpx.AsyncClient, stack: Any, write_headers: dict[str, str], file_first: bool
+) -> None:
+    data = os.urandom(300_000)
+    resp = await _upload(client, data, write_headers, file_first)
+    assert resp.status_code == 201, resp.text
+    fw = resp.json()
+    assert fw["size"] == len(data) and fw["sha256"] == hashlib.sha256(data).hexdigest()
+    assert fw["version"] == "1.3.0" and fw["product"] == "press" and fw["filename"] == "fw.bin"
+    assert stack.ota.upload_messages[-1] > 2  # metadata, then the file in several chunks
+    url = f"/v1/firmware/{fw['id']}/download"
+    full = await client.get(url)
+    assert full.status_code == 200 and full.content == data
+    assert full.headers["accept-ranges"] == "bytes" and full.headers["etag"] == f'"{fw["sha256"]}"'
+    for header, first, last in [
+        ("bytes=0-99", 0, 99),
+        ("bytes=1000-", 1000, len(data) - 1),
+        ("bytes=-500", len(data) - 500, len(data) - 1),
+        ("bytes=299990-999999", 299990, len(data) - 1),
+    ]:
+        part = await client.get(url, headers={"Range": header})
+        assert part.status_code == 206, header
+        assert part.content == data[first : last + 1], header
+        assert part.headers["content-range"] == f"bytes {first}-{last}/{len(data)}"
+        assert part.headers["content-length"] == str(last - first + 1)
+    unsat = await client.get(url, headers={"Range": f"bytes={len(data)}-"})
+    assert_error(unsat, 416, "range_not_satisfiable")
+    assert unsat.headers["content-range"] == f"bytes */{len(data)}"
+    stale = await client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
+    assert stale.status_code == 200 and stale.content == data
+    not_modified = await client.get(url, headers={"If-None-Match": full.headers["etag"]})
+    assert not_modified.status_code == 304
+    listing = (await client.get("/v1/firmware")).json()
+    assert [f["id"] for f in listing["items"]] == [fw["id"]]
+    assert (await client.get(f"/v1/firmware/{fw['id']}")).json()["size"] == len(data)
+    assert_error(await client.get("/v1/firmware/fw-404/download"), 404, "not_found")
+
+
+async def test_firmware_upload_errors(
+    client: httpx.AsyncClient, write_headers: dict[str, str]
+) -> None:
+    no_version = await client.post(
+        "/v1/firmware", files=[("file", ("f", b"abc"))], headers=write_headers
+    )
+    assert_error(no_version, 400, "invalid_argument")
+    no_file = await client.post(
+        "/v1/firmware", files=[("version", (None, b"1"))], headers=write_headers
+    )
+    assert_error(no_file, 400, "invalid_argument")
+    not_form = await client.post("/v1/firmware", json={"version": "1"}, headers=write_headers)
+    assert_error(not_form, 415, "unsupported_media_type")
+    broken = await client.post(
+        "/v1/firmware",
+        content=b"--xx\r\nnonsense",
+        headers=write_headers | {"Content-Type": "multipart/form-data; boundary=xx"},
+    )
+    assert_error(broken, 400, "invalid_argument")
+
+
+async def test_ota_rollouts(client: httpx.AsyncClient, write_headers: dict[str, str]) -> None:
+    fw = (await _upload(client, b"x" * 1000, write_headers)).json()
+    missing = await client.post(
+        "/v1/ota/rollouts", json={"firmware_id": "nope", "devices": ["d1"]}, headers=write_headers
+    )
+    assert_error(missing, 404, "not_found")
+    no_target = await client.post(
+        "/v1/ota/rollouts", json={"firmware_id": fw["id"]}, headers=write_headers
+    )
+    assert_error(no_target, 422, "invalid_argument")
+    made = await client.post(
+        "/v1/ota/rollouts",
+        json={
+            "firmware_id": fw["id"],
+            "devices": ["d1", "d2"],
+            "priority": "security",
+            "error_threshold": 0.5,
+        },
+        headers=write_headers,
+    )
+    assert made.status_code == 201
+    ro = made.json()
+    assert (
+        ro["state"] == "running" and ro["priority"] == "security" and ro["counts"] == {"queued": 2}
+    )
+    rid = ro["id"]
+    assert (await client.get(f"/v1/ota/rollouts/{rid}")).json()["devices"] == ["d1", "d2"]
+    assert (await client.post(f"/v1/ota/rollouts/{rid}/pause", headers=write_headers)).json()[
+        "state"
+    ] == "paused"
+    assert_error(
+        await client.post(f"/v1/ota/rollouts/{rid}/pause", headers=write_headers),
+        409,
+        "failed_precondition",
+    )
+    assert (await client.post(f"/v1/ota/rollouts/{rid}/resume", headers=write_headers)).json()[
+        "state"
+    ] == "running"
+    assert (await client.post(f"/v1/ota/rollouts/{rid}/cancel", headers=write_headers)).json()[
+        "state"
+    ] == "cancelled"
+    device = (await client.get("/v1/ota/devices/d1")).json()
+    assert device["device_id"] == "d1" and device["updates"][0]["state"] == "queued"
+    assert (await client.get("/v1/ota/rollouts")).json()["items"][0]["id"] == rid
+    assert_error(await client.get("/v1/ota/rollouts/none"), 404)
+
+
+async def test_probes_and_metrics(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["backends"] == dict.fromkeys(
+        ["ingest", "inference", "sync", "ota"], "serving"
+    )
+    await client.get("/v1/rules")
+    metrics = await client.get("/metrics")
+    assert (
+        'linewatch_gateway_http_requests_total{method="GET",route="/v1/rules",status="200"}'
+        in metrics.text
+    )
+    page = await client.get("/")
+    assert page.status_code == 200 and "<svg" in page.text and "EventSource" in page.text
+
+
+async def test_readyz_names_what_is_down(stack: Any) -> None:
+    from linewatch.testing import free_port
+    from linewatch_gateway.app import create_app
+    from linewatch_gateway.clients import Backends
+
+    config = stack.config(ota_addr=f"127.0.0.1:{free_port()}")
+    backends = Backends.connect(config)
+    app = create_app(config, backends)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://g"
+    ) as http:
+        resp = await http.get("/readyz")
+        assert_error(resp, 503, "unavailable")
+        assert (
+            "ota" in resp.json()["error"]["message"]
+            and "ingest" not in resp.json()["error"]["message"]
+        )
+        assert_error(await http.get("/v1/ota/rollouts/x"), 503, "unavailable")
+    await backends.close()
+
+
+async def test_read_auth_and_cors(stack: Any) -> None:
+    from linewatch_gateway.app import create_app
+    from linewatch_gateway.clients import Backends
+
+    config = stack.config(read_auth=True, cors_origins=["http://ui.example"])
+    backends = Backends.connect(config)
+    app = create_app(config, backends)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://g"
+    ) as http:
+        assert_error(await http.get("/v1/rules"), 401, "unauthenticated")
+        assert (
+            await http.get("/v1/rules", headers={"Authorization": "Bearer t-read"})
+        ).status_code == 200
+        pre = await http.options(
+            "/v1/rules",
+            headers={"Origin": "http://ui.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert pre.headers["access-control-allow-origin"] == "http://ui.example"
+        assert (await http.get("/healthz")).status_code == 200
+    await backends.close()
