@@ -57,14 +57,21 @@ class _Fanout:
         for q in self.queues:
             q.put_nowait(item)
 
+    def end_all(self) -> None:
+        """End every open stream (as a backend restart would)."""
+        for q in self.queues:
+            q.put_nowait(None)
+        self.queues = []
+
     async def stream(self, wrap: Any) -> AsyncIterator[Any]:
         q: asyncio.Queue[Any] = asyncio.Queue()
         self.queues.append(q)
         try:
-            while True:
-                yield wrap(await q.get())
+            while (item := await q.get()) is not None:
+                yield wrap(item)
         finally:
-            self.queues.remove(q)
+            if q in self.queues:
+                self.queues.remove(q)
 
 
 class IngestTestBackend(ingest_pb2_grpc.IngestServiceServicer):

@@ -1,0 +1,254 @@
+"""Server-Sent Events against a real uvicorn: delivery, filters, resume, heartbeats, drops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from linewatch.v1 import ingest_pb2, ota_pb2
+from linewatch_gateway.sse import StreamFilter, StreamHub
+
+
+async def sse_events(resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Parse a text/event-stream into dicts (comments come as {"comment": ...})."""
+    event: dict[str, Any] = {}
+    async for line in resp.aiter_lines():
+        if line == "":
+            if event:
+                yield event
+            event = {}
+        elif line.startswith(":"):
+            yield {"comment": line[1:].strip()}
+        else:
+            field, _, value = line.partition(":")
+            event[field] = value.removeprefix(" ")
+
+
+async def collect(
+    url: str, n: int, *, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    async with (
+        httpx.AsyncClient(timeout=timeout) as http,
+        http.stream("GET", url, headers=headers) as resp,
+    ):
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        async with asyncio.timeout(timeout):
+            async for ev in sse_events(resp):
+                if "data" in ev:
+                    got.append(ev)
+                    if len(got) >= n:
+                        break
+    return got
+
+
+async def wait_subscribed(hub: StreamHub, clients: int) -> None:
+    async with asyncio.timeout(10):
+        while hub.clients < clients or not hub.connected:
+            await asyncio.sleep(0.02)
+
+
+def verdict(
+    i: int, device: str = "press-07", line: str = "A", label: str = "ok"
+) -> ingest_pb2.VerdictRecord:
+    return ingest_pb2.VerdictRecord(
+        msg_id=f"m{i}", device_id=device, point="pressure", label=label, ok=label == "ok",
+        scores={"ok": 0.9}, attrs={"line": line}, model="curve-quality", model_version="1",
+    )  # fmt: skip
+
+
+async def test_verdicts_delivered_with_ids_and_filters(live: Any) -> None:
+    url = f"{live.url}/v1/stream/verdicts"
+    all_task = asyncio.create_task(collect(url, 3))
+    line_b = asyncio.create_task(collect(url + "?line=B", 1))
+    spikes = asyncio.create_task(collect(url + "?label=spike&device=press-08", 1))
+    # the hub lives inside the served app; wait until both clients and the upstream are there
+    await asyncio.sleep(0.5)
+    async with asyncio.timeout(10):
+        while not live.stack.ingest.verdict_stream.queues:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    live.stack.ingest.push_verdict(verdict(1))
+    live.stack.ingest.push_verdict(verdict(2, line="B"))
+    live.stack.ingest.push_verdict(verdict(3, device="press-08", label="spike"))
+    events = await all_task
+    assert [e["event"] for e in events] == ["verdict"] * 3
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    first = json.loads(events[0]["data"])
+    assert (
+        first["device_id"] == "press-07"
+        and first["label"] == "ok"
+        and first["attrs"] == {"line": "A"}
+    )
+    assert [json.loads(e["data"])["msg_id"] for e in await line_b] == ["m2"]
+    assert [json.loads(e["data"])["msg_id"] for e in await spikes] == ["m3"]
+
+
+async def test_last_event_id_replays_what_was_missed(live: Any) -> None:
+    url = f"{live.url}/v1/stream/verdicts"
+    first = asyncio.create_task(collect(url, 2))
+    async with asyncio.timeout(10):
+        while not live.stack.ingest.verdict_stream.queues:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    for i in range(5):
+        live.stack.ingest.push_verdict(verdict(i))
+    seen = await first
+    last_id = seen[-1]["id"]
+    replay = await collect(url, 3, headers={"Last-Event-ID": last_id})
+    assert [json.loads(e["data"])["msg_id"] for e in replay] == ["m2", "m3", "m4"]
+    assert all(int(e["id"]) > int(last_id) for e in replay)
+    by_query = await collect(f"{url}?since={last_id}&device=press-07", 3)
+    assert [e["id"] for e in by_query] == [e["id"] for e in replay]
+    async with httpx.AsyncClient() as http:
+        bad = await http.get(url, headers={"Last-Event-ID": "not-a-number"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_argument"
+
+
+async def test_heartbeats_on_an_idle_stream(live: Any) -> None:
+    comments: list[str] = []
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("GET", f"{live.url}/v1/stream/alarms") as resp,
+    ):
+        async with asyncio.timeout(5):
+            async for ev in sse_events(resp):
+                if "comment" in ev:
+                    comments.append(ev["comment"])
+                if comments.count("heartbeat") >= 2:
+                    break
+    assert "connected" in comments and comments.count("heartbeat") >= 2
+
+
+async def test_other_streams(live: Any) -> None:
+    base = live.url + "/v1/stream/"
+    tasks = {
+        "telemetry": asyncio.create_task(collect(base + "telemetry?line=A", 1)),
+        "alarms": asyncio.create_task(collect(base + "alarms?device=d9", 1)),
+        "ota": asyncio.create_task(collect(base + "ota?device=d2", 1)),
+    }
+    async with asyncio.timeout(10):
+        while not (
+            live.stack.ingest.telemetry_stream.queues
+            and live.stack.ingest.alarm_stream.queues
+            and live.stack.ota.events.queues
+        ):
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    live.stack.ingest.push_telemetry(
+        ingest_pb2.TelemetryRecord(
+            msg_id="t1",
+            device_id="d1",
+            attrs={"line": "A"},
+            curve={"samples_f32": b"\x00\x00\x00\x40"},
+        )
+    )
+    live.stack.ingest.push_alarm(
+        ingest_pb2.AlarmRecord(id=4, device_id="d9", state=ingest_pb2.ALARM_STATE_ACTIVE, count=3)
+    )
+    live.stack.ota.events.publish(
+        ota_pb2.StreamOtaEventsResponse(
+            device_update=ota_pb2.DeviceUpdate(device_id="d1", percent=10)
+        )
+    )
+    live.stack.ota.events.publish(
+        ota_pb2.StreamOtaEventsResponse(
+            device_update=ota_pb2.DeviceUpdate(
+                device_id="d2", percent=42, state=ota_pb2.UPDATE_STATE_DOWNLOADING
+            )
+        )
+    )
+    (tel,) = await tasks["telemetry"]
+    assert tel["event"] == "telemetry" and json.loads(tel["data"])["values"] == [2.0]
+    (alarm,) = await tasks["alarms"]
+    assert alarm["event"] == "alarm" and json.loads(alarm["data"])["state"] == "active"
+    (upd,) = await tasks["ota"]
+    assert upd["event"] == "device_update"
+    assert (
+        json.loads(upd["data"])["percent"] == 42
+        and json.loads(upd["data"])["state"] == "downloading"
+    )
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(base + "nonsense")).status_code == 422
+
+
+async def test_upstream_reconnects_after_backend_restart(stack: Any) -> None:
+    """The hub keeps its subscription: a backend that drops the stream is re-subscribed."""
+    from linewatch_gateway.app import create_app
+    from linewatch_gateway.clients import Backends
+
+    config = stack.config(sse_reconnect_max_s=0.2)
+    backends = Backends.connect(config)
+    app = create_app(config, backends)
+    hub: StreamHub = app.state.hubs["verdicts"]
+    task = asyncio.create_task(hub.run())
+    try:
+        sub = hub.subscribe(StreamFilter())
+        async with asyncio.timeout(10):
+            while not stack.ingest.verdict_stream.queues:
+                await asyncio.sleep(0.02)
+        stack.ingest.push_verdict(verdict(1))
+        assert (await asyncio.wait_for(sub.queue.get(), 5)) is not None
+        # the backend ends every stream it serves; the hub must subscribe again
+        stack.ingest.verdict_stream.end_all()
+        async with asyncio.timeout(10):
+            while not stack.ingest.verdict_stream.queues:
+                await asyncio.sleep(0.05)
+        stack.ingest.push_verdict(verdict(2))
+        got = await asyncio.wait_for(sub.queue.get(), 5)
+        assert got is not None and got.data["msg_id"] == "m2"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await backends.close()
+
+
+async def test_slow_client_is_dropped_without_slowing_others() -> None:
+    async def never() -> AsyncIterator[Any]:
+        await asyncio.Event().wait()
+        yield None
+
+    hub = StreamHub("verdicts", never, lambda m: None, replay=10, queue_size=4)
+    slow = hub.subscribe(StreamFilter())
+    fast = hub.subscribe(StreamFilter())
+    received: list[int] = []
+
+    async def drain() -> None:
+        async for chunk in hub.stream(fast, heartbeat_s=5):
+            if chunk.startswith(b"id:"):
+                received.append(int(chunk.split(b"\n")[0][4:]))
+                if len(received) == 20:
+                    return
+
+    consumer = asyncio.create_task(drain())
+    await asyncio.sleep(0)
+    for i in range(20):
+        hub.publish("verdict", {"i": i})
+        await asyncio.sleep(0.005)  # a reader that keeps up; the slow one never reads
+    await asyncio.wait_for(consumer, 5)
+    assert len(received) == 20 and received == sorted(received)
+    assert slow.dropped and hub.clients == 0
+    # the slow client's response ends at once; it may resume from the replay buffer
+    chunks = [c async for c in hub.stream(slow, heartbeat_s=5)]
+    assert chunks[0].startswith(b"retry:") and len(chunks) <= 5
+    resumed = hub.subscribe(StreamFilter(), last_event_id=received[9])
+    assert [e.id for e in resumed.backlog] == received[10:]
+
+
+@pytest.mark.parametrize("replay", [0, 3])
+async def test_replay_buffer_is_bounded(replay: int) -> None:
+    async def never() -> AsyncIterator[Any]:
+        await asyncio.Event().wait()
+        yield None
+
+    hub = StreamHub("alarms", never, lambda m: None, replay=replay)
+    ids = [hub.publish("alarm", {"i": i}).id for i in range(10)]
+    sub = hub.subscribe(StreamFilter(), last_event_id=ids[0])
+    assert [e.id for e in sub.backlog] == ids[10 - replay :] if replay else sub.backlog == []
