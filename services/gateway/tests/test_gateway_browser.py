@@ -1,0 +1,109 @@
+"""The dashboard in headless Chromium: it loads, shows live events, controls ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from linewatch.v1 import ingest_pb2
+
+from .conftest import WRITE_TOKEN  # noqa: TID252 - pytest's importlib mode
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = Path(__file__).parent / "browser" / "dashboard.mjs"
+
+pytestmark = pytest.mark.browser
+
+
+def _curve(kind: str, n: int = 200) -> bytes:
+    values = [
+        math.sin(i / 12) + (3.0 if kind == "spike" and i == n // 2 else 0.0) for i in range(n)
+    ]
+    return struct.pack(f"<{n}f", *values)
+
+
+def _push(stack: Any) -> int:
+    """Telemetry then verdicts for six devices on two lines, two of them defective."""
+    count = 0
+    for i in range(6):
+        device, line = f"sim-{i}", "A" if i % 2 else "B"
+        label = "spike" if i in (2, 5) else "ok"
+        attrs = {"line": line}
+        stack.ingest.push_telemetry(
+            ingest_pb2.TelemetryRecord(
+                msg_id=f"m{i}",
+                device_id=device,
+                point="pressure",
+                attrs=attrs,
+                curve={"samples_f32": _curve(label)},
+            )
+        )
+        stack.ingest.push_verdict(
+            ingest_pb2.VerdictRecord(
+                msg_id=f"m{i}", device_id=device, point="pressure", label=label, ok=label == "ok",
+                scores={"ok": 0.95 if label == "ok" else 0.02, "spike": 0.03 if label == "ok" else 0.96},
+                attrs=attrs, model="curve-quality", model_version="1", latency_ms=2.4,
+            )
+        )  # fmt: skip
+        count += 1
+    stack.ingest.push_alarm(
+        ingest_pb2.AlarmRecord(id=1, rule="demo", device_id="sim-2", state=ingest_pb2.ALARM_STATE_ACTIVE, message="spike 3 times in 60 s", count=3, delivery="sent")
+    )  # fmt: skip
+    return count
+
+
+async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
+    if shutil.which("node") is None or not Path("/usr/bin/chromium").exists():
+        pytest.skip("node or Debian chromium is not installed (make system-packages)")
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        headers = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+        fw = await http.post(
+            "/v1/firmware",
+            files=[("version", (None, b"1.3.0")), ("file", ("fw.bin", b"x" * 4096))],
+            headers=headers,
+        )
+        firmware_id = fw.json()["id"]
+    shot = tmp_path / "dashboard.png"
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(SCRIPT), live.url + "/", str(shot), str(tmp_path / "profile"), WRITE_TOKEN,
+        cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        async with asyncio.timeout(90):
+            line = await proc.stdout.readline()
+            if line.strip() != b"connected":
+                raise AssertionError(f"page did not connect: {line!r} {await proc.stderr.read()!r}")
+            expected = _push(live.stack)
+            async with httpx.AsyncClient(base_url=live.url) as http:
+                made = await http.post(
+                    "/v1/ota/rollouts",
+                    json={"firmware_id": firmware_id, "devices": ["sim-0", "sim-1", "sim-2"]},
+                    headers=headers,
+                )
+                assert made.status_code == 201
+            proc.stdin.write(f"{expected}\n".encode())
+            await proc.stdin.drain()
+            out = (await proc.stdout.readline()).decode()
+            err = await proc.stderr.read()
+            assert out.startswith("result "), f"{out!r} {err.decode()[-2000:]}"
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    result = json.loads(out[len("result ") :])
+    assert result["errors"] == []
+    assert result["verdicts"] >= expected and result["cards"] == 6 and result["bad"] == 2
+    assert result["lines"] == 2 and result["rollouts"] == 1 and result["alarms"] == 1
+    assert result["ingest"] == "stopped" and live.stack.ingest.running is False
+    png = shot.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
