@@ -42,6 +42,8 @@ class _Request:
 
 
 _STOP = None
+_PIPELINE = 2
+"""Batches handed to the worker thread at once (one running, one ready behind it)."""
 
 
 class DynamicBatcher:
@@ -79,6 +81,8 @@ class DynamicBatcher:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._carry: _Request | None = None
+        self._slots = asyncio.Semaphore(_PIPELINE)
+        self._running: set[asyncio.Task[None]] = set()
         labels = {"model": model, "version": version}
         self._m_batch = metrics.batch_size.labels(**labels)
         self._m_requests = metrics.batch_requests.labels(**labels)
@@ -155,12 +159,18 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
+            # A free slot first, then the batch: requests arriving meanwhile join it.
+            await self._slots.acquire()
             first = await self._next(None)
             if first is _STOP:
+                self._slots.release()
                 break
             batch = [first]
             rows = first.inputs.shape[0]
-            deadline = loop.time() + self.max_queue_delay_s
+            # Like Triton, the delay counts from the first request's arrival: a request
+            # that already waited for a busy model does not wait again.
+            waited = time.perf_counter() - first.enqueued
+            deadline = loop.time() + max(0.0, self.max_queue_delay_s - waited)
             while rows < self.max_batch_size:
                 try:
                     request = await self._next(deadline - loop.time())
@@ -175,7 +185,7 @@ class DynamicBatcher:
                 batch.append(request)
                 rows += request.inputs.shape[0]
             self._m_depth.set(self._queue.qsize())
-            await self._run_batch(batch, rows)
+            await self._launch(batch)
         # Closing: whatever is still queued (or carried) is served, not dropped.
         while True:
             try:
@@ -183,7 +193,21 @@ class DynamicBatcher:
             except TimeoutError:
                 break
             if leftover is not _STOP:
-                await self._run_batch([leftover], leftover.inputs.shape[0])
+                await self._slots.acquire()
+                await self._launch([leftover])
+        if self._running:
+            await asyncio.gather(*self._running)
+
+    async def _launch(self, batch: list[_Request]) -> None:
+        """Hand a batch to the worker thread (holding a slot) without waiting for it.
+
+        Up to ``_PIPELINE`` batches are in flight: while the thread runs one, the next is
+        already formed and queued behind it, so the model never idles between runs.
+        """
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        task.add_done_callback(lambda _: self._slots.release())
 
     def _run_chunked(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         if inputs.shape[0] <= self.max_batch_size:
@@ -194,7 +218,7 @@ class DynamicBatcher:
         ]
         return np.concatenate(parts, axis=0)
 
-    async def _run_batch(self, batch: list[_Request], rows: int) -> None:
+    async def _run_batch(self, batch: list[_Request]) -> None:
         live = [r for r in batch if not r.future.done()]
         if not live:
             return
