@@ -143,6 +143,7 @@ class RuleWorker:
         self.last_error = ""
         self._connect_task: asyncio.Task[None] | None = None
         self._labels = {"rule": rule.name}
+        self._publish_slots = asyncio.Semaphore(cfg.publish_window)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -319,12 +320,18 @@ class RuleWorker:
             "received_at_ms": body["received_at_ms"],
         }
         await self._retry("deadletter-archive", lambda: self.deps.store.add_dead_letters([row]))
-        await self.client.publish(
-            self.deps.config.deadletter_topic,
-            json.dumps(body, separators=(",", ":")),
-            qos=1,
-            timeout=None,
+        await self._publish(
+            self.deps.config.deadletter_topic, json.dumps(body, separators=(",", ":")), qos=1
         )
+
+    async def _publish(
+        self, topic: str, payload: str, *, qos: int, props: list[tuple[str, str]] | None = None
+    ) -> None:
+        """Publish within the rule's in-flight window; waits across reconnects for PUBACK."""
+        async with self._publish_slots:
+            await self.client.publish(
+                topic, payload, qos=qos, user_properties=props or (), timeout=None
+            )
 
     # --- batches ---------------------------------------------------------------------
 
@@ -468,7 +475,6 @@ class RuleWorker:
 
     async def _publish_and_archive(self, scored: list[tuple[_Item, dict[str, Any]]]) -> None:
         rule = self.rule
-        client = self.client
         publishes = []
         with tracer.start_as_current_span("publish verdicts") as span:
             span.set_attribute("linewatch.batch_size", len(scored))
@@ -481,12 +487,11 @@ class RuleWorker:
                 verdict_topic = topic
                 props = inject_user_properties(trace.set_span_in_context(item.span))
                 publishes.append(
-                    client.publish(
+                    self._publish(
                         verdict_topic,
                         json.dumps(verdict, separators=(",", ":")),
                         qos=rule.qos,
-                        user_properties=props,
-                        timeout=None,
+                        props=props,
                     )
                 )
                 verdict["_topic"] = verdict_topic

@@ -6,12 +6,13 @@ import asyncio
 import json
 from typing import Any
 
-from linewatch.runtime.config import MqttConfig
-from linewatch.runtime.mqtt import MqttClient
 from linewatch_ingest.alarms import feishu_sign
 from linewatch_ingest.app import running
 from linewatch_ingest.config import AlarmRuleConfig
 from linewatch_ingest.store import Query
+
+from linewatch.runtime.config import MqttConfig
+from linewatch.runtime.mqtt import MqttClient
 
 from .conftest import Inference, curve_payload, demo_rule, eventually, ingest_config
 
@@ -79,9 +80,7 @@ async def test_alarm_fires_once_is_retried_and_clears(
         rules = [
             demo_rule(
                 p,
-                alarm=AlarmRuleConfig(
-                    threshold=3, window_s=2, webhook_url=hook.url("/generic")
-                ),
+                alarm=AlarmRuleConfig(threshold=3, window_s=2, webhook_url=hook.url("/generic")),
             ),
             demo_rule(
                 p,
@@ -120,7 +119,7 @@ async def test_alarm_fires_once_is_retried_and_clears(
                 )
                 await pub.publish(f"{p}/A/good-dev/telemetry", curve_payload("good-dev", seed=i))
             await pub.publish(f"{p}/A/other/telemetry", curve_payload("other", kind="step"))
-            for i in range(2):
+            for _ in range(2):
                 await pub.publish(f"{p}/A/lark-dev/lark", curve_payload("lark-dev", kind="noise"))
 
             async def both_sent() -> bool:
