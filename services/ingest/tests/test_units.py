@@ -1,0 +1,147 @@
+"""Payload validation, rule templates and configuration, without I/O."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from linewatch_ingest.alarms import feishu_body, feishu_sign
+from linewatch_ingest.config import IngestConfig, RuleConfig
+from linewatch_ingest.payload import MAX_VALUES, BadPayload, parse_telemetry
+from linewatch_ingest.rules import TopicTemplate, rule_from_proto, rule_to_proto, validate_rule
+
+from linewatch.runtime.config import load_config
+from linewatch.runtime.errors import ConfigError, InvalidArgument
+
+
+def _msg(**fields: object) -> bytes:
+    body: dict[str, object] = {"device_id": "d", "point": "p", "ts": 1, "values": [1.0, 2]}
+    body.update(fields)
+    return json.dumps(body).encode()
+
+
+def test_payload_accepts_spec_examples() -> None:
+    tele = parse_telemetry(
+        _msg(ts="2025-11-22T10:00:00Z", msg_id="x", attrs={"line": "A", "n": 3}),
+        fallback_msg_id="fb",
+    )
+    assert tele.ts_ms == 1763805600000
+    assert tele.msg_id == "x"
+    assert tele.has_msg_id
+    assert tele.attrs == {"line": "A", "n": "3"}
+    assert tele.values.dtype == np.float32
+    assert tele.values.tolist() == [1.0, 2.0]
+    no_id = parse_telemetry(_msg(values=[0.5] * MAX_VALUES), fallback_msg_id="fb")
+    assert no_id.msg_id == "fb"
+    assert not no_id.has_msg_id
+    assert len(no_id.values) == MAX_VALUES
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (_msg(msg_id=""), "msg_id: must be a non-empty string"),
+        (_msg(attrs=[1]), "attrs: must be an object"),
+        (_msg(attrs={"a": {"b": 1}}), "attrs.a: must be a string, number or bool"),
+        (_msg(values=[[1, 2]]), "values: must be a flat array of numbers"),
+        (_msg(values=[1, None]), "values: must be a flat array of numbers"),
+        (_msg(values=[1e400]), "not a finite number"),
+        (_msg(point=""), "point: must be 1..200 characters"),
+        (_msg(ts=1e20), "not a valid epoch-milliseconds time"),
+    ],
+)
+def test_payload_rejections_name_the_field(payload: bytes, reason: str) -> None:
+    with pytest.raises(BadPayload) as err:
+        parse_telemetry(payload, fallback_msg_id="fb")
+    assert reason in err.value.message
+
+
+def test_template_substitutes_wildcard_levels_and_payload_fields() -> None:
+    t = TopicTemplate.compile("plant/{1}/{2}/verdict", "plant/+/+/telemetry")
+    assert t.render("plant/A/press-07/telemetry", device_id="x", point="y") == (
+        "plant/A/press-07/verdict"
+    )
+    shared = TopicTemplate.compile("out/{device_id}/{point}/{1}", "$share/g1/in/+/#")
+    assert shared.render("in/L1/a/b", device_id="d", point="p") == "out/d/p/L1"
+    hashed = TopicTemplate.compile("out/{2}/{3}", "in/+/#")
+    assert hashed.render("in/L1/a/b", device_id="d", point="p") == "out/a/b"
+
+
+@pytest.mark.parametrize(
+    ("template", "source", "reason"),
+    [
+        ("out/{3}", "in/+/+", "{3} but the filter has 2 wildcard(s)"),
+        ("out/{device}", "in/+", "unknown placeholder {device}"),
+        ("out/+", "in/+", "without wildcards"),
+        ("out", "in/#/x", "'#' must be the last level"),
+        ("out", "in/a+", "wildcards must fill a level"),
+        ("out", "$share//in", "bad $share"),
+    ],
+)
+def test_bad_templates_and_filters_are_refused(template: str, source: str, reason: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        TopicTemplate.compile(template, source)
+    assert reason in err.value.message
+
+
+def test_rules_round_trip_through_the_api_form() -> None:
+    rule = RuleConfig(name="r1", source_topic="a/+", model="m", output_topic="b/{1}", archive=False)
+    assert rule_from_proto(rule_to_proto(rule)) == rule
+    with pytest.raises(InvalidArgument, match="no broker named"):
+        validate_rule(rule.model_copy(update={"broker": "x"}), {"default"})
+    bad = rule_to_proto(rule)
+    bad.name = "has space"
+    with pytest.raises(InvalidArgument, match=r"rule\.name"):
+        rule_from_proto(bad)
+
+
+def test_default_config_runs_the_demo_rule() -> None:
+    config = IngestConfig()
+    assert config.grpc.port == 50051
+    assert config.inference.target == "127.0.0.1:50052"
+    assert config.deadletter_topic == "linewatch/deadletter"
+    (rule,) = config.rules
+    assert (rule.source_topic, rule.model, rule.output_topic, rule.qos) == (
+        "plant/+/+/telemetry",
+        "curve-quality",
+        "plant/{1}/{2}/verdict",
+        1,
+    )
+
+
+def test_config_file_in_the_seed_002_shape(tmp_path: Path) -> None:
+    path = tmp_path / "ingest.yaml"
+    path.write_text(
+        "brokers:\n  b1: {url: 'mqtt://10.0.0.1:1883'}\n"
+        "rules:\n  - {name: r, broker: b1, source_topic: 'x/+', model: m, "
+        "output_topic: 'y/{1}'}\n"
+    )
+    config = load_config(IngestConfig, service="ingest", path=path, environ={})
+    assert config.rules[0].broker == "b1"
+    path.write_text(
+        "rules:\n  - {name: r, broker: nope, source_topic: 'x', model: m, output_topic: y}\n"
+    )
+    with pytest.raises(ConfigError, match="no broker named 'nope'"):
+        load_config(IngestConfig, service="ingest", path=path, environ={})
+
+
+def test_feishu_signature_matches_the_documented_algorithm() -> None:
+    # https://open.feishu.cn/document/client-docs/bot-v3/add-custom-bot: HmacSHA256 with
+    # key "timestamp\nsecret" over an empty message, base64-encoded.
+    import base64
+    import hashlib
+    import hmac
+
+    expected = base64.b64encode(
+        hmac.new(b"1599360473\nsecret", b"", hashlib.sha256).digest()
+    ).decode()
+    assert feishu_sign(1599360473, "secret") == expected
+    body = feishu_body("hello", "secret", now=1599360473)
+    assert body == {
+        "msg_type": "text",
+        "content": {"text": "hello"},
+        "timestamp": "1599360473",
+        "sign": expected,
+    }
