@@ -18,8 +18,8 @@ from functools import cache
 from typing import Any, Literal
 
 import numpy as np
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor  # type: ignore[import-untyped,unused-ignore]
+from google.protobuf.message import Message  # type: ignore[import-untyped,unused-ignore]
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 __all__ = ["enum_name", "enum_value", "message_to_dict", "model_for"]
@@ -38,7 +38,7 @@ def enum_name(enum: EnumDescriptor, number: int) -> str:
     value = enum.values_by_number.get(number)
     if value is None:
         return "unspecified"
-    return value.name.removeprefix(_enum_prefix(enum)).lower()
+    return str(value.name).removeprefix(_enum_prefix(enum)).lower()
 
 
 def enum_value(enum: EnumDescriptor, name: str) -> int:
@@ -55,35 +55,37 @@ def _timestamp(msg: Any) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
 
+def _message(value: Any) -> Any:
+    name = value.DESCRIPTOR.full_name
+    if name == _TIMESTAMP:
+        return _timestamp(value)
+    if name == _CURVE:
+        return np.frombuffer(value.samples_f32, dtype="<f4").astype(float).tolist()
+    return message_to_dict(value)
+
+
 def _single(field: FieldDescriptor, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_ENUM:
         return enum_name(field.enum_type, value)
     if field.type == FieldDescriptor.TYPE_BYTES:
         return base64.b64encode(value).decode("ascii")
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        name = field.message_type.full_name
-        if name == _TIMESTAMP:
-            return _timestamp(value)
-        if name == _CURVE:
-            return np.frombuffer(value.samples_f32, dtype="<f4").astype(float).tolist()
-        return message_to_dict(value)
-    if field.type in (FieldDescriptor.TYPE_FLOAT,):
-        return float(value)
+        return _message(value)
     return value
 
 
 def _key(field: FieldDescriptor) -> str:
     if field.message_type is not None and field.message_type.full_name == _CURVE:
         return "values"
-    return field.name
+    return str(field.name)
 
 
 def _is_map(field: FieldDescriptor) -> bool:
-    return field.message_type is not None and field.message_type.GetOptions().map_entry
+    return bool(field.message_type is not None and field.message_type.GetOptions().map_entry)
 
 
 def _is_repeated(field: FieldDescriptor) -> bool:
-    return field.label == FieldDescriptor.LABEL_REPEATED
+    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
 
 
 def message_to_dict(msg: Message) -> dict[str, Any]:
@@ -157,9 +159,8 @@ def model_for(descriptor: Descriptor) -> type[BaseModel]:
             fields[field.name] = (_python_type(field) | None, None)
         else:
             fields[field.name] = (_python_type(field), ...)
-    model = create_model(  # type: ignore[call-overload]
+    return create_model(  # type: ignore[call-overload, no-any-return, unused-ignore]
         descriptor.name,
         __config__=ConfigDict(extra="allow"),
         **fields,
     )
-    return model  # type: ignore[no-any-return]

@@ -221,11 +221,11 @@ class StreamHub:
                 if not done:
                     yield b": heartbeat\n\n"
                     continue
-                event = getter.result()
+                item = getter.result()
                 getter = None
-                if event is None or sub.dropped:
+                if item is None or sub.dropped:
                     break
-                yield encode_event(event)
+                yield encode_event(item)
         finally:
             if getter is not None:
                 getter.cancel()

@@ -120,6 +120,85 @@ def _metadata(fields: dict[str, str], filename: str) -> ota_pb2.UploadFirmwareRe
     )
 
 
+class _Upload:
+    """One upload: the body pump and the gRPC request stream it feeds."""
+
+    def __init__(self, request: Request, boundary: bytes, max_bytes: int) -> None:
+        self.request = request
+        self.form = _FormEvents(boundary)
+        self.max_bytes = max_bytes
+        self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=16)
+        self.meta: asyncio.Future[ota_pb2.UploadFirmwareRequest.Metadata] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.fields: dict[str, str] = {}
+        self.filename = ""
+        self.file_seen = False
+        self.streaming = False
+        self.spool: IO[bytes] | None = None
+
+    async def requests(self) -> AsyncIterator[ota_pb2.UploadFirmwareRequest]:
+        """The client stream: metadata first, then the file's chunks."""
+        yield ota_pb2.UploadFirmwareRequest(metadata=await self.meta)
+        while (chunk := await self.chunks.get()) is not None:
+            yield ota_pb2.UploadFirmwareRequest(chunk=chunk)
+
+    async def _file_data(self, data: bytes) -> None:
+        if self.streaming:
+            for i in range(0, len(data), _SPOOL_CHUNK):
+                await self.chunks.put(data[i : i + _SPOOL_CHUNK])
+        elif self.spool is not None:
+            await asyncio.to_thread(self.spool.write, data)
+
+    def _file_begin(self, filename: str) -> None:
+        if self.file_seen:
+            raise _invalid("file: only one file per upload")
+        self.file_seen, self.filename = True, filename
+        if self.fields.get("version", "").strip():
+            self.meta.set_result(_metadata(self.fields, filename))
+            self.streaming = True
+        else:  # the file came before its metadata: keep it on disk until the end
+            self.spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by pump()
+
+    async def _handle(self, kind: str, name: str, data: bytes) -> None:
+        if kind == "field" and name in _FIELDS:
+            try:
+                self.fields[name] = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _invalid(f"{name}: not UTF-8") from exc
+        elif kind == "file_begin":
+            self._file_begin(name)
+        elif kind == "data":
+            await self._file_data(data)
+
+    async def pump(self) -> None:
+        """Read the body, parse it, and feed the request stream."""
+        total = 0
+        try:
+            async for body in self.request.stream():
+                total += len(body)
+                if total > self.max_bytes:
+                    raise ApiError(
+                        413, "payload_too_large", f"the upload exceeds {self.max_bytes} bytes"
+                    )
+                for kind, name, data in self.form.feed(body):
+                    await self._handle(kind, name, data)
+            if not self.form.ended:
+                raise _invalid("the multipart body ended early")
+            if not self.file_seen:
+                raise _invalid("file: a file part is required")
+            if not self.streaming:
+                self.meta.set_result(_metadata(self.fields, self.filename))
+                assert self.spool is not None
+                await asyncio.to_thread(self.spool.seek, 0)
+                while data := await asyncio.to_thread(self.spool.read, _SPOOL_CHUNK):
+                    await self.chunks.put(data)
+            await self.chunks.put(None)
+        finally:
+            if self.spool is not None:
+                self.spool.close()
+
+
 async def stream_firmware_upload(
     request: Request, ota: Any, *, max_bytes: int, timeout_s: float
 ) -> Any:
@@ -130,74 +209,18 @@ async def stream_firmware_upload(
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes:
         raise ApiError(413, "payload_too_large", f"the upload exceeds {max_bytes} bytes")
-    form = _FormEvents(params[b"boundary"])
-    chunks: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=16)
-    loop = asyncio.get_running_loop()
-    meta: asyncio.Future[ota_pb2.UploadFirmwareRequest.Metadata] = loop.create_future()
-
-    async def requests() -> AsyncIterator[ota_pb2.UploadFirmwareRequest]:
-        yield ota_pb2.UploadFirmwareRequest(metadata=await meta)
-        while (chunk := await chunks.get()) is not None:
-            yield ota_pb2.UploadFirmwareRequest(chunk=chunk)
-
-    async def pump() -> None:
-        fields: dict[str, str] = {}
-        filename = ""
-        file_seen = streaming = False
-        spool: IO[bytes] | None = None
-        total = 0
-        try:
-            async for body in request.stream():
-                total += len(body)
-                if total > max_bytes:
-                    raise ApiError(
-                        413, "payload_too_large", f"the upload exceeds {max_bytes} bytes"
-                    )
-                for kind, name, data in form.feed(body):
-                    if kind == "field" and name in _FIELDS:
-                        try:
-                            fields[name] = data.decode("utf-8")
-                        except UnicodeDecodeError as exc:
-                            raise _invalid(f"{name}: not UTF-8") from exc
-                    elif kind == "file_begin":
-                        if file_seen:
-                            raise _invalid("file: only one file per upload")
-                        file_seen, filename = True, name
-                        if fields.get("version", "").strip():
-                            meta.set_result(_metadata(fields, filename))
-                            streaming = True
-                        else:
-                            spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-                    elif kind == "data" and streaming:
-                        for i in range(0, len(data), _SPOOL_CHUNK):
-                            await chunks.put(data[i : i + _SPOOL_CHUNK])
-                    elif kind == "data" and spool is not None:
-                        await asyncio.to_thread(spool.write, data)
-            if not form.ended:
-                raise _invalid("the multipart body ended early")
-            if not file_seen:
-                raise _invalid("file: a file part is required")
-            if not streaming:
-                meta.set_result(_metadata(fields, filename))
-                assert spool is not None
-                await asyncio.to_thread(spool.seek, 0)
-                while data := await asyncio.to_thread(spool.read, _SPOOL_CHUNK):
-                    await chunks.put(data)
-            await chunks.put(None)
-        finally:
-            if spool is not None:
-                spool.close()
+    upload = _Upload(request, params[b"boundary"], max_bytes)
 
     async def call() -> Any:
-        return await ota.UploadFirmware(requests(), timeout=timeout_s)
+        return await ota.UploadFirmware(upload.requests(), timeout=timeout_s)
 
     call_task = asyncio.ensure_future(call())
-    pump_task = asyncio.ensure_future(pump())
+    pump_task = asyncio.ensure_future(upload.pump())
     try:
         await asyncio.wait({call_task, pump_task}, return_when=asyncio.FIRST_EXCEPTION)
-        if pump_task.done() and pump_task.exception() is not None:
+        if pump_task.done() and (error := pump_task.exception()) is not None:
             call_task.cancel()
-            raise pump_task.exception()  # type: ignore[misc]
+            raise error
         try:
             return await call_task
         except grpc.aio.AioRpcError as exc:

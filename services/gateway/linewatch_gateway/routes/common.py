@@ -7,9 +7,9 @@ from functools import cache
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query, Request
-from google.protobuf.descriptor import Descriptor
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.descriptor import Descriptor  # type: ignore[import-untyped,unused-ignore]
+from google.protobuf.message import Message  # type: ignore[import-untyped,unused-ignore]
+from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped,unused-ignore]
 from pydantic import BaseModel, Field, create_model
 
 from linewatch.v1 import common_pb2
@@ -117,7 +117,7 @@ def time_range(q: TimeQuery) -> common_pb2.TimeRange:
 def page_model(descriptor: Descriptor) -> type[BaseModel]:
     """``{"items": [...], "next_page_token": "..."}`` of this message type."""
     item = model_for(descriptor)
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(  # type: ignore[call-overload, no-any-return, unused-ignore]
         f"{descriptor.name}Page",
         items=(list[item], ...),  # type: ignore[valid-type]
         next_page_token=(str, ""),

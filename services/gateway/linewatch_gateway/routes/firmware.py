@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -25,6 +27,8 @@ from linewatch_gateway.routes.common import (
     page_request,
 )
 from linewatch_gateway.upload import stream_firmware_upload
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(responses=ERRORS, tags=["firmware"])
 
@@ -93,41 +97,36 @@ async def delete_firmware(b: B, firmware_id: FirmwareId) -> Response:
     return Response(status_code=204)
 
 
+_RANGE = re.compile(r"^bytes=\s*(\d*)\s*-\s*(\d*)\s*$")
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The one byte range asked for, as inclusive (first, last), or None for the whole.
 
     Malformed or multi-range headers are ignored (the whole file is sent), as RFC 9110
     allows; a syntactically valid range that selects nothing raises a 416.
     """
-    if not header or not header.startswith("bytes="):
+    match = _RANGE.match(header or "")
+    if match is None or match.group(1) == match.group(2) == "":
         return None
-    spec = header[len("bytes=") :].strip()
-    if "," in spec or "-" not in spec:
-        return None
-    first_s, _, last_s = spec.partition("-")
-    first_s, last_s = first_s.strip(), last_s.strip()
-    if not (first_s.isdigit() or first_s == "") or not (last_s.isdigit() or last_s == ""):
-        return None
-    unsatisfiable = ApiError(
-        416,
-        "range_not_satisfiable",
-        f"the range {spec!r} selects nothing of {size} bytes",
-        {"Content-Range": f"bytes */{size}"},
-    )
-    if first_s == "":
-        if last_s == "":
+    first_s, last_s = match.groups()
+    if first_s == "":  # a suffix: the last N bytes
+        first, last = max(size - int(last_s), 0), size - 1
+        satisfiable = int(last_s) > 0 and size > 0
+    else:
+        first = int(first_s)
+        last = min(int(last_s), size - 1) if last_s else size - 1
+        if last_s and int(last_s) < first:
             return None
-        suffix = int(last_s)
-        if suffix == 0 or size == 0:
-            raise unsatisfiable
-        return max(size - suffix, 0), size - 1
-    first = int(first_s)
-    if last_s and int(last_s) < first:
-        return None
-    if first >= size:
-        raise unsatisfiable
-    last = int(last_s) if last_s else size - 1
-    return first, min(last, size - 1)
+        satisfiable = first < size
+    if not satisfiable:
+        raise ApiError(
+            416,
+            "range_not_satisfiable",
+            f"the range {header!r} selects nothing of {size} bytes",
+            {"Content-Range": f"bytes */{size}"},
+        )
+    return first, last
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -195,8 +194,9 @@ async def download_firmware(request: Request, b: B, firmware_id: FirmwareId) -> 
         try:
             async for msg in call:
                 yield msg.chunk
-        except grpc.aio.AioRpcError:
+        except grpc.aio.AioRpcError as exc:
             # The status line is sent: all we can do is cut the response short.
+            log.warning("firmware download cut short", extra={"fields": {"code": exc.code().name}})
             raise
         finally:
             call.cancel()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -15,7 +15,7 @@ router = APIRouter(tags=["streams"])
 
 StreamKind = Literal["verdicts", "telemetry", "alarms", "ota"]
 
-_SSE_DOC = {
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "A text/event-stream: `id`, `event` and JSON `data` per event; "
         "comment lines as heartbeats.",
@@ -35,10 +35,11 @@ _SSE_DOC = {
 
 @router.get(
     "/v1/stream/{kind}", dependencies=Read, response_class=StreamingResponse, responses=_SSE_DOC
-)  # type: ignore[arg-type]
+)
 async def stream(
     request: Request,
     kind: StreamKind,
+    *,
     device: Annotated[str | None, Query(max_length=256, description="Only this device.")] = None,
     line: Annotated[
         str | None, Query(max_length=256, description="Only this line (attrs.line).")
