@@ -35,7 +35,11 @@ def metadata_payload(
 
 
 class MetadataPublisher:
-    """Publishes metadata messages with a bounded number in flight."""
+    """Publishes metadata messages with a bounded number in flight.
+
+    The bound stays below the broker's receive maximum (mosquitto: 20 in flight per
+    connection by default); beyond it the MQTT library runs out of packet ids.
+    """
 
     def __init__(
         self,
@@ -45,7 +49,7 @@ class MetadataPublisher:
         topic_root: str,
         base_url: str,
         chunk_size: int,
-        concurrency: int = 256,
+        concurrency: int = 16,
     ) -> None:
         self.mqtt = mqtt
         self.catalog = catalog
@@ -72,10 +76,10 @@ class MetadataPublisher:
                 timeout=10.0,
             )
             METADATA_SENT.labels(reason).inc()
-        except LinewatchError as exc:
+        except (LinewatchError, OverflowError) as exc:
             log.warning(
                 "metadata not sent; retried at the deadline",
-                extra={"fields": {"device_id": update.device_id, "error": exc.message}},
+                extra={"fields": {"device_id": update.device_id, "error": str(exc)}},
             )
         finally:
             self._sem.release()

@@ -121,6 +121,8 @@ class SimulatedFleet:
         self._queue: asyncio.Queue[_Metadata] = asyncio.Queue(maxsize=concurrency * 4)
         self._concurrency = concurrency
         self._workers: list[asyncio.Task[None]] = []
+        # Below the broker's in-flight limit per connection (mosquitto: 20).
+        self._publishing = asyncio.Semaphore(16)
 
     def version_of(self, device_id: str) -> str:
         """The firmware version a device runs now."""
@@ -155,9 +157,10 @@ class SimulatedFleet:
         await self.http.aclose()
 
     async def _publish(self, device_id: str, kind: str, body: Mapping[str, object]) -> None:
-        await self.mqtt.publish(
-            f"{self.topic_root}/{device_id}/{kind}", json.dumps(body, separators=(",", ":"))
-        )
+        async with self._publishing:
+            await self.mqtt.publish(
+                f"{self.topic_root}/{device_id}/{kind}", json.dumps(body, separators=(",", ":"))
+            )
 
     async def _on_metadata(self, message: MqttMessage) -> None:
         parts = message.topic[len(self.topic_root) + 1 :].split("/")
