@@ -22,16 +22,16 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped,unused-ignore]
+from linewatch_gateway.app import create_app, serve
+from linewatch_gateway.clients import Backends
+from linewatch_gateway.config import GatewayConfig
 
 from linewatch.runtime.config import GrpcConfig
 from linewatch.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from linewatch.runtime.grpc_server import GrpcServer
 from linewatch.testing import free_port, wait_port
 from linewatch.v1 import ingest_pb2, ingest_pb2_grpc, ota_pb2, ota_pb2_grpc, sync_pb2, sync_pb2_grpc
-from linewatch_gateway.app import create_app, serve
-from linewatch_gateway.clients import Backends
-from linewatch_gateway.config import GatewayConfig
 
 WRITE_TOKEN = "t-write"
 READ_TOKEN = "t-read"

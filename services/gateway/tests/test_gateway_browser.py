@@ -15,7 +15,7 @@ import pytest
 
 from linewatch.v1 import ingest_pb2
 
-from .conftest import WRITE_TOKEN  # noqa: TID252 - pytest's importlib mode
+from .conftest import WRITE_TOKEN
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = Path(__file__).parent / "browser" / "dashboard.mjs"
@@ -48,20 +48,38 @@ def _push(stack: Any) -> int:
         )
         stack.ingest.push_verdict(
             ingest_pb2.VerdictRecord(
-                msg_id=f"m{i}", device_id=device, point="pressure", label=label, ok=label == "ok",
-                scores={"ok": 0.95 if label == "ok" else 0.02, "spike": 0.03 if label == "ok" else 0.96},
-                attrs=attrs, model="curve-quality", model_version="1", latency_ms=2.4,
+                msg_id=f"m{i}",
+                device_id=device,
+                point="pressure",
+                label=label,
+                ok=label == "ok",
+                scores={
+                    "ok": 0.95 if label == "ok" else 0.02,
+                    "spike": 0.03 if label == "ok" else 0.96,
+                },
+                attrs=attrs,
+                model="curve-quality",
+                model_version="1",
+                latency_ms=2.4,
             )
-        )  # fmt: skip
+        )
         count += 1
     stack.ingest.push_alarm(
-        ingest_pb2.AlarmRecord(id=1, rule="demo", device_id="sim-2", state=ingest_pb2.ALARM_STATE_ACTIVE, message="spike 3 times in 60 s", count=3, delivery="sent")
-    )  # fmt: skip
+        ingest_pb2.AlarmRecord(
+            id=1,
+            rule="demo",
+            device_id="sim-2",
+            state=ingest_pb2.ALARM_STATE_ACTIVE,
+            message="spike 3 times in 60 s",
+            count=3,
+            delivery="sent",
+        )
+    )
     return count
 
 
 async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
-    if shutil.which("node") is None or not Path("/usr/bin/chromium").exists():
+    if shutil.which("node") is None or shutil.which("chromium") is None:
         pytest.skip("node or Debian chromium is not installed (make system-packages)")
     async with httpx.AsyncClient(base_url=live.url) as http:
         headers = {"Authorization": f"Bearer {WRITE_TOKEN}"}
@@ -73,10 +91,20 @@ async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
         firmware_id = fw.json()["id"]
     shot = tmp_path / "dashboard.png"
     proc = await asyncio.create_subprocess_exec(
-        "node", str(SCRIPT), live.url + "/", str(shot), str(tmp_path / "profile"), WRITE_TOKEN,
-        cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        "node",
+        str(SCRIPT),
+        live.url + "/",
+        str(shot),
+        str(tmp_path / "profile"),
+        WRITE_TOKEN,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     try:
         async with asyncio.timeout(90):
             line = await proc.stdout.readline()
@@ -102,8 +130,14 @@ async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
             await proc.wait()
     result = json.loads(out[len("result ") :])
     assert result["errors"] == []
-    assert result["verdicts"] >= expected and result["cards"] == 6 and result["bad"] == 2
-    assert result["lines"] == 2 and result["rollouts"] == 1 and result["alarms"] == 1
-    assert result["ingest"] == "stopped" and live.stack.ingest.running is False
+    assert result["verdicts"] >= expected
+    assert result["cards"] == 6
+    assert result["bad"] == 2
+    assert result["lines"] == 2
+    assert result["rollouts"] == 1
+    assert result["alarms"] == 1
+    assert result["ingest"] == "stopped"
+    assert live.stack.ingest.running is False
     png = shot.read_bytes()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(png) > 10_000

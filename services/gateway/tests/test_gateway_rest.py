@@ -45,7 +45,8 @@ def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> 
     assert resp.status_code == status, resp.text
     body = resp.json()
     assert set(body) >= {"error"}
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
     if code is not None:
         assert body["error"]["code"] == code
 
@@ -67,18 +68,35 @@ async def test_every_write_needs_a_token(
 async def test_every_spec_path_is_in_openapi(client: httpx.AsyncClient) -> None:
     doc = (await client.get("/openapi.json")).json()
     paths = doc["paths"]
-    for method, path, _ in WRITES:
-        templated = path.replace("/demo", "/{name}").replace("/m", "/{name}") if False else path
-        assert templated
     for path in [
-        "/v1/rules", "/v1/rules/{name}", "/v1/ingest/status", "/v1/ingest/start", "/v1/ingest/stop",
-        "/v1/ingest/workers", "/v1/telemetry", "/v1/verdicts", "/v1/deadletters", "/v1/alarms",
-        "/v1/models", "/v1/models/{name}", "/v1/sync/jobs", "/v1/sync/jobs/{job_id}/retry",
-        "/v1/images/{path}", "/v1/firmware", "/v1/firmware/{firmware_id}/download",
-        "/v1/ota/rollouts", "/v1/ota/rollouts/{rollout_id}", "/v1/ota/rollouts/{rollout_id}/pause",
-        "/v1/ota/rollouts/{rollout_id}/resume", "/v1/ota/rollouts/{rollout_id}/cancel",
-        "/v1/ota/devices/{device_id}", "/v1/stream/{kind}", "/healthz", "/readyz", "/metrics",
-    ]:  # fmt: skip
+        "/v1/rules",
+        "/v1/rules/{name}",
+        "/v1/ingest/status",
+        "/v1/ingest/start",
+        "/v1/ingest/stop",
+        "/v1/ingest/workers",
+        "/v1/telemetry",
+        "/v1/verdicts",
+        "/v1/deadletters",
+        "/v1/alarms",
+        "/v1/models",
+        "/v1/models/{name}",
+        "/v1/sync/jobs",
+        "/v1/sync/jobs/{job_id}/retry",
+        "/v1/images/{path}",
+        "/v1/firmware",
+        "/v1/firmware/{firmware_id}/download",
+        "/v1/ota/rollouts",
+        "/v1/ota/rollouts/{rollout_id}",
+        "/v1/ota/rollouts/{rollout_id}/pause",
+        "/v1/ota/rollouts/{rollout_id}/resume",
+        "/v1/ota/rollouts/{rollout_id}/cancel",
+        "/v1/ota/devices/{device_id}",
+        "/v1/stream/{kind}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ]:
         assert path in paths, path
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert "examples" in doc["components"]["schemas"]["RuleBody"]
@@ -94,14 +112,16 @@ async def test_rules_crud_and_errors(
         await client.post("/v1/rules", json=RULE, headers=write_headers), 409, "already_exists"
     )
     got = (await client.get("/v1/rules/demo")).json()
-    assert got["source_topic"] == RULE["source_topic"] and got["qos"] == 1
+    assert got["source_topic"] == RULE["source_topic"]
+    assert got["qos"] == 1
     changed = RULE | {"qos": 2}
     resp = await client.put("/v1/rules/demo", json=changed, headers=write_headers)
     assert resp.json()["qos"] == 2
     mismatch = await client.put("/v1/rules/demo", json=RULE | {"name": "x"}, headers=write_headers)
     assert_error(mismatch, 400, "invalid_argument")
     listing = (await client.get("/v1/rules", params={"page_size": 1})).json()
-    assert [r["name"] for r in listing["items"]] == ["demo"] and listing["next_page_token"] == ""
+    assert [r["name"] for r in listing["items"]] == ["demo"]
+    assert listing["next_page_token"] == ""
     assert (await client.post("/v1/rules/demo/pause", headers=write_headers)).status_code == 204
     assert (await client.delete("/v1/rules/demo", headers=write_headers)).status_code == 204
     assert_error(await client.get("/v1/rules/demo"), 404, "not_found")
@@ -153,14 +173,16 @@ async def test_archive_queries_filter_and_page(client: httpx.AsyncClient, stack:
         )
     page1 = (await client.get("/v1/verdicts", params={"device": "d0", "page_size": 2})).json()
     assert [v["msg_id"] for v in page1["items"]] == ["m4", "m2"]
-    assert page1["items"][0]["label"] == "spike" and page1["items"][0]["scores"] == {"ok": 0.5}
+    assert page1["items"][0]["label"] == "spike"
+    assert page1["items"][0]["scores"] == {"ok": 0.5}
     page2 = (
         await client.get(
             "/v1/verdicts",
             params={"device": "d0", "page_size": 2, "page_token": page1["next_page_token"]},
         )
     ).json()
-    assert [v["msg_id"] for v in page2["items"]] == ["m0"] and page2["next_page_token"] == ""
+    assert [v["msg_id"] for v in page2["items"]] == ["m0"]
+    assert page2["next_page_token"] == ""
     spikes = (await client.get("/v1/verdicts", params={"label": "ok"})).json()
     assert {v["device_id"] for v in spikes["items"]} == {"d1"}
     telemetry = (await client.get("/v1/telemetry", params={"page_size": 1})).json()
@@ -170,7 +192,8 @@ async def test_archive_queries_filter_and_page(client: httpx.AsyncClient, stack:
     alarms = await client.get(
         "/v1/alarms", params={"state": "active", "start": "2026-01-01T00:00:00Z"}
     )
-    assert alarms.status_code == 200 and alarms.json()["items"] == []
+    assert alarms.status_code == 200
+    assert alarms.json()["items"] == []
     backwards = await client.get(
         "/v1/alarms", params={"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
     )
@@ -194,7 +217,8 @@ async def test_models_against_the_real_inference_service(
         json={"url": "http://127.0.0.1:1/m.onnx", "sha256": "0" * 64},
         headers=write_headers,
     )
-    assert 400 <= unreachable.status_code < 600 and unreachable.status_code != 500
+    assert 400 <= unreachable.status_code < 600
+    assert unreachable.status_code != 500
     assert "error" in unreachable.json()
 
 
@@ -208,7 +232,8 @@ async def test_sync_jobs_and_images(
     )
     assert made.status_code == 202
     body = made.json()
-    assert len(body["jobs"]) == 1 and body["rejected"][0].startswith("ftp://x")
+    assert len(body["jobs"]) == 1
+    assert body["rejected"][0].startswith("ftp://x")
     job_id = body["jobs"][0]["id"]
     assert (await client.get("/v1/sync/jobs", params={"state": "failed"})).json()["items"][0][
         "id"
@@ -221,16 +246,16 @@ async def test_sync_jobs_and_images(
     image = os.urandom(4500)
     stack.sync.images["10.0.0.5_8080/img/a.jpg"] = ("image/jpeg", image)
     resp = await client.get("/v1/images/10.0.0.5_8080/img/a.jpg")
-    assert resp.status_code == 200 and resp.content == image
+    assert resp.status_code == 200
+    assert resp.content == image
     assert resp.headers["content-type"] == "image/jpeg"
-    assert "max-age" in resp.headers["cache-control"] and resp.headers["last-modified"].endswith(
-        "GMT"
-    )
+    assert "max-age" in resp.headers["cache-control"]
+    assert resp.headers["last-modified"].endswith("GMT")
     etag = resp.headers["etag"]
     cached = await client.get("/v1/images/10.0.0.5_8080/img/a.jpg", headers={"If-None-Match": etag})
-    assert cached.status_code == 304 and cached.content == b""
+    assert cached.status_code == 304
+    assert cached.content == b""
     assert_error(await client.get("/v1/images/10.0.0.5_8080/img/none.jpg"), 404, "not_found")
-    assert_error(await client.get("/v1/images/a/../../etc/passwd"), 400) if False else None
     assert_error(await client.get("/v1/images/a/%2E%2E/b"), 400, "invalid_argument")
 
 
@@ -251,13 +276,18 @@ async def test_firmware_upload_and_ranged_download(
     resp = await _upload(client, data, write_headers, file_first)
     assert resp.status_code == 201, resp.text
     fw = resp.json()
-    assert fw["size"] == len(data) and fw["sha256"] == hashlib.sha256(data).hexdigest()
-    assert fw["version"] == "1.3.0" and fw["product"] == "press" and fw["filename"] == "fw.bin"
+    assert fw["size"] == len(data)
+    assert fw["sha256"] == hashlib.sha256(data).hexdigest()
+    assert fw["version"] == "1.3.0"
+    assert fw["product"] == "press"
+    assert fw["filename"] == "fw.bin"
     assert stack.ota.upload_messages[-1] > 2  # metadata, then the file in several chunks
     url = f"/v1/firmware/{fw['id']}/download"
     full = await client.get(url)
-    assert full.status_code == 200 and full.content == data
-    assert full.headers["accept-ranges"] == "bytes" and full.headers["etag"] == f'"{fw["sha256"]}"'
+    assert full.status_code == 200
+    assert full.content == data
+    assert full.headers["accept-ranges"] == "bytes"
+    assert full.headers["etag"] == f'"{fw["sha256"]}"'
     for header, first, last in [
         ("bytes=0-99", 0, 99),
         ("bytes=1000-", 1000, len(data) - 1),
@@ -273,7 +303,8 @@ async def test_firmware_upload_and_ranged_download(
     assert_error(unsat, 416, "range_not_satisfiable")
     assert unsat.headers["content-range"] == f"bytes */{len(data)}"
     stale = await client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
-    assert stale.status_code == 200 and stale.content == data
+    assert stale.status_code == 200
+    assert stale.content == data
     not_modified = await client.get(url, headers={"If-None-Match": full.headers["etag"]})
     assert not_modified.status_code == 304
     listing = (await client.get("/v1/firmware")).json()
@@ -325,9 +356,9 @@ async def test_ota_rollouts(client: httpx.AsyncClient, write_headers: dict[str, 
     )
     assert made.status_code == 201
     ro = made.json()
-    assert (
-        ro["state"] == "running" and ro["priority"] == "security" and ro["counts"] == {"queued": 2}
-    )
+    assert ro["state"] == "running"
+    assert ro["priority"] == "security"
+    assert ro["counts"] == {"queued": 2}
     rid = ro["id"]
     assert (await client.get(f"/v1/ota/rollouts/{rid}")).json()["devices"] == ["d1", "d2"]
     assert (await client.post(f"/v1/ota/rollouts/{rid}/pause", headers=write_headers)).json()[
@@ -345,7 +376,8 @@ async def test_ota_rollouts(client: httpx.AsyncClient, write_headers: dict[str, 
         "state"
     ] == "cancelled"
     device = (await client.get("/v1/ota/devices/d1")).json()
-    assert device["device_id"] == "d1" and device["updates"][0]["state"] == "queued"
+    assert device["device_id"] == "d1"
+    assert device["updates"][0]["state"] == "queued"
     assert (await client.get("/v1/ota/rollouts")).json()["items"][0]["id"] == rid
     assert_error(await client.get("/v1/ota/rollouts/none"), 404)
 
@@ -364,13 +396,16 @@ async def test_probes_and_metrics(client: httpx.AsyncClient) -> None:
         in metrics.text
     )
     page = await client.get("/")
-    assert page.status_code == 200 and "<svg" in page.text and "EventSource" in page.text
+    assert page.status_code == 200
+    assert "<svg" in page.text
+    assert "EventSource" in page.text
 
 
 async def test_readyz_names_what_is_down(stack: Any) -> None:
-    from linewatch.testing import free_port
     from linewatch_gateway.app import create_app
     from linewatch_gateway.clients import Backends
+
+    from linewatch.testing import free_port
 
     config = stack.config(ota_addr=f"127.0.0.1:{free_port()}")
     backends = Backends.connect(config)
@@ -380,10 +415,9 @@ async def test_readyz_names_what_is_down(stack: Any) -> None:
     ) as http:
         resp = await http.get("/readyz")
         assert_error(resp, 503, "unavailable")
-        assert (
-            "ota" in resp.json()["error"]["message"]
-            and "ingest" not in resp.json()["error"]["message"]
-        )
+        message = resp.json()["error"]["message"]
+        assert "ota" in message
+        assert "ingest" not in message
         assert_error(await http.get("/v1/ota/rollouts/x"), 503, "unavailable")
     await backends.close()
 

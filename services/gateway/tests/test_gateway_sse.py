@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
+from linewatch_gateway.sse import StreamFilter, StreamHub
 
 from linewatch.v1 import ingest_pb2, ota_pb2
-from linewatch_gateway.sse import StreamFilter, StreamHub
 
 
 async def sse_events(resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
@@ -48,9 +48,12 @@ async def collect(
     return got
 
 
-async def wait_subscribed(hub: StreamHub, clients: int) -> None:
-    async with asyncio.timeout(10):
-        while hub.clients < clients or not hub.connected:
+async def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` is true."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if predicate():
+                return
             await asyncio.sleep(0.02)
 
 
@@ -58,9 +61,16 @@ def verdict(
     i: int, device: str = "press-07", line: str = "A", label: str = "ok"
 ) -> ingest_pb2.VerdictRecord:
     return ingest_pb2.VerdictRecord(
-        msg_id=f"m{i}", device_id=device, point="pressure", label=label, ok=label == "ok",
-        scores={"ok": 0.9}, attrs={"line": line}, model="curve-quality", model_version="1",
-    )  # fmt: skip
+        msg_id=f"m{i}",
+        device_id=device,
+        point="pressure",
+        label=label,
+        ok=label == "ok",
+        scores={"ok": 0.9},
+        attrs={"line": line},
+        model="curve-quality",
+        model_version="1",
+    )
 
 
 async def test_verdicts_delivered_with_ids_and_filters(live: Any) -> None:
@@ -70,9 +80,7 @@ async def test_verdicts_delivered_with_ids_and_filters(live: Any) -> None:
     spikes = asyncio.create_task(collect(url + "?label=spike&device=press-08", 1))
     # the hub lives inside the served app; wait until both clients and the upstream are there
     await asyncio.sleep(0.5)
-    async with asyncio.timeout(10):
-        while not live.stack.ingest.verdict_stream.queues:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: live.stack.ingest.verdict_stream.queues)
     await asyncio.sleep(0.3)
     live.stack.ingest.push_verdict(verdict(1))
     live.stack.ingest.push_verdict(verdict(2, line="B"))
@@ -80,13 +88,12 @@ async def test_verdicts_delivered_with_ids_and_filters(live: Any) -> None:
     events = await all_task
     assert [e["event"] for e in events] == ["verdict"] * 3
     ids = [int(e["id"]) for e in events]
-    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 3
     first = json.loads(events[0]["data"])
-    assert (
-        first["device_id"] == "press-07"
-        and first["label"] == "ok"
-        and first["attrs"] == {"line": "A"}
-    )
+    assert first["device_id"] == "press-07"
+    assert first["label"] == "ok"
+    assert first["attrs"] == {"line": "A"}
     assert [json.loads(e["data"])["msg_id"] for e in await line_b] == ["m2"]
     assert [json.loads(e["data"])["msg_id"] for e in await spikes] == ["m3"]
 
@@ -94,9 +101,7 @@ async def test_verdicts_delivered_with_ids_and_filters(live: Any) -> None:
 async def test_last_event_id_replays_what_was_missed(live: Any) -> None:
     url = f"{live.url}/v1/stream/verdicts"
     first = asyncio.create_task(collect(url, 2))
-    async with asyncio.timeout(10):
-        while not live.stack.ingest.verdict_stream.queues:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: live.stack.ingest.verdict_stream.queues)
     await asyncio.sleep(0.3)
     for i in range(5):
         live.stack.ingest.push_verdict(verdict(i))
@@ -109,7 +114,8 @@ async def test_last_event_id_replays_what_was_missed(live: Any) -> None:
     assert [e["id"] for e in by_query] == [e["id"] for e in replay]
     async with httpx.AsyncClient() as http:
         bad = await http.get(url, headers={"Last-Event-ID": "not-a-number"})
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_argument"
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_argument"
 
 
 async def test_heartbeats_on_an_idle_stream(live: Any) -> None:
@@ -124,7 +130,8 @@ async def test_heartbeats_on_an_idle_stream(live: Any) -> None:
                     comments.append(ev["comment"])
                 if comments.count("heartbeat") >= 2:
                     break
-    assert "connected" in comments and comments.count("heartbeat") >= 2
+    assert "connected" in comments
+    assert comments.count("heartbeat") >= 2
 
 
 async def test_other_streams(live: Any) -> None:
@@ -134,13 +141,13 @@ async def test_other_streams(live: Any) -> None:
         "alarms": asyncio.create_task(collect(base + "alarms?device=d9", 1)),
         "ota": asyncio.create_task(collect(base + "ota?device=d2", 1)),
     }
-    async with asyncio.timeout(10):
-        while not (
+    await eventually(
+        lambda: (
             live.stack.ingest.telemetry_stream.queues
             and live.stack.ingest.alarm_stream.queues
             and live.stack.ota.events.queues
-        ):
-            await asyncio.sleep(0.02)
+        )
+    )
     await asyncio.sleep(0.3)
     live.stack.ingest.push_telemetry(
         ingest_pb2.TelemetryRecord(
@@ -166,15 +173,16 @@ async def test_other_streams(live: Any) -> None:
         )
     )
     (tel,) = await tasks["telemetry"]
-    assert tel["event"] == "telemetry" and json.loads(tel["data"])["values"] == [2.0]
+    assert tel["event"] == "telemetry"
+    assert json.loads(tel["data"])["values"] == [2.0]
     (alarm,) = await tasks["alarms"]
-    assert alarm["event"] == "alarm" and json.loads(alarm["data"])["state"] == "active"
+    assert alarm["event"] == "alarm"
+    assert json.loads(alarm["data"])["state"] == "active"
     (upd,) = await tasks["ota"]
     assert upd["event"] == "device_update"
-    assert (
-        json.loads(upd["data"])["percent"] == 42
-        and json.loads(upd["data"])["state"] == "downloading"
-    )
+    update = json.loads(upd["data"])
+    assert update["percent"] == 42
+    assert update["state"] == "downloading"
     async with httpx.AsyncClient() as http:
         assert (await http.get(base + "nonsense")).status_code == 422
 
@@ -191,19 +199,16 @@ async def test_upstream_reconnects_after_backend_restart(stack: Any) -> None:
     task = asyncio.create_task(hub.run())
     try:
         sub = hub.subscribe(StreamFilter())
-        async with asyncio.timeout(10):
-            while not stack.ingest.verdict_stream.queues:
-                await asyncio.sleep(0.02)
+        await eventually(lambda: stack.ingest.verdict_stream.queues)
         stack.ingest.push_verdict(verdict(1))
         assert (await asyncio.wait_for(sub.queue.get(), 5)) is not None
         # the backend ends every stream it serves; the hub must subscribe again
         stack.ingest.verdict_stream.end_all()
-        async with asyncio.timeout(10):
-            while not stack.ingest.verdict_stream.queues:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: stack.ingest.verdict_stream.queues)
         stack.ingest.push_verdict(verdict(2))
         got = await asyncio.wait_for(sub.queue.get(), 5)
-        assert got is not None and got.data["msg_id"] == "m2"
+        assert got is not None
+        assert got.data["msg_id"] == "m2"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -233,11 +238,14 @@ async def test_slow_client_is_dropped_without_slowing_others() -> None:
         hub.publish("verdict", {"i": i})
         await asyncio.sleep(0.005)  # a reader that keeps up; the slow one never reads
     await asyncio.wait_for(consumer, 5)
-    assert len(received) == 20 and received == sorted(received)
-    assert slow.dropped and hub.clients == 0
+    assert len(received) == 20
+    assert received == sorted(received)
+    assert slow.dropped
+    assert hub.clients == 0
     # the slow client's response ends at once; it may resume from the replay buffer
     chunks = [c async for c in hub.stream(slow, heartbeat_s=5)]
-    assert chunks[0].startswith(b"retry:") and len(chunks) <= 5
+    assert chunks[0].startswith(b"retry:")
+    assert len(chunks) <= 5
     resumed = hub.subscribe(StreamFilter(), last_event_id=received[9])
     assert [e.id for e in resumed.backlog] == received[10:]
 
