@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import httpx
@@ -89,4 +90,30 @@ async def test_delete_refused_while_a_rollout_uses_it(ota: OtaRunner) -> None:
     assert not (ota.config.resolved_firmware_dir() / fw.sha256).exists()
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await ota.stub.GetFirmware(ota_pb2.GetFirmwareRequest(id=fw.id))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_rollout_requests_are_validated(ota: OtaRunner) -> None:
+    fw = await ota.upload(b"validate")
+    grouped = await ota.rollout(fw.id, ["extra-1"], group="line-a")
+    assert list(grouped.devices) == ["extra-1", "grp-1", "grp-2"]
+    assert grouped.max_retries == 2  # the configured default
+    explicit = await ota.rollout(fw.id, ["zero-1"], max_retries=0)
+    assert explicit.max_retries == 0
+    bad: list[tuple[dict[str, Any], grpc.StatusCode]] = [
+        ({"devices": ["a"], "group": "nope"}, grpc.StatusCode.NOT_FOUND),
+        ({"devices": ["bad/id"]}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"devices": ["ota/#"]}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"devices": []}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"devices": ["a"], "error_threshold": 1.5}, grpc.StatusCode.INVALID_ARGUMENT),
+    ]
+    for kwargs, code in bad:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await ota.stub.CreateRollout(ota_pb2.CreateRolloutRequest(firmware_id=fw.id, **kwargs))
+        assert err.value.code() == code, kwargs
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await ota.rollout("missing", ["a"])
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await ota.stub.GetRollout(ota_pb2.GetRolloutRequest(id="missing"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
