@@ -60,17 +60,14 @@ def model_message(entry: ModelEntry) -> pb.Model:
 
 def _scores(served: ServedVersion, probabilities: npt.NDArray[np.float32]) -> pb.BatchScores:
     labels = served.manifest.labels
-    ok = set(served.manifest.ok_labels)
-    top = np.argmax(probabilities, axis=1)
-    return pb.BatchScores(
-        model=served.name,
-        version=served.version,
-        labels=labels,
-        scores=[
-            pb.Score(label=labels[i], ok=labels[i] in ok, probabilities=row.tolist())
-            for i, row in zip(top.tolist(), probabilities, strict=True)
-        ],
-    )
+    ok = [label in served.manifest.ok_labels for label in labels]
+    result = pb.BatchScores(model=served.name, version=served.version, labels=labels)
+    add = result.scores.add
+    for top, row in zip(
+        np.argmax(probabilities, axis=1).tolist(), probabilities.tolist(), strict=True
+    ):
+        add(label=labels[top], ok=ok[top], probabilities=row)
+    return result
 
 
 class InferenceApi(pb_grpc.InferenceServiceServicer):

@@ -152,6 +152,7 @@ class Registry:
                 self.metrics.loads.labels(outcome="failed").inc()
                 continue
             if (staged.manifest.name, staged.manifest.version) in self._unloaded:
+                self._discard(staged)
                 continue
             with contextlib.suppress(LinewatchError):
                 await self._open_and_swap(staged)
@@ -216,11 +217,13 @@ class Registry:
         Raises:
             NotFound: ``model_dir`` has no package of that model.
         """
-        found = [
-            s
-            for s in await asyncio.to_thread(self._scan_model_dir)
-            if isinstance(s, _Staged) and s.manifest.name == name
-        ]
+        found: list[_Staged] = []
+        for staged in await asyncio.to_thread(self._scan_model_dir):
+            if isinstance(staged, _Staged):
+                if staged.manifest.name == name:
+                    found.append(staged)
+                else:
+                    self._discard(staged)
         if not found:
             raise NotFound(f"no package of model {name!r} in {self.config.model_dir}")
         served: list[ServedVersion] = []
@@ -353,6 +356,11 @@ class Registry:
                 shutil.rmtree(dest, ignore_errors=True)
                 out.append((path, exc.message))
         return out
+
+    def _discard(self, staged: _Staged) -> None:
+        """Remove a package extracted from a model_dir zip that will not be served."""
+        if staged.package_dir.is_relative_to(self.state_dir):
+            shutil.rmtree(staged.package_dir, ignore_errors=True)
 
     @property
     def _max_bytes(self) -> int:

@@ -27,12 +27,6 @@ log = logging.getLogger(__name__)
 _SWAP_RETRIES = 5
 
 
-def _lengths(curves: Curves) -> list[int]:
-    if isinstance(curves, np.ndarray):
-        return [int(curves.shape[1])] * int(curves.shape[0])
-    return [int(c.shape[0]) for c in curves]
-
-
 def prepare(curves: Curves, manifest: Manifest) -> npt.NDArray[np.float32]:
     """Turn validated curves into the model's input ``[n, input_length]``.
 
@@ -44,7 +38,10 @@ def prepare(curves: Curves, manifest: Manifest) -> npt.NDArray[np.float32]:
             than 2 samples to resample.
     """
     target = manifest.input_length
-    lengths = _lengths(curves)
+    if isinstance(curves, np.ndarray):  # equal lengths: one check stands for every curve
+        lengths = [int(curves.shape[1])] if curves.shape[1] != target else []
+    else:
+        lengths = [int(c.shape[0]) for c in curves]
     for index, length in enumerate(lengths):
         if length == target:
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import AsyncIterator
@@ -222,3 +223,34 @@ async def test_bare_onnx_with_manifest_and_oip_load_persist_across_restart(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await predict_labels(api2, "1")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_zip_packages_in_model_dir_and_bad_ones_beside_them(
+    tmp_path: Path, start_server: StartServer, channel_factory: list[grpc.aio.Channel]
+) -> None:
+    models = tmp_path / "zips"
+    models.mkdir()
+    (models / "tiny-5.zip").write_bytes(
+        zip_package(onnx_bytes(bias=(0.0, 3.0, 0.0)), manifest_dict(version="5"))
+    )
+    (models / "not-a-zip.zip").write_bytes(b"garbage")
+    bad = manifest_dict(name="other")
+    bad["ok_labels"] = ["missing"]
+    (models / "other.zip").write_bytes(zip_package(onnx_bytes(), bad))
+    server, port = await start_server(models)
+    api = stub(port, channel_factory)
+    assert await predict_labels(api) == ("5", ["bad", "bad", "bad"])
+    listed = await api.ListModels(pb.ListModelsRequest())
+    assert [m.name for m in listed.models] == ["tiny"]
+    # Reloading from model_dir leaves no extracted copies behind for other models.
+    ch = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel_factory.append(ch)
+    repo = oip_grpc.GRPCInferenceServiceStub(ch)
+    await repo.RepositoryModelLoad(oip.RepositoryModelLoadRequest(model_name="tiny"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await repo.RepositoryModelLoad(oip.RepositoryModelLoadRequest(model_name="other"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    packages = server.registry.state_dir / "packages"
+    async with asyncio.timeout(10):  # the replaced copy is removed once it has drained
+        while len(list(packages.glob(".dir-*"))) != 1:  # the one being served
+            await asyncio.sleep(0.02)
