@@ -252,5 +252,7 @@ async def test_zip_packages_in_model_dir_and_bad_ones_beside_them(
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     packages = server.registry.state_dir / "packages"
     async with asyncio.timeout(10):  # the replaced copy is removed once it has drained
-        while len(list(packages.glob(".dir-*"))) != 1:  # the one being served
+        while True:
+            if len(list(packages.glob(".dir-*"))) == 1:  # the one being served
+                break
             await asyncio.sleep(0.02)
