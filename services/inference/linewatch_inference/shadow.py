@@ -114,6 +114,7 @@ class ShadowScorer:
             try:
                 served = self._registry.resolve(job.model, job.shadow_version)
                 scores = await served.batcher.infer(job.inputs)
+                stats = self.stats(job.model)
             except (LinewatchError, BatcherClosed) as exc:
                 log.debug("shadow scoring skipped: %s", exc)
                 continue
@@ -122,7 +123,6 @@ class ShadowScorer:
                 continue
             agreed = int((np.argmax(scores, axis=1) == job.primary_top).sum())
             total = len(job.inputs)
-            stats = self.stats(job.model)
             if stats.shadow_version != job.shadow_version:
                 continue
             stats.primary_version = job.primary_version
