@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -117,12 +118,13 @@ def _attrs(data: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def parse_telemetry(payload: bytes, *, fallback_msg_id: str) -> Telemetry:
+def parse_telemetry(payload: bytes, *, fallback_msg_id: str | None = None) -> Telemetry:
     """Validate one telemetry payload.
 
     Args:
         payload: the raw MQTT payload.
-        fallback_msg_id: the id to use when the message carries no ``msg_id``.
+        fallback_msg_id: the id to use when the message carries no ``msg_id``
+            (default: a random one).
 
     Raises:
         BadPayload: what is wrong, naming the field.
@@ -147,7 +149,7 @@ def parse_telemetry(payload: bytes, *, fallback_msg_id: str) -> Telemetry:
         point=point,
         ts_ms=ts_ms,
         values=values,
-        msg_id=raw_id or fallback_msg_id,
+        msg_id=raw_id or fallback_msg_id or uuid.uuid4().hex,
         attrs=_attrs(data),
         has_msg_id=raw_id is not None,
     )

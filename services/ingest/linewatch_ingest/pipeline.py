@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -72,7 +71,7 @@ class _Item:
     topic: str
     received: float
     future: asyncio.Future[None]
-    span: Span
+    span: Span | None
 
 
 class RateMeter:
@@ -143,6 +142,9 @@ class RuleWorker:
         self.last_error = ""
         self._connect_task: asyncio.Task[None] | None = None
         self._labels = {"rule": rule.name}
+        self._m_received = metrics.RECEIVED.labels(rule.name)
+        self._m_pre_queue = metrics.PRE_QUEUE.labels(rule.name)
+        self._m_post_queue = metrics.POST_QUEUE.labels(rule.name)
         self._publish_slots = asyncio.Semaphore(cfg.publish_window)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -206,8 +208,8 @@ class RuleWorker:
                 await self.client.unsubscribe(self.rule.source_topic)
         await self.client.disconnect()
         self.state = ingest_pb2.WORKER_STATE_STOPPED
-        metrics.PRE_QUEUE.labels(**self._labels).set(0)
-        metrics.POST_QUEUE.labels(**self._labels).set(0)
+        self._m_pre_queue.set(0)
+        self._m_post_queue.set(0)
 
     def set_workers(self, workers: int) -> None:
         """Run ``workers`` batch workers (extra ones finish their batch and exit)."""
@@ -255,9 +257,9 @@ class RuleWorker:
         received = time.perf_counter()
         self.counters.received += 1
         self.counters.in_rate.add()
-        metrics.RECEIVED.labels(**self._labels).inc()
+        self._m_received.inc()
         try:
-            tele = parse_telemetry(msg.payload, fallback_msg_id=uuid.uuid4().hex)
+            tele = parse_telemetry(msg.payload)
         except BadPayload as exc:
             await self._dead_letter(msg.topic, msg.payload, exc.message)
             return
@@ -270,12 +272,17 @@ class RuleWorker:
             self.counters.duplicates += 1
             await asyncio.shield(running)
             return
-        parent = extract_user_properties(msg.user_properties) if msg.user_properties else None
-        span = tracer.start_span(
-            f"{self.rule.source_topic} process", context=parent, kind=SpanKind.CONSUMER
-        )
-        span.set_attribute("messaging.destination.name", msg.topic)
-        span.set_attribute("linewatch.rule", self.rule.name)
+        span: Span | None = None
+        if msg.user_property("traceparent"):
+            # the device's trace continues through its own span; untraced messages
+            # share their batch's trace (a span per message costs more than the rest)
+            span = tracer.start_span(
+                f"{self.rule.source_topic} process",
+                context=extract_user_properties(msg.user_properties),
+                kind=SpanKind.CONSUMER,
+            )
+            span.set_attribute("messaging.destination.name", msg.topic)
+            span.set_attribute("linewatch.rule", self.rule.name)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         item = _Item(tele, msg.topic, received, future, span)
         self._inflight[msg_id] = future
@@ -283,10 +290,12 @@ class RuleWorker:
             await self._enqueue(item)
             await future
         except BaseException as exc:
-            span.record_exception(exc)
+            if span is not None:
+                span.record_exception(exc)
             raise
         finally:
-            span.end()
+            if span is not None:
+                span.end()
             if self._inflight.get(msg_id) is future:
                 del self._inflight[msg_id]
 
@@ -295,7 +304,7 @@ class RuleWorker:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             await self._queue.put(item)
-        metrics.PRE_QUEUE.labels(**self._labels).set(self._queue.qsize())
+        self._m_pre_queue.set(self._queue.qsize())
 
     async def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
         self.counters.dead_letters += 1
@@ -355,9 +364,9 @@ class RuleWorker:
                         items.append(await self._queue.get())
                 except TimeoutError:
                     break
-            metrics.PRE_QUEUE.labels(**self._labels).set(self._queue.qsize())
+            self._m_pre_queue.set(self._queue.qsize())
             self._busy += len(items)
-            metrics.POST_QUEUE.labels(**self._labels).set(self._busy)
+            self._m_post_queue.set(self._busy)
             try:
                 await self._process(items)
             except asyncio.CancelledError:
@@ -373,7 +382,7 @@ class RuleWorker:
                         item.future.set_exception(Unavailable(self.last_error))
             finally:
                 self._busy -= len(items)
-                metrics.POST_QUEUE.labels(**self._labels).set(self._busy)
+                self._m_post_queue.set(self._busy)
 
     async def _retry(self, stage: str, fn: Any) -> Any:
         delay = 0.05
@@ -411,12 +420,14 @@ class RuleWorker:
                     items = [it for it in items if it.tele.msg_id not in seen]
                     if not items:
                         return
-            scored = await self._score(items)
+            scored = await self._score(items, batch_span)
             if not scored:
                 return
-            await self._publish_and_archive(scored)
+            await self._publish_and_archive(scored, batch_span)
 
-    async def _score(self, items: list[_Item]) -> list[tuple[_Item, dict[str, Any]]]:
+    async def _score(
+        self, items: list[_Item], batch_span: Span
+    ) -> list[tuple[_Item, dict[str, Any]]]:
         """Scores for every item; a curve the model refuses is dead-lettered."""
         with tracer.start_as_current_span("inference call") as span:
             span.set_attribute("linewatch.batch_size", len(items))
@@ -443,20 +454,22 @@ class RuleWorker:
                         return []
                     out: list[tuple[_Item, dict[str, Any]]] = []
                     for it in items:
-                        out.extend(await self._score([it]))
+                        out.extend(await self._score([it], batch_span))
                     return out
                 except LinewatchError as exc:
                     self.last_error = f"inference: {exc.message}"
                     metrics.ERRORS.labels("inference").inc()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
-        return [(it, self._verdict(it, result, i)) for i, it in enumerate(items)]
+        return [(it, self._verdict(it, result, i, batch_span)) for i, it in enumerate(items)]
 
-    def _verdict(self, item: _Item, result: BatchResult, index: int) -> dict[str, Any]:
+    def _verdict(
+        self, item: _Item, result: BatchResult, index: int, batch_span: Span
+    ) -> dict[str, Any]:
         score = result.scores[index]
         probs = list(score.probabilities)
         tele = item.tele
-        span_ctx = item.span.get_span_context()
+        span_ctx = (item.span or batch_span).get_span_context()
         return {
             "device_id": tele.device_id,
             "point": tele.point,
@@ -473,19 +486,26 @@ class RuleWorker:
             "trace_id": format(span_ctx.trace_id, "032x") if span_ctx.is_valid else "",
         }
 
-    async def _publish_and_archive(self, scored: list[tuple[_Item, dict[str, Any]]]) -> None:
+    async def _publish_and_archive(
+        self, scored: list[tuple[_Item, dict[str, Any]]], batch_span: Span
+    ) -> None:
         rule = self.rule
         publishes = []
         with tracer.start_as_current_span("publish verdicts") as span:
             span.set_attribute("linewatch.batch_size", len(scored))
             now = time.perf_counter()
+            batch_props = inject_user_properties(trace.set_span_in_context(batch_span))
             for item, verdict in scored:
                 verdict["latency_ms"] = round((now - item.received) * 1000, 3)
                 topic = self.template.render(
                     item.topic, device_id=item.tele.device_id, point=item.tele.point
                 )
                 verdict_topic = topic
-                props = inject_user_properties(trace.set_span_in_context(item.span))
+                props = (
+                    inject_user_properties(trace.set_span_in_context(item.span))
+                    if item.span is not None
+                    else batch_props
+                )
                 publishes.append(
                     self._publish(
                         verdict_topic,

@@ -59,6 +59,19 @@ async def test_good_curves_get_verdicts_and_are_archived(
                 assert traceparent is not None
                 assert traceparent.split("-")[1] == v["trace_id"]
 
+        # a device's trace context continues into its verdict
+        device_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        await pub.publish(
+            f"{topic_prefix}/A/traced/telemetry",
+            curve_payload("traced", msg_id="traced-1"),
+            user_properties=[("traceparent", f"00-{device_trace}-00f067aa0ba902b7-01")],
+        )
+        (traced,) = [
+            v for v in await verdicts.wait_for(len(kinds) + 1) if v["msg_id"] == "traced-1"
+        ]
+        if pub.protocol_version == 5:
+            assert traced["trace_id"] == device_trace
+        kinds.append("ok")
         # the verdict goes out before the archive commit; the ack waits for both
         assert await eventually(
             lambda: _async(ingest.controller.status().rules[0].verdicts == len(kinds))
@@ -75,6 +88,7 @@ async def test_good_curves_get_verdicts_and_are_archived(
         assert len(page.rows) + len(rest.rows) == sum(1 for i in range(len(kinds)) if i % 3 == 0)
         spikes = await store.query_verdicts(Query(label="spike"))
         assert len(spikes.rows) == 4
+        assert len((await store.query_verdicts(Query(device_id="traced"))).rows) == 1
 
 
 BAD_PAYLOADS = {

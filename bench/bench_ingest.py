@@ -1,0 +1,576 @@
+"""Ingest benchmark: the demo rule end to end, side by side with a seed-000-style baseline.
+
+Path measured (each box its own process, so CPU and memory are its own):
+
+    raw-socket publisher ─QoS1→ mosquitto ─→ ingest ─gRPC stream→ inference
+                                    ↑          │ (verdict QoS1, SQLite archive on)
+    raw-socket subscriber ←─────────┴──────────┘
+
+The baseline replaces ingest + inference with the seed-000 design: one gmqtt client, a
+task per message (acknowledged on receipt), onnxruntime at batch 1 in a thread,
+``Semaphore(10)``, verdict published QoS 0, no archive. Both run in one invocation at the
+same increasing offered loads; for each load it prints sustained verdicts/s, p50/p99
+latency (device send → verdict received), loss (messages the broker accepted without a
+verdict within the drain time), and CPU and peak RSS per process.
+
+    .venv/bin/python -m bench.bench_ingest            # loads up to the breaking point
+    .venv/bin/python -m bench.bench_ingest --quick    # two loads, under 60 s
+
+Results go to ``bench/results/ingest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from linewatch.curves import CURVE_KINDS, make_curve
+from linewatch.testing import Mosquitto, free_port, wait_port
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results" / "ingest.json"
+TOPIC_RE = re.compile(rb'"msg_id":"r(\d+)-(\d+)-(\d+)"')
+
+
+# --- raw MQTT 3.1.1 ----------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _str(s: str) -> bytes:
+    b = s.encode()
+    return len(b).to_bytes(2, "big") + b
+
+
+def _packet(kind: int, body: bytes) -> bytes:
+    return bytes([kind]) + _varint(len(body)) + body
+
+
+def _connect(client_id: str) -> bytes:
+    return _packet(
+        0x10, _str("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + _str(client_id)
+    )
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = (await reader.readexactly(1))[0]
+    mult, length = 1, 0
+    while True:
+        byte = (await reader.readexactly(1))[0]
+        length += (byte & 0x7F) * mult
+        if not byte & 0x80:
+            break
+        mult *= 128
+    return head, await reader.readexactly(length)
+
+
+class RawPublisher:
+    """Publishes pre-built telemetry at a fixed rate over one socket, QoS 1."""
+
+    def __init__(self, port: int, curves: list[str]) -> None:
+        self.port = port
+        self.curves = curves
+        self.acked = 0
+        self.sent = 0
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self._writer.write(_connect(f"bench-pub-{os.getpid()}"))
+        await _read_packet(self._reader)  # CONNACK
+        self._task = asyncio.create_task(self._acks())
+
+    async def _acks(self) -> None:
+        assert self._reader is not None
+        while True:
+            head, _ = await _read_packet(self._reader)
+            if head >> 4 == 4:
+                self.acked += 1
+
+    async def run(self, run_id: int, rate: float, duration: float) -> int:
+        """Send ``rate`` msg/s for ``duration`` s; returns the number sent."""
+        assert self._writer is not None
+        start = time.perf_counter()
+        n = 0
+        ncurves = len(self.curves)
+        while True:
+            elapsed = time.perf_counter() - start
+            if elapsed >= duration:
+                break
+            due = int(rate * elapsed) + 1
+            chunk = bytearray()
+            now_ms = int(time.time() * 1000)
+            now_us = int(time.time() * 1_000_000)
+            while n < due:
+                dev = n % 50
+                payload = (
+                    f'{{"device_id":"dev-{dev}","point":"pressure","ts":{now_ms},'
+                    f'"msg_id":"r{run_id}-{n}-{now_us}","values":{self.curves[n % ncurves]}}}'
+                ).encode()
+                mid = n % 65535 + 1
+                topic = _str(f"plant/L{dev % 4}/dev-{dev}/telemetry")
+                chunk += _packet(0x32, topic + mid.to_bytes(2, "big") + payload)
+                n += 1
+            if chunk:
+                self._writer.write(chunk)
+                await self._writer.drain()
+            await asyncio.sleep(0.002)
+        self.sent += n
+        return n
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+
+
+@dataclass
+class RunStats:
+    """Verdicts received for one run id."""
+
+    first_send_us: int = 0
+    received: set[int] = field(default_factory=set)
+    latencies_ms: list[float] = field(default_factory=list)
+    last_us: int = 0
+
+
+class RawSubscriber:
+    """Receives verdicts (QoS 0) and measures latency from the msg_id's send time."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.runs: dict[int, RunStats] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def start(self, topic: str) -> None:
+        reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self._writer.write(_connect(f"bench-sub-{os.getpid()}"))
+        await _read_packet(reader)
+        self._writer.write(_packet(0x82, (1).to_bytes(2, "big") + _str(topic) + b"\x00"))
+        await _read_packet(reader)  # SUBACK
+        self._task = asyncio.create_task(self._loop(reader))
+
+    async def _loop(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            head, body = await _read_packet(reader)
+            if head >> 4 != 3:
+                continue
+            now_us = int(time.time() * 1_000_000)
+            match = TOPIC_RE.search(body)
+            if match is None:
+                continue
+            run, seq, sent_us = (int(g) for g in match.groups())
+            stats = self.runs.setdefault(run, RunStats())
+            if seq not in stats.received:
+                stats.received.add(seq)
+                stats.latencies_ms.append((now_us - sent_us) / 1000)
+                stats.last_us = now_us
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+
+
+# --- the baseline (seed 000) -------------------------------------------------------------
+
+
+async def _baseline_main(port: int) -> None:
+    """Seed-000 style: a task per message, onnxruntime batch 1, Semaphore(10)."""
+    import gmqtt
+    import onnxruntime as ort
+    import yaml
+
+    from linewatch.curves import preprocess
+
+    manifest = yaml.safe_load((ROOT / "models/curve-quality/manifest.yaml").read_text())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(ROOT / "models/curve-quality/model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    labels = manifest["labels"]
+    length = int(manifest["input_length"])
+    sem = asyncio.Semaphore(10)
+    loop = asyncio.get_running_loop()
+    client = gmqtt.Client(f"bench-baseline-{os.getpid()}")
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(topic: str, payload: bytes) -> None:
+        async with sem:
+            data = json.loads(payload)
+            x = preprocess([np.asarray(data["values"], dtype=np.float32)], length=length)
+            probs = (await loop.run_in_executor(None, session.run, None, {"curve": x}))[0][0]
+            label = labels[int(np.argmax(probs))]
+            parts = topic.split("/")
+            verdict = {
+                "device_id": data["device_id"],
+                "point": data["point"],
+                "ts": data["ts"],
+                "msg_id": data.get("msg_id"),
+                "model": "curve-quality",
+                "label": label,
+                "scores": dict(zip(labels, map(float, probs), strict=False)),
+                "ok": label == "ok",
+            }
+            body = json.dumps(verdict, separators=(",", ":"))
+            client.publish(f"plant/{parts[1]}/{parts[2]}/verdict", body, qos=0)
+
+    def on_message(_c: Any, topic: str, payload: bytes, _qos: int, _p: Any) -> int:
+        task = loop.create_task(handle(topic, payload))  # the seed's unbounded spawning
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return 0
+
+    client.on_message = on_message
+    await client.connect("127.0.0.1", port, version=4)
+    client.subscribe("plant/+/+/telemetry", qos=1)
+    await asyncio.Event().wait()
+
+
+# --- orchestration -----------------------------------------------------------------------
+
+
+class Proc:
+    """A child process with CPU and peak-RSS sampling."""
+
+    def __init__(self, name: str, popen: subprocess.Popen[bytes]) -> None:
+        self.name = name
+        self.popen = popen
+        self.ps = psutil.Process(popen.pid)
+        self.peak_rss = 0
+        self._cpu0 = 0.0
+
+    def cpu_s(self) -> float:
+        with contextlib.suppress(psutil.Error):
+            t = self.ps.cpu_times()
+            return float(t.user + t.system)
+        return 0.0
+
+    def mark(self) -> None:
+        self._cpu0 = self.cpu_s()
+        self.peak_rss = 0
+
+    def sample(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.peak_rss = max(self.peak_rss, int(self.ps.memory_info().rss))
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str], log: Path) -> Proc:
+    with log.open("wb") as out:
+        popen = subprocess.Popen(  # noqa: S603
+            [sys.executable, *args], env={**os.environ, **env}, stdout=out, stderr=out
+        )
+    return Proc(name, popen)
+
+
+def _curves(n: int = 64) -> list[str]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        kind = "ok" if i % 5 else CURVE_KINDS[1 + (i // 5) % 4]
+        values = make_curve(kind, length=256, rng=rng)
+        out.append(json.dumps([round(float(v), 3) for v in values], separators=(",", ":")))
+    return out
+
+
+@dataclass
+class LoadResult:
+    system: str
+    offered: int
+    sent: int
+    acked: int
+    delivered: int
+    sustained: float
+    p50_ms: float
+    p99_ms: float
+    cpu: dict[str, float]
+    rss_mb: dict[str, float]
+
+    @property
+    def loss(self) -> float:
+        return 1.0 - self.delivered / self.sent if self.sent else 0.0
+
+
+async def _measure(
+    system: str,
+    *,
+    procs: list[Proc],
+    pub: RawPublisher,
+    sub: RawSubscriber,
+    run_id: int,
+    rate: int,
+    duration: float,
+    drain: float,
+) -> LoadResult:
+    me = psutil.Process()
+    me_cpu0 = sum(me.cpu_times()[:2])
+    for proc in procs:
+        proc.mark()
+    acked0 = pub.acked
+    t0 = time.perf_counter()
+    start_us = int(time.time() * 1_000_000)
+
+    async def sampler() -> None:
+        while True:
+            for proc in procs:
+                proc.sample()
+            await asyncio.sleep(0.25)
+
+    watch = asyncio.create_task(sampler())
+    sent = await pub.run(run_id, rate, duration)
+    stats = sub.runs.setdefault(run_id, RunStats())
+    deadline = time.perf_counter() + drain
+    while time.perf_counter() < deadline and len(stats.received) < sent:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    watch.cancel()
+    wall = time.perf_counter() - t0
+    lat = np.asarray(stats.latencies_ms or [0.0])
+    span_s = max((stats.last_us - start_us) / 1e6, duration) if stats.received else duration
+    cpu = {p.name: round(100 * (p.cpu_s() - p._cpu0) / wall, 1) for p in procs}
+    cpu["driver"] = round(100 * (sum(me.cpu_times()[:2]) - me_cpu0) / wall, 1)
+    return LoadResult(
+        system=system,
+        offered=rate,
+        sent=sent,
+        acked=pub.acked - acked0,
+        delivered=len(stats.received),
+        sustained=len(stats.received) / span_s,
+        p50_ms=float(np.percentile(lat, 50)),
+        p99_ms=float(np.percentile(lat, 99)),
+        cpu=cpu,
+        rss_mb={p.name: round(p.peak_rss / 2**20, 1) for p in procs},
+    )
+
+
+def _print(result: LoadResult) -> None:
+    cpu = " ".join(f"{k}={v:.0f}%" for k, v in result.cpu.items())
+    rss = " ".join(f"{k}={v:.0f}MB" for k, v in result.rss_mb.items())
+    print(
+        f"{result.system:9s} offered {result.offered:6d}/s  sustained {result.sustained:8.0f}/s  "
+        f"p50 {result.p50_ms:8.1f} ms  p99 {result.p99_ms:8.1f} ms  "
+        f"loss {100 * result.loss:5.1f}%  cpu[{cpu}]  rss[{rss}]",
+        flush=True,
+    )
+
+
+async def _wait_quiet(sub: RawSubscriber, run_id: int, timeout: float) -> None:
+    """Wait until the previous run's stragglers stop arriving."""
+    stats = sub.runs.get(run_id)
+    if stats is None:
+        return
+    deadline = time.perf_counter() + timeout
+    last = -1
+    while time.perf_counter() < deadline and len(stats.received) != last:
+        last = len(stats.received)
+        await asyncio.sleep(0.5)
+
+
+async def _run_system(
+    system: str,
+    *,
+    broker: Mosquitto,
+    procs: list[Proc],
+    loads: list[int],
+    duration: float,
+    drain: float,
+    curves: list[str],
+    run_base: int,
+) -> list[LoadResult]:
+    pub = RawPublisher(broker.port, curves)
+    sub = RawSubscriber(broker.port)
+    await sub.start("plant/+/+/verdict")
+    await pub.start()
+    results = []
+    try:
+        # warm-up (connections, model, JIT-ish caches)
+        await pub.run(run_base, 200, 1.0)
+        await _wait_quiet(sub, run_base, 5)
+        for i, rate in enumerate(loads, start=1):
+            result = await _measure(
+                system, procs=procs, pub=pub, sub=sub, run_id=run_base + i, rate=rate,
+                duration=duration, drain=drain,
+            )  # fmt: skip
+            _print(result)
+            results.append(result)
+            await _wait_quiet(sub, run_base + i, 3)
+            if result.loss > 0.5 and system == "baseline":
+                break
+    finally:
+        await pub.close()
+        await sub.close()
+    return results
+
+
+def _ingest_yaml(tmp: Path, broker_port: int, inference_port: int, grpc_port: int) -> Path:
+    config = {
+        "log_level": "WARNING",
+        "grpc": {"port": grpc_port},
+        "data_dir": str(tmp / "ingest-data"),
+        "client_id": "bench-ingest",
+        "brokers": {"default": {"url": f"mqtt://127.0.0.1:{broker_port}"}},
+        "inference": {"target": f"127.0.0.1:{inference_port}"},
+        "batch": {"max_size": 256, "max_delay_ms": 5},
+        "publish_window": 2048,
+        "receive_maximum": 4096,
+        "workers": 4,
+    }
+    path = tmp / "ingest.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+async def _ready(port: int, timeout: float = 30) -> None:
+    await asyncio.to_thread(wait_port, port, timeout)
+
+
+async def main(quick: bool) -> list[LoadResult]:
+    loads = [1000, 3000] if quick else [1000, 2500, 5000, 10000]
+    duration = 4.0 if quick else 5.0
+    drain = 3.0
+    curves = _curves()
+    results: list[LoadResult] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmpdir:
+        tmp = Path(tmpdir)
+        broker = Mosquitto(tmp)
+        broker.start()
+        mosq = Proc("mosquitto", broker.proc)  # type: ignore[arg-type]
+        try:
+            # 1) linewatch: inference + ingest processes
+            inf_port, ing_port = free_port(), free_port()
+            env = {"OTEL_SDK_DISABLED": "true"}
+            inference = _spawn(
+                "inference",
+                ["-m", "linewatch_inference"],
+                {
+                    **env,
+                    "LINEWATCH_INFERENCE__GRPC__PORT": str(inf_port),
+                    "LINEWATCH_INFERENCE__MODEL_DIR": str(ROOT / "models"),
+                    "LINEWATCH_INFERENCE__DATA_DIR": str(tmp / "inference-data"),
+                    "LINEWATCH_INFERENCE__LOG_LEVEL": "WARNING",
+                },
+                tmp / "inference.log",
+            )
+            ingest = _spawn(
+                "ingest",
+                ["-m", "linewatch_ingest", "--config",
+                 str(_ingest_yaml(tmp, broker.port, inf_port, ing_port))],
+                env,
+                tmp / "ingest.log",
+            )  # fmt: skip
+            try:
+                await _ready(inf_port)
+                await _ready(ing_port)
+                await asyncio.sleep(1.0)
+                results += await _run_system(
+                    "linewatch", broker=broker, procs=[mosq, ingest, inference], loads=loads,
+                    duration=duration, drain=drain, curves=curves, run_base=100,
+                )  # fmt: skip
+            finally:
+                ingest.stop()
+                inference.stop()
+            # 2) the seed-000 baseline
+            baseline = _spawn(
+                "baseline",
+                ["-m", "bench.bench_ingest", "--baseline-worker", str(broker.port)],
+                {},
+                tmp / "baseline.log",
+            )
+            try:
+                await asyncio.sleep(2.0)
+                results += await _run_system(
+                    "baseline", broker=broker, procs=[mosq, baseline], loads=loads,
+                    duration=duration, drain=drain, curves=curves, run_base=200,
+                )  # fmt: skip
+            finally:
+                baseline.stop()
+        finally:
+            broker.stop()
+    return results
+
+
+def _write(results: list[LoadResult], quick: bool) -> None:
+    rows: list[dict[str, Any]] = []
+    for r in results:
+        note = f"{r.system}, offered {r.offered} msg/s" + (" (quick)" if quick else "")
+        bench = f"ingest_{r.system}"
+        rows += [
+            {"benchmark": bench, "metric": "sustained", "value": round(r.sustained, 1),
+             "unit": "msg/s", "note": note},
+            {"benchmark": bench, "metric": "p50_latency", "value": round(r.p50_ms, 2),
+             "unit": "ms", "note": note},
+            {"benchmark": bench, "metric": "p99_latency", "value": round(r.p99_ms, 2),
+             "unit": "ms", "note": note},
+            {"benchmark": bench, "metric": "loss", "value": round(100 * r.loss, 2),
+             "unit": "%", "note": note},
+        ]  # fmt: skip
+        for name, cpu in r.cpu.items():
+            rows.append(
+                {"benchmark": bench, "metric": f"cpu_{name}", "value": cpu, "unit": "%",
+                 "note": note}
+            )  # fmt: skip
+        for name, rss in r.rss_mb.items():
+            rows.append(
+                {"benchmark": bench, "metric": f"rss_{name}", "value": rss, "unit": "MB",
+                 "note": note}
+            )  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    tmp.replace(RESULTS)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or, internally, the baseline worker process)."""
+    parser = argparse.ArgumentParser(prog="bench.bench_ingest")
+    parser.add_argument("--quick", action="store_true", help="two loads, under 60 s")
+    parser.add_argument("--baseline-worker", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.baseline_worker:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_baseline_main(args.baseline_worker))
+        return 0
+    print(f"ingest benchmark on {psutil.cpu_count()} CPU(s); loads at QoS 1, 256-sample curves")
+    results = asyncio.run(main(args.quick))
+    _write(results, args.quick)
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
