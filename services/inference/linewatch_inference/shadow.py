@@ -17,7 +17,9 @@ import numpy.typing as npt
 
 from linewatch.runtime.errors import LinewatchError
 from linewatch_inference.batcher import BatcherClosed
+from linewatch_inference.inputs import Curves
 from linewatch_inference.metrics import InferenceMetrics
+from linewatch_inference.preprocessing import fit_length
 from linewatch_inference.registry import Registry
 
 __all__ = ["ShadowScorer", "ShadowStats"]
@@ -47,7 +49,8 @@ class _Job:
     model: str
     primary_version: str
     shadow_version: str
-    inputs: npt.NDArray[np.float32]
+    curves: Curves
+    n: int
     primary_top: npt.NDArray[np.intp]
 
 
@@ -91,7 +94,7 @@ class ShadowScorer:
         self,
         model: str,
         primary_version: str,
-        inputs: npt.NDArray[np.float32],
+        curves: Curves,
         probabilities: npt.NDArray[np.float32],
     ) -> None:
         """Hand a scored batch to the shadow, if the model has one; never blocks."""
@@ -101,19 +104,21 @@ class ShadowScorer:
             return
         if not shadow or shadow == primary_version:
             return
-        job = _Job(model, primary_version, shadow, inputs, np.argmax(probabilities, axis=1))
+        n = len(probabilities)
+        job = _Job(model, primary_version, shadow, curves, n, np.argmax(probabilities, axis=1))
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
-            self.stats(model).dropped += len(inputs)
-            self._metrics.shadow.labels(model=model, outcome="dropped").inc(len(inputs))
+            self.stats(model).dropped += n
+            self._metrics.shadow.labels(model=model, outcome="dropped").inc(n)
 
     async def _run(self) -> None:
         while True:
             job = await self._queue.get()
             try:
                 served = self._registry.resolve(job.model, job.shadow_version)
-                scores = await served.batcher.infer(job.inputs)
+                # Prepared for the shadow's own manifest (its length may differ).
+                scores = await served.batcher.infer(fit_length(job.curves, served.manifest))
                 stats = self.stats(job.model)
             except (LinewatchError, BatcherClosed) as exc:
                 log.debug("shadow scoring skipped: %s", exc)
@@ -122,7 +127,7 @@ class ShadowScorer:
                 log.exception("shadow scoring failed")
                 continue
             agreed = int((np.argmax(scores, axis=1) == job.primary_top).sum())
-            total = len(job.inputs)
+            total = job.n
             if stats.shadow_version != job.shadow_version:
                 continue
             stats.primary_version = job.primary_version
