@@ -183,10 +183,9 @@ class StreamHub:
             call: Any = None
             try:
                 call = self._open()
+                self.connected = True
                 async for message in call:
-                    if not self.connected:
-                        self.connected = True
-                        delay = initial
+                    delay = initial
                     converted = self._convert(message)
                     if converted is None:
                         continue

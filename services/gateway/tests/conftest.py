@@ -1,7 +1,8 @@
 """Fixtures of the gateway tests: real gRPC backends and a real gateway.
 
-The inference service is the real one (``linewatch_inference.app.serve``). Ingest, sync
-and OTA are TEST BACKENDS until those services land: real ``grpc.aio`` servers (the shared
+Inference (a subprocess) and OTA (``linewatch_ota.app.serve`` in-process, on the test
+broker and its own SQLite) are the real services. Ingest and sync are TEST BACKENDS until
+those services land: real ``grpc.aio`` servers (the shared
 ``GrpcServer``: health, reflection, error mapping) implementing the protos with simple
 in-memory behaviour of their own. They live only here and are never used outside tests.
 """
@@ -17,6 +18,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,11 +29,11 @@ from linewatch_gateway.app import create_app, serve
 from linewatch_gateway.clients import Backends
 from linewatch_gateway.config import GatewayConfig
 
-from linewatch.runtime.config import GrpcConfig
+from linewatch.runtime.config import GrpcConfig, MqttConfig
 from linewatch.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from linewatch.runtime.grpc_server import GrpcServer
 from linewatch.testing import free_port, wait_port
-from linewatch.v1 import ingest_pb2, ingest_pb2_grpc, ota_pb2, ota_pb2_grpc, sync_pb2, sync_pb2_grpc
+from linewatch.v1 import ingest_pb2, ingest_pb2_grpc, sync_pb2, sync_pb2_grpc
 
 WRITE_TOKEN = "t-write"
 READ_TOKEN = "t-read"
@@ -260,147 +262,15 @@ class SyncTestBackend(sync_pb2_grpc.SyncServiceServicer):
             yield sync_pb2.ReadImageResponse(chunk=data[i : i + 1000])
 
 
-class OtaTestBackend(ota_pb2_grpc.OtaServiceServicer):
-    """TEST BACKEND: OTA's gRPC API over in-memory firmware, rollouts and events."""
-
-    def __init__(self) -> None:
-        self.firmware: dict[str, tuple[ota_pb2.Firmware, bytes]] = {}
-        self.upload_messages: list[int] = []
-        self.rollouts: dict[str, ota_pb2.Rollout] = {}
-        self.events = _Fanout()
-
-    async def UploadFirmware(self, request_iterator: Any, context: Any) -> Any:
-        meta = None
-        data = bytearray()
-        messages = 0
-        async for msg in request_iterator:
-            messages += 1
-            if msg.WhichOneof("content") == "metadata":
-                meta = msg.metadata
-            elif meta is None:
-                raise InvalidArgument("metadata must come first")
-            else:
-                data.extend(msg.chunk)
-        if meta is None or not meta.version:
-            raise InvalidArgument("version: required")
-        self.upload_messages.append(messages)
-        fw = ota_pb2.Firmware(
-            id=f"fw-{len(self.firmware) + 1}",
-            product=meta.product,
-            version=meta.version,
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            filename=meta.filename,
-        )
-        self.firmware[fw.id] = (fw, bytes(data))
-        return ota_pb2.UploadFirmwareResponse(firmware=fw)
-
-    def _fw(self, fw_id: str) -> tuple[ota_pb2.Firmware, bytes]:
-        if fw_id not in self.firmware:
-            raise NotFound(f"firmware {fw_id!r} not found")
-        return self.firmware[fw_id]
-
-    async def ListFirmware(self, request: Any, context: Any) -> Any:
-        items, token = _page([f for f, _ in self.firmware.values()], request.page)
-        return ota_pb2.ListFirmwareResponse(firmware=items, next_page_token=token)
-
-    async def GetFirmware(self, request: Any, context: Any) -> Any:
-        return ota_pb2.GetFirmwareResponse(firmware=self._fw(request.id)[0])
-
-    async def DeleteFirmware(self, request: Any, context: Any) -> Any:
-        self._fw(request.id)
-        del self.firmware[request.id]
-        return ota_pb2.DeleteFirmwareResponse()
-
-    async def ReadFirmware(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        _, data = self._fw(request.id)
-        if request.offset > len(data):
-            raise InvalidArgument("offset beyond the end")
-        end = len(data) if not request.length else min(len(data), request.offset + request.length)
-        for i in range(request.offset, end, 4096):
-            yield ota_pb2.ReadFirmwareResponse(chunk=data[i : min(i + 4096, end)])
-
-    async def CreateRollout(self, request: Any, context: Any) -> Any:
-        self._fw(request.firmware_id)
-        rollout = ota_pb2.Rollout(
-            id=f"ro-{len(self.rollouts) + 1}",
-            firmware_id=request.firmware_id,
-            priority=request.priority or ota_pb2.PRIORITY_NORMAL,
-            state=ota_pb2.ROLLOUT_STATE_RUNNING,
-            error_threshold=request.error_threshold,
-            devices=list(request.devices),
-            counts={"queued": len(request.devices)},
-        )
-        self.rollouts[rollout.id] = rollout
-        self.events.publish(ota_pb2.StreamOtaEventsResponse(rollout=rollout))
-        return ota_pb2.CreateRolloutResponse(rollout=rollout)
-
-    def _rollout(self, rollout_id: str) -> ota_pb2.Rollout:
-        if rollout_id not in self.rollouts:
-            raise NotFound(f"rollout {rollout_id!r} not found")
-        return self.rollouts[rollout_id]
-
-    async def GetRollout(self, request: Any, context: Any) -> Any:
-        return ota_pb2.GetRolloutResponse(rollout=self._rollout(request.id))
-
-    async def ListRollouts(self, request: Any, context: Any) -> Any:
-        items, token = _page(list(self.rollouts.values()), request.page)
-        return ota_pb2.ListRolloutsResponse(rollouts=items, next_page_token=token)
-
-    def _transition(self, rollout_id: str, allowed: tuple[int, ...], to: int) -> ota_pb2.Rollout:
-        rollout = self._rollout(rollout_id)
-        if rollout.state not in allowed:
-            raise FailedPrecondition(f"rollout {rollout_id} cannot change from its state")
-        rollout.state = to  # type: ignore[assignment]
-        self.events.publish(ota_pb2.StreamOtaEventsResponse(rollout=rollout))
-        return rollout
-
-    async def PauseRollout(self, request: Any, context: Any) -> Any:
-        r = self._transition(
-            request.id, (ota_pb2.ROLLOUT_STATE_RUNNING,), ota_pb2.ROLLOUT_STATE_PAUSED
-        )
-        return ota_pb2.PauseRolloutResponse(rollout=r)
-
-    async def ResumeRollout(self, request: Any, context: Any) -> Any:
-        r = self._transition(
-            request.id, (ota_pb2.ROLLOUT_STATE_PAUSED,), ota_pb2.ROLLOUT_STATE_RUNNING
-        )
-        return ota_pb2.ResumeRolloutResponse(rollout=r)
-
-    async def CancelRollout(self, request: Any, context: Any) -> Any:
-        r = self._transition(
-            request.id,
-            (ota_pb2.ROLLOUT_STATE_RUNNING, ota_pb2.ROLLOUT_STATE_PAUSED),
-            ota_pb2.ROLLOUT_STATE_CANCELLED,
-        )
-        return ota_pb2.CancelRolloutResponse(rollout=r)
-
-    async def GetDeviceUpdates(self, request: Any, context: Any) -> Any:
-        updates = [
-            ota_pb2.DeviceUpdate(
-                update_id=f"{r.id}-{request.device_id}",
-                device_id=request.device_id,
-                rollout_id=r.id,
-                firmware_id=r.firmware_id,
-                state=ota_pb2.UPDATE_STATE_QUEUED,
-            )
-            for r in self.rollouts.values()
-            if request.device_id in r.devices
-        ]
-        return ota_pb2.GetDeviceUpdatesResponse(device_id=request.device_id, updates=updates)
-
-    def StreamOtaEvents(self, request: Any, context: Any) -> Any:
-        return self.events.stream(lambda e: e)
-
-
 @dataclass
 class Stack:
     """The backends a gateway under test talks to."""
 
     ingest: IngestTestBackend
     sync: SyncTestBackend
-    ota: OtaTestBackend
     addrs: dict[str, str]
+    mqtt_url: str
+    ota_topic_root: str
 
     def config(self, **overrides: Any) -> GatewayConfig:
         values: dict[str, Any] = {
@@ -473,9 +343,14 @@ def inference_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def stack(inference_addr: str) -> AsyncIterator[Stack]:
-    """Real inference + the ingest/sync/OTA test backends, each a gRPC server on a free port."""
-    ingest, sync, ota = IngestTestBackend(), SyncTestBackend(), OtaTestBackend()
+async def stack(
+    inference_addr: str, mqtt_url: str, topic_prefix: str, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    """Real inference and OTA + the ingest/sync test backends, each on a free port."""
+    from linewatch_ota.app import serve as serve_ota
+    from linewatch_ota.config import OtaConfig
+
+    ingest, sync = IngestTestBackend(), SyncTestBackend()
     servers = [
         await _start_test_backend(
             ingest,
@@ -485,19 +360,35 @@ async def stack(inference_addr: str) -> AsyncIterator[Stack]:
         await _start_test_backend(
             sync, sync_pb2_grpc.add_SyncServiceServicer_to_server, "linewatch.v1.SyncService"
         ),
-        await _start_test_backend(
-            ota, ota_pb2_grpc.add_OtaServiceServicer_to_server, "linewatch.v1.OtaService"
-        ),
     ]
+    ota_root = f"{topic_prefix}/ota"
+    ota_config = OtaConfig(
+        grpc=GrpcConfig(host="127.0.0.1", port=0, grace_s=0),
+        mqtt=MqttConfig(url=mqtt_url, client_id=f"gw-test-ota-{uuid.uuid4().hex[:8]}"),
+        topic_root=ota_root,
+        data_dir=tmp_path / "ota",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'ota.db'}",
+        tick_interval_s=0.2,
+    )
+    stop = asyncio.Event()
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    ota = asyncio.create_task(serve_ota(ota_config, stop, ready=ready))
+    waiters: set[asyncio.Future[Any]] = {ota, ready}
+    await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if ota.done():
+        ota.result()
+    ota_port = await asyncio.wait_for(ready, 1)
     addrs = {
         "ingest": f"127.0.0.1:{servers[0].port}",
         "sync": f"127.0.0.1:{servers[1].port}",
-        "ota": f"127.0.0.1:{servers[2].port}",
+        "ota": f"127.0.0.1:{ota_port}",
         "inference": inference_addr,
     }
     try:
-        yield Stack(ingest, sync, ota, addrs)
+        yield Stack(ingest, sync, addrs, mqtt_url, ota_root)
     finally:
+        stop.set()
+        await asyncio.wait_for(ota, 30)
         for server in servers:
             await server.stop(0)
 

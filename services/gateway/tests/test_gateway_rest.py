@@ -6,10 +6,13 @@ import hashlib
 import os
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
 from linewatch.v1 import ingest_pb2
+
+from .conftest import WRITE_TOKEN
 
 RULE = {
     "name": "demo",
@@ -281,7 +284,6 @@ async def test_firmware_upload_and_ranged_download(
     assert fw["version"] == "1.3.0"
     assert fw["product"] == "press"
     assert fw["filename"] == "fw.bin"
-    assert stack.ota.upload_messages[-1] > 2  # metadata, then the file in several chunks
     url = f"/v1/firmware/{fw['id']}/download"
     full = await client.get(url)
     assert full.status_code == 200
@@ -361,23 +363,18 @@ async def test_ota_rollouts(client: httpx.AsyncClient, write_headers: dict[str, 
     assert ro["counts"] == {"queued": 2}
     rid = ro["id"]
     assert (await client.get(f"/v1/ota/rollouts/{rid}")).json()["devices"] == ["d1", "d2"]
-    assert (await client.post(f"/v1/ota/rollouts/{rid}/pause", headers=write_headers)).json()[
-        "state"
-    ] == "paused"
-    assert_error(
-        await client.post(f"/v1/ota/rollouts/{rid}/pause", headers=write_headers),
-        409,
-        "failed_precondition",
-    )
-    assert (await client.post(f"/v1/ota/rollouts/{rid}/resume", headers=write_headers)).json()[
-        "state"
-    ] == "running"
-    assert (await client.post(f"/v1/ota/rollouts/{rid}/cancel", headers=write_headers)).json()[
-        "state"
-    ] == "cancelled"
+
+    async def act(action: str) -> httpx.Response:
+        return await client.post(f"/v1/ota/rollouts/{rid}/{action}", headers=write_headers)
+
+    assert (await act("pause")).json()["state"] == "paused"
+    assert (await act("resume")).json()["state"] == "running"
+    assert (await act("cancel")).json()["state"] == "cancelled"
+    assert_error(await act("resume"), 409, "failed_precondition")
     device = (await client.get("/v1/ota/devices/d1")).json()
     assert device["device_id"] == "d1"
-    assert device["updates"][0]["state"] == "queued"
+    assert device["updates"][0]["rollout_id"] == rid
+    assert device["updates"][0]["state"] in {"queued", "notified", "cancelled"}
     assert (await client.get("/v1/ota/rollouts")).json()["items"][0]["id"] == rid
     assert_error(await client.get("/v1/ota/rollouts/none"), 404)
 
@@ -442,4 +439,50 @@ async def test_read_auth_and_cors(stack: Any) -> None:
         )
         assert pre.headers["access-control-allow-origin"] == "http://ui.example"
         assert (await http.get("/healthz")).status_code == 200
+    await backends.close()
+
+
+class _CountUploadMessages(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    """Counts the request messages of each client-streaming call on the channel."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+
+    async def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        self.counts.append(0)
+        index = len(self.counts) - 1
+
+        async def counted() -> Any:
+            async for message in request_iterator:
+                self.counts[index] += 1
+                yield message
+
+        return await continuation(client_call_details, counted())
+
+
+async def test_firmware_upload_is_streamed_in_chunks(stack: Any) -> None:
+    """1.5 MB arrives at OTA as metadata + several chunk messages, not one blob."""
+    from linewatch_gateway.app import create_app
+    from linewatch_gateway.clients import Backends
+
+    from linewatch.v1 import ota_pb2_grpc
+
+    config = stack.config()
+    backends = Backends.connect(config)
+    counter = _CountUploadMessages()
+    channel = grpc.aio.insecure_channel(stack.addrs["ota"], interceptors=[counter])
+    backends.ota = ota_pb2_grpc.OtaServiceStub(channel)
+    app = create_app(config, backends)
+    data = os.urandom(1_500_000)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://g") as http:
+        resp = await _upload(http, data, {"Authorization": f"Bearer {WRITE_TOKEN}"})
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["sha256"] == hashlib.sha256(data).hexdigest()
+        full = await http.get(f"/v1/firmware/{resp.json()['id']}/download")
+        assert full.content == data
+    assert counter.counts == [1 + -(-len(data) // (256 * 1024))]
+    await channel.close()
     await backends.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,7 +12,11 @@ import httpx
 import pytest
 from linewatch_gateway.sse import StreamFilter, StreamHub
 
-from linewatch.v1 import ingest_pb2, ota_pb2
+from linewatch.runtime.config import MqttConfig
+from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch.v1 import ingest_pb2
+
+from .conftest import WRITE_TOKEN
 
 
 async def sse_events(resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
@@ -134,21 +139,30 @@ async def test_heartbeats_on_an_idle_stream(live: Any) -> None:
     assert comments.count("heartbeat") >= 2
 
 
-async def test_other_streams(live: Any) -> None:
+async def streams_connected(url: str) -> None:
+    """Wait until /readyz says every upstream stream is subscribed."""
+    async with httpx.AsyncClient() as http, asyncio.timeout(10):
+        while True:
+            body = (await http.get(f"{url}/readyz")).json()
+            if all(body.get("streams", {}).values()):
+                break
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the backend registers the subscription just after
+
+
+async def test_telemetry_and_alarm_streams(live: Any) -> None:
     base = live.url + "/v1/stream/"
-    tasks = {
-        "telemetry": asyncio.create_task(collect(base + "telemetry?line=A", 1)),
-        "alarms": asyncio.create_task(collect(base + "alarms?device=d9", 1)),
-        "ota": asyncio.create_task(collect(base + "ota?device=d2", 1)),
-    }
+    telemetry = asyncio.create_task(collect(base + "telemetry?line=A", 1))
+    alarms = asyncio.create_task(collect(base + "alarms?device=d9", 1))
     await eventually(
-        lambda: (
-            live.stack.ingest.telemetry_stream.queues
-            and live.stack.ingest.alarm_stream.queues
-            and live.stack.ota.events.queues
-        )
+        lambda: live.stack.ingest.telemetry_stream.queues and live.stack.ingest.alarm_stream.queues
     )
     await asyncio.sleep(0.3)
+    live.stack.ingest.push_telemetry(
+        ingest_pb2.TelemetryRecord(
+            msg_id="t0", device_id="d1", attrs={"line": "B"}, curve={"samples_f32": b"\0" * 4}
+        )
+    )
     live.stack.ingest.push_telemetry(
         ingest_pb2.TelemetryRecord(
             msg_id="t1",
@@ -160,31 +174,67 @@ async def test_other_streams(live: Any) -> None:
     live.stack.ingest.push_alarm(
         ingest_pb2.AlarmRecord(id=4, device_id="d9", state=ingest_pb2.ALARM_STATE_ACTIVE, count=3)
     )
-    live.stack.ota.events.publish(
-        ota_pb2.StreamOtaEventsResponse(
-            device_update=ota_pb2.DeviceUpdate(device_id="d1", percent=10)
-        )
-    )
-    live.stack.ota.events.publish(
-        ota_pb2.StreamOtaEventsResponse(
-            device_update=ota_pb2.DeviceUpdate(
-                device_id="d2", percent=42, state=ota_pb2.UPDATE_STATE_DOWNLOADING
-            )
-        )
-    )
-    (tel,) = await tasks["telemetry"]
+    (tel,) = await telemetry
     assert tel["event"] == "telemetry"
+    assert json.loads(tel["data"])["msg_id"] == "t1"
     assert json.loads(tel["data"])["values"] == [2.0]
-    (alarm,) = await tasks["alarms"]
+    (alarm,) = await alarms
     assert alarm["event"] == "alarm"
     assert json.loads(alarm["data"])["state"] == "active"
-    (upd,) = await tasks["ota"]
-    assert upd["event"] == "device_update"
-    update = json.loads(upd["data"])
-    assert update["percent"] == 42
-    assert update["state"] == "downloading"
     async with httpx.AsyncClient() as http:
         assert (await http.get(base + "nonsense")).status_code == 422
+
+
+async def test_ota_stream_from_the_real_ota_service(live: Any) -> None:
+    """A device reports progress over MQTT; the browser-side stream sees it, filtered."""
+    stack = live.stack
+    await streams_connected(live.url)
+    headers = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+    root = stack.ota_topic_root
+    metadata: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_metadata(message: MqttMessage) -> None:
+        await metadata.put(json.loads(message.payload))
+
+    device = MqttClient(MqttConfig(url=stack.mqtt_url), client_id=f"gw-dev-{uuid.uuid4().hex[:8]}")
+    await device.connect()
+    try:
+        await device.subscribe(f"{root}/d2/metadata", on_metadata)
+        events: list[dict[str, Any]] = []
+
+        async def watch() -> None:
+            url = f"{live.url}/v1/stream/ota?device=d2"
+            async with httpx.AsyncClient(timeout=20) as http, http.stream("GET", url) as resp:
+                async for ev in sse_events(resp):
+                    if "data" in ev:
+                        events.append(ev)
+                        data = json.loads(ev["data"])
+                        if ev["event"] == "device_update" and data["percent"] == 42:
+                            return
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient(base_url=live.url) as http:
+            files = [("version", (None, b"2.0.0")), ("file", ("fw.bin", b"\x01" * 5000))]
+            fw = (await http.post("/v1/firmware", files=files, headers=headers)).json()
+            body = {"firmware_id": fw["id"], "devices": ["d1", "d2"]}
+            made = await http.post("/v1/ota/rollouts", json=body, headers=headers)
+            assert made.status_code == 201, made.text
+        meta = await asyncio.wait_for(metadata.get(), 15)
+        assert meta["url"].endswith(f"/v1/firmware/{fw['id']}/download")
+        progress = {"update_id": meta["update_id"], "state": "downloading", "percent": 42}
+        await device.publish(f"{root}/d2/progress", json.dumps(progress))
+        await asyncio.wait_for(watcher, 15)
+    finally:
+        await device.disconnect()
+    kinds = {ev["event"] for ev in events}
+    assert kinds <= {"rollout", "device_update"}
+    for ev in events:
+        data = json.loads(ev["data"])
+        assert "d2" in (data.get("devices") or [data.get("device_id")])
+    last = json.loads(events[-1]["data"])
+    assert last["state"] == "downloading"
+    assert last["device_id"] == "d2"
 
 
 async def test_upstream_reconnects_after_backend_restart(stack: Any) -> None:

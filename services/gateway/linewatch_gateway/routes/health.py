@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from linewatch_gateway.clients import Backends
 from linewatch_gateway.errors import ERROR_RESPONSES
+from linewatch_gateway.sse import StreamHub
 
 router = APIRouter(tags=["operations"])
 
@@ -27,6 +28,7 @@ class Ready(BaseModel):
 
     status: str
     backends: dict[str, str]
+    streams: dict[str, bool]
 
 
 @router.get("/healthz", response_model=Alive)
@@ -46,17 +48,27 @@ async def healthz() -> Any:
     },
 )
 async def readyz(request: Request) -> Any:
-    """Ready when every backend's grpc.health.v1 says SERVING."""
+    """Ready when every backend's grpc.health.v1 says SERVING.
+
+    ``streams`` tells which live upstream subscriptions are open (informational: a
+    stream reconnects by itself and does not make the gateway unready).
+    """
     backends: Backends = request.app.state.backends
     states = await backends.health()
+    hubs: dict[str, StreamHub] = request.app.state.hubs
+    streams = {kind: hub.connected for kind, hub in hubs.items()}
     down = [name for name, state in states.items() if state != "serving"]
     if down:
         message = "not ready: " + ", ".join(f"{n} ({states[n]})" for n in down)
         return JSONResponse(
-            {"error": {"code": "unavailable", "message": message}, "backends": states},
+            {
+                "error": {"code": "unavailable", "message": message},
+                "backends": states,
+                "streams": streams,
+            },
             status_code=503,
         )
-    return {"status": "ready", "backends": states}
+    return {"status": "ready", "backends": states, "streams": streams}
 
 
 @router.get(

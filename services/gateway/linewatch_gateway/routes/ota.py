@@ -55,7 +55,9 @@ class RolloutBody(BaseModel):
     priority: Literal["normal", "security"] = "normal"
     error_threshold: float = Field(0.2, ge=0.0, le=1.0)
     timeout_s: int = Field(0, ge=0, le=86_400 * 7, description="0: the service default.")
-    max_retries: int = Field(0, ge=0, le=100, description="0: the service default.")
+    max_retries: int | None = Field(
+        None, ge=0, le=100, description="Retries per device; unset: the service default."
+    )
 
     @model_validator(mode="after")
     def _targets(self) -> RolloutBody:
@@ -74,8 +76,9 @@ async def create_rollout(b: B, body: RolloutBody) -> Any:
         priority=enum_value(ota_pb2.Priority.DESCRIPTOR, body.priority),  # type: ignore[arg-type]
         error_threshold=body.error_threshold,
         timeout_s=body.timeout_s,
-        max_retries=body.max_retries,
     )
+    if body.max_retries is not None:
+        req.max_retries = body.max_retries
     resp = await b.call("ota", b.ota.CreateRollout, req)
     return message_to_dict(resp.rollout)
 
