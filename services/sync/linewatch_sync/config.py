@@ -1,0 +1,68 @@
+"""Configuration of the sync service (``LINEWATCH_SYNC__<KEY>`` variables override YAML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from linewatch.runtime.config import GrpcConfig, MqttConfig, ServiceConfig
+
+__all__ = ["SyncConfig"]
+
+DEFAULT_TOPICS = ("sync", "sync-single-work", "holo-file-sync")
+
+
+class SyncConfig(ServiceConfig):
+    """Everything the sync service reads at start.
+
+    Empty ``database_url`` means ``<data_dir>/sync.db``; unset ``cache_dir`` means
+    ``<data_dir>/cache`` (``.linewatch/cache`` with the defaults).
+    """
+
+    grpc: GrpcConfig = GrpcConfig(port=50053)
+    mqtt: MqttConfig = MqttConfig()
+    #: MQTT topics (filters) whose messages carry image URLs.
+    topics: tuple[str, ...] = Field(default=DEFAULT_TOPICS, min_length=1)
+    #: ``$share/<group>/`` subscriptions so replicas split the intake ("" = off).
+    shared_group: str = Field(default="", pattern=r"^[^/#+]*$")
+    #: Refused messages and URLs are published here too ("" = only recorded and logged).
+    deadletter_topic: str = Field(default="linewatch/deadletter", pattern=r"^[^#+]*$")
+    cache_dir: Path | None = None
+    #: Downloads in flight at once, in all.
+    concurrency: int = Field(default=32, ge=1, le=1024)
+    #: Downloads in flight at once against one host.
+    per_host_concurrency: int = Field(default=16, ge=1, le=1024)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=15.0, gt=0)
+    #: Whole-download limit (headers and body).
+    total_timeout_s: float = Field(default=120.0, gt=0)
+    #: Attempts before a job is dead.
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
+    max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    #: Content types accepted (``type/*`` wildcards allowed).
+    allowed_content_types: tuple[str, ...] = ("image/*",)
+    #: Hosts URLs (and redirects) may point at; empty = any. ``*.example.com`` allowed.
+    allowed_hosts: tuple[str, ...] = ()
+    #: How long a claimed job belongs to its worker before another may take it over.
+    lease_s: float = Field(default=600.0, gt=0)
+    #: How often the queue is polled when nothing woke the dispatcher.
+    poll_interval_s: float = Field(default=0.5, gt=0, le=60)
+    #: Identifies this replica's claims; empty = the host name (stable across restarts).
+    worker_id: str = Field(default="", max_length=64)
+    #: Most URLs accepted in one message or request.
+    max_urls_per_request: int = Field(default=10000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SyncConfig:
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("backoff_cap_s must be >= backoff_base_s")
+        if self.lease_s <= self.total_timeout_s:
+            raise ValueError("lease_s must exceed total_timeout_s")
+        return self
+
+    def resolved_cache_dir(self) -> Path:
+        """The cache root directory."""
+        return self.cache_dir or self.data_dir / "cache"
