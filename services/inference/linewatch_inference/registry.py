@@ -42,7 +42,6 @@ from linewatch_inference.package import (
     read_zip_package,
     version_key,
 )
-from linewatch_inference.preprocessing import model_runner
 from linewatch_inference.session import ModelSession, available_providers, choose_providers
 
 __all__ = ["LATEST", "ModelEntry", "Registry", "ServedVersion"]
@@ -451,9 +450,8 @@ class Registry:
             intra_op_threads=self.threads,
             providers=self.providers,
         )
-        run = model_runner(session, m)
         try:
-            out = run(np.zeros((2, m.input_length), dtype=np.float32))
+            out = session.run(np.zeros((2, m.input_length), dtype=np.float32))
         except Exception as exc:
             raise InvalidArgument(
                 f"model {m.name} version {m.version} fails on a [2, {m.input_length}] input: "
@@ -466,7 +464,7 @@ class Registry:
                 f"[2, {len(m.labels)}]"
             )
         batcher = DynamicBatcher(
-            run,
+            session.run,
             model=m.name,
             version=m.version,
             max_batch_size=self.config.max_batch_size,

@@ -14,7 +14,7 @@ import numpy.typing as npt
 from linewatch.runtime.errors import LinewatchError, Unavailable
 from linewatch_inference.batcher import BatcherClosed
 from linewatch_inference.inputs import Curves
-from linewatch_inference.preprocessing import fit_length
+from linewatch_inference.preprocessing import prepare
 from linewatch_inference.registry import Registry, ServedVersion
 from linewatch_inference.shadow import ShadowScorer
 
@@ -52,7 +52,7 @@ class Scorer:
         """
         for _ in range(_SWAP_RETRIES):
             served = self._registry.resolve(model, version)
-            inputs = fit_length(curves, served.manifest)
+            inputs = prepare(curves, served.manifest)
             try:
                 probabilities = await served.batcher.infer(inputs)
             except BatcherClosed:

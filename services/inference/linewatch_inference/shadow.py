@@ -19,7 +19,7 @@ from linewatch.runtime.errors import LinewatchError
 from linewatch_inference.batcher import BatcherClosed
 from linewatch_inference.inputs import Curves
 from linewatch_inference.metrics import InferenceMetrics
-from linewatch_inference.preprocessing import fit_length
+from linewatch_inference.preprocessing import prepare
 from linewatch_inference.registry import Registry
 
 __all__ = ["ShadowScorer", "ShadowStats"]
@@ -118,7 +118,7 @@ class ShadowScorer:
             try:
                 served = self._registry.resolve(job.model, job.shadow_version)
                 # Prepared for the shadow's own manifest (its length may differ).
-                scores = await served.batcher.infer(fit_length(job.curves, served.manifest))
+                scores = await served.batcher.infer(prepare(job.curves, served.manifest))
                 stats = self.stats(job.model)
             except (LinewatchError, BatcherClosed) as exc:
                 log.debug("shadow scoring skipped: %s", exc)
