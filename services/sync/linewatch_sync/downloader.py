@@ -123,7 +123,6 @@ class Downloader:
         allowed_hosts: tuple[str, ...],
         per_host_concurrency: int,
         total_timeout_s: float,
-        chunk_size: int = 64 * 1024,
     ) -> None:
         self.cache = cache
         self.client = client
@@ -132,7 +131,6 @@ class Downloader:
         self.allowed_hosts = allowed_hosts
         self.hosts = HostLimiter(per_host_concurrency)
         self.total_timeout_s = total_timeout_s
-        self.chunk_size = chunk_size
 
     async def download(self, job: JobRow) -> Outcome:
         """Download one job; never raises for a download failure, returns the outcome."""
@@ -309,7 +307,7 @@ class Downloader:
         hasher = await asyncio.to_thread(_sha256_of, part) if offset else hashlib.sha256()
         size = offset
         with part.open("ab" if offset else "wb") as fh:
-            async for chunk in response.aiter_raw(self.chunk_size):
+            async for chunk in response.aiter_raw():
                 size += len(chunk)
                 if size > self.max_bytes:
                     fh.close()

@@ -289,9 +289,12 @@ class JobStore:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        # A materialised CTE runs the locking pick exactly once (a plain ``IN (subquery)``
+        # may be re-scanned by PostgreSQL, and with SKIP LOCKED pick more than ``limit``).
+        picked = pick.cte("picked").prefix_with("MATERIALIZED")
         stmt = (
             sa.update(_T)
-            .where(_T.c.id.in_(pick.scalar_subquery()), due)
+            .where(_T.c.id.in_(sa.select(picked.c.id)), due)
             .values(
                 state="downloading",
                 claimed_by=self.worker_id,
