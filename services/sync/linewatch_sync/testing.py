@@ -19,9 +19,15 @@ import hashlib
 import random
 import signal
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-__all__ = ["ImageServer", "Route", "image_bytes"]
+import grpc
+
+from linewatch.v1 import common_pb2, sync_pb2, sync_pb2_grpc
+from linewatch_sync.config import SyncConfig
+
+__all__ = ["ImageServer", "Route", "RunningSync", "StartSync", "image_bytes"]
 
 
 def image_bytes(index: int, size: int) -> bytes:
@@ -182,6 +188,55 @@ class ImageServer:
             return False
         await _send(writer, status, base, body)
         return True
+
+
+@dataclass
+class RunningSync:
+    """One running sync service."""
+
+    config: SyncConfig
+    port: int
+    stub: sync_pb2_grpc.SyncServiceStub
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+    channel: grpc.aio.Channel
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 30)
+        await self.channel.close()
+
+    async def wait_state(
+        self, job_id: str, states: set[int], timeout: float = 20.0
+    ) -> sync_pb2.SyncJob:
+        """Poll GetJob until the job is in one of ``states``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                job: sync_pb2.SyncJob = (
+                    await self.stub.GetJob(sync_pb2.GetJobRequest(id=job_id))
+                ).job
+                if job.state in states:
+                    return job
+                await asyncio.sleep(0.05)
+
+    async def wait_jobs(
+        self, count: int, state: int = sync_pb2.JOB_STATE_DONE, timeout: float = 30.0
+    ) -> list[sync_pb2.SyncJob]:
+        """Poll ListJobs until ``count`` jobs are in ``state``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                resp = await self.stub.ListJobs(
+                    sync_pb2.ListJobsRequest(
+                        state=state,  # type: ignore[arg-type]
+                        page=common_pb2.PageRequest(page_size=1000),
+                    )
+                )
+                if len(resp.jobs) >= count:
+                    return list(resp.jobs)
+                await asyncio.sleep(0.05)
+
+
+StartSync = Callable[..., Awaitable[RunningSync]]
 
 
 _REASONS = {

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from linewatch_sync.cachefs import CacheFs
 
 from linewatch.runtime.errors import InvalidArgument, NotFound
-from linewatch_sync.cachefs import CacheFs
 
 
 def test_symlinked_directory_is_refused(tmp_path: Path) -> None:

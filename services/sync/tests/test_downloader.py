@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from linewatch_sync.cachefs import CacheFs
 from linewatch_sync.downloader import Downloader
 from linewatch_sync.store import JobRow
@@ -82,7 +81,9 @@ async def test_5xx_is_retryable_then_succeeds(
     job = job_for(f"{image_server.base_url}/f.jpg")
     for _ in range(2):
         out = await dl.download(job)
-        assert not out.ok and out.retryable and "503" in out.error
+        assert not out.ok
+        assert out.retryable
+        assert "503" in out.error
     assert (await dl.download(job)).ok
 
 
@@ -93,7 +94,8 @@ async def test_range_resume_is_byte_identical(
     dl, cache = make_downloader(tmp_path, client)
     job = job_for(f"{image_server.base_url}/r.jpg")
     first = await dl.download(job)
-    assert not first.ok and first.retryable
+    assert not first.ok
+    assert first.retryable
     assert not (cache.root / job.cache_path).exists()
     assert cache.part_path(job.cache_path).stat().st_size == 70_000
     second = await dl.download(job)  # resumes at 70,000, is cut again at 140,000
@@ -129,7 +131,8 @@ async def test_lying_content_length_never_lands(
     dl, cache = make_downloader(tmp_path, client)
     job = job_for(f"{image_server.base_url}/l.jpg")
     out = await dl.download(job)
-    assert not out.ok and out.retryable
+    assert not out.ok
+    assert out.retryable
     assert not (cache.root / job.cache_path).exists()
 
 
@@ -139,7 +142,9 @@ async def test_html_instead_of_image_is_permanent(
     image_server.routes["/h.jpg"] = Route(body=b"<html>login</html>", content_type="text/html")
     dl, cache = make_downloader(tmp_path, client)
     out = await dl.download(job_for(f"{image_server.base_url}/h.jpg"))
-    assert not out.ok and not out.retryable and "content_type" in out.error
+    assert not out.ok
+    assert not out.retryable
+    assert "content_type" in out.error
     assert leftovers(cache) == []
 
 
@@ -148,7 +153,9 @@ async def test_404_is_permanent(
 ) -> None:
     dl, _ = make_downloader(tmp_path, client)
     out = await dl.download(job_for(f"{image_server.base_url}/missing.jpg"))
-    assert not out.ok and not out.retryable and "404" in out.error
+    assert not out.ok
+    assert not out.retryable
+    assert "404" in out.error
 
 
 @pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1/x.jpg"])
@@ -158,7 +165,9 @@ async def test_redirect_to_other_scheme_refused(
     image_server.routes["/go.jpg"] = Route(redirect=target)
     dl, cache = make_downloader(tmp_path, client)
     out = await dl.download(job_for(f"{image_server.base_url}/go.jpg"))
-    assert not out.ok and not out.retryable and "redirect" in out.error
+    assert not out.ok
+    assert not out.retryable
+    assert "redirect" in out.error
     assert leftovers(cache) == []
 
 
@@ -170,7 +179,8 @@ async def test_redirect_outside_allow_list_refused_inside_followed(
     image_server.routes["/near.jpg"] = Route(redirect="/real.jpg")
     dl, cache = make_downloader(tmp_path, client, allowed_hosts=("127.0.0.1",))
     out = await dl.download(job_for(f"{image_server.base_url}/away.jpg"))
-    assert not out.ok and "allow-list" in out.error
+    assert not out.ok
+    assert "allow-list" in out.error
     job = job_for(f"{image_server.base_url}/near.jpg")
     ok = await dl.download(job)
     assert ok.ok, ok.error
@@ -183,7 +193,9 @@ async def test_slow_server_times_out(
     image_server.routes["/s.jpg"] = Route(body=BODY, delay_s=1.0)
     dl, cache = make_downloader(tmp_path, client, total_timeout_s=0.3)
     out = await dl.download(job_for(f"{image_server.base_url}/s.jpg"))
-    assert not out.ok and out.retryable and "timeout" in out.error
+    assert not out.ok
+    assert out.retryable
+    assert "timeout" in out.error
     assert leftovers(cache) == []
 
 
@@ -193,7 +205,9 @@ async def test_size_cap(
     image_server.routes["/big.jpg"] = Route(body=BODY)
     dl, cache = make_downloader(tmp_path, client, max_bytes=1000)
     out = await dl.download(job_for(f"{image_server.base_url}/big.jpg"))
-    assert not out.ok and not out.retryable and "too_large" in out.error
+    assert not out.ok
+    assert not out.retryable
+    assert "too_large" in out.error
     assert leftovers(cache) == []
 
 
@@ -203,7 +217,8 @@ async def test_checksum_checked(
     image_server.routes["/k.jpg"] = Route(body=BODY)
     dl, cache = make_downloader(tmp_path, client)
     bad = await dl.download(job_for(f"{image_server.base_url}/k.jpg", expected_sha256="0" * 64))
-    assert not bad.ok and "checksum" in bad.error
+    assert not bad.ok
+    assert "checksum" in bad.error
     assert leftovers(cache) == []
     good_sha = hashlib.sha256(BODY).hexdigest()
     good = await dl.download(job_for(f"{image_server.base_url}/k.jpg", expected_sha256=good_sha))
@@ -230,7 +245,8 @@ async def test_conditional_refetch_keeps_file_on_304(
         }
     )
     out = await dl.download(again)
-    assert out.ok and out.sha256 == first.sha256
+    assert out.ok
+    assert out.sha256 == first.sha256
     assert (cache.root / job.cache_path).stat().st_mtime_ns == mtime
     last = image_server.seen.headers[-1][1]
     assert last["if-none-match"] == route.etag
