@@ -111,6 +111,7 @@ class StreamHub:
         self._queue_size = queue_size
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._subscribers: set[Subscriber] = set()
+        self._jitter = random.Random()
         self._next_id = time.time_ns() // 1000
         self.connected = False
         self.closed = False
@@ -202,7 +203,7 @@ class StreamHub:
                 if call is not None and hasattr(call, "cancel"):
                     call.cancel()
             SSE_RECONNECTS.labels(self.kind).inc()
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            await asyncio.sleep(delay * (0.5 + self._jitter.random() / 2))
             delay = min(delay * 2, cap)
 
     async def stream(self, sub: Subscriber, *, heartbeat_s: float) -> AsyncIterator[bytes]:

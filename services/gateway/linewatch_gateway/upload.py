@@ -137,6 +137,13 @@ class _Upload:
         self.streaming = False
         self.spool: IO[bytes] | None = None
 
+    def abort(self) -> None:
+        """Let the request stream end when the upload failed on our side."""
+        if not self.meta.done():
+            self.meta.cancel()
+        with contextlib.suppress(asyncio.QueueFull):
+            self.chunks.put_nowait(None)
+
     async def requests(self) -> AsyncIterator[ota_pb2.UploadFirmwareRequest]:
         """The client stream: metadata first, then the file's chunks."""
         yield ota_pb2.UploadFirmwareRequest(metadata=await self.meta)
@@ -219,6 +226,7 @@ async def stream_firmware_upload(
     try:
         await asyncio.wait({call_task, pump_task}, return_when=asyncio.FIRST_EXCEPTION)
         if pump_task.done() and (error := pump_task.exception()) is not None:
+            upload.abort()
             call_task.cancel()
             raise error
         try:
@@ -226,6 +234,7 @@ async def stream_firmware_upload(
         except grpc.aio.AioRpcError as exc:
             raise from_grpc(exc, "ota") from exc
     finally:
+        upload.abort()
         for task in (call_task, pump_task):
             if not task.done():
                 task.cancel()

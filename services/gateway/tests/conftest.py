@@ -1,8 +1,9 @@
 """Fixtures of the gateway tests: real gRPC backends and a real gateway.
 
-Inference (a subprocess) and OTA (``linewatch_ota.app.serve`` in-process, on the test
-broker and its own SQLite) are the real services. Ingest and sync are TEST BACKENDS until
-those services land: real ``grpc.aio`` servers (the shared
+Inference (a subprocess, with the shipped curve-quality model), ingest and OTA (their
+``serve`` in-process, on the test broker, each with its own SQLite) are the real services;
+tests feed curves through the real pipeline over MQTT. Sync is a TEST BACKEND until that
+service lands: real ``grpc.aio`` servers (the shared
 ``GrpcServer``: health, reflection, error mapping) implementing the protos with simple
 in-memory behaviour of their own. They live only here and are never used outside tests.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -23,18 +25,22 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped,unused-ignore]
 from linewatch_gateway.app import create_app, serve
 from linewatch_gateway.clients import Backends
 from linewatch_gateway.config import GatewayConfig
 
+from linewatch.curves import make_curve
 from linewatch.runtime.config import GrpcConfig, MqttConfig
-from linewatch.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from linewatch.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from linewatch.runtime.grpc_server import GrpcServer
+from linewatch.runtime.mqtt import MqttClient
 from linewatch.testing import free_port, wait_port
-from linewatch.v1 import ingest_pb2, ingest_pb2_grpc, sync_pb2, sync_pb2_grpc
+from linewatch.v1 import sync_pb2, sync_pb2_grpc
 
+ROOT = Path(__file__).resolve().parents[3]
 WRITE_TOKEN = "t-write"
 READ_TOKEN = "t-read"
 
@@ -47,159 +53,6 @@ def _page(items: list[Any], page: Any) -> tuple[list[Any], str]:
         raise InvalidArgument("page_token: not a token") from exc
     chunk = items[offset : offset + size]
     return chunk, str(offset + size) if offset + size < len(items) else ""
-
-
-class _Fanout:
-    """Live-stream subscribers of a test backend."""
-
-    def __init__(self) -> None:
-        self.queues: list[asyncio.Queue[Any]] = []
-
-    def publish(self, item: Any) -> None:
-        for q in self.queues:
-            q.put_nowait(item)
-
-    def end_all(self) -> None:
-        """End every open stream (as a backend restart would)."""
-        for q in self.queues:
-            q.put_nowait(None)
-        self.queues = []
-
-    async def stream(self, wrap: Any) -> AsyncIterator[Any]:
-        q: asyncio.Queue[Any] = asyncio.Queue()
-        self.queues.append(q)
-        try:
-            while (item := await q.get()) is not None:
-                yield wrap(item)
-        finally:
-            if q in self.queues:
-                self.queues.remove(q)
-
-
-class IngestTestBackend(ingest_pb2_grpc.IngestServiceServicer):
-    """TEST BACKEND: ingest's gRPC API over in-memory rules, archive and streams."""
-
-    def __init__(self) -> None:
-        self.rules: dict[str, ingest_pb2.Rule] = {}
-        self.running = True
-        self.workers = 2
-        self.verdicts: list[ingest_pb2.VerdictRecord] = []
-        self.telemetry: list[ingest_pb2.TelemetryRecord] = []
-        self.alarms: list[ingest_pb2.AlarmRecord] = []
-        self.verdict_stream = _Fanout()
-        self.telemetry_stream = _Fanout()
-        self.alarm_stream = _Fanout()
-
-    def push_verdict(self, record: ingest_pb2.VerdictRecord) -> None:
-        self.verdicts.insert(0, record)
-        self.verdict_stream.publish(record)
-
-    def push_telemetry(self, record: ingest_pb2.TelemetryRecord) -> None:
-        self.telemetry.insert(0, record)
-        self.telemetry_stream.publish(record)
-
-    def push_alarm(self, record: ingest_pb2.AlarmRecord) -> None:
-        self.alarms.insert(0, record)
-        self.alarm_stream.publish(record)
-
-    def _rule(self, name: str) -> ingest_pb2.Rule:
-        if name not in self.rules:
-            raise NotFound(f"rule {name!r} not found")
-        return self.rules[name]
-
-    async def ListRules(self, request: Any, context: Any) -> Any:
-        return ingest_pb2.ListRulesResponse(rules=list(self.rules.values()))
-
-    async def GetRule(self, request: Any, context: Any) -> Any:
-        return ingest_pb2.GetRuleResponse(rule=self._rule(request.name))
-
-    async def CreateRule(self, request: Any, context: Any) -> Any:
-        if request.rule.name in self.rules:
-            raise AlreadyExists(f"rule {request.rule.name!r} exists already")
-        self.rules[request.rule.name] = request.rule
-        return ingest_pb2.CreateRuleResponse(rule=request.rule)
-
-    async def UpdateRule(self, request: Any, context: Any) -> Any:
-        self._rule(request.rule.name)
-        self.rules[request.rule.name] = request.rule
-        return ingest_pb2.UpdateRuleResponse(rule=request.rule)
-
-    async def DeleteRule(self, request: Any, context: Any) -> Any:
-        self._rule(request.name)
-        del self.rules[request.name]
-        return ingest_pb2.DeleteRuleResponse()
-
-    async def PauseRule(self, request: Any, context: Any) -> Any:
-        self._rule(request.name)
-        return ingest_pb2.PauseRuleResponse()
-
-    async def ResumeRule(self, request: Any, context: Any) -> Any:
-        self._rule(request.name)
-        return ingest_pb2.ResumeRuleResponse()
-
-    def _status(self) -> ingest_pb2.GetIngestStatusResponse:
-        state = ingest_pb2.WORKER_STATE_RUNNING if self.running else ingest_pb2.WORKER_STATE_STOPPED
-        rules = [ingest_pb2.RuleStatus(name=n, state=state, messages_per_s=1.5) for n in self.rules]
-        return ingest_pb2.GetIngestStatusResponse(state=state, workers=self.workers, rules=rules)
-
-    async def GetIngestStatus(self, request: Any, context: Any) -> Any:
-        return self._status()
-
-    async def StartIngest(self, request: Any, context: Any) -> Any:
-        self.running = True
-        return ingest_pb2.StartIngestResponse(status=self._status())
-
-    async def StopIngest(self, request: Any, context: Any) -> Any:
-        self.running = False
-        return ingest_pb2.StopIngestResponse(status=self._status())
-
-    async def SetWorkers(self, request: Any, context: Any) -> Any:
-        self.workers = request.workers
-        return ingest_pb2.SetWorkersResponse(workers=request.workers)
-
-    def _filtered(self, records: list[Any], flt: Any) -> list[Any]:
-        out = []
-        for r in records:
-            if flt.device_id and r.device_id != flt.device_id:
-                continue
-            if flt.point and getattr(r, "point", flt.point) != flt.point:
-                continue
-            out.append(r)
-        return out
-
-    async def QueryTelemetry(self, request: Any, context: Any) -> Any:
-        items, token = _page(self._filtered(self.telemetry, request.filter), request.filter.page)
-        return ingest_pb2.QueryTelemetryResponse(records=items, next_page_token=token)
-
-    async def QueryVerdicts(self, request: Any, context: Any) -> Any:
-        records = self._filtered(self.verdicts, request.filter)
-        if request.label:
-            records = [r for r in records if r.label == request.label]
-        items, token = _page(records, request.filter.page)
-        return ingest_pb2.QueryVerdictsResponse(records=items, next_page_token=token)
-
-    async def QueryDeadLetters(self, request: Any, context: Any) -> Any:
-        record = ingest_pb2.DeadLetterRecord(id=1, topic="t", reason="values: empty", payload=b"{}")
-        items, token = _page([record], request.filter.page)
-        return ingest_pb2.QueryDeadLettersResponse(records=items, next_page_token=token)
-
-    async def QueryAlarms(self, request: Any, context: Any) -> Any:
-        records = self._filtered(self.alarms, request.filter)
-        if request.state:
-            records = [r for r in records if r.state == request.state]
-        items, token = _page(records, request.filter.page)
-        return ingest_pb2.QueryAlarmsResponse(records=items, next_page_token=token)
-
-    def StreamVerdicts(self, request: Any, context: Any) -> Any:
-        return self.verdict_stream.stream(lambda v: ingest_pb2.StreamVerdictsResponse(verdict=v))
-
-    def StreamTelemetry(self, request: Any, context: Any) -> Any:
-        return self.telemetry_stream.stream(
-            lambda t: ingest_pb2.StreamTelemetryResponse(telemetry=t)
-        )
-
-    def StreamAlarms(self, request: Any, context: Any) -> Any:
-        return self.alarm_stream.stream(lambda a: ingest_pb2.StreamAlarmsResponse(alarm=a))
 
 
 class SyncTestBackend(sync_pb2_grpc.SyncServiceServicer):
@@ -264,13 +117,16 @@ class SyncTestBackend(sync_pb2_grpc.SyncServiceServicer):
 
 @dataclass
 class Stack:
-    """The backends a gateway under test talks to."""
+    """The backends a gateway under test talks to, and how to feed the real pipeline."""
 
-    ingest: IngestTestBackend
     sync: SyncTestBackend
     addrs: dict[str, str]
     mqtt_url: str
+    topic_root: str
     ota_topic_root: str
+    ingest_config: Any
+    ingest_task: asyncio.Task[None] | None = None
+    ingest_stop: asyncio.Event | None = None
 
     def config(self, **overrides: Any) -> GatewayConfig:
         values: dict[str, Any] = {
@@ -282,9 +138,69 @@ class Stack:
             "sync_addr": self.addrs["sync"],
             "ota_addr": self.addrs["ota"],
             "sse_heartbeat_s": 0.5,
+            "sse_reconnect_max_s": 0.5,
         }
         values.update(overrides)
         return GatewayConfig(**values)
+
+    async def start_ingest(self) -> None:
+        """Start the real ingest service (again) on its port."""
+        from linewatch_ingest.app import serve as serve_ingest
+
+        self.ingest_stop = asyncio.Event()
+        self.ingest_task = asyncio.create_task(serve_ingest(self.ingest_config, self.ingest_stop))
+        await _wait_port(self.ingest_config.grpc.port, self.ingest_task)
+
+    async def stop_ingest(self) -> None:
+        """Stop the real ingest service."""
+        if self.ingest_stop is not None and self.ingest_task is not None:
+            self.ingest_stop.set()
+            await asyncio.wait_for(self.ingest_task, 30)
+            self.ingest_task = None
+
+    def _mqtt(self) -> MqttClient:
+        return MqttClient(MqttConfig(url=self.mqtt_url), client_id=f"gw-sim-{uuid.uuid4().hex[:8]}")
+
+    def topic(self, line: str, device: str) -> str:
+        """The telemetry topic the test rule consumes."""
+        return f"{self.topic_root}/{line}/{device}/telemetry"
+
+    async def publish(self, items: list[tuple[str, str, str]], *, length: int = 256) -> list[str]:
+        """Publish one curve per (device, line, kind) through the real pipeline; msg_ids."""
+        rng = np.random.default_rng(7)
+        client = MqttClient(
+            MqttConfig(url=self.mqtt_url), client_id=f"gw-sim-{uuid.uuid4().hex[:8]}"
+        )
+        await client.connect()
+        ids: list[str] = []
+        try:
+            for device, line, kind in items:
+                msg_id = uuid.uuid4().hex
+                values = make_curve(kind, length=length, rng=rng).tolist()
+                payload = {
+                    "device_id": device,
+                    "point": "pressure",
+                    "ts": 1763800000123 + len(ids),
+                    "values": values,
+                    "msg_id": msg_id,
+                    "attrs": {"line": line},
+                }
+                await client.publish(self.topic(line, device), json.dumps(payload))
+                ids.append(msg_id)
+        finally:
+            await client.disconnect()
+        return ids
+
+    async def publish_raw(self, topic: str, payload: bytes) -> None:
+        """Publish anything (e.g. an invalid message)."""
+        client = MqttClient(
+            MqttConfig(url=self.mqtt_url), client_id=f"gw-sim-{uuid.uuid4().hex[:8]}"
+        )
+        await client.connect()
+        try:
+            await client.publish(topic, payload)
+        finally:
+            await client.disconnect()
 
 
 async def _start_test_backend(servicer: Any, add: Any, name: str) -> GrpcServer:
@@ -312,18 +228,17 @@ async def _wait_port(port: int, task: asyncio.Task[None], timeout: float = 30.0)
 
 @pytest.fixture(scope="session")
 def inference_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The REAL inference service (``python -m linewatch_inference``), once per session.
+    """The REAL inference service (``python -m linewatch_inference``) with the shipped model.
 
-    A subprocess: the service registers its Prometheus metrics per server instance, so it
-    cannot start twice in one process.
+    A subprocess, once per session: the service registers its Prometheus metrics per
+    server instance, so it cannot start twice in one process.
     """
     root = tmp_path_factory.mktemp("inference")
-    (root / "models").mkdir()
     port = free_port()
     env = {
         **os.environ,
         "LINEWATCH_INFERENCE__GRPC__PORT": str(port),
-        "LINEWATCH_INFERENCE__MODEL_DIR": str(root / "models"),
+        "LINEWATCH_INFERENCE__MODEL_DIR": str(ROOT / "models"),
         "LINEWATCH_INFERENCE__DATA_DIR": str(root),
         "LINEWATCH_INFERENCE__USE_CUDA": "'off'",
         "LINEWATCH_INFERENCE__LOG_FORMAT": "text",
@@ -346,21 +261,15 @@ def inference_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 async def stack(
     inference_addr: str, mqtt_url: str, topic_prefix: str, tmp_path: Path
 ) -> AsyncIterator[Stack]:
-    """Real inference and OTA + the ingest/sync test backends, each on a free port."""
+    """Real inference, ingest and OTA + the sync test backend, each on its own port."""
+    from linewatch_ingest.config import AlarmRuleConfig, InferenceTarget, IngestConfig, RuleConfig
     from linewatch_ota.app import serve as serve_ota
     from linewatch_ota.config import OtaConfig
 
-    ingest, sync = IngestTestBackend(), SyncTestBackend()
-    servers = [
-        await _start_test_backend(
-            ingest,
-            ingest_pb2_grpc.add_IngestServiceServicer_to_server,
-            "linewatch.v1.IngestService",
-        ),
-        await _start_test_backend(
-            sync, sync_pb2_grpc.add_SyncServiceServicer_to_server, "linewatch.v1.SyncService"
-        ),
-    ]
+    sync = SyncTestBackend()
+    sync_server = await _start_test_backend(
+        sync, sync_pb2_grpc.add_SyncServiceServicer_to_server, "linewatch.v1.SyncService"
+    )
     ota_root = f"{topic_prefix}/ota"
     ota_config = OtaConfig(
         grpc=GrpcConfig(host="127.0.0.1", port=0, grace_s=0),
@@ -378,19 +287,40 @@ async def stack(
     if ota.done():
         ota.result()
     ota_port = await asyncio.wait_for(ready, 1)
+    ingest_config = IngestConfig(
+        grpc=GrpcConfig(host="127.0.0.1", port=free_port(), grace_s=0),
+        client_id=f"gw-test-ingest-{uuid.uuid4().hex[:8]}",
+        brokers={"default": MqttConfig(url=mqtt_url)},
+        rules=(
+            RuleConfig(
+                name="line",
+                source_topic=f"{topic_prefix}/+/+/telemetry",
+                model="curve-quality",
+                output_topic=f"{topic_prefix}/{{1}}/{{2}}/verdict",
+                alarm=AlarmRuleConfig(threshold=1, window_s=60),
+            ),
+        ),
+        inference=InferenceTarget(target=inference_addr),
+        deadletter_topic=f"{topic_prefix}/deadletter",
+        data_dir=tmp_path / "ingest",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'ingest.db'}",
+        log_level="WARNING",
+    )
     addrs = {
-        "ingest": f"127.0.0.1:{servers[0].port}",
-        "sync": f"127.0.0.1:{servers[1].port}",
+        "ingest": f"127.0.0.1:{ingest_config.grpc.port}",
+        "sync": f"127.0.0.1:{sync_server.port}",
         "ota": f"127.0.0.1:{ota_port}",
         "inference": inference_addr,
     }
+    stack = Stack(sync, addrs, mqtt_url, topic_prefix, ota_root, ingest_config)
+    await stack.start_ingest()
     try:
-        yield Stack(ingest, sync, addrs, mqtt_url, ota_root)
+        yield stack
     finally:
+        await stack.stop_ingest()
         stop.set()
         await asyncio.wait_for(ota, 30)
-        for server in servers:
-            await server.stop(0)
+        await sync_server.stop(0)
 
 
 @pytest.fixture

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import shutil
-import struct
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-from linewatch.v1 import ingest_pb2
 
 from .conftest import WRITE_TOKEN
 
@@ -23,59 +19,13 @@ SCRIPT = Path(__file__).parent / "browser" / "dashboard.mjs"
 pytestmark = pytest.mark.browser
 
 
-def _curve(kind: str, n: int = 200) -> bytes:
-    values = [
-        math.sin(i / 12) + (3.0 if kind == "spike" and i == n // 2 else 0.0) for i in range(n)
+async def _push(stack: Any) -> int:
+    """Curves for six devices on two lines through the real pipeline, two defective."""
+    items = [
+        (f"sim-{i}", "A" if i % 2 else "B", "spike" if i in (2, 5) else "ok") for i in range(6)
     ]
-    return struct.pack(f"<{n}f", *values)
-
-
-def _push(stack: Any) -> int:
-    """Telemetry then verdicts for six devices on two lines, two of them defective."""
-    count = 0
-    for i in range(6):
-        device, line = f"sim-{i}", "A" if i % 2 else "B"
-        label = "spike" if i in (2, 5) else "ok"
-        attrs = {"line": line}
-        stack.ingest.push_telemetry(
-            ingest_pb2.TelemetryRecord(
-                msg_id=f"m{i}",
-                device_id=device,
-                point="pressure",
-                attrs=attrs,
-                curve={"samples_f32": _curve(label)},
-            )
-        )
-        stack.ingest.push_verdict(
-            ingest_pb2.VerdictRecord(
-                msg_id=f"m{i}",
-                device_id=device,
-                point="pressure",
-                label=label,
-                ok=label == "ok",
-                scores={
-                    "ok": 0.95 if label == "ok" else 0.02,
-                    "spike": 0.03 if label == "ok" else 0.96,
-                },
-                attrs=attrs,
-                model="curve-quality",
-                model_version="1",
-                latency_ms=2.4,
-            )
-        )
-        count += 1
-    stack.ingest.push_alarm(
-        ingest_pb2.AlarmRecord(
-            id=1,
-            rule="demo",
-            device_id="sim-2",
-            state=ingest_pb2.ALARM_STATE_ACTIVE,
-            message="spike 3 times in 60 s",
-            count=3,
-            delivery="sent",
-        )
-    )
-    return count
+    await stack.publish(items)
+    return len(items)
 
 
 async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
@@ -110,7 +60,7 @@ async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
             line = await proc.stdout.readline()
             if line.strip() != b"connected":
                 raise AssertionError(f"page did not connect: {line!r} {await proc.stderr.read()!r}")
-            expected = _push(live.stack)
+            expected = await _push(live.stack)
             async with httpx.AsyncClient(base_url=live.url) as http:
                 made = await http.post(
                     "/v1/ota/rollouts",
@@ -135,9 +85,10 @@ async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
     assert result["bad"] == 2
     assert result["lines"] == 2
     assert result["rollouts"] == 1
-    assert result["alarms"] == 1
+    assert result["alarms"] == 2
     assert result["ingest"] == "stopped"
-    assert live.stack.ingest.running is False
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        assert (await http.get("/v1/ingest/status")).json()["state"] == "stopped"
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(png) > 10_000

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import uuid
 from typing import Any
 
 import grpc
 import httpx
 import pytest
-
-from linewatch.v1 import ingest_pb2
 
 from .conftest import WRITE_TOKEN
 
@@ -106,28 +106,39 @@ async def test_every_spec_path_is_in_openapi(client: httpx.AsyncClient) -> None:
 
 
 async def test_rules_crud_and_errors(
-    client: httpx.AsyncClient, write_headers: dict[str, str]
+    client: httpx.AsyncClient, stack: Any, write_headers: dict[str, str]
 ) -> None:
-    resp = await client.post("/v1/rules", json=RULE, headers=write_headers)
+    rule = RULE | {
+        "source_topic": f"{stack.topic_root}/crud/+/telemetry",
+        "output_topic": f"{stack.topic_root}/crud/{{1}}/verdict",
+    }
+    resp = await client.post("/v1/rules", json=rule, headers=write_headers)
     assert resp.status_code == 201, resp.text
     assert resp.json()["alarm"]["threshold"] == 3
-    assert_error(
-        await client.post("/v1/rules", json=RULE, headers=write_headers), 409, "already_exists"
-    )
+    again = await client.post("/v1/rules", json=rule, headers=write_headers)
+    assert_error(again, 409, "already_exists")
     got = (await client.get("/v1/rules/demo")).json()
-    assert got["source_topic"] == RULE["source_topic"]
+    assert got["source_topic"] == rule["source_topic"]
     assert got["qos"] == 1
-    changed = RULE | {"qos": 2}
-    resp = await client.put("/v1/rules/demo", json=changed, headers=write_headers)
-    assert resp.json()["qos"] == 2
-    mismatch = await client.put("/v1/rules/demo", json=RULE | {"name": "x"}, headers=write_headers)
+    resp = await client.put("/v1/rules/demo", json=rule | {"qos": 0}, headers=write_headers)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["qos"] == 0
+    mismatch = await client.put("/v1/rules/demo", json=rule | {"name": "x"}, headers=write_headers)
     assert_error(mismatch, 400, "invalid_argument")
     listing = (await client.get("/v1/rules", params={"page_size": 1})).json()
-    assert [r["name"] for r in listing["items"]] == ["demo"]
-    assert listing["next_page_token"] == ""
+    assert len(listing["items"]) == 1
+    assert listing["next_page_token"] != ""
+    rest = await client.get("/v1/rules", params={"page_token": listing["next_page_token"]})
+    names = {r["name"] for r in listing["items"] + rest.json()["items"]}
+    assert names == {"demo", "line"}
     assert (await client.post("/v1/rules/demo/pause", headers=write_headers)).status_code == 204
+    assert (await client.post("/v1/rules/demo/resume", headers=write_headers)).status_code == 204
     assert (await client.delete("/v1/rules/demo", headers=write_headers)).status_code == 204
     assert_error(await client.get("/v1/rules/demo"), 404, "not_found")
+    missing = await client.put(
+        "/v1/rules/ghost", json=rule | {"name": "ghost"}, headers=write_headers
+    )
+    assert_error(missing, 404, "not_found")
     bad = await client.post("/v1/rules", json={"name": ""}, headers=write_headers)
     assert_error(bad, 422, "invalid_argument")
     assert_error(await client.get("/v1/rules/bad name!"), 422, "invalid_argument")
@@ -142,7 +153,9 @@ async def test_request_size_limit(client: httpx.AsyncClient, write_headers: dict
 
 
 async def test_ingest_control(client: httpx.AsyncClient, write_headers: dict[str, str]) -> None:
-    assert (await client.get("/v1/ingest/status")).json()["state"] == "running"
+    status = (await client.get("/v1/ingest/status")).json()
+    assert status["state"] == "running"
+    assert [r["name"] for r in status["rules"]] == ["line"]
     stopped = await client.post("/v1/ingest/stop", headers=write_headers)
     assert stopped.json()["state"] == "stopped"
     started = await client.post("/v1/ingest/start", headers=write_headers)
@@ -154,49 +167,51 @@ async def test_ingest_control(client: httpx.AsyncClient, write_headers: dict[str
     assert_error(zero, 422)
 
 
-async def test_archive_queries_filter_and_page(client: httpx.AsyncClient, stack: Any) -> None:
-    for i in range(5):
-        stack.ingest.push_verdict(
-            ingest_pb2.VerdictRecord(
-                msg_id=f"m{i}",
-                device_id=f"d{i % 2}",
-                point="p",
-                label="ok" if i % 2 else "spike",
-                ok=bool(i % 2),
-                scores={"ok": 0.5},
-            )
-        )
-        stack.ingest.push_telemetry(
-            ingest_pb2.TelemetryRecord(
-                msg_id=f"m{i}",
-                device_id="d0",
-                point="p",
-                curve={"samples_f32": b"\x00\x00\x80\x3f" * 3},
-            )
-        )
+async def _eventually_page(
+    client: httpx.AsyncClient, path: str, params: dict[str, Any], count: int
+) -> dict[str, Any]:
+    async with asyncio.timeout(20):
+        while True:
+            body: dict[str, Any] = (await client.get(path, params=params)).json()
+            if len(body.get("items", [])) >= count:
+                return body
+            await asyncio.sleep(0.1)
+
+
+async def test_archive_queries_through_the_real_pipeline(
+    client: httpx.AsyncClient, stack: Any
+) -> None:
+    kinds = [("d0", "A", "spike"), ("d1", "B", "ok"), ("d0", "A", "ok"), ("d1", "B", "ok")]
+    kinds.append(("d0", "A", "spike"))
+    ids = await stack.publish(kinds)
+    await stack.publish_raw(stack.topic("A", "d0"), b'{"device_id": "d0", "values": []}')
+    verdicts = await _eventually_page(client, "/v1/verdicts", {}, 5)
+    assert {v["msg_id"] for v in verdicts["items"]} == set(ids)
+    by_id = {v["msg_id"]: v for v in verdicts["items"]}
+    assert by_id[ids[0]]["label"] == "spike"
+    assert by_id[ids[0]]["ok"] is False
+    assert by_id[ids[1]]["label"] == "ok"
+    assert by_id[ids[1]]["attrs"] == {"line": "B"}
+    assert set(by_id[ids[1]]["scores"]) == {"ok", "spike", "drift", "noise", "step"}
     page1 = (await client.get("/v1/verdicts", params={"device": "d0", "page_size": 2})).json()
-    assert [v["msg_id"] for v in page1["items"]] == ["m4", "m2"]
-    assert page1["items"][0]["label"] == "spike"
-    assert page1["items"][0]["scores"] == {"ok": 0.5}
-    page2 = (
-        await client.get(
-            "/v1/verdicts",
-            params={"device": "d0", "page_size": 2, "page_token": page1["next_page_token"]},
-        )
-    ).json()
-    assert [v["msg_id"] for v in page2["items"]] == ["m0"]
+    assert len(page1["items"]) == 2
+    assert page1["next_page_token"]
+    params = {"device": "d0", "page_size": 2, "page_token": page1["next_page_token"]}
+    page2 = (await client.get("/v1/verdicts", params=params)).json()
+    assert len(page2["items"]) == 1
     assert page2["next_page_token"] == ""
-    spikes = (await client.get("/v1/verdicts", params={"label": "ok"})).json()
-    assert {v["device_id"] for v in spikes["items"]} == {"d1"}
-    telemetry = (await client.get("/v1/telemetry", params={"page_size": 1})).json()
-    assert telemetry["items"][0]["values"] == [1.0, 1.0, 1.0]
-    dead = (await client.get("/v1/deadletters")).json()
-    assert dead["items"][0]["reason"] == "values: empty"
-    alarms = await client.get(
-        "/v1/alarms", params={"state": "active", "start": "2026-01-01T00:00:00Z"}
-    )
-    assert alarms.status_code == 200
-    assert alarms.json()["items"] == []
+    seen = {v["msg_id"] for v in page1["items"] + page2["items"]}
+    assert seen == {ids[0], ids[2], ids[4]}
+    spikes = (await client.get("/v1/verdicts", params={"label": "spike"})).json()
+    assert {v["msg_id"] for v in spikes["items"]} == {ids[0], ids[4]}
+    telemetry = await _eventually_page(client, "/v1/telemetry", {"device": "d1"}, 2)
+    assert len(telemetry["items"][0]["values"]) == 256
+    dead = await _eventually_page(client, "/v1/deadletters", {}, 1)
+    assert dead["items"][0]["reason"] == "point: missing"
+    alarms = await _eventually_page(client, "/v1/alarms", {"state": "active"}, 1)
+    assert alarms["items"][0]["device_id"] == "d0"
+    future = await client.get("/v1/verdicts", params={"start": "2100-01-01T00:00:00Z"})
+    assert future.json()["items"] == []
     backwards = await client.get(
         "/v1/alarms", params={"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
     )
@@ -205,24 +220,59 @@ async def test_archive_queries_filter_and_page(client: httpx.AsyncClient, stack:
     assert_error(await client.get("/v1/verdicts", params={"page_size": 0}), 422)
 
 
+async def _serve_bytes(data: bytes) -> asyncio.Server:
+    """A minimal HTTP server answering every GET with ``data`` (the model package host)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + data)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
 async def test_models_against_the_real_inference_service(
     client: httpx.AsyncClient, write_headers: dict[str, str]
 ) -> None:
+    from linewatch_inference.testing import manifest_dict, onnx_bytes, zip_package
+
     listing = (await client.get("/v1/models")).json()
-    assert listing == {"items": [], "next_page_token": ""}
+    assert [m["name"] for m in listing["items"]] == ["curve-quality"]
+    shipped = (await client.get("/v1/models/curve-quality")).json()
+    assert shipped["versions"][0]["state"] == "ready"
+    assert shipped["versions"][0]["labels"][0] == "ok"
     assert_error(await client.get("/v1/models/absent"), 404, "not_found")
     no_sum = await client.post(
         "/v1/models", json={"url": "http://127.0.0.1:1/m.onnx"}, headers=write_headers
     )
     assert_error(no_sum, 422, "invalid_argument")
-    unreachable = await client.post(
-        "/v1/models",
-        json={"url": "http://127.0.0.1:1/m.onnx", "sha256": "0" * 64},
-        headers=write_headers,
-    )
-    assert 400 <= unreachable.status_code < 600
-    assert unreachable.status_code != 500
-    assert "error" in unreachable.json()
+    name = f"tiny-{uuid.uuid4().hex[:6]}"
+    package = zip_package(onnx_bytes(), manifest_dict(name=name))
+    server = await _serve_bytes(package)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        url = f"http://127.0.0.1:{port}/{name}.zip"
+        wrong = await client.post(
+            "/v1/models", json={"url": url, "sha256": "0" * 64}, headers=write_headers
+        )
+        assert wrong.status_code in {400, 409}, wrong.text
+        digest = hashlib.sha256(package).hexdigest()
+        loaded = await client.post(
+            "/v1/models", json={"url": url, "sha256": digest}, headers=write_headers
+        )
+        assert loaded.status_code == 201, loaded.text
+        assert loaded.json()["version"] == "1"
+        assert loaded.json()["model"]["name"] == name
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (await client.get(f"/v1/models/{name}")).json()["versions"][0]["state"] == "ready"
+    gone = await client.delete(f"/v1/models/{name}", headers=write_headers)
+    assert gone.status_code == 204
+    after = await client.get(f"/v1/models/{name}")
+    assert after.status_code == 404 or after.json()["versions"][0]["state"] == "unloaded"
 
 
 async def test_sync_jobs_and_images(

@@ -14,7 +14,6 @@ from linewatch_gateway.sse import StreamFilter, StreamHub
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.v1 import ingest_pb2
 
 from .conftest import WRITE_TOKEN
 
@@ -62,58 +61,55 @@ async def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> 
             await asyncio.sleep(0.02)
 
 
-def verdict(
-    i: int, device: str = "press-07", line: str = "A", label: str = "ok"
-) -> ingest_pb2.VerdictRecord:
-    return ingest_pb2.VerdictRecord(
-        msg_id=f"m{i}",
-        device_id=device,
-        point="pressure",
-        label=label,
-        ok=label == "ok",
-        scores={"ok": 0.9},
-        attrs={"line": line},
-        model="curve-quality",
-        model_version="1",
-    )
+async def streams_connected(url: str) -> None:
+    """Wait until /readyz says every upstream stream is subscribed."""
+    async with httpx.AsyncClient() as http, asyncio.timeout(10):
+        while True:
+            body = (await http.get(f"{url}/readyz")).json()
+            if all(body.get("streams", {}).values()):
+                break
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the backend registers the subscription just after
 
 
 async def test_verdicts_delivered_with_ids_and_filters(live: Any) -> None:
+    """Curves published over MQTT come out of the real pipeline as SSE verdicts."""
     url = f"{live.url}/v1/stream/verdicts"
+    await streams_connected(live.url)
     all_task = asyncio.create_task(collect(url, 3))
     line_b = asyncio.create_task(collect(url + "?line=B", 1))
     spikes = asyncio.create_task(collect(url + "?label=spike&device=press-08", 1))
-    # the hub lives inside the served app; wait until both clients and the upstream are there
-    await asyncio.sleep(0.5)
-    await eventually(lambda: live.stack.ingest.verdict_stream.queues)
     await asyncio.sleep(0.3)
-    live.stack.ingest.push_verdict(verdict(1))
-    live.stack.ingest.push_verdict(verdict(2, line="B"))
-    live.stack.ingest.push_verdict(verdict(3, device="press-08", label="spike"))
+    ids = await live.stack.publish(
+        [("press-07", "A", "ok"), ("press-07", "B", "ok"), ("press-08", "A", "spike")]
+    )
     events = await all_task
     assert [e["event"] for e in events] == ["verdict"] * 3
-    ids = [int(e["id"]) for e in events]
-    assert ids == sorted(ids)
-    assert len(set(ids)) == 3
-    first = json.loads(events[0]["data"])
+    numbers = [int(e["id"]) for e in events]
+    assert numbers == sorted(numbers)
+    assert len(set(numbers)) == 3
+    data = [json.loads(e["data"]) for e in events]
+    assert {d["msg_id"] for d in data} == set(ids)
+    first = next(d for d in data if d["msg_id"] == ids[0])
     assert first["device_id"] == "press-07"
     assert first["label"] == "ok"
     assert first["attrs"] == {"line": "A"}
-    assert [json.loads(e["data"])["msg_id"] for e in await line_b] == ["m2"]
-    assert [json.loads(e["data"])["msg_id"] for e in await spikes] == ["m3"]
+    assert first["model"] == "curve-quality"
+    assert [json.loads(e["data"])["msg_id"] for e in await line_b] == [ids[1]]
+    assert [json.loads(e["data"])["msg_id"] for e in await spikes] == [ids[2]]
 
 
 async def test_last_event_id_replays_what_was_missed(live: Any) -> None:
     url = f"{live.url}/v1/stream/verdicts"
+    await streams_connected(live.url)
     first = asyncio.create_task(collect(url, 2))
-    await eventually(lambda: live.stack.ingest.verdict_stream.queues)
     await asyncio.sleep(0.3)
-    for i in range(5):
-        live.stack.ingest.push_verdict(verdict(i))
+    ids = await live.stack.publish([("press-07", "A", "ok")] * 5)
     seen = await first
     last_id = seen[-1]["id"]
     replay = await collect(url, 3, headers={"Last-Event-ID": last_id})
-    assert [json.loads(e["data"])["msg_id"] for e in replay] == ["m2", "m3", "m4"]
+    seen_ids = [json.loads(e["data"])["msg_id"] for e in seen + replay]
+    assert sorted(seen_ids) == sorted(ids)
     assert all(int(e["id"]) > int(last_id) for e in replay)
     by_query = await collect(f"{url}?since={last_id}&device=press-07", 3)
     assert [e["id"] for e in by_query] == [e["id"] for e in replay]
@@ -139,48 +135,22 @@ async def test_heartbeats_on_an_idle_stream(live: Any) -> None:
     assert comments.count("heartbeat") >= 2
 
 
-async def streams_connected(url: str) -> None:
-    """Wait until /readyz says every upstream stream is subscribed."""
-    async with httpx.AsyncClient() as http, asyncio.timeout(10):
-        while True:
-            body = (await http.get(f"{url}/readyz")).json()
-            if all(body.get("streams", {}).values()):
-                break
-            await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)  # the backend registers the subscription just after
-
-
 async def test_telemetry_and_alarm_streams(live: Any) -> None:
     base = live.url + "/v1/stream/"
+    await streams_connected(live.url)
     telemetry = asyncio.create_task(collect(base + "telemetry?line=A", 1))
     alarms = asyncio.create_task(collect(base + "alarms?device=d9", 1))
-    await eventually(
-        lambda: live.stack.ingest.telemetry_stream.queues and live.stack.ingest.alarm_stream.queues
-    )
     await asyncio.sleep(0.3)
-    live.stack.ingest.push_telemetry(
-        ingest_pb2.TelemetryRecord(
-            msg_id="t0", device_id="d1", attrs={"line": "B"}, curve={"samples_f32": b"\0" * 4}
-        )
-    )
-    live.stack.ingest.push_telemetry(
-        ingest_pb2.TelemetryRecord(
-            msg_id="t1",
-            device_id="d1",
-            attrs={"line": "A"},
-            curve={"samples_f32": b"\x00\x00\x00\x40"},
-        )
-    )
-    live.stack.ingest.push_alarm(
-        ingest_pb2.AlarmRecord(id=4, device_id="d9", state=ingest_pb2.ALARM_STATE_ACTIVE, count=3)
-    )
+    ids = await live.stack.publish([("d1", "B", "ok"), ("d1", "A", "ok"), ("d9", "B", "spike")])
     (tel,) = await telemetry
     assert tel["event"] == "telemetry"
-    assert json.loads(tel["data"])["msg_id"] == "t1"
-    assert json.loads(tel["data"])["values"] == [2.0]
+    data = json.loads(tel["data"])
+    assert data["msg_id"] == ids[1]
+    assert len(data["values"]) == 256
     (alarm,) = await alarms
     assert alarm["event"] == "alarm"
     assert json.loads(alarm["data"])["state"] == "active"
+    assert json.loads(alarm["data"])["device_id"] == "d9"
     async with httpx.AsyncClient() as http:
         assert (await http.get(base + "nonsense")).status_code == 422
 
@@ -237,32 +207,24 @@ async def test_ota_stream_from_the_real_ota_service(live: Any) -> None:
     assert last["device_id"] == "d2"
 
 
-async def test_upstream_reconnects_after_backend_restart(stack: Any) -> None:
-    """The hub keeps its subscription: a backend that drops the stream is re-subscribed."""
-    from linewatch_gateway.app import create_app
-    from linewatch_gateway.clients import Backends
-
-    config = stack.config(sse_reconnect_max_s=0.2)
-    backends = Backends.connect(config)
-    app = create_app(config, backends)
-    hub: StreamHub = app.state.hubs["verdicts"]
-    task = asyncio.create_task(hub.run())
-    try:
-        sub = hub.subscribe(StreamFilter())
-        await eventually(lambda: stack.ingest.verdict_stream.queues)
-        stack.ingest.push_verdict(verdict(1))
-        assert (await asyncio.wait_for(sub.queue.get(), 5)) is not None
-        # the backend ends every stream it serves; the hub must subscribe again
-        stack.ingest.verdict_stream.end_all()
-        await eventually(lambda: stack.ingest.verdict_stream.queues)
-        stack.ingest.push_verdict(verdict(2))
-        got = await asyncio.wait_for(sub.queue.get(), 5)
-        assert got is not None
-        assert got.data["msg_id"] == "m2"
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await backends.close()
+async def test_upstream_reconnects_after_ingest_restart(live: Any) -> None:
+    """Ingest restarts: the gateway re-subscribes by itself and clients keep receiving."""
+    url = f"{live.url}/v1/stream/verdicts"
+    await streams_connected(live.url)
+    before = asyncio.create_task(collect(url, 1))
+    await asyncio.sleep(0.3)
+    await live.stack.publish([("press-07", "A", "ok")])
+    (first,) = await before
+    await live.stack.stop_ingest()
+    await live.stack.start_ingest()
+    await asyncio.sleep(1.5)  # the hub's backoff (sse_reconnect_max_s=0.5) has run out
+    await streams_connected(live.url)
+    after = asyncio.create_task(collect(url, 1, headers={"Last-Event-ID": first["id"]}))
+    await asyncio.sleep(0.3)
+    (msg_id,) = await live.stack.publish([("press-07", "A", "spike")])
+    (second,) = await after
+    assert json.loads(second["data"])["msg_id"] == msg_id
+    assert int(second["id"]) > int(first["id"])
 
 
 async def test_slow_client_is_dropped_without_slowing_others() -> None:

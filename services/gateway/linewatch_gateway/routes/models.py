@@ -42,7 +42,7 @@ class LoadModelBody(BaseModel):
             ]
         },
     )
-    url: str = Field(min_length=1, max_length=2048, pattern=r"^(https?|file)://")
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
     sha256: str = Field("", pattern=r"^([0-9a-fA-F]{64})?$")
     md5_base64: str = Field("", max_length=64)
     manifest: str = Field("", max_length=65536, description="For a bare .onnx: YAML or JSON.")
