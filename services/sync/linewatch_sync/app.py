@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name
 GAUGE_INTERVAL_S = 5.0
+#: Worker slots sharing one HTTP client (connection pool).
+CLIENT_SLOTS = 4
 
 
 async def _update_gauges(store: JobStore, stop: asyncio.Event) -> None:
@@ -68,17 +70,24 @@ async def serve(
         write=config.read_timeout_s,
         pool=config.total_timeout_s,
     )
-    limits = httpx.Limits(
-        max_connections=config.concurrency, max_keepalive_connections=config.concurrency
-    )
     client_id = config.mqtt.client_id or f"linewatch-sync-{worker_id}"
     mqtt = MqttClient(config.mqtt, client_id=client_id)
-    async with httpx.AsyncClient(
-        timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
-    ) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        # One small pool per group of worker slots (httpcore scans a pool per request).
+        pools = max(1, config.concurrency // CLIENT_SLOTS)
+        per_pool = -(-config.concurrency // pools)
+        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+                )
+            )
+            for _ in range(pools)
+        ]
         downloader = Downloader(
             cache=cache,
-            client=client,
+            client=clients,
             max_bytes=config.max_bytes,
             allowed_content_types=config.allowed_content_types,
             allowed_hosts=config.allowed_hosts,

@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -117,7 +117,7 @@ class Downloader:
         self,
         *,
         cache: CacheFs,
-        client: httpx.AsyncClient,
+        client: httpx.AsyncClient | Sequence[httpx.AsyncClient],
         max_bytes: int,
         allowed_content_types: tuple[str, ...],
         allowed_hosts: tuple[str, ...],
@@ -125,19 +125,27 @@ class Downloader:
         total_timeout_s: float,
     ) -> None:
         self.cache = cache
-        self.client = client
+        #: Several small connection pools rather than one big one: httpcore scans its
+        #: whole pool on every request, so a worker slot sticks to one small client.
+        self.clients = [client] if isinstance(client, httpx.AsyncClient) else list(client)
         self.max_bytes = max_bytes
         self.allowed_content_types = allowed_content_types
         self.allowed_hosts = allowed_hosts
         self.hosts = HostLimiter(per_host_concurrency)
         self.total_timeout_s = total_timeout_s
 
-    async def download(self, job: JobRow) -> Outcome:
-        """Download one job; never raises for a download failure, returns the outcome."""
+    async def download(self, job: JobRow, *, slot: int = 0) -> Outcome:
+        """Download one job; never raises for a download failure, returns the outcome.
+
+        Args:
+            job: the claimed job.
+            slot: the caller's worker slot, which picks the HTTP client.
+        """
         host = urlsplit(job.url).hostname or ""
+        client = self.clients[slot % len(self.clients)]
         try:
             async with self.hosts.hold(host), asyncio.timeout(self.total_timeout_s):
-                outcome = await self._fetch(job)
+                outcome = await self._fetch(job, client)
         except (DownloadError, TimeoutError, httpx.HTTPError, InvalidArgument, OSError) as exc:
             error = _classify(exc, self.total_timeout_s)
             metrics.FAILURES.labels(error.reason).inc()
@@ -147,10 +155,12 @@ class Downloader:
         metrics.DOWNLOADS.inc()
         return outcome
 
-    async def _send(self, url: str, headers: dict[str, str]) -> httpx.Response:
+    async def _send(
+        self, client: httpx.AsyncClient, url: str, headers: dict[str, str]
+    ) -> httpx.Response:
         for _ in range(MAX_REDIRECTS + 1):
-            request = self.client.build_request("GET", url, headers=headers)
-            response = await self.client.send(request, stream=True, follow_redirects=False)
+            request = client.build_request("GET", url, headers=headers)
+            response = await client.send(request, stream=True, follow_redirects=False)
             location = response.headers.get("location")
             if response.status_code not in _REDIRECTS or location is None:
                 return response
@@ -187,7 +197,7 @@ class Downloader:
             return 0, ""
         return size, str(validator)
 
-    async def _fetch(self, job: JobRow) -> Outcome:
+    async def _fetch(self, job: JobRow, client: httpx.AsyncClient) -> Outcome:
         target = self.cache.resolve(job.cache_path)
         part = self.cache.part_path(job.cache_path)
         offset, validator = self._resume_point(job, part)
@@ -202,7 +212,7 @@ class Downloader:
                 headers["if-none-match"] = job.etag
             if job.last_modified:
                 headers["if-modified-since"] = job.last_modified
-        response = await self._send(job.url, headers)
+        response = await self._send(client, job.url, headers)
         try:
             return await self._receive(job, response, part, offset, conditional)
         finally:

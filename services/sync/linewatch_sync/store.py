@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
 from linewatch.runtime.db import Database, service_registry
@@ -308,50 +309,83 @@ class JobStore:
             return [JobRow.model_validate(dict(row)) for row in result.mappings()]
 
     async def finish(self, outcomes: Sequence[Outcome]) -> dict[str, str]:
-        """Write download outcomes back in one transaction; returns job id → new state."""
+        """Write download outcomes back in one transaction; returns job id → new state.
+
+        Successes go in one ``executemany``; failures one by one (they read the attempt
+        count). Only jobs still claimed by this worker are touched.
+        """
         now = time.time()
         states: dict[str, str] = {}
+        done = [out for out in outcomes if out.ok]
+        failed = [out for out in outcomes if not out.ok]
         async with self.db.connect() as conn:
-            for out in outcomes:
-                mine = sa.and_(
-                    _T.c.id == out.job_id,
-                    _T.c.state == "downloading",
-                    _T.c.claimed_by == self.worker_id,
-                )
-                if out.ok:
-                    values: dict[str, object] = {
-                        "state": "done",
-                        "size": out.size,
-                        "sha256": out.sha256,
-                        "content_type": out.content_type,
-                        "etag": out.etag,
-                        "last_modified": out.last_modified,
-                        "last_error": "",
-                        "refetch": False,
-                    }
-                    state = "done"
-                else:
-                    attempts = await conn.scalar(sa.select(_T.c.attempts).where(mine))
-                    if attempts is None:
-                        continue
-                    attempts += 1
-                    dead = not out.retryable or attempts >= self.max_attempts
-                    state = "dead" if dead else "failed"
-                    delay = backoff_delay(attempts, self.backoff_base_s, self.backoff_cap_s)
-                    values = {
-                        "state": state,
-                        "attempts": attempts,
-                        "last_error": out.error[:2000],
-                        "next_attempt_at": now + (0.0 if dead else delay),
-                    }
-                result = await conn.execute(
+            if done:
+                await conn.execute(
                     sa.update(_T)
-                    .where(mine)
-                    .values(**values, claimed_by="", lease_until=0.0, updated_at=now)
+                    .where(
+                        _T.c.id == sa.bindparam("b_id"),
+                        _T.c.state == "downloading",
+                        _T.c.claimed_by == self.worker_id,
+                    )
+                    .values(
+                        state="done",
+                        size=sa.bindparam("b_size"),
+                        sha256=sa.bindparam("b_sha256"),
+                        content_type=sa.bindparam("b_content_type"),
+                        etag=sa.bindparam("b_etag"),
+                        last_modified=sa.bindparam("b_last_modified"),
+                        last_error="",
+                        refetch=False,
+                        claimed_by="",
+                        lease_until=0.0,
+                        updated_at=now,
+                    ),
+                    [
+                        {
+                            "b_id": out.job_id,
+                            "b_size": out.size,
+                            "b_sha256": out.sha256,
+                            "b_content_type": out.content_type[:255],
+                            "b_etag": out.etag[:512],
+                            "b_last_modified": out.last_modified[:64],
+                        }
+                        for out in done
+                    ],
                 )
-                if result.rowcount:
+                states.update((out.job_id, "done") for out in done)
+            for out in failed:
+                state = await self._fail(conn, out, now)
+                if state:
                     states[out.job_id] = state
         return states
+
+    async def _fail(self, conn: AsyncConnection, out: Outcome, now: float) -> str:
+        mine = sa.and_(
+            _T.c.id == out.job_id,
+            _T.c.state == "downloading",
+            _T.c.claimed_by == self.worker_id,
+        )
+        attempts = await conn.scalar(sa.select(_T.c.attempts).where(mine))
+        if attempts is None:
+            return ""
+        attempts += 1
+        dead = not out.retryable or attempts >= self.max_attempts
+        delay = 0.0 if dead else backoff_delay(attempts, self.backoff_base_s, self.backoff_cap_s)
+        state = "dead" if dead else "failed"
+        await conn.execute(
+            sa.update(_T)
+            .where(mine)
+            .values(
+                state=state,
+                attempts=attempts,
+                last_error=out.error[:2000],
+                next_attempt_at=now + delay,
+                claimed_by="",
+                lease_until=0.0,
+                updated_at=now,
+            )
+        )
+        return state
 
     async def get(self, job_id: str) -> JobRow:
         """One job.
