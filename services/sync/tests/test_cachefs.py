@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from linewatch_sync.cachefs import CacheFs
 
 from linewatch.runtime.errors import InvalidArgument, NotFound
@@ -64,3 +66,27 @@ async def test_missing_file_and_directory_are_not_found(tmp_path: Path) -> None:
     (cache.root / "h").mkdir()
     with pytest.raises(NotFound):
         await cache.stat("h")
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.lists(
+        st.sampled_from(
+            ["a", "b.jpg", "..", ".", "", "%2e%2e", "\\", "\x00", "/", "~", ".partial"]
+        ),
+        max_size=8,
+    ).map("/".join)
+)
+def test_any_cache_path_is_refused_or_inside(tmp_path: Path, path: str) -> None:
+    """Property: a cache path from the gateway is refused or resolves inside the root."""
+    cache = CacheFs(tmp_path / "cache")
+    try:
+        target = cache.resolve(path)
+    except InvalidArgument:
+        return
+    real = target.resolve()
+    assert real.is_relative_to(cache.root)
+    assert real != cache.root
+    assert not real.is_relative_to(cache.partial_dir)

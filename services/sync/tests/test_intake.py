@@ -1,0 +1,52 @@
+"""Intake: a message is acknowledged only once its jobs are committed."""
+
+from __future__ import annotations
+
+import pytest
+from linewatch_sync.intake import Intake
+from linewatch_sync.store import JobStore
+
+from linewatch.runtime.db import Database
+from linewatch.runtime.mqtt import MqttMessage
+from linewatch.testing import free_port
+
+
+def _store(db: Database) -> JobStore:
+    return JobStore(
+        db=db, worker_id="w", max_attempts=3, backoff_base_s=1, backoff_cap_s=1, lease_s=60
+    )
+
+
+async def test_database_down_means_no_ack() -> None:
+    """The handler raises (→ no PUBACK, the broker redelivers) rather than drop the URLs."""
+    db = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none")
+    intake = Intake(store=_store(db), allowed_hosts=(), max_urls=10)
+    message = MqttMessage(topic="sync", payload=b"http://h/a.jpg", qos=1)
+    try:
+        with pytest.raises(ConnectionRefusedError):  # surfaced to the MQTT adapter
+            await intake.handle(message)
+    finally:
+        await db.close()
+
+
+async def test_message_is_queued_before_handle_returns(sqlite_url: str) -> None:
+    db = Database(sqlite_url)
+    store = _store(db)
+    await store.create_schema()
+    woken: list[bool] = []
+    intake = Intake(
+        store=store, allowed_hosts=(), max_urls=10, on_queued=lambda: woken.append(True)
+    )
+    try:
+        await intake.handle(
+            MqttMessage(
+                topic="sync", payload=b'{"urls": ["http://h/a.jpg!t"], "work_id": "w"}', qos=1
+            )
+        )
+        rows, _ = await store.list()
+        assert [(r.url, r.cache_path, r.work_id) for r in rows] == [
+            ("http://h/a.jpg", "h/a.jpg", "w")
+        ]
+        assert woken == [True]
+    finally:
+        await db.close()
