@@ -33,8 +33,8 @@ class GatewayConfig(ServiceConfig):
     cors_origins: list[str] = Field(default_factory=list)
     #: Largest JSON request body.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    #: Largest firmware upload.
-    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    #: Largest firmware upload (the OTA service's own limit defaults to 256 MiB too).
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     #: Events kept per stream for ``Last-Event-ID`` resume.
     sse_replay: int = Field(default=1000, ge=0, le=1_000_000)
     #: Events queued per client before the client is dropped as too slow.

@@ -186,6 +186,10 @@ class StreamHub:
                 call = self._open()
                 self.connected = True
                 async for message in call:
+                    if delay != initial:
+                        log.info(
+                            "upstream stream restored", extra={"fields": {"stream": self.kind}}
+                        )
                     delay = initial
                     converted = self._convert(message)
                     if converted is None:
@@ -194,8 +198,10 @@ class StreamHub:
                     self.publish(name, data, devices=devices, line=line, label=label)
                 log.info("upstream stream ended", extra={"fields": {"stream": self.kind}})
             except grpc.aio.AioRpcError as exc:
-                log.info(
-                    "upstream stream failed",
+                # Loud once, then quiet while the backend stays away.
+                log.log(
+                    logging.WARNING if delay == initial else logging.DEBUG,
+                    "upstream stream failed; reconnecting with backoff",
                     extra={"fields": {"stream": self.kind, "code": exc.code().name}},
                 )
             finally:

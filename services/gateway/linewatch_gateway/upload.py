@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from typing import IO, Any
@@ -27,6 +28,7 @@ __all__ = ["stream_firmware_upload"]
 _MAX_FIELD = 4096
 _FIELDS = ("version", "product")
 _SPOOL_CHUNK = 256 * 1024
+_GRACE_S = 1.0
 
 
 def _invalid(message: str) -> ApiError:
@@ -111,12 +113,23 @@ class _FormEvents:
         return events
 
 
+#: What a firmware version and product name may look like (checked here, at the edge).
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+PRODUCT_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"
+
+
 def _metadata(fields: dict[str, str], filename: str) -> ota_pb2.UploadFirmwareRequest.Metadata:
     version = fields.get("version", "").strip()
+    product = fields.get("product", "").strip()
     if not version:
         raise _invalid("version: a non-empty form field is required before the end of the body")
+    if not re.match(VERSION_PATTERN, version):
+        raise _invalid("version: letters, digits and ._+- only (at most 64), e.g. 1.3.0")
+    if not re.match(PRODUCT_PATTERN, product):
+        raise _invalid("product: letters, digits and ._- only (at most 64)")
+    safe_name = "".join(c for c in filename if c.isascii() and (c.isalnum() or c in "._-"))
     return ota_pb2.UploadFirmwareRequest.Metadata(
-        product=fields.get("product", "").strip(), version=version, filename=filename
+        product=product, version=version, filename=safe_name[:128]
     )
 
 
@@ -136,6 +149,8 @@ class _Upload:
         self.file_seen = False
         self.streaming = False
         self.spool: IO[bytes] | None = None
+        #: The gRPC call, once made: writing stops as soon as it has ended.
+        self.call: Any = None
 
     def abort(self) -> None:
         """Let the request stream end when the upload failed on our side."""
@@ -148,6 +163,10 @@ class _Upload:
         """The client stream: metadata first, then the file's chunks."""
         yield ota_pb2.UploadFirmwareRequest(metadata=await self.meta)
         while (chunk := await self.chunks.get()) is not None:
+            # A server that rejected the upload early has ended the call; writing on can
+            # turn its status into INTERNAL (grpc/grpc#36066), so stop at once.
+            if self.call is not None and self.call.done():
+                return
             yield ota_pb2.UploadFirmwareRequest(chunk=chunk)
 
     async def _file_data(self, data: bytes) -> None:
@@ -218,8 +237,10 @@ async def stream_firmware_upload(
         raise ApiError(413, "payload_too_large", f"the upload exceeds {max_bytes} bytes")
     upload = _Upload(request, params[b"boundary"], max_bytes)
 
+    upload.call = ota.UploadFirmware(upload.requests(), timeout=timeout_s)
+
     async def call() -> Any:
-        return await ota.UploadFirmware(upload.requests(), timeout=timeout_s)
+        return await upload.call
 
     call_task = asyncio.ensure_future(call())
     pump_task = asyncio.ensure_future(upload.pump())
@@ -232,6 +253,10 @@ async def stream_firmware_upload(
         try:
             return await call_task
         except grpc.aio.AioRpcError as exc:
+            # A broken body ends the call too; report the body's problem, not the call's.
+            await asyncio.wait({pump_task}, timeout=_GRACE_S)
+            if pump_task.done() and (error := pump_task.exception()) is not None:
+                raise error from exc
             raise from_grpc(exc, "ota") from exc
     finally:
         upload.abort()

@@ -1,18 +1,15 @@
 """Fixtures of the gateway tests: real gRPC backends and a real gateway.
 
-Inference (a subprocess, with the shipped curve-quality model), ingest and OTA (their
-``serve`` in-process, on the test broker, each with its own SQLite) are the real services;
-tests feed curves through the real pipeline over MQTT. Sync is a TEST BACKEND until that
-service lands: real ``grpc.aio`` servers (the shared
-``GrpcServer``: health, reflection, error mapping) implementing the protos with simple
-in-memory behaviour of their own. They live only here and are never used outside tests.
+Every backend is the real service: inference (a subprocess, with the shipped
+curve-quality model), ingest, sync and OTA (their ``serve`` in-process, on the test broker,
+each with its own SQLite). Tests feed curves through the real pipeline over MQTT and
+images through a real HTTP image server; no test backend stands in for a service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
@@ -27,99 +24,24 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped,unused-ignore]
 from linewatch_gateway.app import create_app, serve
 from linewatch_gateway.clients import Backends
 from linewatch_gateway.config import GatewayConfig
 
 from linewatch.curves import make_curve
 from linewatch.runtime.config import GrpcConfig, MqttConfig
-from linewatch.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
-from linewatch.runtime.grpc_server import GrpcServer
 from linewatch.runtime.mqtt import MqttClient
 from linewatch.testing import free_port, wait_port
-from linewatch.v1 import sync_pb2, sync_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[3]
 WRITE_TOKEN = "t-write"
 READ_TOKEN = "t-read"
 
 
-def _page(items: list[Any], page: Any) -> tuple[list[Any], str]:
-    size = page.page_size or 100
-    try:
-        offset = int(page.page_token) if page.page_token else 0
-    except ValueError as exc:
-        raise InvalidArgument("page_token: not a token") from exc
-    chunk = items[offset : offset + size]
-    return chunk, str(offset + size) if offset + size < len(items) else ""
-
-
-class SyncTestBackend(sync_pb2_grpc.SyncServiceServicer):
-    """TEST BACKEND: sync's gRPC API over an in-memory job table and image cache."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, sync_pb2.SyncJob] = {}
-        self.images: dict[str, tuple[str, bytes]] = {}
-
-    async def EnqueueUrls(self, request: Any, context: Any) -> Any:
-        jobs, rejected = [], []
-        for url in request.urls:
-            if not url.startswith(("http://", "https://")):
-                rejected.append(f"{url}: not an http(s) URL")
-                continue
-            job = sync_pb2.SyncJob(
-                id=uuid.uuid4().hex[:12],
-                url=url,
-                state=sync_pb2.JOB_STATE_FAILED,
-                work_id=request.work_id,
-            )
-            self.jobs[job.id] = job
-            jobs.append(job)
-        return sync_pb2.EnqueueUrlsResponse(jobs=jobs, rejected=rejected)
-
-    async def ListJobs(self, request: Any, context: Any) -> Any:
-        jobs = [j for j in self.jobs.values() if not request.state or j.state == request.state]
-        items, token = _page(jobs, request.page)
-        return sync_pb2.ListJobsResponse(jobs=items, next_page_token=token)
-
-    def _job(self, job_id: str) -> sync_pb2.SyncJob:
-        if job_id not in self.jobs:
-            raise NotFound(f"job {job_id!r} not found")
-        return self.jobs[job_id]
-
-    async def GetJob(self, request: Any, context: Any) -> Any:
-        return sync_pb2.GetJobResponse(job=self._job(request.id))
-
-    async def RetryJob(self, request: Any, context: Any) -> Any:
-        job = self._job(request.id)
-        if job.state not in (sync_pb2.JOB_STATE_FAILED, sync_pb2.JOB_STATE_DEAD):
-            raise FailedPrecondition(f"job {job.id} is not failed or dead")
-        job.state = sync_pb2.JOB_STATE_QUEUED
-        return sync_pb2.RetryJobResponse(job=job)
-
-    async def GetCacheStats(self, request: Any, context: Any) -> Any:
-        size = sum(len(b) for _, b in self.images.values())
-        return sync_pb2.GetCacheStatsResponse(files=len(self.images), bytes=size)
-
-    async def ReadImage(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        if request.cache_path not in self.images:
-            raise NotFound(f"{request.cache_path} is not cached")
-        ctype, data = self.images[request.cache_path]
-        modified = Timestamp(seconds=1763800000)
-        etag = hashlib.sha256(data).hexdigest()[:32]
-        yield sync_pb2.ReadImageResponse(
-            content_type=ctype, size=len(data), etag=etag, modified_at=modified, chunk=data[:1000]
-        )
-        for i in range(1000, len(data), 1000):
-            yield sync_pb2.ReadImageResponse(chunk=data[i : i + 1000])
-
-
 @dataclass
 class Stack:
     """The backends a gateway under test talks to, and how to feed the real pipeline."""
 
-    sync: SyncTestBackend
     addrs: dict[str, str]
     mqtt_url: str
     topic_root: str
@@ -203,11 +125,18 @@ class Stack:
             await client.disconnect()
 
 
-async def _start_test_backend(servicer: Any, add: Any, name: str) -> GrpcServer:
-    server = GrpcServer(config=GrpcConfig(host="127.0.0.1", port=0, grace_s=0), service=name)
-    server.add(add, servicer, name)
-    await server.start()
-    return server
+async def _start_with_ready(
+    serve: Any, config: Any
+) -> tuple[int, asyncio.Task[None], asyncio.Event]:
+    """Start a service whose ``serve`` reports its bound port through ``ready``."""
+    stop = asyncio.Event()
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(config, stop, ready=ready))
+    waiters: set[asyncio.Future[Any]] = {task, ready}
+    await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    return await asyncio.wait_for(ready, 1), task, stop
 
 
 async def _wait_port(port: int, task: asyncio.Task[None], timeout: float = 30.0) -> None:
@@ -265,11 +194,22 @@ async def stack(
     from linewatch_ingest.config import AlarmRuleConfig, InferenceTarget, IngestConfig, RuleConfig
     from linewatch_ota.app import serve as serve_ota
     from linewatch_ota.config import OtaConfig
+    from linewatch_sync.app import serve as serve_sync
+    from linewatch_sync.config import SyncConfig
 
-    sync = SyncTestBackend()
-    sync_server = await _start_test_backend(
-        sync, sync_pb2_grpc.add_SyncServiceServicer_to_server, "linewatch.v1.SyncService"
+    sync_config = SyncConfig(
+        grpc=GrpcConfig(host="127.0.0.1", port=0, grace_s=0),
+        mqtt=MqttConfig(url=mqtt_url, client_id=f"gw-test-sync-{uuid.uuid4().hex[:8]}"),
+        topics=(f"{topic_prefix}/sync",),
+        deadletter_topic=f"{topic_prefix}/deadletter",
+        cache_dir=tmp_path / "cache",
+        data_dir=tmp_path / "sync",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}",
+        max_attempts=1,
+        backoff_base_s=0.1,
+        poll_interval_s=0.1,
     )
+    sync_port, sync_task, sync_stop = await _start_with_ready(serve_sync, sync_config)
     ota_root = f"{topic_prefix}/ota"
     ota_config = OtaConfig(
         grpc=GrpcConfig(host="127.0.0.1", port=0, grace_s=0),
@@ -279,14 +219,7 @@ async def stack(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'ota.db'}",
         tick_interval_s=0.2,
     )
-    stop = asyncio.Event()
-    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    ota = asyncio.create_task(serve_ota(ota_config, stop, ready=ready))
-    waiters: set[asyncio.Future[Any]] = {ota, ready}
-    await asyncio.wait(waiters, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if ota.done():
-        ota.result()
-    ota_port = await asyncio.wait_for(ready, 1)
+    ota_port, ota, stop = await _start_with_ready(serve_ota, ota_config)
     ingest_config = IngestConfig(
         grpc=GrpcConfig(host="127.0.0.1", port=free_port(), grace_s=0),
         client_id=f"gw-test-ingest-{uuid.uuid4().hex[:8]}",
@@ -308,19 +241,20 @@ async def stack(
     )
     addrs = {
         "ingest": f"127.0.0.1:{ingest_config.grpc.port}",
-        "sync": f"127.0.0.1:{sync_server.port}",
+        "sync": f"127.0.0.1:{sync_port}",
         "ota": f"127.0.0.1:{ota_port}",
         "inference": inference_addr,
     }
-    stack = Stack(sync, addrs, mqtt_url, topic_prefix, ota_root, ingest_config)
+    stack = Stack(addrs, mqtt_url, topic_prefix, ota_root, ingest_config)
     await stack.start_ingest()
     try:
         yield stack
     finally:
         await stack.stop_ingest()
         stop.set()
+        sync_stop.set()
         await asyncio.wait_for(ota, 30)
-        await sync_server.stop(0)
+        await asyncio.wait_for(sync_task, 30)
 
 
 @pytest.fixture

@@ -275,40 +275,66 @@ async def test_models_against_the_real_inference_service(
     assert after.status_code == 404 or after.json()["versions"][0]["state"] == "unloaded"
 
 
-async def test_sync_jobs_and_images(
-    client: httpx.AsyncClient, stack: Any, write_headers: dict[str, str]
+async def _job_state(client: httpx.AsyncClient, job_id: str, states: set[str]) -> dict[str, Any]:
+    async with asyncio.timeout(20):
+        while True:
+            job: dict[str, Any] = (await client.get(f"/v1/sync/jobs/{job_id}")).json()
+            if job["state"] in states:
+                return job
+            await asyncio.sleep(0.1)
+
+
+async def test_sync_jobs_and_images_from_the_real_sync_service(
+    client: httpx.AsyncClient, write_headers: dict[str, str]
 ) -> None:
-    made = await client.post(
-        "/v1/sync/jobs",
-        json={"urls": ["http://10.0.0.5:8080/a.jpg!thumb", "ftp://x"], "work_id": "w"},
-        headers=write_headers,
-    )
-    assert made.status_code == 202
-    body = made.json()
-    assert len(body["jobs"]) == 1
-    assert body["rejected"][0].startswith("ftp://x")
-    job_id = body["jobs"][0]["id"]
-    assert (await client.get("/v1/sync/jobs", params={"state": "failed"})).json()["items"][0][
-        "id"
-    ] == job_id
-    retried = await client.post(f"/v1/sync/jobs/{job_id}/retry", headers=write_headers)
+    from linewatch_sync.testing import ImageServer, Route, image_bytes
+
+    image = image_bytes(1, 4500)
+    async with ImageServer() as images:
+        images.routes["/img/a.jpg"] = Route(body=image)
+        images.routes["/img/missing.jpg"] = Route(status=404)
+        urls = [f"{images.base_url}/img/a.jpg!thumb", f"{images.base_url}/img/missing.jpg"]
+        made = await client.post(
+            "/v1/sync/jobs",
+            json={"urls": [*urls, "ftp://x/y.jpg"], "work_id": "w"},
+            headers=write_headers,
+        )
+        assert made.status_code == 202, made.text
+        body = made.json()
+        assert len(body["jobs"]) == 2
+        assert body["rejected"][0].startswith("ftp://x/y.jpg")
+        by_url = {j["url"]: j for j in body["jobs"]}
+        good = by_url.get(urls[0]) or by_url[urls[0].removesuffix("!thumb")]
+        bad = by_url[urls[1]]
+        assert good["cache_path"] == f"127.0.0.1_{images.port}/img/a.jpg"
+        done = await _job_state(client, good["id"], {"done"})
+        assert done["size"] == len(image)
+        dead = await _job_state(client, bad["id"], {"dead", "failed"})
+        assert dead["last_error"]
+    listing = (await client.get("/v1/sync/jobs", params={"state": "done"})).json()
+    assert [j["id"] for j in listing["items"]] == [good["id"]]
+    retried = await client.post(f"/v1/sync/jobs/{bad['id']}/retry", headers=write_headers)
+    assert retried.status_code == 200, retried.text
     assert retried.json()["state"] == "queued"
-    again = await client.post(f"/v1/sync/jobs/{job_id}/retry", headers=write_headers)
-    assert_error(again, 409, "failed_precondition")
-    assert_error(await client.post("/v1/sync/jobs/nope/retry", headers=write_headers), 404)
-    image = os.urandom(4500)
-    stack.sync.images["10.0.0.5_8080/img/a.jpg"] = ("image/jpeg", image)
-    resp = await client.get("/v1/images/10.0.0.5_8080/img/a.jpg")
+    not_failed = await client.post(f"/v1/sync/jobs/{good['id']}/retry", headers=write_headers)
+    assert_error(not_failed, 409, "failed_precondition")
+    missing = await client.post("/v1/sync/jobs/nope/retry", headers=write_headers)
+    assert missing.status_code in {400, 404}
+    assert "error" in missing.json()
+    stats = (await client.get("/v1/sync/stats")).json()
+    assert stats["files"] == 1
+    assert stats["bytes"] == len(image)
+    resp = await client.get(f"/v1/images/{good['cache_path']}")
     assert resp.status_code == 200
     assert resp.content == image
     assert resp.headers["content-type"] == "image/jpeg"
     assert "max-age" in resp.headers["cache-control"]
-    assert resp.headers["last-modified"].endswith("GMT")
+    assert resp.headers["content-length"] == str(len(image))
     etag = resp.headers["etag"]
-    cached = await client.get("/v1/images/10.0.0.5_8080/img/a.jpg", headers={"If-None-Match": etag})
+    cached = await client.get(f"/v1/images/{good['cache_path']}", headers={"If-None-Match": etag})
     assert cached.status_code == 304
     assert cached.content == b""
-    assert_error(await client.get("/v1/images/10.0.0.5_8080/img/none.jpg"), 404, "not_found")
+    assert_error(await client.get(f"/v1/images/127.0.0.1_{images.port}/img/none.jpg"), 404)
     assert_error(await client.get("/v1/images/a/%2E%2E/b"), 400, "invalid_argument")
 
 

@@ -26,7 +26,7 @@ from linewatch_gateway.routes.common import (
     page_model,
     page_request,
 )
-from linewatch_gateway.upload import stream_firmware_upload
+from linewatch_gateway.upload import PRODUCT_PATTERN, VERSION_PATTERN, stream_firmware_upload
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,16 @@ _UPLOAD_BODY = {
                 "type": "object",
                 "required": ["version", "file"],
                 "properties": {
-                    "version": {"type": "string", "example": "1.3.0"},
-                    "product": {"type": "string", "example": "press-controller"},
+                    "version": {
+                        "type": "string",
+                        "pattern": VERSION_PATTERN,
+                        "example": "1.3.0",
+                    },
+                    "product": {
+                        "type": "string",
+                        "pattern": PRODUCT_PATTERN,
+                        "example": "press-controller",
+                    },
                     "file": {"type": "string", "format": "binary"},
                 },
             },
