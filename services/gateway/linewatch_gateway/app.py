@@ -19,7 +19,7 @@ from linewatch_gateway.middleware import BodyLimit, HttpMetrics
 from linewatch_gateway.routes import firmware, health, ingest, models, ota, stream, sync
 from linewatch_gateway.sse import StreamHub
 
-__all__ = ["create_app", "serve"]
+__all__ = ["UvicornServer", "close_streams", "create_app", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def close_streams(app: FastAPI) -> None:
         hub.close()
 
 
-class _Server(uvicorn.Server):
+class UvicornServer(uvicorn.Server):
     """uvicorn without its own signal handlers: ``serve``'s ``stop`` event rules."""
 
     @contextlib.contextmanager
@@ -113,7 +113,7 @@ async def serve(config: GatewayConfig, stop: asyncio.Event) -> None:
     """Serve HTTP on ``http_host:http_port`` until ``stop`` is set."""
     backends = Backends.connect(config)
     app = create_app(config, backends)
-    server = _Server(
+    server = UvicornServer(
         uvicorn.Config(
             app,
             host=config.http_host,
