@@ -73,6 +73,13 @@ async def require_write(request: Request, credentials: Credentials) -> None:
 
 
 async def require_read(request: Request, credentials: Credentials) -> None:
-    """Dependency of every read route (a no-op unless ``read_auth`` is on)."""
+    """Dependency of every read route (a no-op unless ``read_auth`` is on).
+
+    Browsers' EventSource cannot send headers, so the live streams also take the token as
+    ``?access_token=`` (only there; the gateway writes no access log with query strings).
+    """
     authorizer: Authorizer = request.app.state.authorizer
+    token = request.query_params.get("access_token")
+    if credentials is None and token and request.url.path.startswith("/v1/stream/"):
+        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
     authorizer.check(credentials, write=False)

@@ -71,7 +71,7 @@ class Stack:
 
         self.ingest_stop = asyncio.Event()
         self.ingest_task = asyncio.create_task(serve_ingest(self.ingest_config, self.ingest_stop))
-        await _wait_port(self.ingest_config.grpc.port, self.ingest_task)
+        await wait_serving(self.ingest_config.grpc.port, self.ingest_task)
 
     async def stop_ingest(self) -> None:
         """Stop the real ingest service."""
@@ -139,7 +139,7 @@ async def _start_with_ready(
     return await asyncio.wait_for(ready, 1), task, stop
 
 
-async def _wait_port(port: int, task: asyncio.Task[None], timeout: float = 30.0) -> None:
+async def wait_serving(port: int, task: asyncio.Task[None], timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
@@ -282,7 +282,7 @@ async def live(stack: Stack) -> AsyncIterator[LiveGateway]:
     port = free_port()
     stop = asyncio.Event()
     task = asyncio.create_task(serve(stack.config(http_port=port), stop))
-    await _wait_port(port, task)
+    await wait_serving(port, task)
     try:
         yield LiveGateway(f"http://127.0.0.1:{port}", stack)
     finally:

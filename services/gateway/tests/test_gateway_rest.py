@@ -515,6 +515,11 @@ async def test_read_auth_and_cors(stack: Any) -> None:
         )
         assert pre.headers["access-control-allow-origin"] == "http://ui.example"
         assert (await http.get("/healthz")).status_code == 200
+        assert_error(await http.get("/v1/stream/verdicts"), 401, "unauthenticated")
+        wrong = await http.get("/v1/stream/verdicts", params={"access_token": "nope"})
+        assert_error(wrong, 401, "unauthenticated")
+        elsewhere = await http.get("/v1/rules", params={"access_token": "t-read"})
+        assert_error(elsewhere, 401, "unauthenticated")
     await backends.close()
 
 
