@@ -15,6 +15,7 @@ from linewatch.runtime.telemetry import setup_telemetry
 from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
 from linewatch_ingest.alarms import AlarmEngine
 from linewatch_ingest.api import IngestServicer
+from linewatch_ingest.archive import ArchiveWriter
 from linewatch_ingest.config import IngestConfig
 from linewatch_ingest.control import IngestController
 from linewatch_ingest.fanout import FanOut
@@ -58,7 +59,9 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
     alarm_stream: FanOut[ingest_pb2.AlarmRecord] = FanOut(buffer=config.stream_buffer)
     alarms = AlarmEngine(store, config.webhook, stream=alarm_stream)
     alarm_task = asyncio.create_task(alarms.run(), name="alarms")
-    deps = PipelineDeps(config, store, inference, alarms, verdicts, telemetry)
+    archive = ArchiveWriter(store)
+    archive.start()
+    deps = PipelineDeps(config, store, inference, alarms, archive, verdicts, telemetry)
     controller = IngestController(deps)
     server = GrpcServer(config=config.grpc, service="ingest")
     try:
@@ -85,6 +88,7 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         alarm_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await alarm_task
+        await archive.close()
         await inference.close()
         await db.close()
 

@@ -38,6 +38,7 @@ from linewatch.runtime.telemetry import extract_user_properties, inject_user_pro
 from linewatch.v1 import common_pb2, ingest_pb2
 from linewatch_ingest import metrics
 from linewatch_ingest.alarms import AlarmEngine
+from linewatch_ingest.archive import ArchiveWriter
 from linewatch_ingest.config import IngestConfig, RuleConfig
 from linewatch_ingest.fanout import FanOut
 from linewatch_ingest.inference_client import BatchResult, InferenceClient
@@ -61,6 +62,7 @@ class PipelineDeps:
     store: IngestStore
     inference: InferenceClient
     alarms: AlarmEngine
+    archive: ArchiveWriter
     verdict_stream: FanOut[ingest_pb2.VerdictRecord]
     telemetry_stream: FanOut[ingest_pb2.TelemetryRecord]
 
@@ -519,43 +521,43 @@ class RuleWorker:
         if rule.archive:
             with tracer.start_as_current_span("archive") as span:
                 span.set_attribute("linewatch.rows", 2 * len(scored))
-                tele_rows = []
-                verdict_rows = []
+                tele_rows: list[tuple[Any, ...]] = []
+                verdict_rows: list[tuple[Any, ...]] = []
                 for item, v in scored:
                     t = item.tele
                     attrs = json.dumps(t.attrs, separators=(",", ":"))
                     tele_rows.append(
-                        {
-                            "rule": rule.name,
-                            "msg_id": t.msg_id,
-                            "device_id": t.device_id,
-                            "point": t.point,
-                            "ts_ms": t.ts_ms,
-                            "topic": item.topic,
-                            "samples": t.values.astype("<f4").tobytes(),
-                            "attrs": attrs,
-                        }
+                        (
+                            rule.name,
+                            t.msg_id,
+                            t.device_id,
+                            t.point,
+                            t.ts_ms,
+                            item.topic,
+                            t.values.astype("<f4").tobytes(),
+                            attrs,
+                        )
                     )
                     verdict_rows.append(
-                        {
-                            "rule": rule.name,
-                            "msg_id": t.msg_id,
-                            "device_id": t.device_id,
-                            "point": t.point,
-                            "ts_ms": t.ts_ms,
-                            "model": v["model"],
-                            "model_version": v["model_version"],
-                            "label": v["label"],
-                            "ok": v["ok"],
-                            "scores": scores_json(v["scores"]),
-                            "latency_ms": v["latency_ms"],
-                            "trace_id": v["trace_id"],
-                            "topic": v["_topic"],
-                            "attrs": attrs,
-                        }
+                        (
+                            rule.name,
+                            t.msg_id,
+                            t.device_id,
+                            t.point,
+                            t.ts_ms,
+                            v["model"],
+                            v["model_version"],
+                            v["label"],
+                            v["ok"],
+                            scores_json(v["scores"]),
+                            v["latency_ms"],
+                            v["trace_id"],
+                            v["_topic"],
+                            attrs,
+                        )
                     )
                 await self._retry(
-                    "archive", lambda: self.deps.store.archive(tele_rows, verdict_rows)
+                    "archive", lambda: self.deps.archive.write(tele_rows, verdict_rows)
                 )
         done = time.perf_counter()
         counters = self.counters

@@ -25,6 +25,8 @@ from linewatch.runtime.errors import AlreadyExists, InvalidArgument, NotFound
 from linewatch_ingest.config import RuleConfig
 
 __all__ = [
+    "TELEMETRY_COLUMNS",
+    "VERDICT_COLUMNS",
     "AlarmRow",
     "Base",
     "DeadLetterRow",
@@ -35,6 +37,14 @@ __all__ = [
     "TelemetryRow",
     "VerdictRow",
 ]
+
+TELEMETRY_COLUMNS = ("rule", "msg_id", "device_id", "point", "ts_ms", "topic", "samples", "attrs")
+"""Column order of the telemetry rows :meth:`IngestStore.archive` takes."""
+VERDICT_COLUMNS = (
+    "rule", "msg_id", "device_id", "point", "ts_ms", "model", "model_version", "label", "ok",
+    "scores", "latency_ms", "trace_id", "topic", "attrs",
+)  # fmt: skip
+"""Column order of the verdict rows :meth:`IngestStore.archive` takes."""
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -227,20 +237,57 @@ class IngestStore:
     # --- archive -------------------------------------------------------------------
 
     async def archive(
-        self, telemetry: Sequence[dict[str, Any]], verdicts: Sequence[dict[str, Any]]
+        self, telemetry: Sequence[tuple[Any, ...]], verdicts: Sequence[tuple[Any, ...]]
     ) -> None:
-        """Write telemetry and verdict rows in one transaction (duplicates are skipped)."""
+        """Write telemetry and verdict rows in one transaction (duplicates are skipped).
+
+        Rows are tuples in :data:`TELEMETRY_COLUMNS` / :data:`VERDICT_COLUMNS` order. SQLite
+        gets one ``executemany`` of ``INSERT OR IGNORE`` (bound in the driver's thread);
+        PostgreSQL gets ``COPY`` into a per-connection staging table, then one
+        ``INSERT … SELECT … ON CONFLICT DO NOTHING``.
+        """
         async with self.db.connect() as conn:
-            if telemetry:
-                await conn.execute(
-                    self._insert(TelemetryRow.__table__),  # type: ignore[attr-defined]
-                    list(telemetry),
-                )
-            if verdicts:
-                await conn.execute(
-                    self._insert(VerdictRow.__table__),  # type: ignore[attr-defined]
-                    list(verdicts),
-                )
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            if self.db.is_sqlite:
+                # sqlite3 opens its transaction implicitly; SQLAlchemy commits it
+                await self._write_rows(driver, telemetry, verdicts)
+            else:
+                # asyncpg is in autocommit until told otherwise
+                async with driver.transaction():
+                    await self._write_rows(driver, telemetry, verdicts)
+
+    async def _write_rows(
+        self,
+        driver: Any,
+        telemetry: Sequence[tuple[Any, ...]],
+        verdicts: Sequence[tuple[Any, ...]],
+    ) -> None:
+        if True:
+            for table, columns, rows in (
+                ("ingest_telemetry", TELEMETRY_COLUMNS, telemetry),
+                ("ingest_verdict", VERDICT_COLUMNS, verdicts),
+            ):
+                if not rows:
+                    continue
+                names = ", ".join(columns)
+                if self.db.is_sqlite:
+                    marks = ", ".join("?" for _ in columns)
+                    await driver.executemany(
+                        f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",  # noqa: S608
+                        rows,
+                    )
+                else:
+                    stage = f"_lw_stage_{table}"
+                    await driver.execute(
+                        f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+                        f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                    )
+                    await driver.copy_records_to_table(stage, records=rows, columns=columns)
+                    await driver.execute(
+                        f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} "  # noqa: S608
+                        "ON CONFLICT DO NOTHING"
+                    )
 
     async def processed_msg_ids(self, rule: str, msg_ids: Iterable[str]) -> set[str]:
         """Those of ``msg_ids`` that already have an archived verdict for ``rule``."""
