@@ -86,7 +86,9 @@ def plan(
             url = f"http://localhost:{port}  (dashboard; write token: {token})"
         else:
             url = f"grpc://127.0.0.1:{port}"
-        if name in {"ingest", "sync", "ota"}:
+        if name == "ingest":
+            env[f"{prefix}BROKERS__DEFAULT__URL"] = mqtt_url
+        elif name in {"sync", "ota"}:
             env[f"{prefix}MQTT__URL"] = mqtt_url
         comps.append(Component(name, [py, "-m", f"linewatch_{name}"], port, url, env))
     if simulator:
