@@ -420,6 +420,7 @@ class Registry:
         return _Staged(manifest, final, got_sha, source_url=url)
 
     async def _download(self, url: str, out: Any) -> None:
+        check_model_url(url)
         size = 0
         try:
             async with (
@@ -437,6 +438,8 @@ class Registry:
                             f"{url}: larger than max_package_mb ({self.config.max_package_mb})"
                         )
                     await asyncio.to_thread(out.write, chunk)
+        except httpx.InvalidURL as exc:
+            raise InvalidArgument(f"model url {url!r} is not a valid URL: {exc}") from exc
         except httpx.HTTPError as exc:
             raise Unavailable(f"download of {url} failed: {type(exc).__name__}: {exc}") from exc
 
@@ -581,3 +584,17 @@ class Registry:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def check_model_url(url: str) -> None:
+    """Refuse anything but an absolute http(s) URL with a host.
+
+    Raises:
+        InvalidArgument: the URL is malformed or of another scheme.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise InvalidArgument(f"model url {url!r} is not a valid URL: {exc}") from exc
+    if parsed.scheme not in {"http", "https"} or not parsed.host:
+        raise InvalidArgument(f"model url {url!r}: only http:// and https:// URLs with a host")
