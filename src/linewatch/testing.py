@@ -64,7 +64,7 @@ class Mosquitto:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {workdir}/\n"
-            "max_queued_messages 100000\nmax_inflight_messages 0\n" + user
+            "max_queued_messages 100000\n" + user
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

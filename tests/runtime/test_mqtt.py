@@ -133,3 +133,14 @@ async def test_embedded_broker_round_trip(topic_prefix: str) -> None:
         await client.publish(f"{topic_prefix}/x", b"hello")
         message = await asyncio.wait_for(got.get(), 5)
     assert message.payload == b"hello"
+
+
+async def test_many_concurrent_publishes_wait_for_free_packet_ids(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    """More QoS 1 publishes in flight than the broker's receive maximum (20 by default)
+    wait for PUBACKs instead of failing."""
+    async with MqttClient(MqttConfig(url=mosquitto.url), clean_start=True) as client:
+        await asyncio.gather(
+            *(client.publish(f"{topic_prefix}/n/{i}", b"x", timeout=20) for i in range(300))
+        )

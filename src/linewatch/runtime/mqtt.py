@@ -104,6 +104,7 @@ class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._backoff = backoff
+        self.acked = asyncio.Event()
 
     def publish_tracked(self, message: gmqtt.Message) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -120,6 +121,7 @@ class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
         fut = self._acks.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(None)
+        self.acked.set()
 
     async def reconnect(self, delay: bool = False) -> None:
         if delay:
@@ -315,9 +317,19 @@ class MqttClient:
         if user_properties and self.protocol_version == MQTTv50:
             kwargs["user_property"] = list(user_properties)
         message = gmqtt.Message(topic, payload, qos=qos, retain=retain, **kwargs)
-        fut = self._client.publish_tracked(message)
         try:
             async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        fut = self._client.publish_tracked(message)
+                        break
+                    except OverflowError:
+                        # The broker's receive maximum of unacknowledged publishes is
+                        # reached: wait for a PUBACK to free a packet id, then retry.
+                        self._client.acked.clear()
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(0.05):
+                                await self._client.acked.wait()
                 await asyncio.shield(fut)
         except TimeoutError as exc:
             raise Unavailable(f"no PUBACK for {topic!r} within {timeout}s") from exc
