@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 
 from linewatch.runtime.errors import InvalidArgument, LinewatchError
 from linewatch.v1 import inference_pb2 as pb
@@ -18,6 +20,8 @@ from linewatch_inference.metrics import InferenceMetrics
 from linewatch_inference.registry import ModelEntry, Registry, ServedVersion
 from linewatch_inference.scoring import Scorer
 from linewatch_inference.shadow import ShadowScorer
+
+tracer = trace.get_tracer(__name__)
 
 __all__ = ["InferenceApi", "model_message"]
 
@@ -132,8 +136,22 @@ class InferenceApi(pb_grpc.InferenceServiceServicer):
         done: asyncio.Queue[pb.PredictStreamResponse | None] = asyncio.Queue()
 
         async def handle(request: pb.PredictStreamRequest) -> None:
+            # Each batch continues the caller's trace from its own trace_context.
+            parent = propagate.extract(dict(request.trace_context))
             try:
-                result = await self._score_batch(request.batch, "stream")
+                with tracer.start_as_current_span(
+                    "linewatch.v1.InferenceService/PredictStream batch",
+                    context=parent,
+                    kind=SpanKind.SERVER,
+                    attributes={
+                        "rpc.system": "grpc",
+                        "rpc.service": "linewatch.v1.InferenceService",
+                        "rpc.method": "PredictStream",
+                        "linewatch.model": request.batch.model,
+                        "linewatch.batch_size": len(request.batch.lengths),
+                    },
+                ):
+                    result = await self._score_batch(request.batch, "stream")
                 response = pb.PredictStreamResponse(batch_id=request.batch_id, result=result)
             except LinewatchError as exc:
                 response = pb.PredictStreamResponse(

@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass
 
 import grpc
+from opentelemetry import propagate
 
 from linewatch.runtime.errors import (
     FailedPrecondition,
@@ -124,6 +125,7 @@ class InferenceClient:
                 self._outbox.put_nowait(
                     inference_pb2.PredictStreamRequest(
                         batch_id=batch_id,
+                        trace_context=_trace_context(),
                         batch=inference_pb2.CurveBatch(
                             model=model, version=version, samples_f32=samples_f32, lengths=lengths
                         ),
@@ -200,3 +202,10 @@ class InferenceClient:
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, Exception):
                 await write_task
             call.cancel()
+
+
+def _trace_context() -> dict[str, str]:
+    """The current span's W3C trace context, for the batch's ``trace_context``."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Link, Span, SpanKind
 from sqlalchemy.exc import SQLAlchemyError
 
 from linewatch.runtime.config import MqttConfig
@@ -403,7 +403,14 @@ class RuleWorker:
     async def _process(self, items: list[_Item]) -> None:
         rule = self.rule
         store = self.deps.store
-        with tracer.start_as_current_span("ingest batch") as batch_span:
+        # A traced message's trace continues through its batch (and so into inference);
+        # the batch links every other traced message it carries.
+        spans = [it.span for it in items if it.span is not None]
+        parent = trace.set_span_in_context(spans[0]) if spans else None
+        links = [Link(sp.get_span_context()) for sp in spans[1:]]
+        with tracer.start_as_current_span(
+            "ingest batch", context=parent, links=links
+        ) as batch_span:
             batch_span.set_attribute("linewatch.batch_size", len(items))
             metrics.BATCH_SIZE.observe(len(items))
             if rule.archive:

@@ -58,12 +58,21 @@ class BatchScores(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[_Union[Score, _Mapping]]] = ...) -> None: ...
 
 class PredictStreamRequest(_message.Message):
-    __slots__ = ("batch_id", "batch")
+    __slots__ = ("batch_id", "batch", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     batch_id: int
     batch: CurveBatch
-    def __init__(self, batch_id: _Optional[int] = ..., batch: _Optional[_Union[CurveBatch, _Mapping]] = ...) -> None: ...
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, batch_id: _Optional[int] = ..., batch: _Optional[_Union[CurveBatch, _Mapping]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PredictStreamResponse(_message.Message):
     __slots__ = ("batch_id", "result", "error_code", "error_message")
