@@ -30,7 +30,12 @@ from typing import Any
 import httpx
 import numpy as np
 
-from linewatch.runtime.errors import InvalidArgument, LinewatchError, NotFound, Unavailable
+from linewatch.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LinewatchError,
+    NotFound,
+)
 from linewatch_inference.batcher import DynamicBatcher
 from linewatch_inference.config import InferenceConfig
 from linewatch_inference.metrics import InferenceMetrics
@@ -252,7 +257,7 @@ class Registry:
 
         Raises:
             InvalidArgument: Missing or wrong checksum, bad manifest, broken model.
-            Unavailable: The download failed.
+            FailedPrecondition: The download failed.
         """
         sha256 = sha256.strip().lower()
         md5_base64 = md5_base64.strip()
@@ -430,7 +435,9 @@ class Registry:
                 client.stream("GET", url) as response,
             ):
                 if response.status_code != 200:
-                    raise Unavailable(f"download of {url} failed: HTTP {response.status_code}")
+                    raise FailedPrecondition(
+                        f"download of {url} failed: HTTP {response.status_code}"
+                    )
                 async for chunk in response.aiter_bytes(1 << 20):
                     size += len(chunk)
                     if size > self._max_bytes:
@@ -441,7 +448,11 @@ class Registry:
         except httpx.InvalidURL as exc:
             raise InvalidArgument(f"model url {url!r} is not a valid URL: {exc}") from exc
         except httpx.HTTPError as exc:
-            raise Unavailable(f"download of {url} failed: {type(exc).__name__}: {exc}") from exc
+            # The caller's URL cannot be fetched: the request cannot succeed as it is
+            # (a 4xx for the gateway), this server is not the one unavailable.
+            raise FailedPrecondition(
+                f"download of {url} failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _open(self, staged: _Staged) -> ServedVersion:
         """Open a session and check a warm-up run against the manifest (blocking)."""

@@ -112,7 +112,7 @@ async def test_wrong_checksum_keeps_old_version_serving(
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await api.LoadModel(pb.LoadModelRequest(url=f"{base}/missing.zip", sha256="0" * 64))
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "HTTP 404" in (err.value.details() or "")
     assert await predict_labels(api) == ("1", ["ok", "ok", "ok"])
 
