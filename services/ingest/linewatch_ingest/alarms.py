@@ -28,9 +28,9 @@ from typing import Any
 
 import httpx
 
+from linewatch.runtime.fanout import FanOut
 from linewatch.v1 import ingest_pb2
 from linewatch_ingest.config import AlarmRuleConfig, WebhookConfig
-from linewatch_ingest.fanout import FanOut
 from linewatch_ingest.metrics import WEBHOOKS
 from linewatch_ingest.store import AlarmRow, IngestStore
 

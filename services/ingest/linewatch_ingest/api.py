@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from linewatch.runtime.errors import InvalidArgument
+from linewatch.runtime.fanout import FanOut
 from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
 from linewatch_ingest.control import IngestController
 from linewatch_ingest.convert import (
@@ -19,7 +20,6 @@ from linewatch_ingest.convert import (
     timestamp_ms,
     verdict_record,
 )
-from linewatch_ingest.fanout import FanOut
 from linewatch_ingest.rules import rule_from_proto, rule_to_proto
 from linewatch_ingest.store import IngestStore, Query
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from linewatch.runtime.db import Database, default_sqlite_url
+from linewatch.runtime.fanout import FanOut
 from linewatch.runtime.grpc_server import GrpcServer
 from linewatch.runtime.telemetry import setup_telemetry
 from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
@@ -18,7 +19,6 @@ from linewatch_ingest.api import IngestServicer
 from linewatch_ingest.archive import ArchiveWriter
 from linewatch_ingest.config import IngestConfig
 from linewatch_ingest.control import IngestController
-from linewatch_ingest.fanout import FanOut
 from linewatch_ingest.inference_client import InferenceClient
 from linewatch_ingest.pipeline import PipelineDeps
 from linewatch_ingest.store import IngestStore

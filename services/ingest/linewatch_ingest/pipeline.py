@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import InvalidArgument, LinewatchError, Unavailable
+from linewatch.runtime.fanout import FanOut
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch.runtime.telemetry import extract_user_properties, inject_user_properties
 from linewatch.v1 import common_pb2, ingest_pb2
@@ -40,7 +41,6 @@ from linewatch_ingest import metrics
 from linewatch_ingest.alarms import AlarmEngine
 from linewatch_ingest.archive import ArchiveWriter
 from linewatch_ingest.config import IngestConfig, RuleConfig
-from linewatch_ingest.fanout import FanOut
 from linewatch_ingest.inference_client import BatchResult, InferenceClient
 from linewatch_ingest.payload import BadPayload, Telemetry, parse_telemetry
 from linewatch_ingest.rules import TopicTemplate
