@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from linewatch.broker import EmbeddedBroker, broker_answers
-from linewatch.testing import Mosquitto, free_port, mosquitto_binary
+from linewatch.broker import broker_answers
+from linewatch.testing import Mosquitto, broker_url, mosquitto_binary
 
 PG_HOST = os.environ.get("LINEWATCH_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("LINEWATCH_TEST_PG_PORT", "5432"))
@@ -37,12 +37,8 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 @pytest.fixture
 async def mqtt_url() -> AsyncIterator[str]:
     """The machine's broker at 127.0.0.1:1883, else an embedded one on a free port."""
-    if broker_answers("127.0.0.1", 1883):
-        yield "mqtt://127.0.0.1:1883"
-        return
-    port = free_port()
-    async with EmbeddedBroker(port=port):
-        yield f"mqtt://127.0.0.1:{port}"
+    async with broker_url() as url:
+        yield url
 
 
 @pytest.fixture

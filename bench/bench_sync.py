@@ -24,33 +24,21 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 from linewatch_sync.testing import image_bytes
 
-from linewatch.broker import EmbeddedBroker, broker_answers
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import free_port, wait_port
+from linewatch.testing import broker_url, free_port, wait_port
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
 
 RESULTS = Path(__file__).parent / "results" / "sync.json"
 IMAGE_BYTES = 100 * 1024
 CRASH_IMAGES = 1000
 TARGET_RATE = 300.0
-
-
-@contextlib.asynccontextmanager
-async def _broker() -> AsyncIterator[str]:
-    if broker_answers("127.0.0.1", 1883):
-        yield "mqtt://127.0.0.1:1883"
-        return
-    port = free_port()
-    async with EmbeddedBroker(port=port):
-        yield f"mqtt://127.0.0.1:{port}"
 
 
 async def _spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
@@ -230,7 +218,7 @@ async def run(quick: bool) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     try:
         await asyncio.to_thread(wait_port, http_port, 30.0)
-        async with _broker() as mqtt_url:
+        async with broker_url() as mqtt_url:
             with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
                 rate = await throughput(mqtt_url, base, host, count, Path(tmp) / "t")
                 print(

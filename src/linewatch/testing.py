@@ -5,21 +5,24 @@ Not imported by any service at run time.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from linewatch.broker import broker_answers
+from linewatch.broker import EmbeddedBroker, broker_answers
 
 __all__ = [
     "Mosquitto",
     "OtlpReceiver",
     "ReceivedSpan",
+    "broker_url",
     "free_port",
     "mosquitto_binary",
     "wait_port",
@@ -168,3 +171,14 @@ class ReceivedSpan:
     span_id: str
     parent_span_id: str
     kind: int
+
+
+@contextlib.asynccontextmanager
+async def broker_url() -> AsyncIterator[str]:
+    """The machine's broker at 127.0.0.1:1883 if it answers, else an embedded one."""
+    if broker_answers("127.0.0.1", 1883):
+        yield "mqtt://127.0.0.1:1883"
+        return
+    port = free_port()
+    async with EmbeddedBroker(port=port):
+        yield f"mqtt://127.0.0.1:{port}"
