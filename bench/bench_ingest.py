@@ -16,7 +16,8 @@ verdict within the drain time), and CPU and peak RSS per process.
     .venv/bin/python -m bench.bench_ingest            # loads up to the breaking point
     .venv/bin/python -m bench.bench_ingest --quick    # two loads, under 60 s
 
-Results go to ``bench/results/ingest.json``.
+Results go to ``bench/results/ingest.json``. For profiling, ``LINEWATCH_BENCH_CPROFILE=file``
+runs ingest under cProfile and ``LINEWATCH_BENCH_LOGS=dir`` keeps its log there.
 """
 
 from __future__ import annotations
@@ -292,6 +293,8 @@ class Proc:
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str], log: Path) -> Proc:
+    if (profile := os.environ.get("LINEWATCH_BENCH_CPROFILE")) and name == "ingest":
+        args = ["-m", "cProfile", "-o", profile, *args]
     with log.open("wb") as out:
         popen = subprocess.Popen(  # noqa: S603
             [sys.executable, *args], env={**os.environ, **env}, stdout=out, stderr=out
@@ -437,6 +440,10 @@ async def _run_system(
     return results
 
 
+SYSTEMS = ("linewatch", "baseline")
+DEFAULT_LOADS = [1000, 2500, 5000, 10000]
+
+
 def _ingest_yaml(tmp: Path, broker_port: int, inference_port: int, grpc_port: int) -> Path:
     config = {
         "log_level": "WARNING",
@@ -446,7 +453,6 @@ def _ingest_yaml(tmp: Path, broker_port: int, inference_port: int, grpc_port: in
         "brokers": {"default": {"url": f"mqtt://127.0.0.1:{broker_port}"}},
         "inference": {"target": f"127.0.0.1:{inference_port}"},
         "batch": {"max_size": 256, "max_delay_ms": 5},
-        "publish_window": 2048,
         "receive_maximum": 4096,
         "workers": 4,
     }
@@ -459,66 +465,80 @@ async def _ready(port: int, timeout: float = 30) -> None:
     await asyncio.to_thread(wait_port, port, timeout)
 
 
-async def main(quick: bool) -> list[LoadResult]:
-    loads = [1000, 3000] if quick else [1000, 2500, 5000, 10000]
-    duration = 4.0 if quick else 5.0
-    drain = 3.0
-    curves = _curves()
+async def _run_linewatch(
+    tmp: Path, broker: Mosquitto, mosq: Proc, loads: list[int], **kw: Any
+) -> list[LoadResult]:
+    inf_port, ing_port = free_port(), free_port()
+    env = {"OTEL_SDK_DISABLED": "true"}
+    inference = _spawn(
+        "inference",
+        ["-m", "linewatch_inference"],
+        {
+            **env,
+            "LINEWATCH_INFERENCE__GRPC__PORT": str(inf_port),
+            "LINEWATCH_INFERENCE__MODEL_DIR": str(ROOT / "models"),
+            "LINEWATCH_INFERENCE__DATA_DIR": str(tmp / "inference-data"),
+            "LINEWATCH_INFERENCE__LOG_LEVEL": "WARNING",
+        },
+        tmp / "inference.log",
+    )
+    ingest = _spawn(
+        "ingest",
+        ["-m", "linewatch_ingest", "--config",
+         str(_ingest_yaml(tmp, broker.port, inf_port, ing_port))],
+        env,
+        Path(os.environ.get("LINEWATCH_BENCH_LOGS", tmp)) / "ingest.log",
+    )  # fmt: skip
+    try:
+        await _ready(inf_port)
+        await _ready(ing_port)
+        await asyncio.sleep(1.0)
+        return await _run_system(
+            "linewatch", broker=broker, procs=[mosq, ingest, inference], loads=loads,
+            run_base=100, **kw,
+        )  # fmt: skip
+    finally:
+        ingest.stop()
+        inference.stop()
+
+
+async def _run_baseline(
+    tmp: Path, broker: Mosquitto, mosq: Proc, loads: list[int], **kw: Any
+) -> list[LoadResult]:
+    baseline = _spawn(
+        "baseline",
+        ["-m", "bench.bench_ingest", "--baseline-worker", str(broker.port)],
+        {},
+        tmp / "baseline.log",
+    )
+    try:
+        await asyncio.sleep(2.0)
+        return await _run_system(
+            "baseline", broker=broker, procs=[mosq, baseline], loads=loads, run_base=200, **kw
+        )
+    finally:
+        baseline.stop()
+
+
+async def main(
+    quick: bool, loads: list[int] | None = None, systems: tuple[str, ...] = SYSTEMS
+) -> list[LoadResult]:
+    """Run each system at each load against one private mosquitto."""
+    loads = loads or ([1000, 3000] if quick else DEFAULT_LOADS)
+    kw: dict[str, Any] = {"duration": 4.0 if quick else 5.0, "drain": 3.0, "curves": _curves()}
     results: list[LoadResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmpdir:
         tmp = Path(tmpdir)
-        broker = Mosquitto(tmp)
+        # mosquitto lets a client have 20 QoS 1 publishes unacknowledged by default; the
+        # verdict stream needs more in flight (the Helm chart's broker sets the same)
+        broker = Mosquitto(tmp, extra_config="max_inflight_messages 1000\n")
         broker.start()
         mosq = Proc("mosquitto", broker.proc)  # type: ignore[arg-type]
         try:
-            # 1) linewatch: inference + ingest processes
-            inf_port, ing_port = free_port(), free_port()
-            env = {"OTEL_SDK_DISABLED": "true"}
-            inference = _spawn(
-                "inference",
-                ["-m", "linewatch_inference"],
-                {
-                    **env,
-                    "LINEWATCH_INFERENCE__GRPC__PORT": str(inf_port),
-                    "LINEWATCH_INFERENCE__MODEL_DIR": str(ROOT / "models"),
-                    "LINEWATCH_INFERENCE__DATA_DIR": str(tmp / "inference-data"),
-                    "LINEWATCH_INFERENCE__LOG_LEVEL": "WARNING",
-                },
-                tmp / "inference.log",
-            )
-            ingest = _spawn(
-                "ingest",
-                ["-m", "linewatch_ingest", "--config",
-                 str(_ingest_yaml(tmp, broker.port, inf_port, ing_port))],
-                env,
-                tmp / "ingest.log",
-            )  # fmt: skip
-            try:
-                await _ready(inf_port)
-                await _ready(ing_port)
-                await asyncio.sleep(1.0)
-                results += await _run_system(
-                    "linewatch", broker=broker, procs=[mosq, ingest, inference], loads=loads,
-                    duration=duration, drain=drain, curves=curves, run_base=100,
-                )  # fmt: skip
-            finally:
-                ingest.stop()
-                inference.stop()
-            # 2) the seed-000 baseline
-            baseline = _spawn(
-                "baseline",
-                ["-m", "bench.bench_ingest", "--baseline-worker", str(broker.port)],
-                {},
-                tmp / "baseline.log",
-            )
-            try:
-                await asyncio.sleep(2.0)
-                results += await _run_system(
-                    "baseline", broker=broker, procs=[mosq, baseline], loads=loads,
-                    duration=duration, drain=drain, curves=curves, run_base=200,
-                )  # fmt: skip
-            finally:
-                baseline.stop()
+            if "linewatch" in systems:
+                results += await _run_linewatch(tmp, broker, mosq, loads, **kw)
+            if "baseline" in systems:
+                results += await _run_baseline(tmp, broker, mosq, loads, **kw)
         finally:
             broker.stop()
     return results
@@ -559,6 +579,10 @@ def cli(argv: list[str] | None = None) -> int:
     """Run the benchmark (or, internally, the baseline worker process)."""
     parser = argparse.ArgumentParser(prog="bench.bench_ingest")
     parser.add_argument("--quick", action="store_true", help="two loads, under 60 s")
+    parser.add_argument(
+        "--loads", type=lambda v: [int(x) for x in v.split(",")], help="e.g. 2000,8000"
+    )
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="linewatch,baseline")
     parser.add_argument("--baseline-worker", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline_worker:
@@ -566,7 +590,10 @@ def cli(argv: list[str] | None = None) -> int:
             asyncio.run(_baseline_main(args.baseline_worker))
         return 0
     print(f"ingest benchmark on {psutil.cpu_count()} CPU(s); loads at QoS 1, 256-sample curves")
-    results = asyncio.run(main(args.quick))
+    systems = tuple(s for s in args.systems.split(",") if s)
+    if unknown := set(systems) - set(SYSTEMS):
+        parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
+    results = asyncio.run(main(args.quick, args.loads, systems))
     _write(results, args.quick)
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0

@@ -56,7 +56,7 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class Mosquitto:
     """A private mosquitto on a free port that a test may kill and restart."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, extra_config: str = "") -> None:
         self.binary = mosquitto_binary() or "mosquitto"
         self.port = free_port()
         self.workdir = workdir
@@ -67,7 +67,7 @@ class Mosquitto:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {workdir}/\n"
-            "max_queued_messages 100000\n" + user
+            "max_queued_messages 100000\n" + user + extra_config
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -113,14 +113,12 @@ class IngestConfig(ServiceConfig):
     batch: BatchConfig = BatchConfig()
     webhook: WebhookConfig = WebhookConfig()
     queue_size: int = Field(default=4096, ge=1)
-    """Validated messages waiting for a batch, per rule (beyond it the handler waits)."""
+    """Validated messages waiting for a batch, per rule (beyond it the handler waits); never
+    below ``receive_maximum``, which is what bounds QoS 1/2 rules."""
     receive_maximum: int = Field(default=2048, ge=1, le=65535)
     """Unacknowledged messages the broker may have in flight to each rule."""
     workers: int = Field(default=4, ge=1, le=256)
     """Batches of one rule being scored/published/archived at once."""
-    publish_window: int = Field(default=16, ge=1, le=65535)
-    """Verdicts one rule has in flight to the broker awaiting PUBACK; keep it below the
-    broker's receive maximum (mosquitto's ``max_inflight_messages`` defaults to 20)."""
     deadletter_topic: str = "linewatch/deadletter"
     dedup_cache: int = Field(default=200_000, ge=0)
     """msg_ids remembered in memory (the database is asked for the rest)."""

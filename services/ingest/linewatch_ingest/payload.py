@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from linewatch.runtime.errors import InvalidArgument
 
@@ -96,7 +97,7 @@ def _values(data: dict[str, Any]) -> npt.NDArray[np.float32]:
         raise BadPayload("values: must be a flat array of numbers") from exc
     if arr.ndim != 1 or arr.dtype.kind not in "iuf":
         raise BadPayload("values: must be a flat array of numbers (no strings, bools, nulls)")
-    out = arr.astype(np.float32)
+    out = arr.astype("<f4")  # little-endian on every host: archived and sent as bytes
     finite = np.isfinite(out)
     if not finite.all():
         index = int(np.argmin(finite))
@@ -130,9 +131,14 @@ def parse_telemetry(payload: bytes, *, fallback_msg_id: str | None = None) -> Te
         BadPayload: what is wrong, naming the field.
     """
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadPayload(f"not JSON: {exc}") from exc
+        data = orjson.loads(payload)
+    except ValueError:
+        # orjson refuses NaN/Infinity literals outright; the standard parser takes them,
+        # so the reason can name the field and index (or say why it is not JSON)
+        try:
+            data = json.loads(payload)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadPayload(f"not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BadPayload(f"not a JSON object (got {type(data).__name__})")
     device_id = _ident(data, "device_id")

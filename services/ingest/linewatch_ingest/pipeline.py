@@ -23,10 +23,13 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 from sqlalchemy.exc import SQLAlchemyError
@@ -74,6 +77,7 @@ class _Item:
     received: float
     future: asyncio.Future[None]
     span: Span | None
+    redelivered: bool
 
 
 class RateMeter:
@@ -131,9 +135,15 @@ class RuleWorker:
         self.client = MqttClient(
             broker, client_id=client_id, clean_start=False, receive_maximum=cfg.receive_maximum
         )
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=cfg.queue_size)
+        # QoS 1/2: the broker never has more than receive_maximum messages unacknowledged
+        # with us, so a queue that large never fills (a full queue costs a task per
+        # message); QoS 0 has no such flow control and queue_size bounds it.
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(
+            maxsize=max(cfg.queue_size, cfg.receive_maximum)
+        )
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._done: OrderedDict[str, None] = OrderedDict()
+        self._warm = False
         self._gate = asyncio.Event()
         self._closed = False
         self._target_workers = workers
@@ -147,7 +157,6 @@ class RuleWorker:
         self._m_received = metrics.RECEIVED.labels(rule.name)
         self._m_pre_queue = metrics.PRE_QUEUE.labels(rule.name)
         self._m_post_queue = metrics.POST_QUEUE.labels(rule.name)
-        self._publish_slots = asyncio.Semaphore(cfg.publish_window)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -159,6 +168,7 @@ class RuleWorker:
         self._connect_task = asyncio.create_task(self._connect(), name=f"connect-{self.rule.name}")
 
     async def _connect(self) -> None:
+        await self._load_handled_ids()
         delay = 0.5
         while True:
             try:
@@ -171,6 +181,25 @@ class RuleWorker:
                 log.warning("rule cannot connect", extra={"fields": {"rule": self.rule.name}})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    async def _load_handled_ids(self) -> None:
+        """Fill the memory of handled ``msg_id`` from the archive's latest verdicts."""
+        limit = self.deps.config.dedup_cache
+        if not self.rule.archive or limit <= 0:
+            self._warm = limit > 0
+            return
+        try:
+            ids = await self.deps.store.recent_msg_ids(self.rule.name, limit)
+        except (SQLAlchemyError, OSError) as exc:
+            # stay cold: every batch asks the archive until the rule restarts
+            log.warning(
+                "cannot load handled msg_ids; checking the archive per batch",
+                extra={"fields": {"rule": self.rule.name, "error": repr(exc)}},
+            )
+            return
+        for msg_id in ids:
+            self._done[msg_id] = None
+        self._warm = True
 
     def pause(self) -> None:
         """Stop taking messages: handlers wait, the broker holds the rest."""
@@ -246,14 +275,35 @@ class RuleWorker:
 
     # --- receive ---------------------------------------------------------------------
 
-    async def handle(self, msg: MqttMessage) -> None:
-        """The MQTT handler: returns once the message is fully handled (then it is acked).
+    def handle(self, msg: MqttMessage) -> Awaitable[None] | None:
+        """The MQTT handler: the message is acknowledged once the returned future is done.
+
+        The usual path runs synchronously and hands back the message's own future (no
+        task per message); a paused rule or a full queue takes the waiting path.
 
         Raises:
             Unavailable: the rule stopped first; the message stays unacknowledged.
         """
-        if not self._gate.is_set():
+        if not self._gate.is_set() or self._queue.full():
+            return self._handle_later(msg)
+        admitted = self._admit(msg)
+        if isinstance(admitted, _Item):
+            self._queue.put_nowait(admitted)
+            return admitted.future
+        return admitted
+
+    async def _handle_later(self, msg: MqttMessage) -> None:
+        while not self._gate.is_set():
             await self._gate.wait()
+        admitted = self._admit(msg)
+        if isinstance(admitted, _Item):
+            await self._queue.put(admitted)
+            await admitted.future
+        elif admitted is not None:
+            await admitted
+
+    def _admit(self, msg: MqttMessage) -> _Item | Awaitable[None] | None:
+        """Validate and register one message: its item, or what to await instead."""
         if self._closed:
             raise Unavailable(f"rule {self.rule.name} stopped")
         received = time.perf_counter()
@@ -263,19 +313,17 @@ class RuleWorker:
         try:
             tele = parse_telemetry(msg.payload)
         except BadPayload as exc:
-            await self._dead_letter(msg.topic, msg.payload, exc.message)
-            return
+            return self._dead_letter(msg.topic, msg.payload, exc.message)
         msg_id = tele.msg_id
         if msg_id in self._done:
             self.counters.duplicates += 1
-            return
+            return None
         running = self._inflight.get(msg_id)
         if running is not None:
             self.counters.duplicates += 1
-            await asyncio.shield(running)
-            return
+            return asyncio.shield(running)
         span: Span | None = None
-        if msg.user_property("traceparent"):
+        if msg.user_properties and msg.user_property("traceparent"):
             # the device's trace continues through its own span; untraced messages
             # share their batch's trace (a span per message costs more than the rest)
             span = tracer.start_span(
@@ -286,27 +334,17 @@ class RuleWorker:
             span.set_attribute("messaging.destination.name", msg.topic)
             span.set_attribute("linewatch.rule", self.rule.name)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        item = _Item(tele, msg.topic, received, future, span)
+        future.add_done_callback(partial(self._settled, msg_id, span))
         self._inflight[msg_id] = future
-        try:
-            await self._enqueue(item)
-            await future
-        except BaseException as exc:
-            if span is not None:
-                span.record_exception(exc)
-            raise
-        finally:
-            if span is not None:
-                span.end()
-            if self._inflight.get(msg_id) is future:
-                del self._inflight[msg_id]
+        return _Item(tele, msg.topic, received, future, span, msg.dup)
 
-    async def _enqueue(self, item: _Item) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            await self._queue.put(item)
-        self._m_pre_queue.set(self._queue.qsize())
+    def _settled(self, msg_id: str, span: Span | None, future: asyncio.Future[None]) -> None:
+        if span is not None:
+            if not future.cancelled() and (exc := future.exception()) is not None:
+                span.record_exception(exc)
+            span.end()
+        if self._inflight.get(msg_id) is future:
+            del self._inflight[msg_id]
 
     async def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
         self.counters.dead_letters += 1
@@ -331,18 +369,9 @@ class RuleWorker:
             "received_at_ms": body["received_at_ms"],
         }
         await self._retry("deadletter-archive", lambda: self.deps.store.add_dead_letters([row]))
-        await self._publish(
-            self.deps.config.deadletter_topic, json.dumps(body, separators=(",", ":")), qos=1
+        await self.client.publish(
+            self.deps.config.deadletter_topic, orjson.dumps(body), qos=1, timeout=None
         )
-
-    async def _publish(
-        self, topic: str, payload: str, *, qos: int, props: list[tuple[str, str]] | None = None
-    ) -> None:
-        """Publish within the rule's in-flight window; waits across reconnects for PUBACK."""
-        async with self._publish_slots:
-            await self.client.publish(
-                topic, payload, qos=qos, user_properties=props or (), timeout=None
-            )
 
     # --- batches ---------------------------------------------------------------------
 
@@ -414,7 +443,14 @@ class RuleWorker:
             batch_span.set_attribute("linewatch.batch_size", len(items))
             metrics.BATCH_SIZE.observe(len(items))
             if rule.archive:
-                ids = [it.tele.msg_id for it in items if it.tele.has_msg_id]
+                # The in-memory memory of handled ids is warm (loaded from the archive at
+                # start), so only a redelivery (DUP) may have been handled before and
+                # forgotten by a crash; the archive is asked about those alone.
+                ids = [
+                    it.tele.msg_id
+                    for it in items
+                    if it.tele.has_msg_id and (it.redelivered or not self._warm)
+                ]
                 seen: set[str] = set()
                 if ids:
                     seen = await self._retry(
@@ -440,7 +476,7 @@ class RuleWorker:
         """Scores for every item; a curve the model refuses is dead-lettered."""
         with tracer.start_as_current_span("inference call") as span:
             span.set_attribute("linewatch.batch_size", len(items))
-            samples = np.concatenate([it.tele.values for it in items]).astype("<f4").tobytes()
+            samples = np.concatenate([it.tele.values for it in items]).tobytes()
             lengths = [len(it.tele.values) for it in items]
             delay = 0.05
             while True:
@@ -498,74 +534,81 @@ class RuleWorker:
     async def _publish_and_archive(
         self, scored: list[tuple[_Item, dict[str, Any]]], batch_span: Span
     ) -> None:
+        """Publish the verdicts and archive the batch at once; both must succeed."""
         rule = self.rule
-        publishes = []
-        with tracer.start_as_current_span("publish verdicts") as span:
-            span.set_attribute("linewatch.batch_size", len(scored))
-            now = time.perf_counter()
-            batch_props = inject_user_properties(trace.set_span_in_context(batch_span))
-            for item, verdict in scored:
-                verdict["latency_ms"] = round((now - item.received) * 1000, 3)
-                topic = self.template.render(
-                    item.topic, device_id=item.tele.device_id, point=item.tele.point
-                )
-                verdict_topic = topic
-                props = (
-                    inject_user_properties(trace.set_span_in_context(item.span))
-                    if item.span is not None
-                    else batch_props
-                )
-                publishes.append(
-                    self._publish(
-                        verdict_topic,
-                        json.dumps(verdict, separators=(",", ":")),
-                        qos=rule.qos,
-                        props=props,
-                    )
-                )
-                verdict["_topic"] = verdict_topic
-            await asyncio.gather(*publishes)
+        now = time.perf_counter()
+        batch_props = inject_user_properties(trace.set_span_in_context(batch_span))
+        messages: list[tuple[str, bytes, list[tuple[str, str]]]] = []
+        for item, verdict in scored:
+            verdict["latency_ms"] = round((now - item.received) * 1000, 3)
+            topic = self.template.render(
+                item.topic, device_id=item.tele.device_id, point=item.tele.point
+            )
+            props = (
+                inject_user_properties(trace.set_span_in_context(item.span))
+                if item.span is not None
+                else batch_props
+            )
+            messages.append((topic, orjson.dumps(verdict), props))
+            verdict["_topic"] = topic
         if rule.archive:
-            with tracer.start_as_current_span("archive") as span:
-                span.set_attribute("linewatch.rows", 2 * len(scored))
-                tele_rows: list[tuple[Any, ...]] = []
-                verdict_rows: list[tuple[Any, ...]] = []
-                for item, v in scored:
-                    t = item.tele
-                    attrs = json.dumps(t.attrs, separators=(",", ":"))
-                    tele_rows.append(
-                        (
-                            rule.name,
-                            t.msg_id,
-                            t.device_id,
-                            t.point,
-                            t.ts_ms,
-                            item.topic,
-                            t.values.astype("<f4").tobytes(),
-                            attrs,
-                        )
+            await asyncio.gather(self._publish_verdicts(messages), self._archive(scored))
+        else:
+            await self._publish_verdicts(messages)
+        self._finish(scored)
+
+    async def _publish_verdicts(
+        self, messages: list[tuple[str, bytes, list[tuple[str, str]]]]
+    ) -> None:
+        with tracer.start_as_current_span("publish verdicts", kind=SpanKind.PRODUCER) as span:
+            span.set_attribute("messaging.batch.message_count", len(messages))
+            # waits across reconnects until the broker acknowledged every verdict
+            await self.client.publish_many(messages, qos=self.rule.qos, timeout=None)
+
+    async def _archive(self, scored: list[tuple[_Item, dict[str, Any]]]) -> None:
+        rule = self.rule
+        with tracer.start_as_current_span("archive") as span:
+            span.set_attribute("linewatch.rows", 2 * len(scored))
+            tele_rows: list[tuple[Any, ...]] = []
+            verdict_rows: list[tuple[Any, ...]] = []
+            for item, v in scored:
+                t = item.tele
+                attrs = orjson.dumps(t.attrs).decode()
+                tele_rows.append(
+                    (
+                        rule.name,
+                        t.msg_id,
+                        t.device_id,
+                        t.point,
+                        t.ts_ms,
+                        item.topic,
+                        t.values.tobytes(),
+                        attrs,
                     )
-                    verdict_rows.append(
-                        (
-                            rule.name,
-                            t.msg_id,
-                            t.device_id,
-                            t.point,
-                            t.ts_ms,
-                            v["model"],
-                            v["model_version"],
-                            v["label"],
-                            v["ok"],
-                            scores_json(v["scores"]),
-                            v["latency_ms"],
-                            v["trace_id"],
-                            v["_topic"],
-                            attrs,
-                        )
-                    )
-                await self._retry(
-                    "archive", lambda: self.deps.archive.write(tele_rows, verdict_rows)
                 )
+                verdict_rows.append(
+                    (
+                        rule.name,
+                        t.msg_id,
+                        t.device_id,
+                        t.point,
+                        t.ts_ms,
+                        v["model"],
+                        v["model_version"],
+                        v["label"],
+                        v["ok"],
+                        scores_json(v["scores"]),
+                        v["latency_ms"],
+                        v["trace_id"],
+                        v["_topic"],
+                        attrs,
+                    )
+                )
+            await self._retry("archive", lambda: self.deps.archive.write(tele_rows, verdict_rows))
+
+    def _finish(self, scored: list[tuple[_Item, dict[str, Any]]]) -> None:
+        """The batch is published and archived: count it and acknowledge its messages."""
+        rule = self.rule
         done = time.perf_counter()
         counters = self.counters
         for item, v in scored:
@@ -624,7 +667,7 @@ class RuleWorker:
                         ts=stamp,
                         topic=item.topic,
                         rule=self.rule.name,
-                        curve=common_pb2.Curve(samples_f32=t.values.astype("<f4").tobytes()),
+                        curve=common_pb2.Curve(samples_f32=t.values.tobytes()),
                         attrs=t.attrs,
                     )
                 )

@@ -13,7 +13,7 @@ model and an output topic template. Placeholders in the template:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
@@ -55,12 +55,18 @@ def _check_filter(topic_filter: str) -> list[str]:
     return levels
 
 
+_RENDER_CACHE = 100_000
+
+
 @dataclass(frozen=True, slots=True)
 class TopicTemplate:
     """A compiled output-topic template for one source filter."""
 
     template: str
     filter_levels: tuple[str, ...]
+    _rendered: dict[tuple[str, str, str], str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def compile(cls, template: str, source_filter: str) -> TopicTemplate:
@@ -99,9 +105,19 @@ class TopicTemplate:
         return out
 
     def render(self, topic: str, *, device_id: str, point: str) -> str:
-        """The output topic for one message received on ``topic``."""
+        """The output topic for one message received on ``topic`` (memoised: a plant has
+        a bounded set of device/point topics, and this runs for every message)."""
         if "{" not in self.template:
             return self.template
+        key = (topic, device_id, point)
+        out = self._rendered.get(key)
+        if out is None:
+            if len(self._rendered) >= _RENDER_CACHE:
+                self._rendered.clear()
+            out = self._rendered[key] = self._render(topic, device_id, point)
+        return out
+
+    def _render(self, topic: str, device_id: str, point: str) -> str:
         caps = self.captures(topic)
 
         def sub(match: re.Match[str]) -> str:

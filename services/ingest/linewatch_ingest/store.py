@@ -10,12 +10,12 @@ redelivered message recognisable after a restart), ``ingest_deadletter`` and
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, SQLModel, col, select
@@ -161,6 +161,10 @@ class Page:
     next_page_token: str
 
 
+_SQLITE_MAX_PARAMS = 32_000
+"""Bound parameters per SQLite statement (its limit is 32,766 since 3.32)."""
+
+
 def now_ms() -> int:
     """Wall-clock time in epoch milliseconds."""
     return int(time.time() * 1000)
@@ -242,7 +246,8 @@ class IngestStore:
         """Write telemetry and verdict rows in one transaction (duplicates are skipped).
 
         Rows are tuples in :data:`TELEMETRY_COLUMNS` / :data:`VERDICT_COLUMNS` order. SQLite
-        gets one ``executemany`` of ``INSERT OR IGNORE`` (bound in the driver's thread);
+        gets multi-row ``INSERT OR IGNORE`` statements (a few statements per batch, not a
+        statement per row: each one is a round trip to the driver's thread);
         PostgreSQL gets ``COPY`` into a per-connection staging table, then one
         ``INSERT … SELECT … ON CONFLICT DO NOTHING``.
         """
@@ -251,43 +256,48 @@ class IngestStore:
             driver: Any = raw.driver_connection
             if self.db.is_sqlite:
                 # sqlite3 opens its transaction implicitly; SQLAlchemy commits it
-                await self._write_rows(driver, telemetry, verdicts)
+                await self._insert_sqlite(driver, "ingest_telemetry", TELEMETRY_COLUMNS, telemetry)
+                await self._insert_sqlite(driver, "ingest_verdict", VERDICT_COLUMNS, verdicts)
             else:
                 # asyncpg is in autocommit until told otherwise
                 async with driver.transaction():
-                    await self._write_rows(driver, telemetry, verdicts)
+                    await self._copy_postgres(
+                        driver, "ingest_telemetry", TELEMETRY_COLUMNS, telemetry
+                    )
+                    await self._copy_postgres(driver, "ingest_verdict", VERDICT_COLUMNS, verdicts)
 
-    async def _write_rows(
-        self,
-        driver: Any,
-        telemetry: Sequence[tuple[Any, ...]],
-        verdicts: Sequence[tuple[Any, ...]],
+    @staticmethod
+    async def _insert_sqlite(
+        driver: Any, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
     ) -> None:
-        if True:
-            for table, columns, rows in (
-                ("ingest_telemetry", TELEMETRY_COLUMNS, telemetry),
-                ("ingest_verdict", VERDICT_COLUMNS, verdicts),
-            ):
-                if not rows:
-                    continue
-                names = ", ".join(columns)
-                if self.db.is_sqlite:
-                    marks = ", ".join("?" for _ in columns)
-                    await driver.executemany(
-                        f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",  # noqa: S608
-                        rows,
-                    )
-                else:
-                    stage = f"_lw_stage_{table}"
-                    await driver.execute(
-                        f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
-                        f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                    )
-                    await driver.copy_records_to_table(stage, records=rows, columns=columns)
-                    await driver.execute(
-                        f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} "  # noqa: S608
-                        "ON CONFLICT DO NOTHING"
-                    )
+        names = ", ".join(columns)
+        group = "(" + ", ".join("?" for _ in columns) + ")"
+        per_statement = max(1, _SQLITE_MAX_PARAMS // len(columns))
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            await driver.execute(
+                f"INSERT OR IGNORE INTO {table} ({names}) VALUES "  # noqa: S608
+                + ", ".join(group for _ in chunk),
+                [value for row in chunk for value in row],
+            )
+
+    @staticmethod
+    async def _copy_postgres(
+        driver: Any, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        if not rows:
+            return
+        names = ", ".join(columns)
+        stage = f"_lw_stage_{table}"
+        await driver.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+            f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        await driver.copy_records_to_table(stage, records=rows, columns=columns)
+        await driver.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} "  # noqa: S608
+            "ON CONFLICT DO NOTHING"
+        )
 
     async def processed_msg_ids(self, rule: str, msg_ids: Iterable[str]) -> set[str]:
         """Those of ``msg_ids`` that already have an archived verdict for ``rule``."""
@@ -300,6 +310,20 @@ class IngestStore:
                 sa.select(table.c.msg_id).where(table.c.rule == rule, table.c.msg_id.in_(ids))
             )
             return {row.msg_id for row in rows}
+
+    async def recent_msg_ids(self, rule: str, limit: int) -> list[str]:
+        """The ``msg_id`` of the rule's latest ``limit`` verdicts, oldest first."""
+        if limit <= 0:
+            return []
+        table = VerdictRow.__table__  # type: ignore[attr-defined]
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                sa.select(table.c.msg_id)
+                .where(table.c.rule == rule)
+                .order_by(table.c.id.desc())
+                .limit(limit)
+            )
+            return [row.msg_id for row in rows][::-1]
 
     async def add_dead_letters(self, rows: Sequence[dict[str, Any]]) -> None:
         """Store dead letters."""
@@ -441,4 +465,4 @@ class IngestStore:
 
 def scores_json(scores: dict[str, float]) -> str:
     """Scores as compact JSON for the archive."""
-    return json.dumps(scores, separators=(",", ":"))
+    return orjson.dumps(scores).decode()

@@ -4,10 +4,14 @@ What it guarantees:
 
 - MQTT 5 (falls back to 3.1.1 when the broker refuses 5), persistent session
   (``clean_start=False`` + session expiry) unless asked otherwise.
-- QoS 1 by default. A received message is acknowledged only after its handler returned;
+- QoS 1 by default. A received message is acknowledged only after its handler finished;
   a handler that raises leaves it unacknowledged, so the broker redelivers it after a
-  reconnect.
-- :meth:`MqttClient.publish` resolves when the broker acknowledged (PUBACK) the message.
+  reconnect. A handler is a coroutine function, or (for hot paths) a plain function that
+  returns ``None`` (done) or an awaitable (a future: no task is made per message).
+- :meth:`MqttClient.publish` / :meth:`MqttClient.publish_many` resolve when the broker
+  acknowledged (PUBACK) every message. At most the broker's *receive maximum* publishes
+  are in flight; more wait in line (FIFO) for a PUBACK to free a packet id. If the
+  broker lost the session over a reconnect, unacknowledged publishes are sent again.
 - Reconnects forever with capped exponential backoff and jitter, and re-subscribes.
 - User properties in and out (trace context travels there), shared subscriptions
   (``$share/<group>/<filter>``) and ``receive_maximum`` flow control.
@@ -21,18 +25,21 @@ import logging
 import random
 import ssl
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv50, MQTTv311, PubAckReasonCode
-from gmqtt.mqtt.handler import MQTTConnectError
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311, PubAckReasonCode, PubRecReasonCode
+from gmqtt.mqtt.handler import MQTTConnectError, MqttPackageHandler
+from gmqtt.mqtt.protocol import MQTTProtocol
 
 from linewatch.runtime.config import MqttConfig
-from linewatch.runtime.errors import ConfigError, InvalidArgument, Unavailable
+from linewatch.runtime.errors import ConfigError, InvalidArgument, LinewatchError, Unavailable
 
 __all__ = ["MqttClient", "MqttMessage", "topic_matches"]
 
@@ -59,7 +66,13 @@ class MqttMessage:
         return None
 
 
-Handler = Callable[[MqttMessage], Awaitable[None]]
+Handler = Callable[[MqttMessage], Awaitable[None] | None]
+"""Called per message; the message is acknowledged once the returned awaitable is done."""
+
+Outgoing = tuple[str, bytes | str, Sequence[tuple[str, str]]]
+"""One message for :meth:`MqttClient.publish_many`: topic, payload, user properties."""
+
+Dispatch = Callable[[str, bytes, int, dict[str, Any]], Awaitable[None] | None]
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -97,16 +110,78 @@ def _parse_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname, port, tls
 
 
-class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
-    """gmqtt with PUBACK futures and a backoff that grows between reconnect attempts."""
+class _CoalescingProtocol(MQTTProtocol):  # type: ignore[misc]
+    """gmqtt's protocol, writing PUBLISH and acknowledgement packets once per loop turn.
 
-    def __init__(self, *args: Any, backoff: Callable[[int], float], **kwargs: Any) -> None:
+    gmqtt writes every packet with its own ``send()`` system call; at thousands of
+    messages a second (a PUBACK in, a verdict and its PUBACK out per message) those
+    calls cost more than the rest of the pipeline. Here they are joined and written
+    together when the event loop finishes its turn. Every other packet (CONNECT,
+    SUBSCRIBE, PINGREQ, DISCONNECT, …) flushes what is waiting and goes out at once, so
+    the order on the wire never changes and nothing is held back when gmqtt closes.
+    """
+
+    _pending: list[bytes]
+    _flush_handle: asyncio.Handle | None
+
+    @classmethod
+    def adopt(cls, protocol: MQTTProtocol) -> None:
+        """Turn the protocol gmqtt just connected into this one in place."""
+        protocol.__class__ = cls
+        protocol._pending = []
+        protocol._flush_handle = None
+
+    def write_data(self, data: bytes) -> None:
+        packet_type = data[0] & 0xF0 if data else 0
+        self._pending.append(bytes(data))
+        if packet_type in _DEFERRABLE:
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is waiting now."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            super().write_data(data)
+
+
+# PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP
+_DEFERRABLE = frozenset({0x30, 0x40, 0x50, 0x60, 0x70})
+
+
+class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
+    """gmqtt with PUBACK futures, a FIFO publish window, acknowledgement after the
+    handler without a task per message, and a growing reconnect backoff."""
+
+    def __init__(
+        self, *args: Any, backoff: Callable[[int], float], dispatch: Dispatch, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._backoff = backoff
-        self.acked = asyncio.Event()
+        self._id_waiters: deque[asyncio.Future[None]] = deque()
+        self._resend: asyncio.Future[None] | None = None
+        _PackageHandler.adopt(self._package_handler, self, dispatch)
+
+    @property
+    def connection(self) -> Any:
+        """The current connection (a new one after each reconnect)."""
+        return self._connection
+
+    # --- publish window ------------------------------------------------------------
 
     def publish_tracked(self, message: gmqtt.Message) -> asyncio.Future[None]:
+        """Send now; the future resolves on PUBACK.
+
+        Raises:
+            OverflowError: the broker's receive maximum is reached (no free packet id).
+        """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         mid, package = self._connection.publish(message)
         if message.qos > 0:
@@ -116,17 +191,119 @@ class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
             fut.set_result(None)
         return fut
 
+    async def wait_for_id(self, *, first: bool = False) -> None:
+        """Wait in line until a PUBACK frees a packet id (or a reconnect resets them)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if first:
+            self._id_waiters.appendleft(waiter)
+        else:
+            self._id_waiters.append(waiter)
+        try:
+            # the timeout only guards against a wake-up lost to a dropped connection
+            async with asyncio.timeout(1.0):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            if not waiter.done():
+                with contextlib.suppress(ValueError):
+                    self._id_waiters.remove(waiter)
+
+    def wake_id_waiters(self, n: int | None = None) -> None:
+        """Let ``n`` (default: all) publishers waiting for a packet id try again."""
+        while self._id_waiters and (n is None or n > 0):
+            waiter = self._id_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if n is not None:
+                    n -= 1
+
     def _remove_message_from_queue(self, mid: int) -> None:
         super()._remove_message_from_queue(mid)
         fut = self._acks.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(None)
-        self.acked.set()
+        self.wake_id_waiters(1)
+
+    def _clear_resend_qos_queue(self) -> None:
+        # The broker has no session for us (it lost it, or it is a new broker): gmqtt
+        # would forget the unacknowledged publishes and their PUBACK futures would never
+        # resolve. Nothing accepted may be lost, so send them again in the new session.
+        if not self._persistent_storage.is_empty:
+            log.warning("broker lost the session; resending unacknowledged publishes")
+            self._resend = asyncio.ensure_future(self._resend_qos_messages())
+        self.wake_id_waiters()
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        connection = await super()._create_connection(*args, **kwargs)
+        _CoalescingProtocol.adopt(connection._protocol)
+        return connection
 
     async def reconnect(self, delay: bool = False) -> None:
         if delay:
             self.reconnect_delay = self._backoff(self._connection_state.failed_connections)
         await super().reconnect(delay=delay)
+
+
+class _PackageHandler(MqttPackageHandler):  # type: ignore[misc]
+    """gmqtt's packet handler, acknowledging QoS 1/2 messages when their handler is done
+    without a task per message (gmqtt wraps every handler call in a task)."""
+
+    _client: _GmqttClient
+    _dispatch: Dispatch
+
+    @classmethod
+    def adopt(cls, handler: MqttPackageHandler, client: _GmqttClient, dispatch: Dispatch) -> None:
+        """Turn gmqtt's own handler (made in ``Client.__init__``) into this one in place."""
+        handler.__class__ = cls
+        handler._client = client
+        handler._dispatch = dispatch
+
+    def _handle_qos_1_publish_packet(
+        self, mid: int, packet: bytes, topic: str, properties: dict[str, Any]
+    ) -> None:
+        self._deliver(mid, packet, topic, 1, properties)
+
+    def _handle_qos_2_publish_packet(
+        self, mid: int, packet: bytes, topic: str, properties: dict[str, Any]
+    ) -> None:
+        self._deliver(mid, packet, topic, 2, properties)
+
+    def _deliver(
+        self, mid: int, packet: bytes, topic: str, qos: int, properties: dict[str, Any]
+    ) -> None:
+        try:
+            pending = self._dispatch(topic, packet, qos, properties)
+        except Exception as exc:
+            # no acknowledgement: the broker redelivers the message after a reconnect
+            _log_handler_error(exc)
+            return
+        if pending is None:
+            self._acknowledge(mid, qos)
+        else:
+            done = asyncio.ensure_future(pending)
+            done.add_done_callback(
+                partial(self._acknowledge_when_ok, mid=mid, qos=qos, conn=self._client.connection)
+            )
+
+    def _acknowledge(self, mid: int, qos: int) -> None:
+        if qos == 2:
+            self._send_pubrec(mid, reason_code=PubRecReasonCode.SUCCESS.value)
+        else:
+            self._send_puback(mid, reason_code=PubAckReasonCode.SUCCESS.value)
+
+    def _acknowledge_when_ok(
+        self, done: asyncio.Future[None], *, mid: int, qos: int, conn: Any
+    ) -> None:
+        if done.cancelled():
+            return
+        if (exc := done.exception()) is not None:
+            _log_handler_error(exc)
+            return
+        # A packet id belongs to its connection: after a reconnect the broker resends the
+        # message (and the redelivery is acknowledged), so an old id is never acked.
+        if self._client.connection is conn and not conn.is_closing():
+            self._acknowledge(mid, qos)
 
 
 @dataclass
@@ -158,6 +335,8 @@ class MqttClient:
         self._host, self._port, self._tls = _parse_url(config.url)
         self.client_id = client_id or config.client_id or f"linewatch-{uuid.uuid4().hex[:12]}"
         self._subs: dict[str, _Subscription] = {}
+        self._routes: dict[str, Handler | None] = {}
+        """topic → handler, memoised (matching filters per message costs more than a dict)"""
         self._connected = asyncio.Event()
         self._closing = False
         self._will = gmqtt.Message(will_topic, will_payload, qos=1) if will_topic else None
@@ -175,6 +354,7 @@ class MqttClient:
             session_expiry_interval=0 if self._clean_start else self._config.session_expiry_s,
             receive_maximum=self._receive_maximum,
             backoff=self._backoff,
+            dispatch=self._dispatch,
         )
         client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
         if self._config.username:
@@ -280,11 +460,13 @@ class MqttClient:
             raise InvalidArgument(f"bad subscription {topic_filter!r} qos={qos}")
         sub = _Subscription(topic_filter, qos, handler, no_local)
         self._subs[topic_filter] = sub
+        self._routes.clear()
         if self.connected:
             self._send_subscribe(sub)
 
     async def unsubscribe(self, topic_filter: str) -> None:
         """Stop receiving ``topic_filter``."""
+        self._routes.clear()
         if self._subs.pop(topic_filter, None) is not None and self.connected:
             self._client.unsubscribe(topic_filter)
 
@@ -312,27 +494,58 @@ class MqttClient:
             Unavailable: not connected, or no acknowledgement within ``timeout``; the
                 message stays queued and is re-sent after a reconnect.
         """
-        await self.wait_connected(timeout)
-        kwargs: dict[str, Any] = {}
-        if user_properties and self.protocol_version == MQTTv50:
-            kwargs["user_property"] = list(user_properties)
-        message = gmqtt.Message(topic, payload, qos=qos, retain=retain, **kwargs)
+        await self.publish_many(
+            [(topic, payload, user_properties)], qos=qos, retain=retain, timeout=timeout
+        )
+
+    async def publish_many(
+        self,
+        messages: Sequence[Outgoing],
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout: float | None = 30.0,
+    ) -> None:
+        """Publish several messages in order; returns once the broker acknowledged all.
+
+        Raises:
+            Unavailable: not connected, or not all acknowledged within ``timeout``; the
+                unacknowledged ones stay queued and are re-sent after a reconnect.
+        """
+        mqtt5 = self.protocol_version == MQTTv50
+        acks: list[asyncio.Future[None]] = []
         try:
             async with asyncio.timeout(timeout):
-                while True:
-                    try:
-                        fut = self._client.publish_tracked(message)
-                        break
-                    except OverflowError:
-                        # The broker's receive maximum of unacknowledged publishes is
-                        # reached: wait for a PUBACK to free a packet id, then retry.
-                        self._client.acked.clear()
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(0.05):
-                                await self._client.acked.wait()
-                await asyncio.shield(fut)
+                for topic, payload, user_properties in messages:
+                    if user_properties and mqtt5:
+                        message = gmqtt.Message(
+                            topic, payload, qos=qos, retain=retain,
+                            user_property=list(user_properties),
+                        )  # fmt: skip
+                    else:
+                        message = gmqtt.Message(topic, payload, qos=qos, retain=retain)
+                    acks.append(await self._send(message))
+                for ack in acks:
+                    if not ack.done():
+                        await asyncio.shield(ack)
         except TimeoutError as exc:
-            raise Unavailable(f"no PUBACK for {topic!r} within {timeout}s") from exc
+            pending = sum(1 for ack in acks if not ack.done())
+            raise Unavailable(
+                f"{pending or len(messages) - len(acks)} publish(es) not acknowledged "
+                f"within {timeout}s"
+            ) from exc
+
+    async def _send(self, message: gmqtt.Message) -> asyncio.Future[None]:
+        retried = False
+        while True:
+            if not self._connected.is_set():
+                await self._connected.wait()
+            try:
+                return self._client.publish_tracked(message)
+            except OverflowError:
+                # the broker's receive maximum of unacknowledged publishes is reached
+                await self._client.wait_for_id(first=retried)
+                retried = True
 
     # --- gmqtt callbacks -----------------------------------------------------------
 
@@ -341,6 +554,7 @@ class MqttClient:
         for sub in self._subs.values():
             self._send_subscribe(sub)
         self._connected.set()
+        self._client.wake_id_waiters()
 
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         was = self._connected.is_set()
@@ -351,29 +565,55 @@ class MqttClient:
                 extra={"fields": {"broker": f"{self._host}:{self._port}"}},
             )
 
-    async def _on_message(
-        self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
-    ) -> int:
+    def _dispatch(
+        self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
+    ) -> Awaitable[None] | None:
         handler = self._handler_for(topic)
         if handler is None:
-            return int(PubAckReasonCode.SUCCESS.value)
-        raw_props = properties.get("user_property") or ()
-        user_props = tuple((str(k), str(v)) for k, v in raw_props)
+            return None
+        raw_props = properties.get("user_property")
         message = MqttMessage(
             topic=topic,
-            payload=bytes(payload),
+            payload=payload,
             qos=qos,
             retain=bool(properties.get("retain", False)),
             dup=bool(properties.get("dup", False)),
-            user_properties=user_props,
+            user_properties=tuple((str(k), str(v)) for k, v in raw_props) if raw_props else (),
         )
-        # An exception propagates to gmqtt, which then sends no PUBACK: the broker
-        # redelivers the message on the next connection.
-        await handler(message)
-        return int(PubAckReasonCode.SUCCESS.value)
+        return handler(message)
+
+    def _on_message(
+        self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
+    ) -> None:
+        # QoS 0 only (QoS 1 and 2 go through _GmqttClient._deliver): nothing to acknowledge
+        pending = self._dispatch(topic, payload, qos, properties)
+        if pending is not None:
+            asyncio.ensure_future(pending).add_done_callback(_log_failure)
 
     def _handler_for(self, topic: str) -> Handler | None:
-        for sub in self._subs.values():
-            if topic_matches(sub.topic_filter, topic):
-                return sub.handler
-        return None
+        try:
+            return self._routes[topic]
+        except KeyError:
+            pass
+        handler = next(
+            (sub.handler for sub in self._subs.values() if topic_matches(sub.topic_filter, topic)),
+            None,
+        )
+        if len(self._routes) >= _ROUTE_CACHE:
+            self._routes.clear()
+        self._routes[topic] = handler
+        return handler
+
+
+_ROUTE_CACHE = 100_000
+
+
+def _log_failure(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and (exc := done.exception()) is not None:
+        _log_handler_error(exc)
+
+
+def _log_handler_error(exc: BaseException) -> None:
+    # a LinewatchError is the handler saying "not now" (stopped, unavailable): expected
+    if not isinstance(exc, LinewatchError):
+        log.error("message handler failed", exc_info=exc)
