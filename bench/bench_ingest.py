@@ -440,23 +440,44 @@ async def _run_system(
     return results
 
 
-SYSTEMS = ("linewatch", "baseline")
+SYSTEMS = ("linewatch", "linewatch_x2", "baseline")
+"""linewatch_x2: two ingest replicas splitting the topic with a shared subscription."""
 DEFAULT_LOADS = [1000, 2500, 5000, 10000]
 
 
-def _ingest_yaml(tmp: Path, broker_port: int, inference_port: int, grpc_port: int) -> Path:
-    config = {
+def _ingest_yaml(
+    tmp: Path,
+    broker_port: int,
+    inference_port: int,
+    grpc_port: int,
+    *,
+    replica: int = 0,
+    shared: bool = False,
+    database_url: str = "",
+) -> Path:
+    config: dict[str, Any] = {
         "log_level": "WARNING",
         "grpc": {"port": grpc_port},
         "data_dir": str(tmp / "ingest-data"),
-        "client_id": "bench-ingest",
+        "database_url": database_url,
+        "client_id": f"bench-ingest-{replica}",
         "brokers": {"default": {"url": f"mqtt://127.0.0.1:{broker_port}"}},
         "inference": {"target": f"127.0.0.1:{inference_port}"},
         "batch": {"max_size": 256, "max_delay_ms": 5},
         "receive_maximum": 4096,
         "workers": 4,
     }
-    path = tmp / "ingest.yaml"
+    if shared:
+        # replicas split the demo topic with an MQTT shared subscription
+        config["rules"] = [
+            {
+                "name": "demo",
+                "source_topic": "$share/linewatch/plant/+/+/telemetry",
+                "model": "curve-quality",
+                "output_topic": "plant/{1}/{2}/verdict",
+            }
+        ]
+    path = tmp / f"ingest-{replica}.yaml"
     path.write_text(json.dumps(config))
     return path
 
@@ -466,10 +487,18 @@ async def _ready(port: int, timeout: float = 30) -> None:
 
 
 async def _run_linewatch(
-    tmp: Path, broker: Mosquitto, mosq: Proc, loads: list[int], **kw: Any
+    tmp: Path,
+    broker: Mosquitto,
+    mosq: Proc,
+    loads: list[int],
+    *,
+    replicas: int = 1,
+    database_url: str = "",
+    **kw: Any,
 ) -> list[LoadResult]:
-    inf_port, ing_port = free_port(), free_port()
+    inf_port = free_port()
     env = {"OTEL_SDK_DISABLED": "true"}
+    logs = Path(os.environ.get("LINEWATCH_BENCH_LOGS", tmp))
     inference = _spawn(
         "inference",
         ["-m", "linewatch_inference"],
@@ -480,25 +509,34 @@ async def _run_linewatch(
             "LINEWATCH_INFERENCE__DATA_DIR": str(tmp / "inference-data"),
             "LINEWATCH_INFERENCE__LOG_LEVEL": "WARNING",
         },
-        tmp / "inference.log",
+        logs / "inference.log",
     )
-    ingest = _spawn(
-        "ingest",
-        ["-m", "linewatch_ingest", "--config",
-         str(_ingest_yaml(tmp, broker.port, inf_port, ing_port))],
-        env,
-        Path(os.environ.get("LINEWATCH_BENCH_LOGS", tmp)) / "ingest.log",
-    )  # fmt: skip
+    ingests: list[Proc] = []
+    ports: list[int] = []
+    for replica in range(replicas):
+        port = free_port()
+        config = _ingest_yaml(
+            tmp, broker.port, inf_port, port, replica=replica, shared=replicas > 1,
+            database_url=database_url,
+        )  # fmt: skip
+        name = "ingest" if replicas == 1 else f"ingest{replica + 1}"
+        ingests.append(
+            _spawn(name, ["-m", "linewatch_ingest", "--config", str(config)], env,
+                   logs / f"{name}.log")
+        )  # fmt: skip
+        ports.append(port)
+        await _ready(port)  # one at a time: the first creates the tables
+    system = "linewatch" if replicas == 1 else f"linewatch_x{replicas}"
     try:
         await _ready(inf_port)
-        await _ready(ing_port)
         await asyncio.sleep(1.0)
         return await _run_system(
-            "linewatch", broker=broker, procs=[mosq, ingest, inference], loads=loads,
-            run_base=100, **kw,
+            system, broker=broker, procs=[mosq, *ingests, inference], loads=loads,
+            run_base=100 * (2 * replicas + 1), **kw,
         )  # fmt: skip
     finally:
-        ingest.stop()
+        for proc in ingests:
+            proc.stop()
         inference.stop()
 
 
@@ -521,7 +559,10 @@ async def _run_baseline(
 
 
 async def main(
-    quick: bool, loads: list[int] | None = None, systems: tuple[str, ...] = SYSTEMS
+    quick: bool,
+    loads: list[int] | None = None,
+    systems: tuple[str, ...] = SYSTEMS,
+    database_url: str = "",
 ) -> list[LoadResult]:
     """Run each system at each load against one private mosquitto."""
     loads = loads or ([1000, 3000] if quick else DEFAULT_LOADS)
@@ -537,6 +578,10 @@ async def main(
         try:
             if "linewatch" in systems:
                 results += await _run_linewatch(tmp, broker, mosq, loads, **kw)
+            if "linewatch_x2" in systems:
+                results += await _run_linewatch(
+                    tmp, broker, mosq, loads, replicas=2, database_url=database_url, **kw
+                )
             if "baseline" in systems:
                 results += await _run_baseline(tmp, broker, mosq, loads, **kw)
         finally:
@@ -583,6 +628,12 @@ def cli(argv: list[str] | None = None) -> int:
         "--loads", type=lambda v: [int(x) for x in v.split(",")], help="e.g. 2000,8000"
     )
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="linewatch,baseline")
+    parser.add_argument(
+        "--replica-database",
+        default="",
+        metavar="URL",
+        help="database of the linewatch_x2 replicas (default: a shared SQLite file)",
+    )
     parser.add_argument("--baseline-worker", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline_worker:
@@ -593,7 +644,7 @@ def cli(argv: list[str] | None = None) -> int:
     systems = tuple(s for s in args.systems.split(",") if s)
     if unknown := set(systems) - set(SYSTEMS):
         parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
-    results = asyncio.run(main(args.quick, args.loads, systems))
+    results = asyncio.run(main(args.quick, args.loads, systems, args.replica_database))
     _write(results, args.quick)
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
