@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from linewatch.broker import EmbeddedBroker, broker_answers
 
 __all__ = [
     "Mosquitto",
+    "Postgres",
     "OtlpReceiver",
     "ReceivedSpan",
     "broker_url",
@@ -95,6 +98,69 @@ class Mosquitto:
             self.proc.terminate()
             self.proc.wait()
             self.proc = None
+
+
+def postgres_bin_dir() -> Path | None:
+    """The directory holding ``initdb`` and ``pg_ctl``, if PostgreSQL is installed."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True)
+    return versions[0].parent if versions else None
+
+
+class Postgres:
+    """A private PostgreSQL cluster on a free port that a test may stop and start.
+
+    PostgreSQL refuses to run as root; as root the cluster belongs to the ``postgres``
+    user (and lives in a directory that user can reach).
+    """
+
+    def __init__(self) -> None:
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            raise FileNotFoundError("PostgreSQL (initdb, pg_ctl) is not installed")
+        self.bin_dir = bin_dir
+        self.port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="linewatch-pg-"))
+        self.data = self.workdir / "data"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            self._as = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.workdir, "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL of its ``postgres`` database."""
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run(  # noqa: S603
+            [*self._as, str(self.bin_dir / tool), *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=self.workdir,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.workdir}"
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.workdir / "log"),
+            "-w", "-t", "60", "start",
+        )  # fmt: skip
+        wait_port(self.port, timeout=30)
+
+    def stop(self, *, mode: str = "fast") -> None:
+        """Stop it (``immediate``: like a crash, no shutdown checkpoint)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        """Stop it if running and delete its files."""
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop(mode="immediate")
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class OtlpReceiver:

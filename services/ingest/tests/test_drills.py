@@ -1,6 +1,7 @@
 """Failure drills: the broker killed and restarted mid-stream, the inference service
-killed for a few seconds. Every accepted message still ends with exactly one verdict and
-one archive row (the pipeline never scores or archives a message twice)."""
+killed for a few seconds, the database down for a few seconds. Every accepted message
+still ends with exactly one verdict and one archive row (the pipeline never scores or
+archives a message twice)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from linewatch_ingest.store import Query, TelemetryRow, VerdictRow
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import Mosquitto
+from linewatch.testing import Mosquitto, Postgres, postgres_bin_dir
 
 from .conftest import Collector, Inference, curve_payload, eventually, ingest_config
 
@@ -133,6 +134,51 @@ async def test_inference_killed_for_a_few_seconds(
         seen = Counter(json.loads(m.payload)["msg_id"] for m in verdicts.messages)
         assert sorted(seen) == sorted(acked)
         assert max(seen.values()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(postgres_bin_dir() is None, reason="needs PostgreSQL's initdb/pg_ctl")
+async def test_database_down_for_a_few_seconds(
+    mqtt_url: str, topic_prefix: str, inference: Inference
+) -> None:
+    pg = Postgres()
+    try:
+        pg.start()
+        config = ingest_config(
+            mqtt_url=mqtt_url, database_url=pg.url, inference=inference, prefix=topic_prefix
+        )
+        acked: list[str] = []
+        async with (
+            running(config) as ingest,
+            MqttClient(MqttConfig(url=mqtt_url), clean_start=True) as pub,
+        ):
+            worker = ingest.controller.worker("demo")
+            assert worker is not None
+            await worker.client.wait_connected(5)
+            await asyncio.sleep(0.2)
+            publisher = asyncio.create_task(_publish_stream(pub, topic_prefix, acked, rate=250))
+            assert await eventually(lambda: _at_least(acked, N // 3), timeout=20, interval=0.01)
+            await asyncio.to_thread(pg.stop, mode="immediate")  # like a crash
+            await asyncio.sleep(3.0)
+            # nothing archived, so nothing acknowledged: held, not dropped
+            held = ingest.controller.status().rules[0]
+            assert held.post_queue > 0 or held.pre_queue > 0
+            assert "archive" in held.last_error or "dedup" in held.last_error
+            await asyncio.to_thread(pg.start)
+            restarted = asyncio.get_running_loop().time()
+            before = worker.counters.verdicts
+
+            async def flowing() -> bool:
+                return worker.counters.verdicts > before
+
+            assert await eventually(flowing, timeout=30)
+            recovery = asyncio.get_running_loop().time() - restarted
+            print(f"ingest archived again {recovery:.2f} s after PostgreSQL came back")
+            async with asyncio.timeout(60):
+                await publisher
+            await _check_exactly_once(ingest, acked)
+    finally:
+        await asyncio.to_thread(pg.remove)
 
 
 async def _at_least(items: list[str], n: int) -> bool:
