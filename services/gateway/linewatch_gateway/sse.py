@@ -4,7 +4,10 @@ Each :class:`StreamHub` holds one server-streaming subscription to its backend (
 with capped exponential backoff), numbers the events it receives with increasing ids
 (starting from the gateway's start time in microseconds, so ids keep growing across
 restarts), keeps the newest ``replay`` events for ``Last-Event-ID`` resume, and puts each
-event in the bounded queue of every client whose filter matches. A client whose queue is
+event in the bounded queue of every client whose filter matches. A client resuming from
+an id this gateway can no longer replay (older than the buffer, or from before a gateway
+restart) first gets a ``gap`` event saying so, so it can fill the hole from the archive
+(``GET /v1/verdicts`` …) instead of missing events silently. A client whose queue is
 full is dropped (its response ends; EventSource reconnects and resumes from the replay
 buffer) so one slow browser never slows the others or the upstream.
 """
@@ -81,6 +84,8 @@ class Subscriber:
     filter: StreamFilter
     queue: asyncio.Queue[Event | None]
     backlog: list[Event] = field(default_factory=list)
+    gap_after: int | None = None
+    """The resume id events after which may be missing (``None``: nothing missing)."""
     dropped: bool = False
     closed: bool = False
 
@@ -154,6 +159,11 @@ class StreamHub:
         sub = Subscriber(flt, asyncio.Queue(maxsize=self._queue_size))
         if last_event_id is not None:
             sub.backlog = [e for e in self._replay if e.id > last_event_id and flt.matches(e)]
+            # ids grow by one per event: the first one still known tells whether some
+            # between the client's last and it are gone (buffer overrun or a restart)
+            first_known = self._replay[0].id if self._replay else self._next_id + 1
+            if last_event_id < first_known - 1:
+                sub.gap_after = last_event_id
         if self.closed:
             sub.closed = True
         else:
@@ -217,6 +227,10 @@ class StreamHub:
         getter: asyncio.Future[Event | None] | None = None
         try:
             yield b"retry: 2000\n: connected\n\n"
+            if sub.gap_after is not None:
+                # no id: the client's Last-Event-ID stays where it was
+                gap = json.dumps({"after": sub.gap_after, "stream": self.kind})
+                yield f"event: gap\ndata: {gap}\n\n".encode()
             for event in sub.backlog:
                 yield encode_event(event)
             sub.backlog = []

@@ -272,6 +272,18 @@ async def test_replay_buffer_is_bounded(replay: int) -> None:
     ids = [hub.publish("alarm", {"i": i}).id for i in range(10)]
     sub = hub.subscribe(StreamFilter(), last_event_id=ids[0])
     assert [e.id for e in sub.backlog] == ids[10 - replay :] if replay else sub.backlog == []
+    # events between ids[0] and the buffer are gone: the client is told before the backlog
+    assert sub.gap_after == ids[0]
+    chunks = hub.stream(sub, heartbeat_s=5)
+    assert (await anext(chunks)).startswith(b"retry:")
+    gap = await anext(chunks)
+    assert gap.startswith(b"event: gap\n")
+    assert json.loads(gap.split(b"data: ")[1]) == {"after": ids[0], "stream": "alarms"}
+    await chunks.aclose()
+    # resuming from the newest event (or within the buffer) loses nothing: no gap
+    assert hub.subscribe(StreamFilter(), last_event_id=ids[-1]).gap_after is None
+    if replay:
+        assert hub.subscribe(StreamFilter(), last_event_id=ids[-replay - 1]).gap_after is None
 
 
 async def test_stream_takes_the_token_in_the_query_when_reads_need_auth(stack: Any) -> None:
