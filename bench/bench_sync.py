@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
-import sqlite3
-import sys
 import tempfile
 import time
 import uuid
@@ -28,10 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from linewatch_sync.testing import image_bytes
+from linewatch_sync.drills import (
+    SyncProcess,
+    kill_mid_download,
+    spawn_python,
+    verify_cache,
+    wait_done,
+)
 
-from linewatch.runtime.config import MqttConfig
-from linewatch.runtime.mqtt import MqttClient
 from linewatch.testing import broker_url, free_port, wait_port
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
 
@@ -39,94 +40,6 @@ RESULTS = Path(__file__).parent / "results" / "sync.json"
 IMAGE_BYTES = 100 * 1024
 CRASH_IMAGES = 1000
 TARGET_RATE = 300.0
-
-
-async def _spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, *args, stdout=asyncio.subprocess.DEVNULL, env=env
-    )
-
-
-class SyncProcess:
-    """The sync service as a child process, with its config in a directory."""
-
-    def __init__(self, workdir: Path, mqtt_url: str, topic: str) -> None:
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.topic = topic
-        config = {
-            "log_level": "WARNING",
-            "data_dir": str(workdir / "data"),
-            "cache_dir": str(workdir / "cache"),
-            "grpc": {"port": self.port},
-            "mqtt": {"url": mqtt_url, "client_id": f"bench-sync-{uuid.uuid4().hex[:8]}"},
-            "topics": [topic],
-            "deadletter_topic": "",
-            "worker_id": "bench",
-            "concurrency": 32,
-            "per_host_concurrency": 32,
-            "poll_interval_s": 0.1,
-        }
-        self.config_path = workdir / "sync.yaml"
-        self.config_path.write_text(json.dumps(config))
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.proc = await _spawn("-m", "linewatch_sync", "--config", str(self.config_path))
-        await asyncio.to_thread(wait_port, self.port, 60.0)
-
-    async def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 20)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-
-    @property
-    def db_path(self) -> Path:
-        return self.workdir / "data" / "sync.db"
-
-
-async def _stats(stub: sync_pb2_grpc.SyncServiceStub) -> sync_pb2.GetCacheStatsResponse:
-    stats: sync_pb2.GetCacheStatsResponse = await stub.GetCacheStats(
-        sync_pb2.GetCacheStatsRequest(), timeout=10
-    )
-    return stats
-
-
-async def _wait_done(stub: sync_pb2_grpc.SyncServiceStub, n: int, timeout: float) -> float:
-    start = time.perf_counter()
-    async with asyncio.timeout(timeout):
-        while (await _stats(stub)).jobs_by_state["done"] < n:  # noqa: ASYNC110 (polls a process)
-            await asyncio.sleep(0.02)
-    return time.perf_counter() - start
-
-
-def _verify(cache: Path, host: str, count: int) -> dict[str, int]:
-    """Byte-compare every file; count missing, wrong, extra and partial files."""
-    missing = wrong = 0
-    for i in range(count):
-        path = cache / host / "img" / f"{i}.jpg"
-        if not path.is_file():
-            missing += 1
-        elif path.read_bytes() != image_bytes(i, IMAGE_BYTES):
-            wrong += 1
-    files = [p for p in cache.rglob("*") if p.is_file() and ".partial" not in p.parts]
-    partial = list((cache / ".partial").iterdir()) if (cache / ".partial").exists() else []
-    return {
-        "missing": missing,
-        "wrong": wrong,
-        "extra": len(files) - (count - missing),
-        "partial": len(partial),
-    }
 
 
 async def throughput(mqtt_url: str, base: str, host: str, count: int, work: Path) -> float:
@@ -139,71 +52,20 @@ async def throughput(mqtt_url: str, base: str, host: str, count: int, work: Path
             start = time.perf_counter()
             for i in range(0, count, 1000):
                 await stub.EnqueueUrls(sync_pb2.EnqueueUrlsRequest(urls=urls[i : i + 1000]))
-            await _wait_done(stub, count, 120)
+            await wait_done(stub, count, 120)
             elapsed = time.perf_counter() - start
     finally:
         await svc.stop()
-    report = await asyncio.to_thread(_verify, work / "cache", host, count)
+    report = await asyncio.to_thread(verify_cache, work / "cache", host, count, IMAGE_BYTES)
     if any(report.values()):
         raise SystemExit(f"throughput run left a bad cache: {report}")
     return count / elapsed
 
 
-async def crash(mqtt_url: str, base: str, host: str, work: Path) -> dict[str, Any]:
-    topic = f"bench/{uuid.uuid4().hex[:8]}/sync"
-    svc = SyncProcess(work, mqtt_url, topic)
-    await svc.start()
-    pub = MqttClient(MqttConfig(url=mqtt_url), client_id=f"bench-pub-{uuid.uuid4().hex[:8]}")
-    await pub.connect()
-    t0 = time.perf_counter()
-    try:
-        # Half as JSON documents of 100 URLs, half in the seed's comma-separated format.
-        for i in range(0, CRASH_IMAGES, 100):
-            urls = [f"{base}/img/{j}.jpg!thumb" for j in range(i, i + 100)]
-            if (i // 100) % 2:
-                await pub.publish(topic, ",".join(urls))
-            else:
-                await pub.publish(topic, json.dumps({"urls": urls, "work_id": f"w{i}"}))
-    finally:
-        await pub.disconnect()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
-        stub = sync_pb2_grpc.SyncServiceStub(channel)
-        async with asyncio.timeout(60):
-            while (await _stats(stub)).jobs_by_state["done"] < CRASH_IMAGES * 0.4:  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
-    await svc.kill9()
-    with contextlib.closing(sqlite3.connect(svc.db_path)) as conn:
-        at_kill = dict(
-            conn.execute("SELECT state, count(*) FROM sync_jobs GROUP BY state").fetchall()
-        )
-    parts_at_kill = len(list((work / "cache" / ".partial").glob("*.part")))
-    await svc.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
-            stub = sync_pb2_grpc.SyncServiceStub(channel)
-            await _wait_done(stub, CRASH_IMAGES, 120)
-            stats = await _stats(stub)
-    finally:
-        await svc.stop()
-    total = time.perf_counter() - t0
-    with contextlib.closing(sqlite3.connect(svc.db_path)) as conn:
-        rows, urls = conn.execute("SELECT count(*), count(DISTINCT url) FROM sync_jobs").fetchone()
-    report = await asyncio.to_thread(_verify, work / "cache", host, CRASH_IMAGES)
-    return {
-        "at_kill": at_kill,
-        "parts_at_kill": parts_at_kill,
-        "done": stats.jobs_by_state["done"],
-        "rows": rows,
-        "distinct_urls": urls,
-        "seconds": total,
-        **report,
-    }
-
-
 async def run(quick: bool) -> list[dict[str, Any]]:
     count = 1000 if quick else 3000
     http_port = free_port()
-    server = await _spawn(
+    server = await spawn_python(
         "-m",
         "linewatch_sync.testing",
         "--port",
@@ -226,7 +88,9 @@ async def run(quick: bool) -> list[dict[str, Any]]:
                     f"{rate:,.0f} images/s ({rate * IMAGE_BYTES / 1e6:,.1f} MB/s); "
                     f"target >= {TARGET_RATE:.0f}: {'PASS' if rate >= TARGET_RATE else 'FAIL'}"
                 )
-                result = await crash(mqtt_url, base, host, Path(tmp) / "c")
+                result = await kill_mid_download(
+                    mqtt_url, base, host, Path(tmp) / "c", count=CRASH_IMAGES, size=IMAGE_BYTES
+                )
             ok = (
                 result["done"] == CRASH_IMAGES
                 and result["rows"] == result["distinct_urls"] == CRASH_IMAGES

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -274,7 +274,7 @@ async def test_replay_buffer_is_bounded(replay: int) -> None:
     assert [e.id for e in sub.backlog] == ids[10 - replay :] if replay else sub.backlog == []
     # events between ids[0] and the buffer are gone: the client is told before the backlog
     assert sub.gap_after == ids[0]
-    chunks = hub.stream(sub, heartbeat_s=5)
+    chunks = cast(AsyncGenerator[bytes, None], hub.stream(sub, heartbeat_s=5))
     assert (await anext(chunks)).startswith(b"retry:")
     gap = await anext(chunks)
     assert gap.startswith(b"event: gap\n")
