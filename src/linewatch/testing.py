@@ -22,12 +22,13 @@ from linewatch.broker import EmbeddedBroker, broker_answers
 
 __all__ = [
     "Mosquitto",
-    "Postgres",
     "OtlpReceiver",
+    "Postgres",
     "ReceivedSpan",
     "broker_url",
     "free_port",
     "mosquitto_binary",
+    "postgres_bin_dir",
     "wait_port",
 ]
 
