@@ -35,6 +35,7 @@ from opentelemetry.trace import Link, Span, SpanKind
 from sqlalchemy.exc import SQLAlchemyError
 
 from linewatch.runtime.config import MqttConfig
+from linewatch.runtime.deadletter import dead_letter_body
 from linewatch.runtime.errors import InvalidArgument, LinewatchError, Unavailable
 from linewatch.runtime.fanout import FanOut
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
@@ -349,29 +350,18 @@ class RuleWorker:
     async def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
         self.counters.dead_letters += 1
         metrics.DEAD_LETTERS.labels(**self._labels).inc()
-        body: dict[str, Any] = {
-            "reason": reason,
-            "topic": topic,
-            "rule": self.rule.name,
-            "received_at_ms": now_ms(),
-        }
-        try:
-            body["payload"] = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            import base64
-
-            body["payload_base64"] = base64.b64encode(payload).decode()
         row = {
             "rule": self.rule.name,
             "topic": topic,
             "reason": reason,
             "payload": payload,
-            "received_at_ms": body["received_at_ms"],
+            "received_at_ms": now_ms(),
         }
         await self._retry("deadletter-archive", lambda: self.deps.store.add_dead_letters([row]))
-        await self.client.publish(
-            self.deps.config.deadletter_topic, orjson.dumps(body), qos=1, timeout=None
+        body = dead_letter_body(
+            source="ingest", topic=topic, payload=payload, reason=reason, rule=self.rule.name
         )
+        await self.client.publish(self.deps.config.deadletter_topic, body, qos=1, timeout=None)
 
     # --- batches ---------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ async def serve(
         write_lock=write_lock,
         topic_root=config.topic_root,
         shared_group=config.shared_group,
+        deadletter_topic=config.deadletter_topic,
     )
     api = OtaApi(
         catalog=catalog,

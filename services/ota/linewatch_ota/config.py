@@ -23,6 +23,8 @@ class OtaConfig(ServiceConfig):
     mqtt: MqttConfig = MqttConfig()
     #: Topic root of the device protocol: ``<topic_root>/{device_id}/metadata`` etc.
     topic_root: str = Field(default="ota", pattern=r"^[^#+]+$")
+    #: Device messages that fail validation go here with the reason ("" = log only).
+    deadletter_topic: str = Field(default="linewatch/deadletter", pattern=r"^[^#+]*$")
     #: ``$share/<group>/`` subscriptions so replicas split the device messages ("" = off).
     shared_group: str = Field(default="", pattern=r"^[^/#+]*$")
     firmware_dir: Path | None = None

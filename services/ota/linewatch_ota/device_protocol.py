@@ -21,6 +21,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from linewatch.runtime.db import Database
+from linewatch.runtime.deadletter import dead_letter_body
 from linewatch.runtime.errors import Unavailable
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch.v1 import ota_pb2
@@ -145,10 +146,12 @@ class DeviceIntake:
         write_lock: asyncio.Lock,
         topic_root: str,
         shared_group: str = "",
+        deadletter_topic: str = "",
         batch_max: int = 500,
         queue_size: int = 5000,
     ) -> None:
         self.mqtt = mqtt
+        self.deadletter_topic = deadletter_topic
         self.db = db
         self.catalog = catalog
         self.publisher = publisher
@@ -176,6 +179,12 @@ class DeviceIntake:
                 "device message rejected",
                 extra={"fields": {"topic": message.topic, "reason": str(exc)}},
             )
+            if self.deadletter_topic:
+                body = dead_letter_body(
+                    source="ota", topic=message.topic, payload=message.payload, reason=str(exc)
+                )
+                # acknowledged only once the dead letter is out (waits across reconnects)
+                await self.mqtt.publish(self.deadletter_topic, body, qos=1, timeout=None)
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Item(parsed, done))

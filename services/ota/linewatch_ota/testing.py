@@ -51,6 +51,7 @@ class OtaRunner:
             database_url=database_url,
             data_dir=tmp_path / "data",
             topic_root=topic_root,
+            deadletter_topic=f"{topic_root}/deadletter",
             public_base_url=f"http://127.0.0.1:{self.http_port}",
             chunk_size=65536,
             tick_interval_s=0.1,

@@ -8,12 +8,10 @@ database is down, the handler raises, no PUBACK is sent, and the broker redelive
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from linewatch.runtime.deadletter import dead_letter_body
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch_sync import metrics
@@ -98,16 +96,10 @@ class Intake:
     async def _publish_dead_letter(self, message: MqttMessage, reason: str) -> None:
         if self.mqtt is None or not self.deadletter_topic:
             return
-        body: dict[str, Any] = {
-            "source": "sync",
-            "reason": reason[:4096],
-            "topic": message.topic,
-            "received_at_ms": int(time.time() * 1000),
-            "payload": message.payload[:65536].decode("utf-8", "replace"),
-        }
+        body = dead_letter_body(
+            source="sync", topic=message.topic, payload=message.payload, reason=reason
+        )
         try:
-            await self.mqtt.publish(
-                self.deadletter_topic, json.dumps(body, separators=(",", ":")), qos=1, timeout=5.0
-            )
+            await self.mqtt.publish(self.deadletter_topic, body, qos=1, timeout=5.0)
         except Exception:
             log.warning("dead-letter publish failed (refusal is recorded in the database)")
