@@ -91,6 +91,10 @@ model: ## Rebuild the shipped curve-quality model (torch on CPU, separate venv)
 bench: setup ## Run the benchmarks; prints figures and writes bench/results/
 	$(PY) -m bench $(BENCH_ARGS)
 
+.PHONY: soak
+soak: setup ## The 10-minute soak: steady load on ingest + inference, RSS must stay flat
+	LINEWATCH_SOAK_S=600 $(PY) -m pytest tests/stack/test_soak.py -s -q
+
 .PHONY: images
 images: ## Build the five service images with docker or podman (BASE_IMAGE=... to override)
 	scripts/build-images.sh $(SERVICES)
