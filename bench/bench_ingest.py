@@ -442,6 +442,7 @@ async def _run_system(
 
 SYSTEMS = ("linewatch", "linewatch_x2", "baseline")
 """linewatch_x2: two ingest replicas splitting the topic with a shared subscription."""
+DEFAULT_SYSTEMS = ("linewatch", "baseline")
 DEFAULT_LOADS = [1000, 2500, 5000, 10000]
 
 
@@ -561,7 +562,7 @@ async def _run_baseline(
 async def main(
     quick: bool,
     loads: list[int] | None = None,
-    systems: tuple[str, ...] = SYSTEMS,
+    systems: tuple[str, ...] = DEFAULT_SYSTEMS,
     database_url: str = "",
 ) -> list[LoadResult]:
     """Run each system at each load against one private mosquitto."""
@@ -627,7 +628,9 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loads", type=lambda v: [int(x) for x in v.split(",")], help="e.g. 2000,8000"
     )
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help="linewatch,baseline")
+    parser.add_argument(
+        "--systems", default=",".join(DEFAULT_SYSTEMS), help="of linewatch,linewatch_x2,baseline"
+    )
     parser.add_argument(
         "--replica-database",
         default="",
