@@ -1,6 +1,8 @@
 """One trace per message across the hops: a device's MQTT 5 ``traceparent`` continues
 through ingest (receive, batch, inference call, publish, archive) and the inference
-service (the batch it scores), exported over OTLP to a real receiver."""
+service (the batch it scores); through OTA (a device request and the metadata it gets
+back, which carries the trace on); through sync (a message of URLs and each download,
+later, from the job queue). Exported over OTLP to a real receiver."""
 
 import asyncio
 import json
@@ -9,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -134,3 +137,143 @@ async def test_one_trace_covers_ingest_and_inference(
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
+
+
+async def _stop(*procs: asyncio.subprocess.Process) -> None:
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _spans_of(receiver: OtlpReceiver, trace_id: str, names: set[str]) -> set[str]:
+    """Wait until spans with all these names arrived in the trace; the names seen."""
+    seen: set[str] = set()
+    for _ in range(100):
+        seen = {s.name for s in receiver.traces().get(trace_id, [])}
+        if names <= seen:
+            break
+        await asyncio.sleep(0.1)
+    return seen
+
+
+OTEL = {
+    "OTEL_BSP_SCHEDULE_DELAY": "100",
+    "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+}
+
+
+@pytest.mark.slow
+async def test_one_trace_covers_an_ota_device_request_and_the_metadata_sent_back(
+    receiver: OtlpReceiver, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path
+) -> None:
+    from linewatch.v1 import ota_pb2, ota_pb2_grpc
+
+    port = free_port()
+    root = f"{topic_prefix}/ota"
+    ota = await _spawn(
+        "linewatch_ota",
+        {
+            **OTEL,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "LINEWATCH_OTA__GRPC__PORT": str(port),
+            "LINEWATCH_OTA__DATA_DIR": str(tmp_path / "ota"),
+            "LINEWATCH_OTA__MQTT__URL": mosquitto.url,
+            "LINEWATCH_OTA__TOPIC_ROOT": root,
+            "LINEWATCH_OTA__TICK_INTERVAL_S": "0.2",
+        },
+    )
+    metadata: asyncio.Queue[MqttMessage] = asyncio.Queue()
+
+    async def on_metadata(message: MqttMessage) -> None:
+        await metadata.put(message)
+
+    try:
+        await asyncio.to_thread(wait_port, port, 60)
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+            MqttClient(MqttConfig(url=mosquitto.url), clean_start=True) as device,
+        ):
+            stub = ota_pb2_grpc.OtaServiceStub(channel)
+            await device.subscribe(f"{root}/dev-1/metadata", on_metadata)
+
+            async def upload() -> AsyncIterator[ota_pb2.UploadFirmwareRequest]:
+                yield ota_pb2.UploadFirmwareRequest(
+                    metadata=ota_pb2.UploadFirmwareRequest.Metadata(
+                        product="press", version="1.3.0", filename="fw.bin"
+                    )
+                )
+                yield ota_pb2.UploadFirmwareRequest(chunk=b"\x7fELF" + bytes(5000))
+
+            firmware = (await stub.UploadFirmware(upload())).firmware
+            await stub.CreateRollout(
+                ota_pb2.CreateRolloutRequest(firmware_id=firmware.id, devices=["dev-1"])
+            )
+            await asyncio.wait_for(metadata.get(), 30)  # the rollout's own notification
+            # the device (re)boots and asks: its trace continues through OTA and back
+            device_tracer = TracerProvider().get_tracer("device")
+            with device_tracer.start_as_current_span("device request") as span:
+                trace_id = trace_id_hex(span)
+                await device.publish(
+                    f"{root}/dev-1/request",
+                    json.dumps({"current_version": "1.2.0"}),
+                    user_properties=inject_user_properties(),
+                )
+            resent = await asyncio.wait_for(metadata.get(), 30)
+        assert trace_id in (resent.user_property("traceparent") or "")
+        wanted = {f"{root}/dev-1/request process", f"{root}/dev-1/metadata publish"}
+        names = await _spans_of(receiver, trace_id, wanted)
+        assert wanted <= names, names
+        services = {s.service for s in receiver.traces()[trace_id]}
+        assert "linewatch-ota" in services
+    finally:
+        await _stop(ota)
+
+
+@pytest.mark.slow
+async def test_one_trace_covers_a_sync_message_and_its_download(
+    receiver: OtlpReceiver, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path
+) -> None:
+    from linewatch_sync.testing import ImageServer, Route, image_bytes
+
+    port = free_port()
+    topic = f"{topic_prefix}/sync"
+    images = ImageServer(port=0)
+    images.routes["/img/traced.jpg"] = Route(body=image_bytes(1, 4096))
+    await images.start()
+    sync = await _spawn(
+        "linewatch_sync",
+        {
+            **OTEL,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "LINEWATCH_SYNC__GRPC__PORT": str(port),
+            "LINEWATCH_SYNC__DATA_DIR": str(tmp_path / "sync"),
+            "LINEWATCH_SYNC__CACHE_DIR": str(tmp_path / "cache"),
+            "LINEWATCH_SYNC__MQTT__URL": mosquitto.url,
+            "LINEWATCH_SYNC__TOPICS": json.dumps([topic]),
+            "LINEWATCH_SYNC__POLL_INTERVAL_S": "0.1",
+        },
+    )
+    try:
+        await asyncio.to_thread(wait_port, port, 60)
+        async with MqttClient(MqttConfig(url=mosquitto.url), clean_start=True) as device:
+            await asyncio.sleep(1.0)  # sync subscribes after it starts listening
+            device_tracer = TracerProvider().get_tracer("device")
+            with device_tracer.start_as_current_span("request images") as span:
+                trace_id = trace_id_hex(span)
+                await device.publish(
+                    topic,
+                    json.dumps({"urls": [f"{images.base_url}/img/traced.jpg"]}),
+                    user_properties=inject_user_properties(),
+                )
+        wanted = {f"{topic} process", "sync download"}
+        names = await _spans_of(receiver, trace_id, wanted)
+        assert wanted <= names, names
+        assert {s.service for s in receiver.traces()[trace_id]} == {"linewatch-sync"}
+    finally:
+        await _stop(sync)
+        await images.stop()

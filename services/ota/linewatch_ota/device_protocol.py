@@ -10,12 +10,15 @@ Duplicates and out-of-order messages change nothing (see :mod:`linewatch_ota.sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,6 +27,7 @@ from linewatch.runtime.db import Database
 from linewatch.runtime.deadletter import dead_letter_body
 from linewatch.runtime.errors import Unavailable
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch.runtime.telemetry import extract_user_properties
 from linewatch.v1 import ota_pb2
 from linewatch_ota.catalog import Catalog
 from linewatch_ota.convert import update_pb
@@ -38,6 +42,7 @@ from linewatch_ota.store import ACTIVE_STATES, DeviceUpdateRow
 __all__ = ["DeviceIntake", "InvalidMessage", "parse_message"]
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 MAX_PAYLOAD = 64 * 1024
 UpdateId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -129,6 +134,7 @@ def parse_message(topic_root: str, topic: str, payload: bytes) -> DeviceMessage:
 class _Item:
     message: DeviceMessage
     done: asyncio.Future[None]
+    span: Span
 
 
 class DeviceIntake:
@@ -186,9 +192,27 @@ class DeviceIntake:
                 # acknowledged only once the dead letter is out (waits across reconnects)
                 await self.mqtt.publish(self.deadletter_topic, body, qos=1, timeout=None)
             return
+        # the device's trace (its MQTT 5 traceparent) continues through the apply and
+        # into the metadata sent back
+        span = tracer.start_span(
+            f"{message.topic} process",
+            context=extract_user_properties(message.user_properties),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "mqtt",
+                "messaging.destination.name": message.topic,
+                "linewatch.device_id": parsed.device_id,
+            },
+        )
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Item(parsed, done))
-        await done  # acknowledged only once applied
+        try:
+            await self._queue.put(_Item(parsed, done, span))
+            await done  # acknowledged only once applied
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
+        finally:
+            span.end()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Apply queued messages in batches until ``stop`` is set."""
@@ -201,18 +225,35 @@ class DeviceIntake:
             batch = [first]
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            try:
-                await self._apply(batch)
-            except Exception as exc:
-                log.exception("applying device messages failed; the broker redelivers them")
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(exc)
-            else:
+            if await self._apply_until_done(batch, stop):
                 for item in batch:
                     if not item.done.done():
                         item.done.set_result(None)
+            else:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(Unavailable("OTA service stopping"))
         self._abandon_queued()
+
+    async def _apply_until_done(self, batch: list[_Item], stop: asyncio.Event) -> bool:
+        """Apply a batch, retrying with backoff (e.g. while the database is down).
+
+        Failing the messages instead would leave them unacknowledged until the next
+        connection (the broker redelivers only then). False when stopped first.
+        """
+        delay = 0.1
+        while True:
+            try:
+                await self._apply(batch)
+                return True
+            except Exception:
+                log.exception("applying device messages failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+            if stop.is_set():
+                return False
+            delay = min(delay * 2, 5.0)
 
     def _abandon_queued(self) -> None:
         """At shutdown: leave what is still queued unacknowledged (redelivered later)."""
@@ -222,9 +263,23 @@ class DeviceIntake:
                 item.done.set_exception(Unavailable("OTA service stopping"))
 
     async def _apply(self, batch: list[_Item]) -> None:
+        with tracer.start_as_current_span(
+            "ota apply device messages",
+            links=[Link(item.span.get_span_context()) for item in batch],
+            attributes={"messaging.batch.message_count": len(batch)},
+        ):
+            await self._apply_traced(batch)
+
+    async def _apply_traced(self, batch: list[_Item]) -> None:
         now = time.time()
         reports = [i.message for i in batch if i.message.kind != "request"]
         booted = sorted({i.message.device_id for i in batch if i.message.kind == "request"})
+        # metadata resent for a device's request continues that request's trace
+        contexts = {
+            i.message.device_id: trace.set_span_in_context(i.span)
+            for i in batch
+            if i.message.kind == "request"
+        }
         async with self.write_lock, self.db.session() as session:
             changed = await self._apply_reports(session, reports, now)
             resend = await self._refresh_booted(session, booted, now)
@@ -233,7 +288,7 @@ class DeviceIntake:
         if any(is_terminal(row.state) for row in changed) or len(resend) < len(booted):
             self.scheduler.wake()
         if resend:
-            await self.publisher.send(resend, reason="request")
+            await self.publisher.send(resend, reason="request", contexts=contexts)
 
     async def _apply_reports(
         self, session: AsyncSession, reports: list[DeviceMessage], now: float

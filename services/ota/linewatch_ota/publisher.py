@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 
 from linewatch.runtime.errors import LinewatchError
 from linewatch.runtime.mqtt import MqttClient
+from linewatch.runtime.telemetry import inject_user_properties
 from linewatch_ota.catalog import Catalog
 from linewatch_ota.metrics import METADATA_SENT
 from linewatch_ota.store import DeviceUpdateRow, FirmwareRow
@@ -16,6 +21,7 @@ from linewatch_ota.store import DeviceUpdateRow, FirmwareRow
 __all__ = ["MetadataPublisher", "metadata_payload"]
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 
 def metadata_payload(
@@ -58,23 +64,45 @@ class MetadataPublisher:
         self.chunk_size = chunk_size
         self._sem = asyncio.Semaphore(concurrency)
 
-    async def send(self, updates: Sequence[DeviceUpdateRow], *, reason: str) -> None:
-        """Publish each update's metadata; a failed publish is retried at its deadline."""
+    async def send(
+        self,
+        updates: Sequence[DeviceUpdateRow],
+        *,
+        reason: str,
+        contexts: Mapping[str, Context] | None = None,
+    ) -> None:
+        """Publish each update's metadata; a failed publish is retried at its deadline.
+
+        ``contexts`` maps a device to the trace its metadata continues (the device's own
+        request); the metadata carries it as its MQTT 5 ``traceparent``.
+        """
         async with asyncio.TaskGroup() as group:
             for update in updates:
                 await self._sem.acquire()
-                group.create_task(self._send_one(update, reason))
+                ctx = contexts.get(update.device_id) if contexts else None
+                group.create_task(self._send_one(update, reason, ctx))
 
-    async def _send_one(self, update: DeviceUpdateRow, reason: str) -> None:
+    async def _send_one(self, update: DeviceUpdateRow, reason: str, ctx: Context | None) -> None:
+        topic = f"{self.topic_root}/{update.device_id}/metadata"
         try:
-            fw = await self.catalog.get(update.firmware_id)
-            body = metadata_payload(update, fw, base_url=self.base_url, chunk_size=self.chunk_size)
-            await self.mqtt.publish(
-                f"{self.topic_root}/{update.device_id}/metadata",
-                json.dumps(body, separators=(",", ":")),
-                qos=1,
-                timeout=10.0,
-            )
+            with tracer.start_as_current_span(
+                f"{topic} publish",
+                context=ctx,
+                kind=SpanKind.PRODUCER,
+                attributes={"messaging.system": "mqtt", "messaging.destination.name": topic,
+                            "linewatch.update_id": update.id, "linewatch.reason": reason},
+            ):  # fmt: skip
+                fw = await self.catalog.get(update.firmware_id)
+                body = metadata_payload(
+                    update, fw, base_url=self.base_url, chunk_size=self.chunk_size
+                )
+                await self.mqtt.publish(
+                    topic,
+                    json.dumps(body, separators=(",", ":")),
+                    qos=1,
+                    user_properties=inject_user_properties(),
+                    timeout=10.0,
+                )
             METADATA_SENT.labels(reason).inc()
         except (LinewatchError, OverflowError) as exc:
             log.warning(

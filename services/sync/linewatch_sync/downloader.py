@@ -28,14 +28,19 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from linewatch.runtime.errors import InvalidArgument
+from linewatch.runtime.telemetry import context_from_traceparent
 from linewatch_sync import metrics
 from linewatch_sync.cachefs import CacheFs
 from linewatch_sync.store import JobRow, Outcome
 from linewatch_sync.urls import host_allowed
 
 __all__ = ["DownloadError", "Downloader", "HostLimiter"]
+
+tracer = trace.get_tracer(__name__)
 
 MAX_REDIRECTS = 5
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -143,17 +148,26 @@ class Downloader:
         """
         host = urlsplit(job.url).hostname or ""
         client = self.clients[slot % len(self.clients)]
-        try:
-            async with self.hosts.hold(host), asyncio.timeout(self.total_timeout_s):
-                outcome = await self._fetch(job, client)
-        except (DownloadError, TimeoutError, httpx.HTTPError, InvalidArgument, OSError) as exc:
-            error = _classify(exc, self.total_timeout_s)
-            metrics.FAILURES.labels(error.reason).inc()
-            if error.retryable:
-                metrics.RETRIES.inc()
-            return Outcome(job.id, ok=False, error=str(error), retryable=error.retryable)
-        metrics.DOWNLOADS.inc()
-        return outcome
+        # the trace of the message (or API call) that queued the URL continues here
+        with tracer.start_as_current_span(
+            "sync download",
+            context=context_from_traceparent(job.traceparent),
+            kind=SpanKind.CLIENT,
+            attributes={"url.full": job.url, "linewatch.job_id": job.id,
+                        "linewatch.attempt": job.attempts + 1},
+        ) as span:  # fmt: skip
+            try:
+                async with self.hosts.hold(host), asyncio.timeout(self.total_timeout_s):
+                    outcome = await self._fetch(job, client)
+            except (DownloadError, TimeoutError, httpx.HTTPError, InvalidArgument, OSError) as exc:
+                error = _classify(exc, self.total_timeout_s)
+                metrics.FAILURES.labels(error.reason).inc()
+                if error.retryable:
+                    metrics.RETRIES.inc()
+                span.set_status(StatusCode.ERROR, str(error))
+                return Outcome(job.id, ok=False, error=str(error), retryable=error.retryable)
+            metrics.DOWNLOADS.inc()
+            return outcome
 
     async def _send(
         self, client: httpx.AsyncClient, url: str, headers: dict[str, str]

@@ -11,9 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
 from linewatch.runtime.deadletter import dead_letter_body
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch.runtime.telemetry import current_traceparent, extract_user_properties
 from linewatch_sync import metrics
 from linewatch_sync.store import JobRow, JobStore, NewJob
 from linewatch_sync.urls import UrlRequest, canonicalise, parse_payload
@@ -21,6 +25,7 @@ from linewatch_sync.urls import UrlRequest, canonicalise, parse_payload
 __all__ = ["Intake"]
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 
 class Intake:
@@ -55,13 +60,14 @@ class Intake:
             raise InvalidArgument(f"{len(items)} URLs; at most {self.max_urls} at once")
         jobs: list[NewJob] = []
         refused: list[tuple[str, str]] = []
+        traceparent = current_traceparent()
         for item in items:
             try:
                 canon = canonicalise(item.url, allowed_hosts=self.allowed_hosts)
             except InvalidArgument as exc:
                 refused.append((item.url, exc.message))
                 continue
-            jobs.append(NewJob(canon.url, canon.cache_path, work_id, item.sha256))
+            jobs.append(NewJob(canon.url, canon.cache_path, work_id, item.sha256, traceparent))
         if refused:
             metrics.REJECTED.labels("url").inc(len(refused))
             await self.store.reject([(topic, url, reason, "") for url, reason in refused])
@@ -74,14 +80,22 @@ class Intake:
 
     async def handle(self, message: MqttMessage) -> None:
         """MQTT handler: returns (→ PUBACK) only once the jobs are committed."""
-        try:
-            parsed = parse_payload(message.payload, max_urls=self.max_urls)
-        except InvalidArgument as exc:
-            await self._dead_letter(message, exc.message)
-            return
-        _, refused = await self.enqueue(parsed.items, work_id=parsed.work_id, topic=message.topic)
-        if refused:
-            await self._publish_dead_letter(message, "; ".join(refused))
+        with tracer.start_as_current_span(
+            f"{message.topic} process",
+            context=extract_user_properties(message.user_properties),
+            kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "mqtt", "messaging.destination.name": message.topic},
+        ):
+            try:
+                parsed = parse_payload(message.payload, max_urls=self.max_urls)
+            except InvalidArgument as exc:
+                await self._dead_letter(message, exc.message)
+                return
+            _, refused = await self.enqueue(
+                parsed.items, work_id=parsed.work_id, topic=message.topic
+            )
+            if refused:
+                await self._publish_dead_letter(message, "; ".join(refused))
 
     async def _dead_letter(self, message: MqttMessage, reason: str) -> None:
         metrics.REJECTED.labels("message").inc()

@@ -67,6 +67,8 @@ class JobRow(Base, table=True):
     #: Set when a done URL was sent again: re-fetch conditionally (ETag/Last-Modified).
     refetch: bool = False
     claimed_by: str = Field(default="", max_length=64)
+    #: W3C trace context of the request that queued it; its download continues the trace.
+    traceparent: str = Field(default="", max_length=64)
     lease_until: float = 0.0
     next_attempt_at: float = 0.0
     created_at: float
@@ -94,6 +96,7 @@ class NewJob:
     cache_path: str
     work_id: str = ""
     expected_sha256: str = ""
+    traceparent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,7 @@ class JobStore:
                 "last_modified": "",
                 "refetch": False,
                 "claimed_by": "",
+                "traceparent": job.traceparent,
                 "lease_until": 0.0,
                 "next_attempt_at": now,
                 "created_at": now,
@@ -204,6 +208,7 @@ class JobStore:
                     .where(_T.c.url.in_(chunk), _T.c.state.in_(("done", "dead")))
                     .values(
                         state="queued",
+                        traceparent=rows[0]["traceparent"],
                         refetch=_T.c.state == "done",
                         attempts=0,
                         last_error="",

@@ -25,6 +25,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 __all__ = [
+    "context_from_traceparent",
+    "current_traceparent",
     "extract_user_properties",
     "inject_user_properties",
     "setup_telemetry",
@@ -135,3 +137,16 @@ def extract_user_properties(
             if len(pair) == 2:
                 carrier[str(pair[0]).lower()] = str(pair[1])
     return propagate.extract(carrier)
+
+
+def current_traceparent(ctx: otel_context.Context | None = None) -> str:
+    """The W3C ``traceparent`` of the current (or given) context, or ``""`` (to store
+    with work that continues later, e.g. a queued job)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=ctx)
+    return carrier.get("traceparent", "")
+
+
+def context_from_traceparent(traceparent: str) -> otel_context.Context:
+    """A context continuing a stored ``traceparent`` (an empty one starts a new trace)."""
+    return propagate.extract({"traceparent": traceparent} if traceparent else {})
