@@ -113,8 +113,8 @@ class IngestConfig(ServiceConfig):
     batch: BatchConfig = BatchConfig()
     webhook: WebhookConfig = WebhookConfig()
     queue_size: int = Field(default=4096, ge=1)
-    """Validated messages waiting for a batch, per rule (beyond it the handler waits); never
-    below ``receive_maximum``, which is what bounds QoS 1/2 rules."""
+    """QoS 0 messages waiting for a batch, per rule, beyond which more are dropped (and
+    counted). QoS 1/2 rules are bounded by the broker's flow control (``receive_maximum``)."""
     receive_maximum: int = Field(default=2048, ge=1, le=65535)
     """Unacknowledged messages the broker may have in flight to each rule."""
     workers: int = Field(default=4, ge=1, le=256)

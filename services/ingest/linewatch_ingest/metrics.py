@@ -7,6 +7,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "BATCH_SIZE",
     "DEAD_LETTERS",
+    "DROPPED",
     "ERRORS",
     "LATENCY",
     "POST_QUEUE",
@@ -19,6 +20,9 @@ __all__ = [
 RECEIVED = Counter("linewatch_ingest_received_total", "Messages received", ["rule"])
 VERDICTS = Counter("linewatch_ingest_verdicts_total", "Verdicts published", ["rule", "label"])
 DEAD_LETTERS = Counter("linewatch_ingest_dead_letters_total", "Messages dead-lettered", ["rule"])
+DROPPED = Counter(
+    "linewatch_ingest_dropped_total", "QoS 0 messages dropped: queue_size waiting", ["rule"]
+)
 ERRORS = Counter(
     "linewatch_ingest_errors_total", "Failures retried (inference, publish, archive)", ["stage"]
 )

@@ -111,6 +111,8 @@ class _Counters:
     verdicts: int = 0
     dead_letters: int = 0
     duplicates: int = 0
+    dropped: int = 0
+    """QoS 0 messages dropped because queue_size were already waiting."""
     in_rate: RateMeter = field(default_factory=RateMeter)
     out_rate: RateMeter = field(default_factory=RateMeter)
     lag_ms: float = 0.0
@@ -136,12 +138,13 @@ class RuleWorker:
         self.client = MqttClient(
             broker, client_id=client_id, clean_start=False, receive_maximum=cfg.receive_maximum
         )
-        # QoS 1/2: the broker never has more than receive_maximum messages unacknowledged
-        # with us, so a queue that large never fills (a full queue costs a task per
-        # message); QoS 0 has no such flow control and queue_size bounds it.
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(
-            maxsize=max(cfg.queue_size, cfg.receive_maximum)
-        )
+        # Not bounded here for QoS 1/2: what waits is what the broker sent unacknowledged,
+        # which its flow control (our receive maximum) bounds; a message is never turned
+        # away or parked in a task of its own. QoS 0 has no flow control: beyond
+        # queue_size waiting, a QoS 0 message is dropped (at most once) and counted.
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._qos0_limit = cfg.queue_size
+        self._m_dropped = metrics.DROPPED.labels(rule.name)
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._done: OrderedDict[str, None] = OrderedDict()
         self._warm = False
@@ -285,8 +288,12 @@ class RuleWorker:
         Raises:
             Unavailable: the rule stopped first; the message stays unacknowledged.
         """
-        if not self._gate.is_set() or self._queue.full():
+        if not self._gate.is_set():
             return self._handle_later(msg)
+        if msg.qos == 0 and self._queue.qsize() >= self._qos0_limit:
+            self.counters.dropped += 1
+            self._m_dropped.inc()
+            return None
         admitted = self._admit(msg)
         if isinstance(admitted, _Item):
             self._queue.put_nowait(admitted)
@@ -298,7 +305,7 @@ class RuleWorker:
             await self._gate.wait()
         admitted = self._admit(msg)
         if isinstance(admitted, _Item):
-            await self._queue.put(admitted)
+            self._queue.put_nowait(admitted)
             await admitted.future
         elif admitted is not None:
             await admitted
