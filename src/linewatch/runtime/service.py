@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -27,6 +28,18 @@ __all__ = ["run_service", "start_metrics_server"]
 C = TypeVar("C", bound=ServiceConfig)
 
 log = logging.getLogger(__name__)
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage less often: the services allocate many short-lived objects
+    per message (freed by reference counting), and the default young-generation threshold
+    (700) makes the collector run thousands of times a second under load. What was
+    loaded at start is frozen out of every collection. Measured on the ingest benchmark:
+    about 15 % more messages per second at saturation, memory unchanged (the soak test
+    holds RSS flat)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def start_metrics_server(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
@@ -72,6 +85,7 @@ def run_service(
         return 2
     setup_logging(name, level=config.log_level, fmt=config.log_format)
     setup_telemetry(name)
+    tune_gc()
     try:
         if config.metrics_port:
             start_metrics_server(config.metrics_port)
