@@ -40,6 +40,8 @@ import numpy as np
 import psutil
 
 from linewatch.curves import CURVE_KINDS, make_curve
+from linewatch.runtime.config import MqttConfig
+from linewatch.runtime.mqtt import MqttClient
 from linewatch.testing import Mosquitto, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -539,6 +541,16 @@ async def _run_linewatch(
         for proc in ingests:
             proc.stop()
         inference.stop()
+        # drop ingest's persistent sessions: the broker would go on queueing every message
+        # for them, a load the next system measured on the same broker would not have
+        for replica in range(replicas):
+            with contextlib.suppress(Exception):
+                async with MqttClient(
+                    MqttConfig(url=broker.url),
+                    client_id=f"bench-ingest-{replica}-demo",
+                    clean_start=True,
+                ):
+                    pass
 
 
 async def _run_baseline(

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -37,6 +38,23 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
     await rx.start()
     yield rx
     await rx.stop()
+
+
+async def _first_sse_verdict(url: str) -> dict[str, object]:
+    """Like a browser: wait for the verdict stream, return the first verdict pushed."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=None)) as http:
+        async with asyncio.timeout(30):
+            while True:  # the gateway holds the upstream verdict stream (readyz says)
+                ready = (await http.get(f"{url}/readyz")).json()
+                if ready.get("streams", {}).get("verdicts"):
+                    break
+                await asyncio.sleep(0.1)
+        async with http.stream("GET", f"{url}/v1/stream/verdicts") as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data: "):
+                    data: dict[str, object] = json.loads(line[6:])
+                    return data
+    raise AssertionError("the verdict stream ended")
 
 
 @pytest.mark.slow
@@ -81,9 +99,21 @@ async def test_one_trace_covers_ingest_and_inference(
     ingest = await _spawn(
         "linewatch_ingest", {**otel, "LINEWATCH_INGEST_CONFIG": str(ingest_config)}
     )
+    gw_port = free_port()
+    gateway = await _spawn(
+        "linewatch_gateway",
+        {
+            **otel,
+            "LINEWATCH_GATEWAY__HTTP_PORT": str(gw_port),
+            "LINEWATCH_GATEWAY__INGEST_ADDR": f"127.0.0.1:{ing_port}",
+            "LINEWATCH_GATEWAY__INFERENCE_ADDR": f"127.0.0.1:{inf_port}",
+        },
+    )
     try:
         await asyncio.to_thread(wait_port, inf_port, 60)
         await asyncio.to_thread(wait_port, ing_port, 60)
+        await asyncio.to_thread(wait_port, gw_port, 60)
+        browser = asyncio.create_task(_first_sse_verdict(f"http://127.0.0.1:{gw_port}"))
 
         verdicts: asyncio.Queue[MqttMessage] = asyncio.Queue()
 
@@ -112,11 +142,14 @@ async def test_one_trace_covers_ingest_and_inference(
                     user_properties=inject_user_properties(),
                 )
             verdict = await asyncio.wait_for(verdicts.get(), 30)
+        pushed = await asyncio.wait_for(browser, 30)
+        assert pushed["msg_id"] == "traced-1"
+        assert "traceparent" not in pushed
         body = json.loads(verdict.payload)
         assert body["trace_id"] == trace_id
         assert verdict.user_property("traceparent"), "the verdict carries its own traceparent"
 
-        wanted = {"linewatch-ingest", "linewatch-inference"}
+        wanted = {"linewatch-ingest", "linewatch-inference", "linewatch-gateway"}
         for _ in range(100):
             services = {s.service for s in receiver.traces().get(trace_id, [])}
             if wanted <= services:
@@ -127,9 +160,9 @@ async def test_one_trace_covers_ingest_and_inference(
         assert wanted <= services, [(s.service, s.name) for s in spans]
         names = {s.name for s in spans}
         assert any("PredictStream" in n for n in names), names
-        assert {"ingest batch", "inference call"} <= names, names
+        assert {"ingest batch", "inference call", "sse push verdicts"} <= names, names
     finally:
-        for proc in (ingest, inference):
+        for proc in (gateway, ingest, inference):
             if proc.returncode is None:
                 proc.terminate()
                 try:

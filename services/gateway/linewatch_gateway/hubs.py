@@ -17,7 +17,13 @@ STREAM_KINDS = ("verdicts", "telemetry", "alarms", "ota")
 
 def _verdict(resp: Any) -> tuple[str, dict[str, Any], tuple[str, ...], str, str]:
     v = resp.verdict
-    return "verdict", message_to_dict(v), (v.device_id,), v.attrs.get("line", ""), v.label
+    data = message_to_dict(v)
+    data.pop("traceparent", None)  # for the push's span, not for browsers
+    return "verdict", data, (v.device_id,), v.attrs.get("line", ""), v.label
+
+
+def _verdict_traceparent(resp: Any) -> str:
+    return str(resp.verdict.traceparent)
 
 
 def _telemetry(resp: Any) -> tuple[str, dict[str, Any], tuple[str, ...], str, str]:
@@ -52,6 +58,7 @@ def make_hubs(config: GatewayConfig, backends: Backends) -> dict[str, StreamHub]
             "verdicts",
             lambda: backends.ingest.StreamVerdicts(ingest_pb2.StreamVerdictsRequest()),
             _verdict,
+            traceparent_of=_verdict_traceparent,
             **opts,
         ),
         "telemetry": StreamHub(

@@ -26,11 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
+
+from linewatch.runtime.telemetry import context_from_traceparent
 
 __all__ = ["Event", "StreamFilter", "StreamHub", "Subscriber", "encode_event"]
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 SSE_CLIENTS = Gauge("linewatch_gateway_sse_clients", "Connected SSE clients", ["stream"])
 SSE_EVENTS = Counter("linewatch_gateway_sse_events_total", "Events received upstream", ["stream"])
@@ -105,12 +110,14 @@ class StreamHub:
         *,
         replay: int = 1000,
         queue_size: int = 256,
+        traceparent_of: Callable[[Any], str] | None = None,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
     ) -> None:
         self.kind = kind
         self._open = open_upstream
         self._convert = convert
+        self._traceparent_of = traceparent_of
         self._replay: deque[Event] = deque(maxlen=max(replay, 1) if replay else 1)
         self._keep_replay = replay > 0
         self._queue_size = queue_size
@@ -205,7 +212,18 @@ class StreamHub:
                     if converted is None:
                         continue
                     name, data, devices, line, label = converted
-                    self.publish(name, data, devices=devices, line=line, label=label)
+                    traceparent = self._traceparent_of(message) if self._traceparent_of else ""
+                    if not traceparent:
+                        self.publish(name, data, devices=devices, line=line, label=label)
+                        continue
+                    # the message's trace goes on through its push to the browsers
+                    with tracer.start_as_current_span(
+                        f"sse push {self.kind}",
+                        context=context_from_traceparent(traceparent),
+                        kind=SpanKind.PRODUCER,
+                        attributes={"linewatch.sse.clients": len(self._subscribers)},
+                    ):
+                        self.publish(name, data, devices=devices, line=line, label=label)
                 log.info("upstream stream ended", extra={"fields": {"stream": self.kind}})
             except grpc.aio.AioRpcError as exc:
                 # Loud once, then quiet while the backend stays away.

@@ -39,7 +39,11 @@ from linewatch.runtime.deadletter import dead_letter_body
 from linewatch.runtime.errors import InvalidArgument, LinewatchError, Unavailable
 from linewatch.runtime.fanout import FanOut
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.runtime.telemetry import extract_user_properties, inject_user_properties
+from linewatch.runtime.telemetry import (
+    current_traceparent,
+    extract_user_properties,
+    inject_user_properties,
+)
 from linewatch.v1 import common_pb2, ingest_pb2
 from linewatch_ingest import metrics
 from linewatch_ingest.alarms import AlarmEngine
@@ -572,7 +576,7 @@ class RuleWorker:
             await asyncio.gather(self._publish_verdicts(messages), self._archive(scored))
         else:
             await self._publish_verdicts(messages)
-        self._finish(scored)
+        self._finish(scored, batch_span)
 
     async def _publish_verdicts(
         self, messages: list[tuple[str, bytes, list[tuple[str, str]]]]
@@ -623,7 +627,7 @@ class RuleWorker:
                 )
             await self._retry("archive", lambda: self.deps.archive.write(tele_rows, verdict_rows))
 
-    def _finish(self, scored: list[tuple[_Item, dict[str, Any]]]) -> None:
+    def _finish(self, scored: list[tuple[_Item, dict[str, Any]]], batch_span: Span) -> None:
         """The batch is published and archived: count it and acknowledge its messages."""
         rule = self.rule
         done = time.perf_counter()
@@ -644,9 +648,9 @@ class RuleWorker:
             labels[v["label"]] = labels.get(v["label"], 0) + 1
         for label, n in labels.items():
             metrics.VERDICTS.labels(rule.name, label).inc(n)
-        self._stream(scored)
+        self._stream(scored, batch_span)
 
-    def _stream(self, scored: list[tuple[_Item, dict[str, Any]]]) -> None:
+    def _stream(self, scored: list[tuple[_Item, dict[str, Any]]], batch_span: Span) -> None:
         vs = self.deps.verdict_stream
         ts = self.deps.telemetry_stream
         if not vs.subscribers and not ts.subscribers:
@@ -671,6 +675,9 @@ class RuleWorker:
                         scores=v["scores"],
                         latency_ms=v["latency_ms"],
                         trace_id=v["trace_id"],
+                        traceparent=current_traceparent(
+                            trace.set_span_in_context(item.span or batch_span)
+                        ),
                         topic=v["_topic"],
                         attrs=t.attrs,
                     )
