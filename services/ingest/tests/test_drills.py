@@ -91,7 +91,12 @@ async def test_broker_killed_and_restarted_mid_stream(
         mosquitto.kill()
         await asyncio.sleep(1.0)
         mosquitto.start()
+        restarted = asyncio.get_running_loop().time()
         assert await eventually(lambda: _async(worker.client.connected), timeout=15)
+        print(
+            "ingest reconnected "
+            f"{asyncio.get_running_loop().time() - restarted:.2f} s after the broker came back"
+        )
         await asyncio.sleep(0.3)
         gate.set()
         async with asyncio.timeout(60):
@@ -127,6 +132,17 @@ async def test_inference_killed_for_a_few_seconds(
         await asyncio.sleep(2.0)
         assert ingest.controller.status().rules[0].post_queue > 0  # held, not dropped
         await inference.start()
+        restarted = asyncio.get_running_loop().time()
+        before = worker.counters.verdicts
+
+        async def flowing() -> bool:
+            return worker.counters.verdicts > before
+
+        assert await eventually(flowing, timeout=30)
+        print(
+            "ingest scored again "
+            f"{asyncio.get_running_loop().time() - restarted:.2f} s after inference came back"
+        )
         async with asyncio.timeout(60):
             await publisher
         await _check_exactly_once(ingest, acked)
