@@ -32,7 +32,6 @@ import numpy as np
 import orjson
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
-from sqlalchemy.exc import SQLAlchemyError
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.deadletter import dead_letter_body
@@ -198,7 +197,7 @@ class RuleWorker:
             return
         try:
             ids = await self.deps.store.recent_msg_ids(self.rule.name, limit)
-        except (SQLAlchemyError, OSError) as exc:
+        except Exception as exc:  # the database is down or refuses: never fatal here
             # stay cold: every batch asks the archive until the rule restarts
             log.warning(
                 "cannot load handled msg_ids; checking the archive per batch",
@@ -287,7 +286,7 @@ class RuleWorker:
         """The MQTT handler: the message is acknowledged once the returned future is done.
 
         The usual path runs synchronously and hands back the message's own future (no
-        task per message); a paused rule or a full queue takes the waiting path.
+        task per message); only a paused rule makes the message wait in a task.
 
         Raises:
             Unavailable: the rule stopped first; the message stays unacknowledged.
