@@ -97,7 +97,8 @@ def _values(data: dict[str, Any]) -> npt.NDArray[np.float32]:
         raise BadPayload("values: must be a flat array of numbers") from exc
     if arr.ndim != 1 or arr.dtype.kind not in "iuf":
         raise BadPayload("values: must be a flat array of numbers (no strings, bools, nulls)")
-    out = arr.astype("<f4")  # little-endian on every host: archived and sent as bytes
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 → inf: refused below
+        out = arr.astype("<f4")  # little-endian on every host: archived and sent as bytes
     finite = np.isfinite(out)
     if not finite.all():
         index = int(np.argmin(finite))

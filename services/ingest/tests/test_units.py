@@ -48,6 +48,7 @@ def test_payload_accepts_spec_examples() -> None:
         (_msg(values=[[1, 2]]), "values: must be a flat array of numbers"),
         (_msg(values=[1, None]), "values: must be a flat array of numbers"),
         (_msg(values=[1e400]), "not a finite number"),
+        (_msg(values=[1.0, 1e39]), "values: not a finite number at index 1"),  # > float32
         (_msg(point=""), "point: must be 1..200 characters"),
         (_msg(ts=1e20), "not a valid epoch-milliseconds time"),
     ],
