@@ -138,9 +138,14 @@ async def test_alarm_fires_once_is_retried_and_clears(
             assert lark["sign"] == feishu_sign(int(lark["timestamp"]), "s3cret")
             assert hook.attempts == 3  # the first call failed and was retried
 
+            async def recorded_sent() -> bool:
+                # the receiver has the body before the engine records the delivery
+                active = await ingest.store.query_alarms(Query(state="active"))
+                return {a.delivery for a in active.rows} == {"sent"}
+
+            assert await eventually(recorded_sent, timeout=10)
             active = await ingest.store.query_alarms(Query(state="active"))
             assert sorted(a.device_id for a in active.rows) == ["bad-dev", "lark-dev"]
-            assert {a.delivery for a in active.rows} == {"sent"}
 
             # the condition ends: no more defects within the window
             async def cleared() -> bool:
