@@ -515,6 +515,7 @@ class RuleWorker:
                             {"device_id": it.tele.device_id, "msg_id": it.tele.msg_id}
                         )
                         await self._dead_letter(it.topic, payload.encode(), f"model: {exc.message}")
+                        self._remember(it.tele.msg_id)  # a redelivery is not refused twice
                         it.future.set_result(None)
                         return []
                     out: list[tuple[_Item, dict[str, Any]]] = []
