@@ -120,6 +120,12 @@ def backoff_delay(attempts: int, base_s: float, cap_s: float) -> float:
     return random.uniform(delay / 2, delay)
 
 
+def _storable(text: str) -> str:
+    """Refused input as text any database keeps: PostgreSQL refuses NUL characters and
+    lone surrogates (both arrive in hostile JSON), so they become U+FFFD / '?'."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
@@ -231,10 +237,10 @@ class JobStore:
                 sa.insert(_R),
                 [
                     {
-                        "topic": t,
-                        "url": u[:4096],
-                        "reason": r[:2000],
-                        "payload": p[:4096],
+                        "topic": _storable(t),
+                        "url": _storable(u[:4096]),
+                        "reason": _storable(r[:2000]),
+                        "payload": _storable(p[:4096]),
                         "created_at": now,
                     }
                     for t, u, r, p in rows

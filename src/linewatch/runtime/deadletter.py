@@ -25,7 +25,9 @@ def dead_letter_body(
     """
     body: dict[str, Any] = {
         "source": source,
-        "reason": reason[:4096],
+        # a reason may quote hostile input: lone surrogates (valid in JSON escapes, not in
+        # UTF-8) are written as escapes rather than failing the dead letter
+        "reason": reason[:4096].encode("utf-8", "backslashreplace").decode("utf-8"),
         "topic": topic,
         "received_at_ms": int(time.time() * 1000),
         **extra,
