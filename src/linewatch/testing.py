@@ -27,10 +27,27 @@ __all__ = [
     "ReceivedSpan",
     "broker_url",
     "free_port",
+    "fuzz_corpus",
     "mosquitto_binary",
     "postgres_bin_dir",
     "wait_port",
 ]
+
+
+def fuzz_corpus(strategy: Any, n: int) -> list[Any]:
+    """``n`` examples hypothesis draws from ``strategy``: one corpus for one live run
+    through real services (a ``@given`` test per example would restart them each time)."""
+    from hypothesis import Phase, given, settings
+
+    corpus: list[Any] = []
+
+    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate])
+    @given(strategy)
+    def draw(example: Any) -> None:
+        corpus.append(example)
+
+    draw()
+    return corpus
 
 
 def mosquitto_binary() -> str | None:

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from linewatch_ingest.app import running
 from linewatch_ingest.payload import BadPayload, parse_telemetry
@@ -21,6 +21,7 @@ from linewatch_ingest.store import DeadLetterRow
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
+from linewatch.testing import fuzz_corpus
 
 from .conftest import Collector, Inference, curve_payload, eventually, ingest_config
 
@@ -84,19 +85,6 @@ def test_parse_accepts_or_says_why(payload: bytes) -> None:
         assert 1 <= len(tele.values) <= 65_536
         assert tele.values.dtype.str == "<f4"
     assert reason or tele
-
-
-def fuzz_corpus(strategy: st.SearchStrategy[bytes], n: int) -> list[bytes]:
-    """``n`` examples hypothesis draws from ``strategy`` (one corpus for one live run)."""
-    corpus: list[bytes] = []
-
-    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate])
-    @given(strategy)
-    def draw(example: bytes) -> None:
-        corpus.append(example)
-
-    draw()
-    return corpus
 
 
 def _expected(payloads: list[bytes]) -> tuple[int, int]:

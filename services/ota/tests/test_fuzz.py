@@ -12,13 +12,14 @@ import asyncio
 import json
 from typing import Any
 
-from hypothesis import Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from linewatch_ota.device_protocol import InvalidMessage, parse_message
 from linewatch_ota.testing import OtaRunner
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch.testing import fuzz_corpus
 from linewatch.v1 import ota_pb2
 
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=70))
@@ -73,21 +74,9 @@ def test_parse_accepts_or_says_why(msg: tuple[str, str, bytes], extra: str) -> N
         assert reason or parsed
 
 
-def _corpus(n: int) -> list[tuple[str, str, bytes]]:
-    corpus: list[tuple[str, str, bytes]] = []
-
-    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate])
-    @given(device_message())
-    def draw(example: tuple[str, str, bytes]) -> None:
-        corpus.append(example)
-
-    draw()
-    return corpus
-
-
 async def test_fuzzed_device_messages_are_acknowledged_or_dead_lettered(ota: OtaRunner) -> None:
     root = ota.topic_root
-    corpus = [(device, kind, payload) for device, kind, payload in _corpus(120)]
+    corpus: list[tuple[str, str, bytes]] = fuzz_corpus(device_message(), 120)
     corpus += [("dev-9", "progress", b"\xff not json"), ("dev-9", "request", b"[]")]
     refused = 0
     for device, kind, payload in corpus:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from hypothesis import Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from linewatch_sync.testing import StartSync
 from linewatch_sync.urls import canonicalise, parse_payload
@@ -19,6 +19,7 @@ from linewatch_sync.urls import canonicalise, parse_payload
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch.testing import fuzz_corpus
 from linewatch.v1 import sync_pb2
 
 _url = st.one_of(
@@ -79,18 +80,6 @@ def test_parse_accepts_or_says_why(payload: bytes) -> None:
     assert reason or parsed.items
 
 
-def _corpus(n: int) -> list[bytes]:
-    corpus: list[bytes] = []
-
-    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate])
-    @given(sync_message())
-    def draw(example: bytes) -> None:
-        corpus.append(example)
-
-    draw()
-    return corpus
-
-
 def _refused(payload: bytes) -> bool:
     """Whether the service must dead-letter this message (all or some of it refused)."""
     try:
@@ -110,7 +99,7 @@ async def test_fuzzed_messages_are_queued_or_dead_lettered(
 ) -> None:
     sync = await start_sync(allowed_hosts=ALLOWED, max_attempts=1)
     corpus = [
-        *_corpus(100),
+        *fuzz_corpus(sync_message(), 100),
         b"\xff\xfe",
         b"{not json",
         b"http://127.0.0.1:1/a.jpg",
