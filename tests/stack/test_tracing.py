@@ -40,7 +40,7 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
     await rx.stop()
 
 
-async def _first_sse_verdict(url: str) -> dict[str, object]:
+async def _first_sse_verdict(url: str, listening: asyncio.Event) -> dict[str, object]:
     """Like a browser: wait for the verdict stream, return the first verdict pushed."""
     async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=None)) as http:
         async with asyncio.timeout(30):
@@ -49,7 +49,11 @@ async def _first_sse_verdict(url: str) -> dict[str, object]:
                 if ready.get("streams", {}).get("verdicts"):
                     break
                 await asyncio.sleep(0.1)
+        # ingest registers the gateway's subscription just after the stream opens; a
+        # verdict published before that is not streamed (live only, never replayed)
+        await asyncio.sleep(0.5)
         async with http.stream("GET", f"{url}/v1/stream/verdicts") as resp:
+            listening.set()
             async for line in resp.aiter_lines():
                 if line.startswith("data: "):
                     data: dict[str, object] = json.loads(line[6:])
@@ -113,7 +117,9 @@ async def test_one_trace_covers_ingest_and_inference(
         await asyncio.to_thread(wait_port, inf_port, 60)
         await asyncio.to_thread(wait_port, ing_port, 60)
         await asyncio.to_thread(wait_port, gw_port, 60)
-        browser = asyncio.create_task(_first_sse_verdict(f"http://127.0.0.1:{gw_port}"))
+        listening = asyncio.Event()
+        browser = asyncio.create_task(_first_sse_verdict(f"http://127.0.0.1:{gw_port}", listening))
+        await asyncio.wait_for(listening.wait(), 40)
 
         verdicts: asyncio.Queue[MqttMessage] = asyncio.Queue()
 
