@@ -1,13 +1,12 @@
 """The pipeline of one rule: receive → validate → queue → micro-batch → score → publish
 → archive → alarms → acknowledge.
 
-The MQTT handler (:meth:`RuleWorker.handle`) validates a message, puts it on the rule's
-bounded queue and then *waits* until a batch worker has published its verdict and written
-its archive row; only then does it return, and only then is the message acknowledged
-(PUBACK). So a crash at any point leaves the message unacknowledged and the broker
-redelivers it; a redelivered message whose ``msg_id`` was already handled is acknowledged
-without being scored again (an in-memory LRU, then the archive's unique ``(rule,
-msg_id)``).
+The MQTT handler (:meth:`RuleWorker.handle`) validates a message and puts it on the
+rule's queue; the message is acknowledged (PUBACK) only once a batch worker has published
+its verdict and written its archive row. So a crash at any point leaves the message
+unacknowledged and the broker redelivers it; a redelivered message whose ``msg_id`` was
+already handled is acknowledged without being scored again (an in-memory LRU, then the
+archive's unique ``(rule, msg_id)``).
 
 Backpressure: the queue is bounded and the broker sends at most ``receive_maximum``
 unacknowledged messages, so when inference or the database is slow or down the handlers
@@ -23,9 +22,7 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -37,7 +34,7 @@ from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.deadletter import dead_letter_body
 from linewatch.runtime.errors import InvalidArgument, LinewatchError, Unavailable
 from linewatch.runtime.fanout import FanOut
-from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch.runtime.mqtt import DEFERRED, Ack, MqttClient, MqttMessage
 from linewatch.runtime.telemetry import (
     current_traceparent,
     extract_user_properties,
@@ -79,9 +76,12 @@ class _Item:
     tele: Telemetry
     topic: str
     received: float
-    future: asyncio.Future[None]
+    ack: Ack
     span: Span | None
     redelivered: bool
+    also: list[Ack] | None = None
+    """Redeliveries of the same ``msg_id`` that arrived while this one was in flight."""
+    settled: bool = False
 
 
 class RateMeter:
@@ -148,7 +148,7 @@ class RuleWorker:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._qos0_limit = cfg.queue_size
         self._m_dropped = metrics.DROPPED.labels(rule.name)
-        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._inflight: dict[str, _Item] = {}
         self._done: OrderedDict[str, None] = OrderedDict()
         self._warm = False
         self._gate = asyncio.Event()
@@ -162,6 +162,7 @@ class RuleWorker:
         self._connect_task: asyncio.Task[None] | None = None
         self._labels = {"rule": rule.name}
         self._m_received = metrics.RECEIVED.labels(rule.name)
+        self._received_counted = 0
         self._m_pre_queue = metrics.PRE_QUEUE.labels(rule.name)
         self._m_post_queue = metrics.POST_QUEUE.labels(rule.name)
 
@@ -238,9 +239,8 @@ class RuleWorker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for fut in list(self._inflight.values()):
-            if not fut.done():
-                fut.set_exception(Unavailable(f"rule {self.rule.name} stopped"))
+        for item in list(self._inflight.values()):
+            self._abandon(item, Unavailable(f"rule {self.rule.name} stopped"))
         if forget_session:
             with contextlib.suppress(Exception):
                 await self.client.unsubscribe(self.rule.source_topic)
@@ -265,6 +265,7 @@ class RuleWorker:
 
     def status(self) -> ingest_pb2.RuleStatus:
         """The rule's state, counters, rates and queue depths."""
+        self._count_received()
         c = self.counters
         return ingest_pb2.RuleStatus(
             name=self.rule.name,
@@ -282,11 +283,12 @@ class RuleWorker:
 
     # --- receive ---------------------------------------------------------------------
 
-    def handle(self, msg: MqttMessage) -> Awaitable[None] | None:
-        """The MQTT handler: the message is acknowledged once the returned future is done.
+    def handle(self, msg: MqttMessage) -> Any:
+        """The MQTT handler: validates and queues the message (no task per message).
 
-        The usual path runs synchronously and hands back the message's own future (no
-        task per message); only a paused rule makes the message wait in a task.
+        Returns ``DEFERRED``: the message is acknowledged (``msg.ack()``) once its
+        verdict is published and archived; ``None`` for a message handled before (ack
+        now); or, for a paused rule or a dead letter, what to await first.
 
         Raises:
             Unavailable: the rule stopped first; the message stays unacknowledged.
@@ -297,42 +299,40 @@ class RuleWorker:
             self.counters.dropped += 1
             self._m_dropped.inc()
             return None
-        admitted = self._admit(msg)
-        if isinstance(admitted, _Item):
-            self._queue.put_nowait(admitted)
-            return admitted.future
-        return admitted
+        return self._admit(msg)
 
-    async def _handle_later(self, msg: MqttMessage) -> None:
+    async def _handle_later(self, msg: MqttMessage) -> Any:
         while not self._gate.is_set():
             await self._gate.wait()
         admitted = self._admit(msg)
-        if isinstance(admitted, _Item):
-            self._queue.put_nowait(admitted)
-            await admitted.future
-        elif admitted is not None:
-            await admitted
+        if admitted is None or admitted is DEFERRED:
+            return admitted
+        await admitted
+        return None
 
-    def _admit(self, msg: MqttMessage) -> _Item | Awaitable[None] | None:
-        """Validate and register one message: its item, or what to await instead."""
+    def _admit(self, msg: MqttMessage) -> Any:
+        """Validate and queue one message: ``DEFERRED``, ``None`` or what to await."""
         if self._closed:
             raise Unavailable(f"rule {self.rule.name} stopped")
         received = time.perf_counter()
         self.counters.received += 1
-        self.counters.in_rate.add()
-        self._m_received.inc()
         try:
             tele = parse_telemetry(msg.payload)
         except BadPayload as exc:
             return self._dead_letter(msg.topic, msg.payload, exc.message)
         msg_id = tele.msg_id
         if msg_id in self._done:
-            self.counters.duplicates += 1
+            self._duplicate()
             return None
         running = self._inflight.get(msg_id)
         if running is not None:
-            self.counters.duplicates += 1
-            return asyncio.shield(running)
+            # acknowledged together with the one in flight (never if that one fails)
+            self._duplicate()
+            if running.also is None:
+                running.also = [msg.ack]
+            else:
+                running.also.append(msg.ack)
+            return DEFERRED
         span: Span | None = None
         if msg.user_properties and msg.user_property("traceparent"):
             # the device's trace continues through its own span; untraced messages
@@ -344,21 +344,51 @@ class RuleWorker:
             )
             span.set_attribute("messaging.destination.name", msg.topic)
             span.set_attribute("linewatch.rule", self.rule.name)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(partial(self._settled, msg_id, span))
-        self._inflight[msg_id] = future
-        return _Item(tele, msg.topic, received, future, span, msg.dup)
+        item = _Item(tele, msg.topic, received, msg.ack, span, msg.dup)
+        self._inflight[msg_id] = item
+        self._queue.put_nowait(item)
+        return DEFERRED
 
-    def _settled(self, msg_id: str, span: Span | None, future: asyncio.Future[None]) -> None:
-        if span is not None:
-            if not future.cancelled() and (exc := future.exception()) is not None:
-                span.record_exception(exc)
-            span.end()
-        if self._inflight.get(msg_id) is future:
-            del self._inflight[msg_id]
+    def _duplicate(self) -> None:
+        self.counters.duplicates += 1
+        self._count_received()
+
+    def _count_received(self) -> None:
+        """Bring the received metric and rate up to date (once per batch, not per message)."""
+        n = self.counters.received - self._received_counted
+        if n:
+            self._received_counted += n
+            self._m_received.inc(n)
+            self.counters.in_rate.add(n)
+
+    def _settle(self, item: _Item) -> None:
+        """The message is handled: acknowledge it (and its redeliveries)."""
+        if item.settled:
+            return
+        item.settled = True
+        item.ack()
+        if item.also:
+            for ack in item.also:
+                ack()
+        if item.span is not None:
+            item.span.end()
+        if self._inflight.get(item.tele.msg_id) is item:
+            del self._inflight[item.tele.msg_id]
+
+    def _abandon(self, item: _Item, exc: BaseException) -> None:
+        """The message is given up (the rule stopped): no acknowledgement, redelivered."""
+        if item.settled:
+            return
+        item.settled = True
+        if item.span is not None:
+            item.span.record_exception(exc)
+            item.span.end()
+        if self._inflight.get(item.tele.msg_id) is item:
+            del self._inflight[item.tele.msg_id]
 
     async def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
         self.counters.dead_letters += 1
+        self._count_received()
         metrics.DEAD_LETTERS.labels(**self._labels).inc()
         row = {
             "rule": self.rule.name,
@@ -395,6 +425,7 @@ class RuleWorker:
                         items.append(await self._queue.get())
                 except TimeoutError:
                     break
+            self._count_received()
             self._m_pre_queue.set(self._queue.qsize())
             self._busy += len(items)
             self._m_post_queue.set(self._busy)
@@ -402,8 +433,7 @@ class RuleWorker:
                 await self._process_until_done(items)
             except asyncio.CancelledError:
                 for item in items:
-                    if not item.future.done():
-                        item.future.set_exception(Unavailable("rule stopped"))
+                    self._abandon(item, Unavailable("rule stopped"))
                 raise
             finally:
                 self._busy -= len(items)
@@ -428,7 +458,7 @@ class RuleWorker:
                 log.exception("batch failed; retrying", extra={"fields": {"rule": self.rule.name}})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                items = [item for item in items if not item.future.done()]
+                items = [item for item in items if not item.settled]
 
     async def _retry(self, stage: str, fn: Any) -> Any:
         """Run ``fn`` until it succeeds: a database or service failure is waited out.
@@ -481,7 +511,7 @@ class RuleWorker:
                         if it.tele.msg_id in seen:
                             self._remember(it.tele.msg_id)
                             self.counters.duplicates += 1
-                            it.future.set_result(None)
+                            self._settle(it)
                     items = [it for it in items if it.tele.msg_id not in seen]
                     if not items:
                         return
@@ -516,7 +546,7 @@ class RuleWorker:
                         )
                         await self._dead_letter(it.topic, payload.encode(), f"model: {exc.message}")
                         self._remember(it.tele.msg_id)  # a redelivery is not refused twice
-                        it.future.set_result(None)
+                        self._settle(it)
                         return []
                     out: list[tuple[_Item, dict[str, Any]]] = []
                     for it in items:
@@ -527,30 +557,39 @@ class RuleWorker:
                     metrics.ERRORS.labels("inference").inc()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
-        return [(it, self._verdict(it, result, i, batch_span)) for i, it in enumerate(items)]
+        return self._verdicts(items, result, batch_span)
 
-    def _verdict(
-        self, item: _Item, result: BatchResult, index: int, batch_span: Span
-    ) -> dict[str, Any]:
-        score = result.scores[index]
-        probs = list(score.probabilities)
-        tele = item.tele
-        span_ctx = (item.span or batch_span).get_span_context()
-        return {
-            "device_id": tele.device_id,
-            "point": tele.point,
-            "ts": tele.ts_ms,
-            "msg_id": tele.msg_id,
-            "model": result.model,
-            "model_version": result.version,
-            "label": score.label,
-            "scores": {
-                label: round(float(p), 6) for label, p in zip(result.labels, probs, strict=False)
-            },
-            "ok": bool(score.ok),
-            "latency_ms": 0.0,
-            "trace_id": format(span_ctx.trace_id, "032x") if span_ctx.is_valid else "",
-        }
+    def _verdicts(
+        self, items: list[_Item], result: BatchResult, batch_span: Span
+    ) -> list[tuple[_Item, dict[str, Any]]]:
+        labels = result.labels
+        model, version = result.model, result.version
+        batch_trace_id = _trace_id(batch_span)
+        out: list[tuple[_Item, dict[str, Any]]] = []
+        for item, score in zip(items, result.scores, strict=True):
+            tele = item.tele
+            probs = score.probabilities
+            out.append(
+                (
+                    item,
+                    {
+                        "device_id": tele.device_id,
+                        "point": tele.point,
+                        "ts": tele.ts_ms,
+                        "msg_id": tele.msg_id,
+                        "model": model,
+                        "model_version": version,
+                        "label": score.label,
+                        "scores": {
+                            label: round(p, 6) for label, p in zip(labels, probs, strict=False)
+                        },
+                        "ok": score.ok,
+                        "latency_ms": 0.0,
+                        "trace_id": batch_trace_id if item.span is None else _trace_id(item.span),
+                    },
+                )
+            )
+        return out
 
     async def _publish_and_archive(
         self, scored: list[tuple[_Item, dict[str, Any]]], batch_span: Span
@@ -638,8 +677,7 @@ class RuleWorker:
                 self.deps.alarms.observe(rule.name, alarm, item.tele.device_id, bool(v["ok"]))
             self._remember(item.tele.msg_id)
             metrics.LATENCY.observe(done - item.received)
-            if not item.future.done():
-                item.future.set_result(None)
+            self._settle(item)
         counters.verdicts += len(scored)
         counters.out_rate.add(len(scored))
         counters.lag_ms = round((done - scored[0][0].received) * 1000, 3)
@@ -703,3 +741,8 @@ class RuleWorker:
         self._done[msg_id] = None
         if len(self._done) > limit:
             self._done.popitem(last=False)
+
+
+def _trace_id(span: Span) -> str:
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""

@@ -7,7 +7,10 @@ What it guarantees:
 - QoS 1 by default. A received message is acknowledged only after its handler finished;
   a handler that raises leaves it unacknowledged, so the broker redelivers it after a
   reconnect. A handler is a coroutine function, or (for hot paths) a plain function that
-  returns ``None`` (done) or an awaitable (a future: no task is made per message).
+  returns ``None`` (done) or an awaitable (no task is made per message). A handler that
+  returns :data:`DEFERRED` (or whose awaitable resolves to it) acknowledges the message
+  itself, later, by calling ``message.ack()``; one that never calls it leaves the message
+  to be redelivered.
 - :meth:`MqttClient.publish` / :meth:`MqttClient.publish_many` resolve when the broker
   acknowledged (PUBACK) every message. At most the broker's *receive maximum* publishes
   are in flight; more wait in line (FIFO) for a PUBACK to free a packet id. If the
@@ -24,6 +27,7 @@ import contextlib
 import logging
 import random
 import ssl
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,9 +45,51 @@ from gmqtt.mqtt.protocol import MQTTProtocol
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import ConfigError, InvalidArgument, LinewatchError, Unavailable
 
-__all__ = ["MqttClient", "MqttMessage", "topic_matches"]
+__all__ = ["DEFERRED", "Ack", "MqttClient", "MqttMessage", "topic_matches"]
 
 log = logging.getLogger(__name__)
+
+
+class _Deferred:
+    """The type of :data:`DEFERRED`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFERRED"
+
+
+DEFERRED: Any = _Deferred()
+"""What a handler returns when it will call ``message.ack()`` itself."""
+
+
+class Ack:
+    """Acknowledges one received message (PUBACK, or PUBREC for QoS 2) when called.
+
+    Calling it again, or after the connection it came on was lost, does nothing: after a
+    reconnect the broker redelivers the message under a new packet id, so an old id is
+    never acknowledged. A QoS 0 message has nothing to acknowledge.
+    """
+
+    __slots__ = ("_conn", "_handler", "_mid", "_qos")
+
+    def __init__(self, handler: _PackageHandler | None = None, mid: int = 0, qos: int = 0) -> None:
+        self._handler = handler
+        self._mid = mid
+        self._qos = qos
+        self._conn = handler._client.connection if handler is not None else None
+
+    def __call__(self) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        self._handler = None
+        conn = self._conn
+        if handler._client.connection is conn and not conn.is_closing():
+            handler._acknowledge(self._mid, self._qos)
+
+
+_NO_ACK = Ack()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +102,8 @@ class MqttMessage:
     retain: bool = False
     dup: bool = False
     user_properties: tuple[tuple[str, str], ...] = ()
+    ack: Ack = _NO_ACK
+    """Acknowledges the message; for handlers that return :data:`DEFERRED`."""
 
     def user_property(self, name: str) -> str | None:
         """The first user property called ``name`` (case-insensitive), if any."""
@@ -66,13 +114,14 @@ class MqttMessage:
         return None
 
 
-Handler = Callable[[MqttMessage], Awaitable[None] | None]
-"""Called per message; the message is acknowledged once the returned awaitable is done."""
+Handler = Callable[[MqttMessage], Awaitable[Any] | None]
+"""Called per message; the message is acknowledged once the returned awaitable is done
+(unless the handler returns, or the awaitable resolves to, :data:`DEFERRED`)."""
 
 Outgoing = tuple[str, bytes | str, Sequence[tuple[str, str]]]
 """One message for :meth:`MqttClient.publish_many`: topic, payload, user properties."""
 
-Dispatch = Callable[[str, bytes, int, dict[str, Any]], Awaitable[None] | None]
+Dispatch = Callable[[str, bytes, int, dict[str, Any], Ack], Awaitable[Any] | None]
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -246,8 +295,13 @@ class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
 
 
 class _PackageHandler(MqttPackageHandler):  # type: ignore[misc]
-    """gmqtt's packet handler, acknowledging QoS 1/2 messages when their handler is done
-    without a task per message (gmqtt wraps every handler call in a task)."""
+    """gmqtt's packet handler with a fast path for PUBLISH and PUBACK, acknowledging QoS
+    1/2 messages when their handler is done without a task per message (gmqtt wraps
+    every handler call in a task).
+
+    The fast path parses a PUBLISH without properties (the usual case) in place; one with
+    properties (user properties, topic alias, …) goes through gmqtt's own parser.
+    """
 
     _client: _GmqttClient
     _dispatch: Dispatch
@@ -258,6 +312,43 @@ class _PackageHandler(MqttPackageHandler):  # type: ignore[misc]
         handler.__class__ = cls
         handler._client = client
         handler._dispatch = dispatch
+
+    def _handle_packet(self, cmd: int, packet: bytes) -> None:
+        kind = cmd & 0xF0
+        if kind == 0x30:
+            self._handle_publish_packet(cmd, packet)
+        elif kind == 0x40:
+            mid = (packet[0] << 8) | packet[1]
+            self.id_generator.free_id(mid)
+            self._remove_message_from_queue(mid)
+        else:
+            super()._handle_packet(cmd, packet)
+            return
+        self._last_msg_in = time.monotonic()
+
+    def _handle_publish_packet(self, cmd: int, packet: bytes) -> None:
+        qos = (cmd >> 1) & 0x03
+        end = 2 + ((packet[0] << 8) | packet[1])
+        pos = end + 2 if qos else end
+        if qos == 0 or len(packet) <= pos:
+            super()._handle_publish_packet(cmd, packet)
+            return
+        if self._connection_state.protocol_version >= MQTTv50:
+            if packet[pos] != 0:  # properties: gmqtt parses them
+                super()._handle_publish_packet(cmd, packet)
+                return
+            pos += 1
+        try:
+            topic = packet[2:end].decode()
+        except UnicodeDecodeError:
+            super()._handle_publish_packet(cmd, packet)
+            return
+        if not topic:
+            super()._handle_publish_packet(cmd, packet)
+            return
+        mid = (packet[end] << 8) | packet[end + 1]
+        properties = {"dup": (cmd >> 3) & 0x01, "retain": cmd & 0x01}
+        self._deliver(mid, packet[pos:], topic, qos, properties)
 
     def _handle_qos_1_publish_packet(
         self, mid: int, packet: bytes, topic: str, properties: dict[str, Any]
@@ -272,19 +363,17 @@ class _PackageHandler(MqttPackageHandler):  # type: ignore[misc]
     def _deliver(
         self, mid: int, packet: bytes, topic: str, qos: int, properties: dict[str, Any]
     ) -> None:
+        ack = Ack(self, mid, qos)
         try:
-            pending = self._dispatch(topic, packet, qos, properties)
+            pending = self._dispatch(topic, packet, qos, properties, ack)
         except Exception as exc:
             # no acknowledgement: the broker redelivers the message after a reconnect
             _log_handler_error(exc)
             return
         if pending is None:
-            self._acknowledge(mid, qos)
-        else:
-            done = asyncio.ensure_future(pending)
-            done.add_done_callback(
-                partial(self._acknowledge_when_ok, mid=mid, qos=qos, conn=self._client.connection)
-            )
+            ack()
+        elif pending is not DEFERRED:
+            asyncio.ensure_future(pending).add_done_callback(partial(_ack_when_ok, ack))
 
     def _acknowledge(self, mid: int, qos: int) -> None:
         if qos == 2:
@@ -292,18 +381,15 @@ class _PackageHandler(MqttPackageHandler):  # type: ignore[misc]
         else:
             self._send_puback(mid, reason_code=PubAckReasonCode.SUCCESS.value)
 
-    def _acknowledge_when_ok(
-        self, done: asyncio.Future[None], *, mid: int, qos: int, conn: Any
-    ) -> None:
-        if done.cancelled():
-            return
-        if (exc := done.exception()) is not None:
-            _log_handler_error(exc)
-            return
-        # A packet id belongs to its connection: after a reconnect the broker resends the
-        # message (and the redelivery is acknowledged), so an old id is never acked.
-        if self._client.connection is conn and not conn.is_closing():
-            self._acknowledge(mid, qos)
+
+def _ack_when_ok(ack: Ack, done: asyncio.Future[Any]) -> None:
+    if done.cancelled():
+        return
+    if (exc := done.exception()) is not None:
+        _log_handler_error(exc)
+        return
+    if done.result() is not DEFERRED:
+        ack()
 
 
 @dataclass
@@ -566,28 +652,29 @@ class MqttClient:
             )
 
     def _dispatch(
-        self, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
-    ) -> Awaitable[None] | None:
+        self, topic: str, payload: bytes, qos: int, properties: dict[str, Any], ack: Ack
+    ) -> Awaitable[Any] | None:
         handler = self._handler_for(topic)
         if handler is None:
             return None
         raw_props = properties.get("user_property")
         message = MqttMessage(
-            topic=topic,
-            payload=payload,
-            qos=qos,
-            retain=bool(properties.get("retain", False)),
-            dup=bool(properties.get("dup", False)),
-            user_properties=tuple((str(k), str(v)) for k, v in raw_props) if raw_props else (),
+            topic,
+            payload,
+            qos,
+            bool(properties.get("retain", False)),
+            bool(properties.get("dup", False)),
+            tuple((str(k), str(v)) for k, v in raw_props) if raw_props else (),
+            ack,
         )
         return handler(message)
 
     def _on_message(
         self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
     ) -> None:
-        # QoS 0 only (QoS 1 and 2 go through _GmqttClient._deliver): nothing to acknowledge
-        pending = self._dispatch(topic, payload, qos, properties)
-        if pending is not None:
+        # QoS 0 only (QoS 1 and 2 go through _PackageHandler._deliver): nothing to acknowledge
+        pending = self._dispatch(topic, payload, qos, properties, _NO_ACK)
+        if pending is not None and pending is not DEFERRED:
             asyncio.ensure_future(pending).add_done_callback(_log_failure)
 
     def _handler_for(self, topic: str) -> Handler | None:
