@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from linewatch_ingest import payload as payload_module
 from linewatch_ingest.app import running
 from linewatch_ingest.payload import BadPayload, parse_telemetry
 from linewatch_ingest.store import DeadLetterRow
@@ -85,6 +86,87 @@ def test_parse_accepts_or_says_why(payload: bytes) -> None:
         assert 1 <= len(tele.values) <= 65_536
         assert tele.values.dtype.str == "<f4"
     assert reason or tele
+
+
+_numbers = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(min_value=-4e38, max_value=4e38),
+)
+
+
+@st.composite
+def fast_shaped(draw: st.DrawFn) -> bytes:
+    """Payloads the simdjson fast path takes on: flat curves, scalar fields and attrs."""
+    body: dict[str, Any] = {
+        "device_id": draw(st.one_of(st.text(min_size=1, max_size=12), _scalars)),
+        "point": draw(st.one_of(st.just("pressure"), _scalars)),
+        "ts": draw(st.one_of(_numbers, st.just("2026-11-30T10:00:00+01:00"), _scalars)),
+        "values": draw(
+            st.lists(st.one_of(_numbers, _numbers, _scalars, st.lists(_numbers)), max_size=40)
+        ),
+        "attrs": draw(st.one_of(st.none(), st.dictionaries(st.text(max_size=5), _scalars))),
+    }
+    for key in draw(st.lists(st.sampled_from(list(body)), max_size=1)):
+        body.pop(key, None)
+    if draw(st.booleans()):
+        body["msg_id"] = draw(st.one_of(st.text(max_size=10), _scalars))
+    return json.dumps(body).encode()
+
+
+def _outcome(parse: Any, payload: bytes) -> str:
+    try:
+        tele = parse(payload)
+    except BadPayload as exc:
+        return f"refused: {exc.message}"
+    return repr((tele, tele.values.tobytes()))
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=st.one_of(fast_shaped(), telemetry_like()))
+def test_fast_and_full_parsers_agree(payload: bytes) -> None:
+    """The simdjson fast path accepts exactly what the full (orjson) path accepts, with the
+    same result, and leaves every refusal, and its reason, to the full path."""
+
+    def full(data: bytes) -> Any:
+        return payload_module._telemetry(payload_module._decode(data), None, "fb")
+
+    assert _outcome(lambda data: parse_telemetry(data, fallback_msg_id="fb"), payload) == (
+        _outcome(full, payload)
+    )
+
+
+_HEAD = b'"device_id":"d","point":"p","ts":1'
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{" + _HEAD + b',"values":[1,[2]]}',  # simdjson would flatten the nested array
+        b'{"device_id":"a",' + _HEAD + b',"values":[1]}',  # repeated key: the last one wins
+        b"{" + _HEAD + b',"values":[1],"values":null}',
+        b'{"values":null,"device_id":"d","point":"p","ts":1,"attrs":{"values":[1]}}',
+        b"{" + _HEAD + b',"values":[1],"attrs":{"a":"x","a":"y"}}',
+        b"{" + _HEAD + b',"values":[1,true]}',
+        b"{" + _HEAD + b',"values":[1,NaN]}',
+        b"{" + _HEAD + b',"values":[1,1e39]}',
+        b"{" + _HEAD + b',"values":[9007199254740993,-18446744073709551615]}',
+        b"{" + _HEAD + b',"values":[]}',
+        b"\xef\xbb\xbf{" + _HEAD + b',"values":[1]}',
+        b"[1,2]",
+    ],
+)
+def test_fast_and_full_parsers_agree_on_edge_cases(payload: bytes) -> None:
+    def full(data: bytes) -> Any:
+        return payload_module._telemetry(payload_module._decode(data), None, "fb")
+
+    assert _outcome(lambda data: parse_telemetry(data, fallback_msg_id="fb"), payload) == (
+        _outcome(full, payload)
+    )
+
+
+def test_fast_path_takes_the_usual_payload() -> None:
+    assert payload_module._decode_fast(curve_payload("press-1", msg_id="m1")) is not None
 
 
 def _expected(payloads: list[bytes]) -> tuple[int, int]:
