@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +34,7 @@ __all__ = ["MAX_VALUES", "BadPayload", "Telemetry", "parse_telemetry"]
 MAX_VALUES = 65_536
 MAX_ID_LENGTH = 200
 _MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-_FORBIDDEN_ID_CHARS = frozenset("/+#\x00")
+_FORBIDDEN_ID_CHARS = re.compile("[/+#\x00]")
 
 
 class BadPayload(InvalidArgument):
@@ -61,7 +62,7 @@ def _ident(data: dict[str, Any], key: str) -> str:
         raise BadPayload(f"{key}: must be a string, got {type(value).__name__}")
     if not 1 <= len(value) <= MAX_ID_LENGTH:
         raise BadPayload(f"{key}: must be 1..{MAX_ID_LENGTH} characters")
-    if _FORBIDDEN_ID_CHARS.intersection(value):
+    if _FORBIDDEN_ID_CHARS.search(value):
         raise BadPayload(f"{key}: must not contain '/', '+', '#' or NUL")
     return value
 
@@ -170,10 +171,12 @@ def _decode(payload: bytes) -> dict[str, Any]:
 class _FastDecoder:
     """simdjson for payloads shaped as expected; ``None`` sends one to the full path.
 
-    With a single ``[`` in the payload, a ``values`` that simdjson reads as an array of
-    numbers is the payload's only array, so the text between that ``[`` and the next
-    ``]`` is exactly the curve. The rest, with ``null`` in its place, is then read by
-    orjson as on the full path (so fields, repeated keys and attrs behave the same).
+    The payload must hold a single ``[``: then the text from it to the next ``]`` is the
+    only array, and simdjson reads it as numbers straight into float64 (ints and floats
+    alike; anything else refuses). The rest, with ``[]`` in its place, is read by orjson
+    exactly as on the full path, and must have that ``[]`` as its ``values`` (the last
+    one, as orjson keeps): since the payload had no other array, that is where the curve
+    was, so repeated keys, nesting and attrs come out as the full path has them.
     """
 
     def __init__(self) -> None:
@@ -182,35 +185,34 @@ class _FastDecoder:
     def __call__(self, payload: bytes) -> tuple[dict[str, Any], npt.NDArray[np.float64]] | None:
         if payload.count(b"[") != 1:
             return None
-        curve = self._curve(payload)
-        if curve is None:
-            return None
-        samples, keys = curve
         start = payload.find(b"[")
         end = payload.find(b"]", start) + 1
+        if not end:
+            return None
+        samples = self._curve(payload[start:end])
+        if samples is None:
+            return None
         try:
-            data = orjson.loads(payload[:start] + b"null" + payload[end:])
+            data = orjson.loads(payload[:start] + b"[]" + payload[end:])
         except ValueError:
             return None
-        if not isinstance(data, dict) or len(data) != keys:  # repeated keys: the full path
+        if type(data) is not dict or data.get("values") != []:
             return None
         del data["values"]
         return data, samples
 
-    def _curve(self, payload: bytes) -> tuple[npt.NDArray[np.float64], int] | None:
-        """The curve as float64 and the number of keys (repeated ones too), or ``None``."""
+    def _curve(self, text: bytes) -> npt.NDArray[np.float64] | None:
+        """A JSON array of numbers as float64, or ``None``."""
         try:
-            doc: Any = self._parser.parse(payload)  # the whole document, strictly (RFC 8259)
+            doc: Any = self._parser.parse(text)
         except RuntimeError:  # a document of the parser is still referenced somewhere
             self._parser = simdjson.Parser()
             return None
-        except ValueError:  # not JSON, not UTF-8, NaN literals, numbers out of range, …
+        except ValueError:  # not JSON, NaN literals, numbers out of range, …
             return None
         try:
-            # ints and floats alike, as float64; anything else raises TypeError
-            samples = np.frombuffer(doc["values"].as_buffer(of_type="d"), dtype=np.float64)
-            return samples, len(doc)
-        except (TypeError, KeyError, ValueError, AttributeError):
+            return np.frombuffer(doc.as_buffer(of_type="d"), dtype=np.float64)
+        except (TypeError, ValueError, AttributeError):  # not an array of numbers
             return None
         finally:
             del doc  # the parser may be reused only once its documents are gone
@@ -218,12 +220,15 @@ class _FastDecoder:
 
 _decode_fast = _FastDecoder()
 
+_abs = np.abs
+_max = np.maximum.reduce
+
 
 def _checked_samples(samples: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     if not 1 <= len(samples) <= MAX_VALUES:
         raise BadPayload("values: length")
-    if not float(np.abs(samples).max()) <= _F32_MAX:  # NaN fails the comparison too
-        raise BadPayload("values: not finite as float32")
+    if not float(_max(_abs(samples))) <= _F32_MAX:  # (simdjson never gives NaN)
+        raise BadPayload("values: beyond float32")
     return samples.astype("<f4")
 
 

@@ -44,6 +44,7 @@ from linewatch.v1 import common_pb2, ingest_pb2
 from linewatch_ingest import metrics
 from linewatch_ingest.alarms import AlarmEngine
 from linewatch_ingest.archive import ArchiveWriter
+from linewatch_ingest.batching import BatchQueue
 from linewatch_ingest.config import IngestConfig, RuleConfig
 from linewatch_ingest.inference_client import BatchResult, InferenceClient
 from linewatch_ingest.payload import BadPayload, Telemetry, parse_telemetry
@@ -145,7 +146,7 @@ class RuleWorker:
         # which its flow control (our receive maximum) bounds; a message is never turned
         # away or parked in a task of its own. QoS 0 has no flow control: beyond
         # queue_size waiting, a QoS 0 message is dropped (at most once) and counted.
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queue: BatchQueue[_Item] = BatchQueue()
         self._qos0_limit = cfg.queue_size
         self._m_dropped = metrics.DROPPED.labels(rule.name)
         self._inflight: dict[str, _Item] = {}
@@ -275,8 +276,8 @@ class RuleWorker:
             received=c.received,
             verdicts=c.verdicts,
             dead_letters=c.dead_letters,
-            pre_queue=self._queue.qsize(),
-            post_queue=max(0, len(self._inflight) - self._queue.qsize()),
+            pre_queue=len(self._queue),
+            post_queue=max(0, len(self._inflight) - len(self._queue)),
             last_error=self.last_error,
             lag_ms=c.lag_ms,
         )
@@ -295,7 +296,7 @@ class RuleWorker:
         """
         if not self._gate.is_set():
             return self._handle_later(msg)
-        if msg.qos == 0 and self._queue.qsize() >= self._qos0_limit:
+        if msg.qos == 0 and len(self._queue) >= self._qos0_limit:
             self.counters.dropped += 1
             self._m_dropped.inc()
             return None
@@ -346,7 +347,7 @@ class RuleWorker:
             span.set_attribute("linewatch.rule", self.rule.name)
         item = _Item(tele, msg.topic, received, msg.ack, span, msg.dup)
         self._inflight[msg_id] = item
-        self._queue.put_nowait(item)
+        self._queue.put(item)
         return DEFERRED
 
     def _duplicate(self) -> None:
@@ -408,25 +409,9 @@ class RuleWorker:
     async def _worker(self, index: int) -> None:
         cfg = self.deps.config.batch
         while index < self._target_workers:
-            first = await self._queue.get()
-            items = [first]
-            deadline = time.monotonic() + cfg.max_delay_ms / 1000
-            while len(items) < cfg.max_size:
-                try:
-                    items.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(remaining):
-                        items.append(await self._queue.get())
-                except TimeoutError:
-                    break
+            items = await self._queue.get_batch(cfg.max_size, cfg.max_delay_ms / 1000)
             self._count_received()
-            self._m_pre_queue.set(self._queue.qsize())
+            self._m_pre_queue.set(len(self._queue))
             self._busy += len(items)
             self._m_post_queue.set(self._busy)
             try:

@@ -38,9 +38,11 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import gmqtt
+from gmqtt.mqtt.connection import MQTTConnection
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311, PubAckReasonCode, PubRecReasonCode
 from gmqtt.mqtt.handler import MQTTConnectError, MqttPackageHandler
-from gmqtt.mqtt.protocol import MQTTProtocol
+from gmqtt.mqtt.package import Package
+from gmqtt.mqtt.protocol import BaseMQTTProtocol, MQTTProtocol
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import ConfigError, InvalidArgument, LinewatchError, Unavailable
@@ -159,26 +161,71 @@ def _parse_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname, port, tls
 
 
-class _CoalescingProtocol(MQTTProtocol):  # type: ignore[misc]
-    """gmqtt's protocol, writing PUBLISH and acknowledgement packets once per loop turn.
+class _Protocol(MQTTProtocol):  # type: ignore[misc]
+    """gmqtt's protocol with a direct read path and coalesced writes.
 
-    gmqtt writes every packet with its own ``send()`` system call; at thousands of
-    messages a second (a PUBACK in, a verdict and its PUBACK out per message) those
-    calls cost more than the rest of the pipeline. Here they are joined and written
-    together when the event loop finishes its turn. Every other packet (CONNECT,
-    SUBSCRIBE, PINGREQ, DISCONNECT, …) flushes what is waiting and goes out at once, so
-    the order on the wire never changes and nothing is held back when gmqtt closes.
+    Reading: gmqtt feeds every received chunk through an ``asyncio.StreamReader`` to a
+    read-loop task that copies it twice more and wakes up once per 64 KiB. Here packets
+    are cut out of each chunk as it arrives and handed to the connection at once; a
+    partial packet waits for the next chunk. (Flow control stays with MQTT: the broker
+    sends at most our receive maximum of unacknowledged messages.)
+
+    Writing: gmqtt writes every packet with its own ``send()`` system call; at thousands
+    of messages a second (a PUBACK in, a verdict and its PUBACK out per message) those
+    calls cost more than the rest of the pipeline. PUBLISH and acknowledgement packets
+    are joined and written when the event loop finishes its turn. Every other packet
+    (CONNECT, SUBSCRIBE, PINGREQ, DISCONNECT, …) flushes what is waiting and goes out at
+    once, so the order on the wire never changes and nothing is held back on close.
     """
 
-    _pending: list[bytes]
-    _flush_handle: asyncio.Handle | None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._rest = b""
 
-    @classmethod
-    def adopt(cls, protocol: MQTTProtocol) -> None:
-        """Turn the protocol gmqtt just connected into this one in place."""
-        protocol.__class__ = cls
-        protocol._pending = []
-        protocol._flush_handle = None
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        # gmqtt's own read loop is not started: data_received cuts the packets
+        BaseMQTTProtocol.connection_made(self, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._rest:
+            data = self._rest + data
+        size = len(data)
+        pos = 0
+        connection = self._connection
+        while connection is not None and size - pos >= 2:
+            length = 0
+            shift = 0
+            i = pos + 1
+            while True:
+                if i >= size:
+                    self._rest = data[pos:]
+                    return
+                byte = data[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift > 21:  # a remaining length of more than four bytes: not MQTT
+                    log.error("malformed MQTT packet; closing the connection")
+                    self._rest = b""
+                    self._transport.close()
+                    return
+            end = i + length
+            if end > size:
+                break
+            connection.put_package(Package(data[pos], data[i:end]))
+            pos = end
+            if self._transport.is_closing():
+                self._rest = b""
+                return
+        self._rest = data[pos:] if pos else data
+
+    def eof_received(self) -> bool:
+        self._transport.close()  # the broker closed its side: the connection is lost
+        return False
 
     def write_data(self, data: bytes) -> None:
         packet_type = data[0] & 0xF0 if data else 0
@@ -212,7 +259,7 @@ class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
         self, *args: Any, backoff: Callable[[int], float], dispatch: Dispatch, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._acks: dict[int, _Acks] = {}
         self._backoff = backoff
         self._id_waiters: deque[asyncio.Future[None]] = deque()
         self._resend: asyncio.Future[None] | None = None
@@ -225,20 +272,25 @@ class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
 
     # --- publish window ------------------------------------------------------------
 
-    def publish_tracked(self, message: gmqtt.Message) -> asyncio.Future[None]:
-        """Send now; the future resolves on PUBACK.
+    def publish_packet(self, topic: bytes, payload: bytes, properties: bytes, acks: _Acks) -> None:
+        """Send one PUBLISH now (``topic`` as an MQTT string, ``properties`` as the
+        properties block); for QoS 1/2 ``acks`` counts it until its PUBACK.
 
         Raises:
             OverflowError: the broker's receive maximum is reached (no free packet id).
         """
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        mid, package = self._connection.publish(message)
-        if message.qos > 0:
-            self._persistent_storage.push_message(mid, package)
-            self._acks[mid] = fut
+        header = bytes((0x30 | acks.qos << 1 | acks.retain,))
+        if acks.qos:
+            mid = self._package_handler.id_generator.next_id()
+            head = b"".join((topic, _u16(mid), properties))
+            packet = b"".join((header, _varint(len(head) + len(payload)), head, payload))
+            self._persistent_storage.push_message(mid, packet)
+            self._acks[mid] = acks
+            acks.left += 1
         else:
-            fut.set_result(None)
-        return fut
+            head = topic + properties
+            packet = b"".join((header, _varint(len(head) + len(payload)), head, payload))
+        self._connection._protocol.write_data(packet)
 
     async def wait_for_id(self, *, first: bool = False) -> None:
         """Wait in line until a PUBACK frees a packet id (or a reconnect resets them)."""
@@ -269,9 +321,9 @@ class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
 
     def _remove_message_from_queue(self, mid: int) -> None:
         super()._remove_message_from_queue(mid)
-        fut = self._acks.pop(mid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        acks = self._acks.pop(mid, None)
+        if acks is not None:
+            acks.acked()
         self.wake_id_waiters(1)
 
     def _clear_resend_qos_queue(self) -> None:
@@ -283,10 +335,30 @@ class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
             self._resend = asyncio.ensure_future(self._resend_qos_messages())
         self.wake_id_waiters()
 
-    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        connection = await super()._create_connection(*args, **kwargs)
-        _CoalescingProtocol.adopt(connection._protocol)
-        return connection
+    async def _create_connection(
+        self, host: str, port: int, ssl: Any, clean_session: bool, keepalive: int
+    ) -> MQTTConnection:
+        # gmqtt's own, with _Protocol in place of its protocol class
+        self._exit_reconnecting_state()
+        self._package_handler.clear_topics_aliases()
+        self._connack_received.clear()
+        self._connection_lost.clear()
+        factory = partial(
+            _Protocol,
+            connection_state=self._connection_state,
+            id_generator=self._package_handler.id_generator,
+        )
+        transport, protocol = await asyncio.get_running_loop().create_connection(
+            factory, host, port, ssl=ssl
+        )
+        return MQTTConnection(
+            transport,
+            protocol,
+            clean_session,
+            keepalive,
+            package_handler=self._package_handler,
+            logger=self._logger,
+        )
 
     async def reconnect(self, delay: bool = False) -> None:
         if delay:
@@ -390,6 +462,67 @@ def _ack_when_ok(ack: Ack, done: asyncio.Future[Any]) -> None:
         return
     if done.result() is not DEFERRED:
         ack()
+
+
+class _Acks:
+    """One :meth:`MqttClient.publish_many` call: its QoS and retain flag, and the
+    PUBACKs it waits for."""
+
+    __slots__ = ("_sent", "future", "left", "qos", "retain")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, qos: int, retain: bool) -> None:
+        self.qos = qos
+        self.retain = retain
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.left = 0
+        self._sent = False
+
+    def acked(self) -> None:
+        self.left -= 1
+        if self._sent and self.left <= 0 and not self.future.done():
+            self.future.set_result(None)
+
+    def all_sent(self) -> None:
+        self._sent = True
+        if self.left <= 0 and not self.future.done():
+            self.future.set_result(None)
+
+
+def _u16(n: int) -> bytes:
+    return n.to_bytes(2, "big")
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode()
+    if len(data) > 0xFFFF:
+        raise InvalidArgument(f"MQTT string longer than 65535 bytes: {text[:40]!r}…")
+    return _u16(len(data)) + data
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, byte = divmod(n, 128)
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+_TOPICS: dict[str, bytes] = {}
+
+
+def _topic_bytes(topic: str) -> bytes:
+    """A topic to publish to as an MQTT string (memoised: a plant has a bounded set)."""
+    data = _TOPICS.get(topic)
+    if data is None:
+        if not topic or "+" in topic or "#" in topic:
+            raise InvalidArgument(f"cannot publish to {topic!r}: empty or a wildcard")
+        if len(_TOPICS) >= _ROUTE_CACHE:
+            _TOPICS.clear()
+        data = _TOPICS[topic] = _utf8(topic)
+    return data
 
 
 @dataclass
@@ -595,39 +728,58 @@ class MqttClient:
         """Publish several messages in order; returns once the broker acknowledged all.
 
         Raises:
+            InvalidArgument: a topic is empty or holds a wildcard.
             Unavailable: not connected, or not all acknowledged within ``timeout``; the
                 unacknowledged ones stay queued and are re-sent after a reconnect.
         """
-        mqtt5 = self.protocol_version == MQTTv50
-        acks: list[asyncio.Future[None]] = []
+        if qos not in {0, 1, 2}:
+            raise InvalidArgument(f"qos must be 0, 1 or 2, got {qos}")
+        acks = _Acks(asyncio.get_running_loop(), qos, retain)
+        encoded: dict[int, bytes] = {}  # user properties are often one shared list
+        sent = 0
         try:
             async with asyncio.timeout(timeout):
                 for topic, payload, user_properties in messages:
-                    if user_properties and mqtt5:
-                        message = gmqtt.Message(
-                            topic, payload, qos=qos, retain=retain,
-                            user_property=list(user_properties),
-                        )  # fmt: skip
-                    else:
-                        message = gmqtt.Message(topic, payload, qos=qos, retain=retain)
-                    acks.append(await self._send(message))
-                for ack in acks:
-                    if not ack.done():
-                        await asyncio.shield(ack)
+                    key = id(user_properties)
+                    properties = encoded.get(key)
+                    if properties is None:
+                        properties = encoded[key] = self._properties(user_properties)
+                    body = payload.encode() if isinstance(payload, str) else bytes(payload)
+                    topic_bytes = _topic_bytes(topic)
+                    if self._connected.is_set():
+                        try:  # the usual case: connected and a packet id free
+                            self._client.publish_packet(topic_bytes, body, properties, acks)
+                            sent += 1
+                            continue
+                        except OverflowError:
+                            pass
+                    await self._send(topic_bytes, body, properties, acks)
+                    sent += 1
+                acks.all_sent()
+                if not acks.future.done():
+                    await acks.future
         except TimeoutError as exc:
-            pending = sum(1 for ack in acks if not ack.done())
             raise Unavailable(
-                f"{pending or len(messages) - len(acks)} publish(es) not acknowledged "
-                f"within {timeout}s"
+                f"{acks.left + len(messages) - sent} publish(es) not acknowledged within {timeout}s"
             ) from exc
 
-    async def _send(self, message: gmqtt.Message) -> asyncio.Future[None]:
+    def _properties(self, user_properties: Sequence[tuple[str, str]]) -> bytes:
+        """The PUBLISH properties block (MQTT 5), or nothing (3.1.1 has none)."""
+        if self.protocol_version != MQTTv50:
+            return b""
+        block = b"".join(
+            b"\x26" + _utf8(str(name)) + _utf8(str(value)) for name, value in user_properties
+        )
+        return _varint(len(block)) + block
+
+    async def _send(self, topic: bytes, payload: bytes, properties: bytes, acks: _Acks) -> None:
         retried = False
         while True:
             if not self._connected.is_set():
                 await self._connected.wait()
             try:
-                return self._client.publish_tracked(message)
+                self._client.publish_packet(topic, payload, properties, acks)
+                return
             except OverflowError:
                 # the broker's receive maximum of unacknowledged publishes is reached
                 await self._client.wait_for_id(first=retried)

@@ -1,0 +1,82 @@
+"""The batch queue between the MQTT handler and the batch workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from linewatch_ingest.batching import BatchQueue
+
+
+async def test_a_full_batch_is_handed_out_at_once() -> None:
+    queue: BatchQueue[int] = BatchQueue()
+    for i in range(10):
+        queue.put(i)
+    started = time.monotonic()
+    assert await queue.get_batch(4, 30.0) == [0, 1, 2, 3]
+    assert await queue.get_batch(4, 30.0) == [4, 5, 6, 7]
+    assert time.monotonic() - started < 10  # never waited for the 30 s
+    assert len(queue) == 2
+
+
+async def test_a_partial_batch_waits_for_the_delay_then_goes() -> None:
+    queue: BatchQueue[int] = BatchQueue()
+    queue.put(1)
+    getter = asyncio.create_task(queue.get_batch(100, 0.2))
+    await asyncio.sleep(0.05)
+    queue.put(2)
+    assert not getter.done()  # still gathering
+    assert await getter == [1, 2]
+
+
+async def test_the_batch_goes_as_soon_as_it_is_full() -> None:
+    queue: BatchQueue[int] = BatchQueue()
+    getter = asyncio.create_task(queue.get_batch(3, 60.0))
+    await asyncio.sleep(0.01)
+    for i in range(5):
+        queue.put(i)
+    assert await asyncio.wait_for(getter, 10) == [0, 1, 2]
+    assert len(queue) == 2
+
+
+async def test_workers_share_the_items_in_order_and_lose_none() -> None:
+    queue: BatchQueue[int] = BatchQueue()
+    got: list[list[int]] = []
+
+    async def worker() -> None:
+        while True:
+            batch = await queue.get_batch(7, 0.005)
+            got.append(batch)
+            await asyncio.sleep(0)
+
+    workers = [asyncio.create_task(worker()) for _ in range(4)]
+    for i in range(1000):
+        queue.put(i)
+        if i % 13 == 0:
+            await asyncio.sleep(0)
+    for _ in range(200):
+        if sum(len(b) for b in got) == 1000:
+            break
+        await asyncio.sleep(0.01)
+    for task in workers:
+        task.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    assert sorted(i for batch in got for i in batch) == list(range(1000))
+    assert all(1 <= len(batch) <= 7 for batch in got)
+    assert [b[0] for b in got] == sorted(b[0] for b in got)  # batches leave in order
+
+
+@pytest.mark.parametrize("waiting_for", ["first item", "more items"])
+async def test_a_cancelled_worker_leaves_the_items_for_the_next(waiting_for: str) -> None:
+    queue: BatchQueue[int] = BatchQueue()
+    if waiting_for == "more items":
+        queue.put(1)
+    getter = asyncio.create_task(queue.get_batch(10, 60.0))
+    await asyncio.sleep(0.01)
+    getter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await getter
+    queue.put(2)
+    expected = [1, 2] if waiting_for == "more items" else [2]
+    assert await asyncio.wait_for(queue.get_batch(10, 0.01), 10) == expected
