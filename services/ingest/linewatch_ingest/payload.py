@@ -18,6 +18,7 @@ import json
 import math
 import re
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -220,16 +221,22 @@ class _FastDecoder:
 
 _decode_fast = _FastDecoder()
 
-_abs = np.abs
-_max = np.maximum.reduce
+# On the fast path a sample beyond float32 becomes inf in the cast, and the check below
+# refuses it; numpy's warning about that overflow says nothing more.
+warnings.filterwarnings(
+    "ignore", r"overflow encountered in (cast|dot)", RuntimeWarning, __name__.replace(".", r"\.")
+)
 
 
 def _checked_samples(samples: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     if not 1 <= len(samples) <= MAX_VALUES:
         raise BadPayload("values: length")
-    if not float(_max(_abs(samples))) <= _F32_MAX:  # (simdjson never gives NaN)
+    out = samples.astype("<f4")
+    # one call for the usual curve: the sum of squares is finite only if every sample is
+    # (it may overflow for finite samples too; then each is checked)
+    if not math.isfinite(np.dot(out, out)) and not np.isfinite(out).all():
         raise BadPayload("values: beyond float32")
-    return samples.astype("<f4")
+    return out
 
 
 def _telemetry(

@@ -656,13 +656,13 @@ class RuleWorker:
         rule = self.rule
         done = time.perf_counter()
         counters = self.counters
+        alarm = rule.alarm
         for item, v in scored:
-            alarm = rule.alarm
             if alarm.threshold:
                 self.deps.alarms.observe(rule.name, alarm, item.tele.device_id, bool(v["ok"]))
-            self._remember(item.tele.msg_id)
-            metrics.LATENCY.observe(done - item.received)
             self._settle(item)
+        self._remember_all([item.tele.msg_id for item, _ in scored])
+        metrics.LATENCY.observe_many([done - item.received for item, _ in scored])
         counters.verdicts += len(scored)
         counters.out_rate.add(len(scored))
         counters.lag_ms = round((done - scored[0][0].received) * 1000, 3)
@@ -720,12 +720,16 @@ class RuleWorker:
                 )
 
     def _remember(self, msg_id: str) -> None:
+        self._remember_all([msg_id])
+
+    def _remember_all(self, msg_ids: list[str]) -> None:
         limit = self.deps.config.dedup_cache
         if limit <= 0:
             return
-        self._done[msg_id] = None
-        if len(self._done) > limit:
-            self._done.popitem(last=False)
+        done = self._done
+        done.update(dict.fromkeys(msg_ids))
+        while len(done) > limit:
+            done.popitem(last=False)
 
 
 def _trace_id(span: Span) -> str:

@@ -80,3 +80,28 @@ async def test_a_cancelled_worker_leaves_the_items_for_the_next(waiting_for: str
     queue.put(2)
     expected = [1, 2] if waiting_for == "more items" else [2]
     assert await asyncio.wait_for(queue.get_batch(10, 0.01), 10) == expected
+
+
+def test_batch_histogram_exports_what_a_prometheus_histogram_does() -> None:
+    from linewatch_ingest.metrics import BatchHistogram
+    from prometheus_client import CollectorRegistry, Histogram
+
+    bounds = (0.001, 0.01, 0.1, 1, 10)
+    values = [0.0005, 0.001, 0.001, 0.002, 0.05, 0.1, 0.7, 1, 3, 10, 11, 1000]
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    batch = BatchHistogram("lat_seconds", "doc", bounds, registry=ours)
+    single = Histogram("lat_seconds", "doc", buckets=bounds, registry=theirs)
+    batch.observe_many(values[:5])
+    batch.observe_many(values[5:])
+    for value in values:
+        single.observe(value)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for metric in registry.collect()
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples(ours) == pytest.approx(samples(theirs))

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import gmqtt
 from gmqtt.mqtt.connection import MQTTConnection
-from gmqtt.mqtt.constants import MQTTv50, MQTTv311, PubAckReasonCode, PubRecReasonCode
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError, MqttPackageHandler
 from gmqtt.mqtt.package import Package
 from gmqtt.mqtt.protocol import BaseMQTTProtocol, MQTTProtocol
@@ -73,22 +73,24 @@ class Ack:
     never acknowledged. A QoS 0 message has nothing to acknowledge.
     """
 
-    __slots__ = ("_conn", "_handler", "_mid", "_qos")
+    __slots__ = ("_client", "_conn", "_mid", "_qos")
 
-    def __init__(self, handler: _PackageHandler | None = None, mid: int = 0, qos: int = 0) -> None:
-        self._handler = handler
+    def __init__(self, client: _GmqttClient | None = None, mid: int = 0, qos: int = 0) -> None:
+        self._client = client
         self._mid = mid
         self._qos = qos
-        self._conn = handler._client.connection if handler is not None else None
+        self._conn = client.connection if client is not None else None
 
     def __call__(self) -> None:
-        handler = self._handler
-        if handler is None:
+        client = self._client
+        if client is None:
             return
-        self._handler = None
+        self._client = None
         conn = self._conn
-        if handler._client.connection is conn and not conn.is_closing():
-            handler._acknowledge(self._mid, self._qos)
+        if client.connection is conn and not conn.is_closing():
+            # PUBACK (QoS 1) or PUBREC (QoS 2) without reason code: success, in 3.1.1 and 5
+            header = b"\x50\x02" if self._qos == 2 else b"\x40\x02"
+            conn._protocol.write_data(header + self._mid.to_bytes(2, "big"))
 
 
 _NO_ACK = Ack()
@@ -435,7 +437,7 @@ class _PackageHandler(MqttPackageHandler):  # type: ignore[misc]
     def _deliver(
         self, mid: int, packet: bytes, topic: str, qos: int, properties: dict[str, Any]
     ) -> None:
-        ack = Ack(self, mid, qos)
+        ack = Ack(self._client, mid, qos)
         try:
             pending = self._dispatch(topic, packet, qos, properties, ack)
         except Exception as exc:
@@ -446,12 +448,6 @@ class _PackageHandler(MqttPackageHandler):  # type: ignore[misc]
             ack()
         elif pending is not DEFERRED:
             asyncio.ensure_future(pending).add_done_callback(partial(_ack_when_ok, ack))
-
-    def _acknowledge(self, mid: int, qos: int) -> None:
-        if qos == 2:
-            self._send_pubrec(mid, reason_code=PubRecReasonCode.SUCCESS.value)
-        else:
-            self._send_puback(mid, reason_code=PubAckReasonCode.SUCCESS.value)
 
 
 def _ack_when_ok(ack: Ack, done: asyncio.Future[Any]) -> None:
