@@ -468,7 +468,7 @@ def _ingest_yaml(
         "inference": {"target": f"127.0.0.1:{inference_port}"},
         "batch": {"max_size": 256, "max_delay_ms": 5},
         "receive_maximum": 4096,
-        "workers": 8,
+        "workers": 4,
     }
     if shared:
         # replicas split the demo topic with an MQTT shared subscription
@@ -585,7 +585,7 @@ async def main(
         tmp = Path(tmpdir)
         # mosquitto lets a client have 20 QoS 1 publishes unacknowledged by default; the
         # verdict stream needs more in flight (the Helm chart's broker sets the same)
-        broker = Mosquitto(tmp, extra_config="max_inflight_messages 4096\n")
+        broker = Mosquitto(tmp, extra_config="max_inflight_messages 1000\n")
         broker.start()
         mosq = Proc("mosquitto", broker.proc)  # type: ignore[arg-type]
         try:

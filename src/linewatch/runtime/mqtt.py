@@ -41,7 +41,6 @@ import gmqtt
 from gmqtt.mqtt.connection import MQTTConnection
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError, MqttPackageHandler
-from gmqtt.mqtt.package import Package
 from gmqtt.mqtt.protocol import BaseMQTTProtocol, MQTTProtocol
 
 from linewatch.runtime.config import MqttConfig
@@ -96,9 +95,10 @@ class Ack:
 _NO_ACK = Ack()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MqttMessage:
-    """One received message."""
+    """One received message (not frozen: a frozen dataclass costs four times as much to
+    make, and one is made per message)."""
 
     topic: str
     payload: bytes
@@ -125,7 +125,7 @@ Handler = Callable[[MqttMessage], Awaitable[Any] | None]
 Outgoing = tuple[str, bytes | str, Sequence[tuple[str, str]]]
 """One message for :meth:`MqttClient.publish_many`: topic, payload, user properties."""
 
-Dispatch = Callable[[str, bytes, int, dict[str, Any], Ack], Awaitable[Any] | None]
+Dispatch = Callable[[MqttMessage], Awaitable[Any] | None]
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -193,10 +193,20 @@ class _Protocol(MQTTProtocol):  # type: ignore[misc]
     def data_received(self, data: bytes) -> None:
         if self._rest:
             data = self._rest + data
+        connection = self._connection
+        if connection is None:  # not handed to its MQTTConnection yet
+            self._rest = data
+            return
+        handler = connection._handler
+        if handler.current_connection is not connection:
+            # a superseded connection's last bytes (as gmqtt's put_package drops them)
+            self._rest = b""
+            return
+        connection._last_data_in = time.monotonic()
+        handle = handler._handle_packet
         size = len(data)
         pos = 0
-        connection = self._connection
-        while connection is not None and size - pos >= 2:
+        while size - pos >= 2:
             length = 0
             shift = 0
             i = pos + 1
@@ -218,7 +228,10 @@ class _Protocol(MQTTProtocol):  # type: ignore[misc]
             end = i + length
             if end > size:
                 break
-            connection.put_package(Package(data[pos], data[i:end]))
+            try:
+                handle(data[pos], data[i:end])
+            except Exception:  # one bad packet must not stop the connection (as in gmqtt)
+                log.exception("failed to handle an MQTT packet")
             pos = end
             if self._transport.is_closing():
                 self._rest = b""
@@ -420,26 +433,25 @@ class _PackageHandler(MqttPackageHandler):  # type: ignore[misc]
         if not topic:
             super()._handle_publish_packet(cmd, packet)
             return
-        mid = (packet[end] << 8) | packet[end + 1]
-        properties = {"dup": (cmd >> 3) & 0x01, "retain": cmd & 0x01}
-        self._deliver(mid, packet[pos:], topic, qos, properties)
+        ack = Ack(self._client, (packet[end] << 8) | packet[end + 1], qos)
+        self._deliver(
+            MqttMessage(topic, packet[pos:], qos, bool(cmd & 0x01), bool(cmd & 0x08), (), ack)
+        )
 
     def _handle_qos_1_publish_packet(
         self, mid: int, packet: bytes, topic: str, properties: dict[str, Any]
     ) -> None:
-        self._deliver(mid, packet, topic, 1, properties)
+        self._deliver(_message(topic, packet, 1, properties, Ack(self._client, mid, 1)))
 
     def _handle_qos_2_publish_packet(
         self, mid: int, packet: bytes, topic: str, properties: dict[str, Any]
     ) -> None:
-        self._deliver(mid, packet, topic, 2, properties)
+        self._deliver(_message(topic, packet, 2, properties, Ack(self._client, mid, 2)))
 
-    def _deliver(
-        self, mid: int, packet: bytes, topic: str, qos: int, properties: dict[str, Any]
-    ) -> None:
-        ack = Ack(self._client, mid, qos)
+    def _deliver(self, message: MqttMessage) -> None:
+        ack = message.ack
         try:
-            pending = self._dispatch(topic, packet, qos, properties, ack)
+            pending = self._dispatch(message)
         except Exception as exc:
             # no acknowledgement: the broker redelivers the message after a reconnect
             _log_handler_error(exc)
@@ -448,6 +460,22 @@ class _PackageHandler(MqttPackageHandler):  # type: ignore[misc]
             ack()
         elif pending is not DEFERRED:
             asyncio.ensure_future(pending).add_done_callback(partial(_ack_when_ok, ack))
+
+
+def _message(
+    topic: str, payload: bytes, qos: int, properties: dict[str, Any], ack: Ack
+) -> MqttMessage:
+    """A message from what gmqtt's own parser hands over."""
+    raw_props = properties.get("user_property")
+    return MqttMessage(
+        topic,
+        payload,
+        qos,
+        bool(properties.get("retain", False)),
+        bool(properties.get("dup", False)),
+        tuple((str(k), str(v)) for k, v in raw_props) if raw_props else (),
+        ack,
+    )
 
 
 def _ack_when_ok(ack: Ack, done: asyncio.Future[Any]) -> None:
@@ -799,29 +827,18 @@ class MqttClient:
                 extra={"fields": {"broker": f"{self._host}:{self._port}"}},
             )
 
-    def _dispatch(
-        self, topic: str, payload: bytes, qos: int, properties: dict[str, Any], ack: Ack
-    ) -> Awaitable[Any] | None:
-        handler = self._handler_for(topic)
-        if handler is None:
-            return None
-        raw_props = properties.get("user_property")
-        message = MqttMessage(
-            topic,
-            payload,
-            qos,
-            bool(properties.get("retain", False)),
-            bool(properties.get("dup", False)),
-            tuple((str(k), str(v)) for k, v in raw_props) if raw_props else (),
-            ack,
-        )
-        return handler(message)
+    def _dispatch(self, message: MqttMessage) -> Awaitable[Any] | None:
+        try:
+            handler = self._routes[message.topic]
+        except KeyError:
+            handler = self._handler_for(message.topic)
+        return None if handler is None else handler(message)
 
     def _on_message(
         self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
     ) -> None:
         # QoS 0 only (QoS 1 and 2 go through _PackageHandler._deliver): nothing to acknowledge
-        pending = self._dispatch(topic, payload, qos, properties, _NO_ACK)
+        pending = self._dispatch(_message(topic, payload, qos, properties, _NO_ACK))
         if pending is not None and pending is not DEFERRED:
             asyncio.ensure_future(pending).add_done_callback(_log_failure)
 
