@@ -62,8 +62,18 @@ def model_message(entry: ModelEntry) -> pb.Model:
     )
 
 
-def _scores(served: ServedVersion, probabilities: npt.NDArray[np.float32]) -> pb.BatchScores:
+def _scores(
+    served: ServedVersion, probabilities: npt.NDArray[np.float32], *, packed: bool = False
+) -> pb.BatchScores:
     labels = served.manifest.labels
+    if packed:
+        return pb.BatchScores(
+            model=served.name,
+            version=served.version,
+            labels=labels,
+            probabilities_f32=np.ascontiguousarray(probabilities, dtype="<f4").tobytes(),
+            ok_labels=[label for label in labels if label in served.manifest.ok_labels],
+        )
     ok = [label in served.manifest.ok_labels for label in labels]
     result = pb.BatchScores(model=served.name, version=served.version, labels=labels)
     add = result.scores.add
@@ -103,7 +113,9 @@ class InferenceApi(pb_grpc.InferenceServiceServicer):
         self._max_curves = max_request_curves
         self._window = stream_window
 
-    async def _score_batch(self, batch: pb.CurveBatch, api: str) -> pb.BatchScores:
+    async def _score_batch(
+        self, batch: pb.CurveBatch, api: str, *, packed: bool = False
+    ) -> pb.BatchScores:
         try:
             if not batch.model:
                 raise InvalidArgument("batch.model is required")
@@ -115,7 +127,7 @@ class InferenceApi(pb_grpc.InferenceServiceServicer):
             self._metrics.requests.labels(api=api, code=exc.grpc_code.name).inc()
             raise
         self._metrics.requests.labels(api=api, code="OK").inc()
-        return _scores(served, probabilities)
+        return _scores(served, probabilities, packed=packed)
 
     async def Predict(  # noqa: N802 - gRPC method name
         self, request: pb.PredictRequest, context: Context
@@ -151,7 +163,9 @@ class InferenceApi(pb_grpc.InferenceServiceServicer):
                         "linewatch.batch_size": len(request.batch.lengths),
                     },
                 ):
-                    result = await self._score_batch(request.batch, "stream")
+                    result = await self._score_batch(
+                        request.batch, "stream", packed=request.packed_scores
+                    )
                 response = pb.PredictStreamResponse(batch_id=request.batch_id, result=result)
             except LinewatchError as exc:
                 response = pb.PredictStreamResponse(

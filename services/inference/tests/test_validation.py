@@ -165,3 +165,26 @@ async def test_model_infer_rejects_bad_tensors(channel: grpc.aio.Channel) -> Non
     assert list(response.outputs[0].shape) == [2, 3]
     probabilities = np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(2, 3)
     assert (probabilities.argmax(axis=1) == 0).all()
+
+
+async def test_stream_packs_scores_when_asked(channel: grpc.aio.Channel) -> None:
+    """Packed scores carry the same probabilities, labels and ok flags as Score messages."""
+    api = pb_grpc.InferenceServiceStub(channel)
+    rng = np.random.default_rng(3)
+    curves = [rng.normal(size=LENGTH).tolist() for _ in range(5)]
+
+    async def send() -> AsyncIterator[pb.PredictStreamRequest]:
+        yield pb.PredictStreamRequest(batch_id=1, batch=curves_batch(curves))
+        yield pb.PredictStreamRequest(batch_id=2, batch=curves_batch(curves), packed_scores=True)
+
+    responses = {r.batch_id: r.result async for r in api.PredictStream(send())}
+    plain, packed = responses[1], responses[2]
+    assert not packed.scores
+    assert list(packed.labels) == list(plain.labels)
+    probabilities = np.frombuffer(packed.probabilities_f32, dtype="<f4").reshape(5, -1)
+    assert probabilities.tolist() == [list(s.probabilities) for s in plain.scores]
+    labels = list(packed.labels)
+    for row, score in zip(probabilities, plain.scores, strict=True):
+        top = labels[int(row.argmax())]
+        assert top == score.label
+        assert (top in packed.ok_labels) == score.ok

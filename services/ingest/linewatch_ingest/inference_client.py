@@ -18,6 +18,8 @@ import random
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
+import numpy.typing as npt
 from opentelemetry import propagate
 
 from linewatch.runtime.errors import (
@@ -44,12 +46,54 @@ _CODE_ERRORS: dict[int, type[LinewatchError]] = {
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """Scores of one batch: per curve the label, ok flag and probabilities."""
+    """Scores of one batch: per curve the label (its index), ok flag and probabilities."""
 
     model: str
     version: str
     labels: tuple[str, ...]
-    scores: list[inference_pb2.Score]
+    probabilities: npt.NDArray[np.float32]
+    """One row of ``len(labels)`` per curve."""
+    label_index: list[int]
+    ok: list[bool]
+
+    @classmethod
+    def from_proto(cls, result: inference_pb2.BatchScores, curves: int) -> BatchResult:
+        """Read packed scores (or, from an inference service that does not pack them yet,
+        one Score per curve).
+
+        Raises:
+            Unavailable: the scores do not match the batch.
+        """
+        labels = tuple(result.labels)
+        if not result.scores:
+            probabilities = np.frombuffer(result.probabilities_f32, dtype="<f4")
+            if not labels or len(probabilities) != curves * len(labels):
+                raise Unavailable(
+                    f"inference: {len(probabilities)} probabilities for {curves} curves "
+                    f"of {len(labels)} labels"
+                )
+            probabilities = probabilities.reshape(curves, len(labels))
+            index = probabilities.argmax(axis=1).tolist()
+            ok_labels = set(result.ok_labels)
+            ok_by_index = [label in ok_labels for label in labels]
+            return cls(
+                result.model, result.version, labels, probabilities, index,
+                [ok_by_index[i] for i in index],
+            )  # fmt: skip
+        if len(result.scores) != curves:
+            raise Unavailable(f"inference: {len(result.scores)} scores for {curves} curves")
+        try:
+            index = [labels.index(score.label) for score in result.scores]
+        except ValueError as exc:
+            raise Unavailable(f"inference: a score's label is not in {labels}") from exc
+        return cls(
+            result.model,
+            result.version,
+            labels,
+            np.array([list(score.probabilities) for score in result.scores], dtype=np.float32),
+            index,
+            [score.ok for score in result.scores],
+        )
 
 
 class InferenceClient:
@@ -129,6 +173,7 @@ class InferenceClient:
                         batch=inference_pb2.CurveBatch(
                             model=model, version=version, samples_f32=samples_f32, lengths=lengths
                         ),
+                        packed_scores=True,
                     )
                 )
                 async with asyncio.timeout(self.timeout_s):
@@ -140,10 +185,7 @@ class InferenceClient:
         if response.error_code:
             error = _CODE_ERRORS.get(response.error_code, Unavailable)
             raise error(f"inference: {response.error_message or 'batch failed'}")
-        result = response.result
-        if len(result.scores) != len(lengths):
-            raise Unavailable(f"inference: {len(result.scores)} scores for {len(lengths)} curves")
-        return BatchResult(result.model, result.version, tuple(result.labels), list(result.scores))
+        return BatchResult.from_proto(response.result, len(lengths))
 
     def _fail_pending(self, reason: str) -> None:
         for fut in self._pending.values():

@@ -550,10 +550,10 @@ class RuleWorker:
         labels = result.labels
         model, version = result.model, result.version
         batch_trace_id = _trace_id(batch_span)
+        rows = np.round(result.probabilities.astype(np.float64), 6).tolist()
         out: list[tuple[_Item, dict[str, Any]]] = []
-        for item, score in zip(items, result.scores, strict=True):
+        for item, top, ok, row in zip(items, result.label_index, result.ok, rows, strict=True):
             tele = item.tele
-            probs = score.probabilities
             out.append(
                 (
                     item,
@@ -564,11 +564,9 @@ class RuleWorker:
                         "msg_id": tele.msg_id,
                         "model": model,
                         "model_version": version,
-                        "label": score.label,
-                        "scores": {
-                            label: round(p, 6) for label, p in zip(labels, probs, strict=False)
-                        },
-                        "ok": score.ok,
+                        "label": labels[top],
+                        "scores": dict(zip(labels, row, strict=True)),
+                        "ok": ok,
                         "latency_ms": 0.0,
                         "trace_id": batch_trace_id if item.span is None else _trace_id(item.span),
                     },

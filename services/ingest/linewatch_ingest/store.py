@@ -161,10 +161,6 @@ class Page:
     next_page_token: str
 
 
-_SQLITE_MAX_PARAMS = 32_000
-"""Bound parameters per SQLite statement (its limit is 32,766 since 3.32)."""
-
-
 def now_ms() -> int:
     """Wall-clock time in epoch milliseconds."""
     return int(time.time() * 1000)
@@ -246,10 +242,10 @@ class IngestStore:
         """Write telemetry and verdict rows in one transaction (duplicates are skipped).
 
         Rows are tuples in :data:`TELEMETRY_COLUMNS` / :data:`VERDICT_COLUMNS` order. SQLite
-        gets multi-row ``INSERT OR IGNORE`` statements (a few statements per batch, not a
-        statement per row: each one is a round trip to the driver's thread);
-        PostgreSQL gets ``COPY`` into a per-connection staging table, then one
-        ``INSERT … SELECT … ON CONFLICT DO NOTHING``.
+        gets one ``executemany`` of ``INSERT OR IGNORE`` per table (one round trip to the
+        driver's thread, the rows bound in C); PostgreSQL gets ``COPY`` into a
+        per-connection staging table, then one ``INSERT … SELECT … ON CONFLICT DO
+        NOTHING``.
         """
         async with self.db.connect() as conn:
             raw = await conn.get_raw_connection()
@@ -270,16 +266,14 @@ class IngestStore:
     async def _insert_sqlite(
         driver: Any, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
     ) -> None:
-        names = ", ".join(columns)
-        group = "(" + ", ".join("?" for _ in columns) + ")"
-        per_statement = max(1, _SQLITE_MAX_PARAMS // len(columns))
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            await driver.execute(
-                f"INSERT OR IGNORE INTO {table} ({names}) VALUES "  # noqa: S608
-                + ", ".join(group for _ in chunk),
-                [value for row in chunk for value in row],
-            )
+        if not rows:
+            return
+        # one round trip to the driver's thread; sqlite3 binds and steps each row in C
+        await driver.executemany(
+            f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "  # noqa: S608
+            f"VALUES ({', '.join('?' for _ in columns)})",
+            rows,
+        )
 
     @staticmethod
     async def _copy_postgres(

@@ -146,3 +146,29 @@ def test_feishu_signature_matches_the_documented_algorithm() -> None:
         "timestamp": "1599360473",
         "sign": expected,
     }
+
+
+def test_batch_result_reads_packed_and_per_curve_scores_alike() -> None:
+    from linewatch_ingest.inference_client import BatchResult
+
+    from linewatch.runtime.errors import Unavailable
+    from linewatch.v1 import inference_pb2 as pb
+
+    labels = ["ok", "spike", "drift"]
+    rows = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.5, 0.3]], dtype="<f4")
+    packed = pb.BatchScores(
+        model="m", version="2", labels=labels, probabilities_f32=rows.tobytes(), ok_labels=["ok"]
+    )
+    plain = pb.BatchScores(model="m", version="2", labels=labels)
+    for row in rows:
+        top = labels[int(row.argmax())]
+        plain.scores.add(label=top, ok=top == "ok", probabilities=row.tolist())
+    a, b = BatchResult.from_proto(packed, 3), BatchResult.from_proto(plain, 3)
+    for result in (a, b):
+        assert result.label_index == [0, 2, 1]
+        assert result.ok == [True, False, False]
+        assert result.probabilities.tolist() == rows.tolist()
+    with pytest.raises(Unavailable, match="probabilities for 4 curves"):
+        BatchResult.from_proto(packed, 4)
+    with pytest.raises(Unavailable, match="scores for 2 curves"):
+        BatchResult.from_proto(plain, 2)

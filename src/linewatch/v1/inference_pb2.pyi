@@ -46,19 +46,23 @@ class Score(_message.Message):
     def __init__(self, label: _Optional[str] = ..., ok: _Optional[bool] = ..., probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class BatchScores(_message.Message):
-    __slots__ = ("model", "version", "labels", "scores")
+    __slots__ = ("model", "version", "labels", "scores", "probabilities_f32", "ok_labels")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_F32_FIELD_NUMBER: _ClassVar[int]
+    OK_LABELS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     scores: _containers.RepeatedCompositeFieldContainer[Score]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[_Union[Score, _Mapping]]] = ...) -> None: ...
+    probabilities_f32: bytes
+    ok_labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., scores: _Optional[_Iterable[_Union[Score, _Mapping]]] = ..., probabilities_f32: _Optional[bytes] = ..., ok_labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictStreamRequest(_message.Message):
-    __slots__ = ("batch_id", "batch", "trace_context")
+    __slots__ = ("batch_id", "batch", "trace_context", "packed_scores")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,10 +73,12 @@ class PredictStreamRequest(_message.Message):
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    PACKED_SCORES_FIELD_NUMBER: _ClassVar[int]
     batch_id: int
     batch: CurveBatch
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, batch_id: _Optional[int] = ..., batch: _Optional[_Union[CurveBatch, _Mapping]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    packed_scores: bool
+    def __init__(self, batch_id: _Optional[int] = ..., batch: _Optional[_Union[CurveBatch, _Mapping]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., packed_scores: _Optional[bool] = ...) -> None: ...
 
 class PredictStreamResponse(_message.Message):
     __slots__ = ("batch_id", "result", "error_code", "error_message")
