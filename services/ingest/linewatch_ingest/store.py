@@ -161,6 +161,10 @@ class Page:
     next_page_token: str
 
 
+_SQLITE_CHUNKS = (256, 64, 16, 4, 1)
+"""Rows per SQLite statement (at most 256 x 14 parameters, well under its 32,766)."""
+
+
 def now_ms() -> int:
     """Wall-clock time in epoch milliseconds."""
     return int(time.time() * 1000)
@@ -242,10 +246,9 @@ class IngestStore:
         """Write telemetry and verdict rows in one transaction (duplicates are skipped).
 
         Rows are tuples in :data:`TELEMETRY_COLUMNS` / :data:`VERDICT_COLUMNS` order. SQLite
-        gets one ``executemany`` of ``INSERT OR IGNORE`` per table (one round trip to the
-        driver's thread, the rows bound in C); PostgreSQL gets ``COPY`` into a
-        per-connection staging table, then one ``INSERT … SELECT … ON CONFLICT DO
-        NOTHING``.
+        gets multi-row ``INSERT OR IGNORE`` statements (a few per batch, not one per row);
+        PostgreSQL gets ``COPY`` into a per-connection staging table, then one
+        ``INSERT … SELECT … ON CONFLICT DO NOTHING``.
         """
         async with self.db.connect() as conn:
             raw = await conn.get_raw_connection()
@@ -266,14 +269,19 @@ class IngestStore:
     async def _insert_sqlite(
         driver: Any, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
     ) -> None:
-        if not rows:
-            return
-        # one round trip to the driver's thread; sqlite3 binds and steps each row in C
-        await driver.executemany(
-            f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "  # noqa: S608
-            f"VALUES ({', '.join('?' for _ in columns)})",
-            rows,
-        )
+        # Multi-row statements of a few fixed sizes: few round trips to the driver's thread
+        # (executemany would take and release the GIL once per row, and each time wait
+        # for the event loop to let it go), and few distinct statements, which sqlite3
+        # keeps prepared in its statement cache.
+        head = f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
+        group = "(" + ", ".join("?" for _ in columns) + ")"
+        start = 0
+        for size in _SQLITE_CHUNKS:
+            statement = head + ", ".join(group for _ in range(size))
+            while len(rows) - start >= size:
+                chunk = rows[start : start + size]
+                await driver.execute(statement, [value for row in chunk for value in row])
+                start += size
 
     @staticmethod
     async def _copy_postgres(
