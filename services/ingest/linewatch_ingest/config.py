@@ -121,7 +121,8 @@ class IngestConfig(ServiceConfig):
     """Batches of one rule being scored/published/archived at once."""
     deadletter_topic: str = "linewatch/deadletter"
     dedup_cache: int = Field(default=200_000, ge=0)
-    """msg_ids remembered in memory (the database is asked for the rest)."""
+    """msg_ids remembered in memory: the latest half of this many at least, at most this
+    many (the archive is asked about a redelivered message it does not remember)."""
     stream_buffer: int = Field(default=1000, ge=1)
     """Items buffered per live-stream subscriber before it starts losing items."""
     max_page_size: int = Field(default=1000, ge=1)

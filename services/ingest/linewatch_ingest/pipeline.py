@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -44,7 +44,7 @@ from linewatch.v1 import common_pb2, ingest_pb2
 from linewatch_ingest import metrics
 from linewatch_ingest.alarms import AlarmEngine
 from linewatch_ingest.archive import ArchiveWriter
-from linewatch_ingest.batching import BatchQueue
+from linewatch_ingest.batching import BatchQueue, RecentIds
 from linewatch_ingest.config import IngestConfig, RuleConfig
 from linewatch_ingest.inference_client import BatchResult, InferenceClient
 from linewatch_ingest.payload import BadPayload, Telemetry, parse_telemetry
@@ -150,7 +150,7 @@ class RuleWorker:
         self._qos0_limit = cfg.queue_size
         self._m_dropped = metrics.DROPPED.labels(rule.name)
         self._inflight: dict[str, _Item] = {}
-        self._done: OrderedDict[str, None] = OrderedDict()
+        self._done = RecentIds(deps.config.dedup_cache)
         self._warm = False
         self._gate = asyncio.Event()
         self._closed = False
@@ -206,8 +206,7 @@ class RuleWorker:
                 extra={"fields": {"rule": self.rule.name, "error": repr(exc)}},
             )
             return
-        for msg_id in ids:
-            self._done[msg_id] = None
+        self._done.add_all(ids)
         self._warm = True
 
     def pause(self) -> None:
@@ -721,13 +720,7 @@ class RuleWorker:
         self._remember_all([msg_id])
 
     def _remember_all(self, msg_ids: list[str]) -> None:
-        limit = self.deps.config.dedup_cache
-        if limit <= 0:
-            return
-        done = self._done
-        done.update(dict.fromkeys(msg_ids))
-        while len(done) > limit:
-            done.popitem(last=False)
+        self._done.add_all(msg_ids)
 
 
 def _trace_id(span: Span) -> str:

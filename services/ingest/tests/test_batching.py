@@ -105,3 +105,19 @@ def test_batch_histogram_exports_what_a_prometheus_histogram_does() -> None:
         }
 
     assert samples(ours) == pytest.approx(samples(theirs))
+
+
+def test_recent_ids_remember_at_least_half_and_at_most_all() -> None:
+    from linewatch_ingest.batching import RecentIds
+
+    ids = RecentIds(10)
+    for start in range(0, 100, 3):
+        ids.add_all(str(i) for i in range(start, start + 3))
+        newest = start + 3
+        assert all(str(i) in ids for i in range(max(0, newest - 5), newest))  # latest half
+        assert len(ids) <= 10 + 3  # a generation may overshoot by one batch
+    assert "0" not in ids
+    none = RecentIds(0)
+    none.add_all(["a"])
+    assert "a" not in none
+    assert len(none) == 0
