@@ -445,7 +445,7 @@ async def _run_system(
 SYSTEMS = ("linewatch", "linewatch_x2", "baseline")
 """linewatch_x2: two ingest replicas splitting the topic with a shared subscription."""
 DEFAULT_SYSTEMS = ("linewatch", "baseline")
-DEFAULT_LOADS = [1000, 2500, 5000, 10000]
+DEFAULT_LOADS = [1000, 2500, 5000, 10000, 12500, 15000]
 
 
 def _ingest_yaml(
@@ -579,7 +579,7 @@ async def main(
 ) -> list[LoadResult]:
     """Run each system at each load against one private mosquitto."""
     loads = loads or ([1000, 3000] if quick else DEFAULT_LOADS)
-    kw: dict[str, Any] = {"duration": 4.0 if quick else 5.0, "drain": 3.0, "curves": _curves()}
+    kw: dict[str, Any] = {"duration": 4.0 if quick else 8.0, "drain": 3.0, "curves": _curves()}
     results: list[LoadResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmpdir:
         tmp = Path(tmpdir)
