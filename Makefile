@@ -93,7 +93,7 @@ bench: setup ## Run the benchmarks; prints figures and writes bench/results/
 
 .PHONY: soak
 soak: setup ## The 10-minute soak: steady load on ingest + inference, RSS must stay flat
-	LINEWATCH_SOAK_S=600 $(PY) -m pytest tests/stack/test_soak.py -s -q
+	LINEWATCH_SOAK_S=600 $(PY) -m pytest tests/stack/test_soak.py -s -q --timeout=900
 
 .PHONY: images
 images: ## Build the five service images with docker or podman (BASE_IMAGE=... to override)

@@ -195,6 +195,10 @@ class InferenceApi(pb_grpc.InferenceServiceServicer):
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+            elif not reader.cancelled():
+                # the stream was closed first (client gone, server stopping): the reader's
+                # error says only that, and asyncio would log it as never retrieved
+                reader.exception()
 
     async def ListModels(  # noqa: N802 - gRPC method name
         self, request: pb.ListModelsRequest, context: Context
