@@ -5,13 +5,14 @@ The MQTT handler (:meth:`RuleWorker.handle`) validates a message and puts it on 
 rule's queue; the message is acknowledged (PUBACK) only once a batch worker has published
 its verdict and written its archive row. So a crash at any point leaves the message
 unacknowledged and the broker redelivers it; a redelivered message whose ``msg_id`` was
-already handled is acknowledged without being scored again (an in-memory LRU, then the
-archive's unique ``(rule, msg_id)``).
+already handled is acknowledged without being scored again (the recent ids in memory,
+then the archive's unique ``(rule, msg_id)``).
 
-Backpressure: the queue is bounded and the broker sends at most ``receive_maximum``
-unacknowledged messages, so when inference or the database is slow or down the handlers
-wait, the broker stops sending, and memory stays flat. Failed steps (inference, publish,
-archive) are retried with capped backoff; nothing accepted is dropped.
+Backpressure: the broker sends at most ``receive_maximum`` unacknowledged messages, and
+every message in the queue is one of them (QoS 0 beyond ``queue_size`` is dropped and
+counted), so when inference or the database is slow or down the queue stops growing, the
+broker stops sending, and memory stays flat. Failed steps (inference, publish, archive)
+are retried with capped backoff; nothing accepted is dropped.
 """
 
 from __future__ import annotations
