@@ -59,7 +59,7 @@ async def _check_exactly_once(ingest: IngestService, acked: list[str]) -> None:
     # scored and published once each: the pipeline's own count (a batch is counted once
     # its verdicts are acknowledged too, which may come just after its archive rows)
     async def counted() -> bool:
-        return ingest.controller.status().rules[0].verdicts >= len(acked)
+        return bool(ingest.controller.status().rules[0].verdicts >= len(acked))
 
     assert await eventually(counted, timeout=10, interval=0.05)
     assert ingest.controller.status().rules[0].verdicts == len(acked)
