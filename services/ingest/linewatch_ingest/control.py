@@ -13,9 +13,11 @@ import socket
 
 from linewatch.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from linewatch.v1 import ingest_pb2
-from linewatch_ingest.config import RuleConfig
+from linewatch_ingest.config import ENVELOPE, RuleConfig
+from linewatch_ingest.envelope_store import EnvelopeStore
 from linewatch_ingest.pipeline import PipelineDeps, RuleWorker
 from linewatch_ingest.rules import strip_share, validate_rule
+from linewatch_ingest.scorers import EnvelopeScorer, make_scorer, not_envelope
 
 __all__ = ["IngestController"]
 
@@ -221,6 +223,61 @@ class IngestController:
             workers=self.workers,
             rules=rules,
         )
+
+    # --- built-in envelope -------------------------------------------------------------
+
+    def _envelope_scorer(self, name: str) -> EnvelopeScorer:
+        """The running scorer of an envelope rule, or a fresh one over the database."""
+        rule = self.get_rule(name)
+        if rule.model != ENVELOPE:
+            raise not_envelope(rule)
+        worker = self._workers.get(name)
+        if worker is not None and worker.scorer is not None:
+            return worker.scorer
+        scorer = make_scorer(rule, EnvelopeStore(self.deps.store.db))
+        assert scorer is not None
+        return scorer
+
+    async def envelope(
+        self, name: str, device_id: str, point: str
+    ) -> ingest_pb2.GetEnvelopeResponse:
+        """The band (or teach-in progress) of one device and point of an envelope rule.
+
+        Raises:
+            NotFound: no such rule, or the device and point have sent it no curve.
+            FailedPrecondition: the rule scores with another model.
+        """
+        scorer = self._envelope_scorer(name)
+        await scorer.load()
+        state = scorer.state(device_id, point)
+        if state is None:
+            raise NotFound(f"rule {name!r} has no envelope for {device_id!r} / {point!r}")
+        from linewatch_ingest.rules import window_to_proto
+
+        out = ingest_pb2.GetEnvelopeResponse(
+            rule=name,
+            device_id=device_id,
+            point=point,
+            learned=state.learned,
+            teach_in=state.params.teach_in,
+            ready=state.band is not None,
+            width=state.params.width,
+            windows=[window_to_proto(w) for w in scorer.windows],
+        )
+        if state.band is not None:
+            out.centre.extend(state.band.centre.tolist())
+            out.lower.extend(state.band.lower.tolist())
+            out.upper.extend(state.band.upper.tolist())
+        return out
+
+    async def reset_envelope(self, name: str, device_id: str = "", point: str = "") -> int:
+        """Teach an envelope rule again (every device, one device, or one device and point).
+
+        Raises:
+            NotFound: no such rule.
+            FailedPrecondition: the rule scores with another model.
+        """
+        return await self._envelope_scorer(name).reset(device_id, point)
 
     def worker(self, name: str) -> RuleWorker | None:
         """The running worker of a rule (for tests and diagnostics)."""
