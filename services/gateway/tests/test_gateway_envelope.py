@@ -96,7 +96,8 @@ async def test_envelope_rule_over_rest_judges_an_unseen_family(
         ),
         headers=auth(),
     )
-    assert bad.status_code == 400 and "x_min must be below x_max" in bad.text
+    assert bad.status_code == 400
+    assert "x_min must be below x_max" in bad.text
     made = await client.post("/v1/rules", json=_rule(stack), headers=auth())
     assert made.status_code == 201, made.text
     assert made.json()["model_params"]["teach_in"] == TEACH_IN
@@ -111,7 +112,9 @@ async def test_envelope_rule_over_rest_judges_an_unseen_family(
     )
     assert band.status_code == 200, band.text
     body = band.json()
-    assert body["ready"] and body["learned"] == TEACH_IN and len(body["centre"]) == 256
+    assert body["ready"]
+    assert body["learned"] == TEACH_IN
+    assert len(body["centre"]) == 256
     tests = [
         (f"{kind}{i}", kind, press_cycle(kind, rng))
         for i in range(PER_KIND)
@@ -126,18 +129,21 @@ async def test_envelope_rule_over_rest_judges_an_unseen_family(
             assert v["label"] in {"ok", "out_of_envelope"}
             if not v["ok"]:
                 first, last = v["envelope"]["outside"]
-                assert 0 <= first <= last and v["envelope"]["max_deviation"] > 1
+                assert 0 <= first <= last
+                assert v["envelope"]["max_deviation"] > 1
     # the band survives a restart of ingest
     await stack.stop_ingest()
     await stack.start_ingest()
     again = await client.get(
         "/v1/rules/press/envelope", params={"device_id": "press-3", "point": "force"}
     )
-    assert again.status_code == 200 and again.json()["centre"] == body["centre"]
+    assert again.status_code == 200
+    assert again.json()["centre"] == body["centre"]
     denied = await client.post("/v1/rules/press/envelope/reset")
     assert denied.status_code == 401
     reset = await client.post("/v1/rules/press/envelope/reset", headers=auth())
-    assert reset.status_code == 200 and reset.json() == {"reset": 1}
+    assert reset.status_code == 200
+    assert reset.json() == {"reset": 1}
     gone = await client.get(
         "/v1/rules/press/envelope", params={"device_id": "press-3", "point": "force"}
     )

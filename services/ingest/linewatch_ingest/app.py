@@ -52,6 +52,8 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         timeout_s=config.inference.timeout_s,
         max_inflight=config.inference.max_inflight,
         retry_max_delay_s=config.inference.retry_max_delay_s,
+        protocol=config.inference.protocol,
+        models=config.inference.models,
     )
     await inference.start()
     verdicts: FanOut[ingest_pb2.VerdictRecord] = FanOut(buffer=config.stream_buffer)

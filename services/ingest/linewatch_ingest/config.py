@@ -29,6 +29,7 @@ __all__ = [
     "IngestConfig",
     "ModelParams",
     "MonitorWindow",
+    "OipModel",
     "RuleConfig",
     "WebhookConfig",
 ]
@@ -131,10 +132,42 @@ class BatchConfig(_Strict):
     max_delay_ms: float = Field(default=5.0, ge=0, le=10_000)
 
 
+class OipModel(_Strict):
+    """What ingest must know to score a model through plain OIP ``ModelInfer`` (Triton,
+    KServe): the protocol carries no labels, and such a server takes the model's input
+    tensor as it is, so ingest resamples and normalises the curves itself."""
+
+    labels: tuple[str, ...] = Field(min_length=2, max_length=1024)
+    ok_labels: tuple[str, ...] = ("ok",)
+    input_length: int = Field(default=0, ge=0, le=65536)
+    """0: the last dimension of the input ``ModelMetadata`` reports."""
+    input_name: str = ""
+    """Empty: the first input ``ModelMetadata`` reports."""
+    output_name: str = ""
+    """Empty: the first output ``ModelMetadata`` reports."""
+    normalization: str = Field(default="zscore", pattern="^(zscore|none)$")
+    channels: tuple[str, ...] = Field(default=(), max_length=64)
+    """Input channels in the model's order (multi-channel models: ``[batch, channels,
+    input_length]``); empty: one curve per row, ``[batch, input_length]``."""
+
+    @model_validator(mode="after")
+    def _ok_known(self) -> OipModel:
+        unknown = [label for label in self.ok_labels if label not in self.labels]
+        if unknown:
+            raise ValueError(f"ok_labels {unknown} are not among labels")
+        return self
+
+
 class InferenceTarget(_Strict):
     """The inference service ingest scores curves with."""
 
     target: str = "127.0.0.1:50052"
+    protocol: str = Field(default="auto", pattern="^(auto|linewatch|oip)$")
+    """``linewatch``: the linewatch.v1 PredictStream; ``oip``: Open Inference Protocol v2
+    ``ModelInfer`` (Triton, KServe); ``auto``: the stream, and ``ModelInfer`` when the
+    server does not implement it."""
+    models: dict[str, OipModel] = Field(default_factory=dict)
+    """Per model scored through OIP: labels and input (see :class:`OipModel`)."""
     timeout_s: float = Field(default=10.0, gt=0)
     """A batch without an answer in this time is resent (on a fresh stream)."""
     max_inflight: int = Field(default=64, ge=1)

@@ -88,13 +88,20 @@ def test_windows_pass_enter_exit_and_avoid() -> None:
     below = MonitorWindow(name="b", x_min=0.1, x_max=0.2, y_min=50, y_max=60)
     [results] = judge_windows([ramp], [through, top_exit, wrong, avoid, below])
     by = {r.name: r for r in results}
-    assert by["w"].ok and by["t"].ok and by["a"].ok
-    assert not by["r"].ok and "left through top" in by["r"].reason and by["r"].index == 71
-    assert not by["b"].ok and by["b"].reason == "not entered"
+    assert by["w"].ok
+    assert by["t"].ok
+    assert by["a"].ok
+    assert not by["r"].ok
+    assert "left through top" in by["r"].reason
+    assert by["r"].index == 71
+    assert not by["b"].ok
+    assert by["b"].reason == "not entered"
     spiky = ramp.copy()
     spiky[50] = 170
     [results] = judge_windows([spiky], [avoid])
-    assert not results[0].ok and results[0].reason == "touched" and results[0].index == 50
+    assert not results[0].ok
+    assert results[0].reason == "touched"
+    assert results[0].index == 50
 
 
 def test_windows_and_params_are_validated() -> None:
@@ -151,7 +158,8 @@ async def test_scorer_learns_then_judges_and_survives_a_restart(database_url: st
         # a cycle that misses the window is not taught
         low = press_cycle("ok", rng) * 0.5
         [missed] = await scorer.score([_tele(low)])
-        assert missed["label"] == "out_of_window" and not missed["ok"]
+        assert missed["label"] == "out_of_window"
+        assert not missed["ok"]
         assert missed["envelope"]["windows"][0]["reason"] == "not entered"
         # a restart continues teach-in from the database
         scorer = EnvelopeScorer(rule, EnvelopeStore(db))
@@ -160,20 +168,24 @@ async def test_scorer_learns_then_judges_and_survives_a_restart(database_url: st
         scorer = EnvelopeScorer(rule, EnvelopeStore(db))
         step = press_cycle("step", rng)
         [bad, good] = await scorer.score([_tele(step), _tele(press_cycle("ok", rng))])
-        assert bad["label"] == "out_of_envelope" and not bad["ok"]
+        assert bad["label"] == "out_of_envelope"
+        assert not bad["ok"]
         assert bad["envelope"]["outside"][0] <= bad["envelope"]["outside"][1]
         assert bad["envelope"]["max_deviation"] > 1
-        assert good["label"] == "ok" and good["envelope"]["outside"] is None
+        assert good["label"] == "ok"
+        assert good["envelope"]["outside"] is None
         # another device teaches its own band
         [other] = await scorer.score([_tele(press_cycle("ok", rng), device="press-2")])
         assert other["label"] == "learning"
         assert await scorer.reset("press-1") == 1
         [again] = await scorer.score([_tele(press_cycle("ok", rng))])
-        assert again["label"] == "learning" and again["envelope"]["learned"] == 1
+        assert again["label"] == "learning"
+        assert again["envelope"]["learned"] == 1
         fresh = EnvelopeScorer(rule, EnvelopeStore(db))
         await fresh.load()
         state = fresh.state("press-1", "force")
-        assert state is not None and state.learned == 1
+        assert state is not None
+        assert state.learned == 1
     finally:
         await db.close()
 
@@ -235,7 +247,9 @@ async def test_envelope_rule_runs_in_the_pipeline(
         band = await stub.GetEnvelope(
             pb.GetEnvelopeRequest(rule="env", device_id="press-9", point="force")
         )
-        assert band.ready and len(band.centre) == 256 and band.learned == 20
+        assert band.ready
+        assert len(band.centre) == 256
+        assert band.learned == 20
         assert all(lo < hi for lo, hi in zip(band.lower, band.upper, strict=True))
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.GetEnvelope(

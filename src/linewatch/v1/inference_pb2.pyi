@@ -24,16 +24,18 @@ MODEL_STATE_FAILED: ModelState
 MODEL_STATE_UNLOADED: ModelState
 
 class CurveBatch(_message.Message):
-    __slots__ = ("model", "version", "samples_f32", "lengths")
+    __slots__ = ("model", "version", "samples_f32", "lengths", "channels")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_F32_FIELD_NUMBER: _ClassVar[int]
     LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     samples_f32: bytes
     lengths: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., samples_f32: _Optional[bytes] = ..., lengths: _Optional[_Iterable[int]] = ...) -> None: ...
+    channels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., samples_f32: _Optional[bytes] = ..., lengths: _Optional[_Iterable[int]] = ..., channels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Score(_message.Message):
     __slots__ = ("label", "ok", "probabilities")
