@@ -520,10 +520,24 @@ class RuleWorker:
             for it, v in zip(items, verdicts, strict=True):
                 v["trace_id"] = batch_trace_id if it.span is None else _trace_id(it.span)
             return list(zip(items, verdicts, strict=True))
+        channels = items[0].tele.channel_names
+        if any(it.tele.channel_names != channels for it in items):
+            # one batch, one channel layout: score each layout on its own
+            layouts: dict[tuple[str, ...], list[_Item]] = {}
+            for it in items:
+                layouts.setdefault(it.tele.channel_names, []).append(it)
+            scored: list[tuple[_Item, dict[str, Any]]] = []
+            for group in layouts.values():
+                scored.extend(await self._score(group, batch_span))
+            return scored
         with tracer.start_as_current_span("inference call") as span:
             span.set_attribute("linewatch.batch_size", len(items))
             samples = np.concatenate([it.tele.values for it in items]).tobytes()
-            lengths = [len(it.tele.values) for it in items]
+            lengths = (
+                [n for it in items for n in it.tele.channel_lengths]
+                if channels
+                else [len(it.tele.values) for it in items]
+            )
             delay = 0.05
             while True:
                 try:
@@ -532,6 +546,7 @@ class RuleWorker:
                         version=self.rule.model_version,
                         samples_f32=samples,
                         lengths=lengths,
+                        channels=channels,
                     )
                     break
                 except InvalidArgument as exc:
