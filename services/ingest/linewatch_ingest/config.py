@@ -123,6 +123,9 @@ class RuleConfig(_Strict):
     enabled: bool = True
     model_params: ModelParams = ModelParams()
     """For ``model: envelope``: teach-in, band width, monitoring windows."""
+    target: str = Field(default="", max_length=64)
+    """The inference server that scores this rule: a name from ``targets`` (e.g. a
+    Triton or KServe endpoint); empty: ``inference``."""
 
 
 class BatchConfig(_Strict):
@@ -206,6 +209,8 @@ class IngestConfig(ServiceConfig):
     brokers: dict[str, MqttConfig] = Field(default_factory=lambda: {"default": MqttConfig()})
     rules: tuple[RuleConfig, ...] = Field(default_factory=_default_rules)
     inference: InferenceTarget = InferenceTarget()
+    targets: dict[str, InferenceTarget] = Field(default_factory=dict)
+    """Further inference servers, by name, that rules may choose with ``target``."""
     batch: BatchConfig = BatchConfig()
     webhook: WebhookConfig = WebhookConfig()
     queue_size: int = Field(default=4096, ge=1)
@@ -231,5 +236,7 @@ class IngestConfig(ServiceConfig):
                 raise ValueError(f"rules.{i}.broker: no broker named {rule.broker!r}")
             if rule.name in names:
                 raise ValueError(f"rules.{i}.name: {rule.name!r} is used twice")
+            if rule.target and rule.target not in self.targets:
+                raise ValueError(f"rules.{i}.target: no target named {rule.target!r}")
             names.add(rule.name)
         return self

@@ -31,6 +31,7 @@ class IngestController:
         self.deps = deps
         config = deps.config
         self._brokers = set(config.brokers)
+        self._targets = set(config.targets)
         self._base_id = config.client_id or f"linewatch-ingest-{socket.gethostname()}"
         self._rules: dict[str, RuleConfig] = {}
         self._workers: dict[str, RuleWorker] = {}
@@ -46,12 +47,12 @@ class IngestController:
         stored = {rule.name: rule for rule in await self.deps.store.list_rules()}
         for rule in self.deps.config.rules:
             if rule.name not in stored:
-                validate_rule(rule, self._brokers)
+                validate_rule(rule, self._brokers, self._targets)
                 await self.deps.store.create_rule(rule)
                 stored[rule.name] = rule
         for rule in stored.values():
             try:
-                validate_rule(rule, self._brokers)
+                validate_rule(rule, self._brokers, self._targets)
             except InvalidArgument as exc:
                 log.error("stored rule skipped: %s", exc.message)
                 continue
@@ -75,7 +76,7 @@ class IngestController:
     async def _start_rule(self, rule: RuleConfig) -> None:
         if not self.running or not rule.enabled or rule.name in self._workers:
             return
-        template = validate_rule(rule, self._brokers)
+        template = validate_rule(rule, self._brokers, self._targets)
         worker = RuleWorker(
             rule,
             template,
@@ -128,7 +129,7 @@ class IngestController:
             InvalidArgument: the rule cannot work.
             AlreadyExists: the name is taken.
         """
-        validate_rule(rule, self._brokers)
+        validate_rule(rule, self._brokers, self._targets)
         async with self._lock:
             self._check_conflicts(rule)
             await self.deps.store.create_rule(rule)
@@ -143,7 +144,7 @@ class IngestController:
             InvalidArgument: the rule cannot work.
             NotFound: no rule of that name.
         """
-        validate_rule(rule, self._brokers)
+        validate_rule(rule, self._brokers, self._targets)
         async with self._lock:
             if rule.name not in self._rules:
                 raise NotFound(f"no rule {rule.name!r}")

@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -73,6 +74,8 @@ class PipelineDeps:
     archive: ArchiveWriter
     verdict_stream: FanOut[ingest_pb2.VerdictRecord]
     telemetry_stream: FanOut[ingest_pb2.TelemetryRecord]
+    targets: Mapping[str, InferenceClient] = field(default_factory=dict)
+    """Clients of the further inference servers rules may name (``RuleConfig.target``)."""
 
 
 @dataclass(slots=True)
@@ -146,6 +149,7 @@ class RuleWorker:
             broker, client_id=client_id, clean_start=False, receive_maximum=cfg.receive_maximum
         )
         self.scorer: EnvelopeScorer | None = make_scorer(rule, EnvelopeStore(deps.store.db))
+        self._inference = deps.targets.get(rule.target, deps.inference)
         """A built-in model scoring in ingest (None: the inference service scores)."""
         # Not bounded here for QoS 1/2: what waits is what the broker sent unacknowledged,
         # which its flow control (our receive maximum) bounds; a message is never turned
@@ -541,7 +545,7 @@ class RuleWorker:
             delay = 0.05
             while True:
                 try:
-                    result = await self.deps.inference.predict(
+                    result = await self._inference.predict(
                         model=self.rule.model,
                         version=self.rule.model_version,
                         samples_f32=samples,

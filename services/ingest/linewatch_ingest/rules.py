@@ -142,7 +142,9 @@ class TopicTemplate:
         return _PLACEHOLDER.sub(sub, self.template)
 
 
-def validate_rule(rule: RuleConfig, brokers: set[str]) -> TopicTemplate:
+def validate_rule(
+    rule: RuleConfig, brokers: set[str], targets: set[str] | None = None
+) -> TopicTemplate:
     """Check a rule against the configured brokers; returns its compiled template.
 
     Raises:
@@ -158,6 +160,11 @@ def validate_rule(rule: RuleConfig, brokers: set[str]) -> TopicTemplate:
         and not rule.alarm.webhook_url
     ):
         raise InvalidArgument(f"rule {rule.name!r}: a feishu alarm needs webhook_url")
+    if rule.target and targets is not None and rule.target not in targets:
+        raise InvalidArgument(
+            f"rule {rule.name!r}: no inference target named {rule.target!r} "
+            f"(known: {sorted(targets)})"
+        )
     if rule.model_params.windows and rule.model != ENVELOPE:
         raise InvalidArgument(
             f"rule {rule.name!r}: model_params.windows are judged by the built-in "
@@ -256,6 +263,7 @@ def rule_to_proto(rule: RuleConfig) -> ingest_pb2.Rule:
         ),
         enabled=rule.enabled,
         model_params=params_to_proto(rule.model_params),
+        target=rule.target,
     )
 
 
@@ -299,6 +307,7 @@ def rule_from_proto(msg: ingest_pb2.Rule) -> RuleConfig:
             alarm=AlarmRuleConfig.model_validate(alarm),
             enabled=msg.enabled,
             model_params=_params(msg),
+            target=msg.target,
         )
     except ValidationError as exc:
         err = exc.errors()[0]

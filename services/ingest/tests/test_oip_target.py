@@ -19,9 +19,18 @@ from prometheus_client import CollectorRegistry
 
 from linewatch.curves import CURVE_KINDS
 from linewatch.runtime.config import GrpcConfig, MqttConfig
+from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient
 
-from .conftest import ROOT, Collector, Inference, curve_payload, eventually, ingest_config
+from .conftest import (
+    ROOT,
+    Collector,
+    Inference,
+    curve_payload,
+    demo_rule,
+    eventually,
+    ingest_config,
+)
 
 
 class OipOnly(Inference):
@@ -90,3 +99,54 @@ async def test_ingest_scores_through_oip_model_infer(
             assert set(v["scores"]) == set(CURVE_KINDS)
             assert v["ok"] == (v["label"] == "ok")
             assert v["ok"] == (kind == "ok"), (kind, v["label"])
+
+
+async def test_a_rule_names_its_own_oip_target(
+    mqtt_url: str, sqlite_url: str, topic_prefix: str, inference: Inference, oip_only: OipOnly
+) -> None:
+    p = topic_prefix
+    rules = [
+        demo_rule(p),
+        demo_rule(p, name="viaoip", source_topic=f"{p}/+/+/raw", target="triton"),
+    ]
+    triton = InferenceTarget(
+        target=oip_only.target,
+        timeout_s=3.0,
+        protocol="oip",
+        models={"curve-quality": OipModel(labels=CURVE_KINDS)},
+    )
+    config = ingest_config(
+        mqtt_url=mqtt_url,
+        database_url=sqlite_url,
+        inference=inference,
+        prefix=p,
+        rules=rules,
+        targets={"triton": triton},
+    )
+    async with (
+        running(config) as ingest,
+        Collector(mqtt_url, f"{p}/+/+/verdict") as out,
+        MqttClient(MqttConfig(url=mqtt_url), clean_start=True) as pub,
+    ):
+
+        async def connected() -> bool:
+            workers = [ingest.controller.worker(n) for n in ("demo", "viaoip")]
+            return all(w is not None and w.client.connected for w in workers)
+
+        assert await eventually(connected, timeout=10)
+        await pub.publish(f"{p}/A/press-1/telemetry", curve_payload(msg_id="lw", seed=1), qos=1)
+        await pub.publish(f"{p}/A/press-1/raw", curve_payload(msg_id="oip", seed=2), qos=1)
+        verdicts = {v["msg_id"]: v for v in await out.wait_for(2)}
+        assert verdicts["lw"]["label"] == verdicts["oip"]["label"] == "ok"
+        assert not ingest.inference.use_oip
+        bad = demo_rule(p, name="nowhere", source_topic=f"{p}/+/+/x", target="kserve")
+        with pytest.raises(InvalidArgument, match="no inference target named 'kserve'"):
+            await ingest.controller.create_rule(bad)
+    with pytest.raises(ValueError, match="no target named"):
+        ingest_config(
+            mqtt_url=mqtt_url,
+            database_url=sqlite_url,
+            inference=inference,
+            prefix=p,
+            rules=[demo_rule(p, target="kserve")],
+        )

@@ -127,7 +127,7 @@ class ModelParams(_message.Message):
     def __init__(self, teach_in: _Optional[int] = ..., width: _Optional[float] = ..., length: _Optional[int] = ..., max_shift: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[MonitorWindow, _Mapping]]] = ...) -> None: ...
 
 class Rule(_message.Message):
-    __slots__ = ("name", "broker", "source_topic", "model", "model_version", "output_topic", "qos", "archive", "alarm", "enabled", "model_params")
+    __slots__ = ("name", "broker", "source_topic", "model", "model_version", "output_topic", "qos", "archive", "alarm", "enabled", "model_params", "target")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BROKER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_TOPIC_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class Rule(_message.Message):
     ALARM_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     MODEL_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     name: str
     broker: str
     source_topic: str
@@ -150,7 +151,8 @@ class Rule(_message.Message):
     alarm: AlarmRule
     enabled: bool
     model_params: ModelParams
-    def __init__(self, name: _Optional[str] = ..., broker: _Optional[str] = ..., source_topic: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., output_topic: _Optional[str] = ..., qos: _Optional[int] = ..., archive: _Optional[bool] = ..., alarm: _Optional[_Union[AlarmRule, _Mapping]] = ..., enabled: _Optional[bool] = ..., model_params: _Optional[_Union[ModelParams, _Mapping]] = ...) -> None: ...
+    target: str
+    def __init__(self, name: _Optional[str] = ..., broker: _Optional[str] = ..., source_topic: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., output_topic: _Optional[str] = ..., qos: _Optional[int] = ..., archive: _Optional[bool] = ..., alarm: _Optional[_Union[AlarmRule, _Mapping]] = ..., enabled: _Optional[bool] = ..., model_params: _Optional[_Union[ModelParams, _Mapping]] = ..., target: _Optional[str] = ...) -> None: ...
 
 class ListRulesRequest(_message.Message):
     __slots__ = ()

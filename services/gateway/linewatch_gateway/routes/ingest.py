@@ -139,6 +139,9 @@ class RuleBody(BaseModel):
     alarm: AlarmBody | None = None
     enabled: bool = True
     model_params: ModelParamsBody | None = None
+    target: str = Field(
+        "", max_length=64, description="A configured inference target (empty: the default)."
+    )
 
     def to_proto(self) -> ingest_pb2.Rule:
         """The proto rule."""
@@ -152,6 +155,7 @@ class RuleBody(BaseModel):
             qos=self.qos,
             archive=self.archive,
             enabled=self.enabled,
+            target=self.target,
         )
         if self.alarm is not None:
             rule.alarm.CopyFrom(ingest_pb2.AlarmRule(**self.alarm.model_dump()))
