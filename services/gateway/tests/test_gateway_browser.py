@@ -95,7 +95,7 @@ async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
 
 
 ENVELOPE_SCRIPT = Path(__file__).parent / "browser" / "envelope.mjs"
-TEACH_IN = 8
+TEACH_IN = 20
 
 
 async def test_dashboard_shows_the_envelope_band_and_the_stretch_that_left(
