@@ -107,6 +107,15 @@ def main(quick: bool) -> list[Row]:
         return BATCH
 
     envelope_full = timed(full, seconds)
+    for i in range(BATCH):  # every curve of the batch from another device
+        scorer.states[(f"press-{i}", "force")] = state
+    many = [Telemetry(f"press-{i}", "force", 0, c, str(i)) for i, c in enumerate(curves)]
+
+    def full_many() -> int:
+        loop.run_until_complete(scorer.score(many))
+        return BATCH
+
+    envelope_many = timed(full_many, seconds)
     loop.close()
 
     manifest = yaml.safe_load(MANIFEST.read_text())
@@ -128,6 +137,7 @@ def main(quick: bool) -> list[Row]:
     rows = [
         row("envelope core", envelope_core, "curves/s", "256 x 256 samples, one core"),
         row("envelope scorer (with verdicts)", envelope_full, "curves/s", "as ingest runs it"),
+        row("envelope scorer, 256 devices", envelope_many, "curves/s", "a band per curve"),
         row("CNN curve-quality in-process", cnn_rate, "curves/s", "onnxruntime, one thread"),
         row("envelope / CNN", envelope_full / cnn_rate, "x", "scorer vs CNN"),
     ]

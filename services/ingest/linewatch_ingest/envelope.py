@@ -34,11 +34,13 @@ import numpy.typing as npt
 __all__ = [
     "MAD_SCALE",
     "Band",
+    "BandBank",
     "EnvelopeParams",
     "EnvelopeResult",
     "EnvelopeState",
     "fit_band",
     "resample_batch",
+    "score_bands",
     "score_batch",
 ]
 
@@ -217,10 +219,48 @@ class EnvelopeResult:
 
 def score_batch(resampled: F32, band: Band, lengths: npt.NDArray[np.intp]) -> EnvelopeResult:
     """Judge resampled curves (rows) against one band; ``lengths`` are their raw lengths."""
-    dev = band.deviation(resampled)
+    return _result(band.deviation(resampled), lengths)
+
+
+class BandBank:
+    """Several bands stacked (their shifted copies too), to judge a batch whose curves
+    come from many devices in one vectorised step, however many bands."""
+
+    def __init__(self, bands: Sequence[Band]) -> None:
+        self.bands = list(bands)
+        self._centres = np.stack([b._centres for b in bands])  # [bands, lags, length]
+        self._halves = np.stack([b._halves for b in bands])
+        self._norms = np.stack([b._norms for b in bands])
+
+    def score(
+        self, resampled: F32, which: npt.NDArray[np.intp], lengths: npt.NDArray[np.intp]
+    ) -> EnvelopeResult:
+        """Judge resampled curves (rows), row ``i`` against band ``which[i]``."""
+        first = int(which[0]) if len(which) else 0
+        if (which == first).all():  # one band: one matrix product
+            return score_batch(resampled, self.bands[first], lengths)
+        centres = self._centres[which]  # [n, lags, length]
+        cost = self._norms[which] - 2.0 * np.einsum("nl,nkl->nk", resampled, centres)
+        lag = cost.argmin(axis=1)
+        rows = np.arange(len(resampled))
+        dev: F32 = np.abs(resampled - centres[rows, lag]) / self._halves[which, lag]
+        return _result(dev, lengths)
+
+
+def score_bands(
+    resampled: F32,
+    bands: Sequence[Band],
+    which: npt.NDArray[np.intp],
+    lengths: npt.NDArray[np.intp],
+) -> EnvelopeResult:
+    """Judge resampled curves (rows) each against its own band, ``bands[which[i]]``."""
+    return BandBank(bands).score(resampled, which, lengths)
+
+
+def _result(dev: F32, lengths: npt.NDArray[np.intp]) -> EnvelopeResult:
     outside = dev > 1.0
     any_out: npt.NDArray[np.bool_] = np.asarray(outside.any(axis=1))
-    length = resampled.shape[1]
+    length = dev.shape[1]
     first = np.where(any_out, outside.argmax(axis=1), -1)
     last = np.where(any_out, length - 1 - outside[:, ::-1].argmax(axis=1), -1)
     # resampled index j is raw sample j * (n - 1) / (length - 1)

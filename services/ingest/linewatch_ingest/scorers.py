@@ -27,10 +27,10 @@ from linewatch.v1 import ingest_pb2
 from linewatch_ingest.config import ENVELOPE, RuleConfig
 from linewatch_ingest.envelope import (
     Band,
+    BandBank,
     EnvelopeParams,
     EnvelopeState,
     resample_batch,
-    score_batch,
 )
 from linewatch_ingest.envelope_store import EnvelopeStore, StoredEnvelope
 from linewatch_ingest.payload import Telemetry
@@ -90,6 +90,9 @@ class EnvelopeScorer:
         self.states: dict[Key, EnvelopeState] = {}
         self._loaded = False
         self._lock = asyncio.Lock()
+        self._bank: BandBank | None = None
+        """Every fitted band stacked (rebuilt when one is fitted, restored or forgotten)."""
+        self._bank_index: dict[Key, int] = {}
 
     def loaded(self) -> bool:
         """Whether the rule's envelopes are read."""
@@ -106,6 +109,7 @@ class EnvelopeScorer:
                 state = self._restore(stored)
                 if state is not None:
                     self.states[(stored.device_id, stored.point)] = state
+            self._bank = None
             self._loaded = True
 
     def _restore(self, stored: StoredEnvelope) -> EnvelopeState | None:
@@ -131,6 +135,7 @@ class EnvelopeScorer:
             ]
             for k in keys:
                 del self.states[k]
+            self._bank = None
             return max(removed, len(keys))
 
     def state(self, device_id: str, point: str) -> EnvelopeState | None:
@@ -162,30 +167,36 @@ class EnvelopeScorer:
         learning = np.zeros(n, bool)
         learned = np.zeros(n, np.int64)
         changed: list[Key] = []
-        for key, idx in keys.items():
+        judged: list[npt.NDArray[np.intp]] = []  # rows to judge, per band
+        judged_keys: list[Key] = []
+        for key, idx in keys.items():  # a loop over (device, point), not over curves
             state = self.states.get(key)
             if state is None:
                 state = self.states[key] = EnvelopeState(p)
             rows = np.asarray(idx, np.intp)
             if state.band is None:
-                good = rows[window_ok[rows]]  # a curve that fails a window is not taught
                 before = state.learned
-                taken = state.teach(x[good])
-                teaching = good[:taken]
-                learning[teaching] = True
-                learned[teaching] = before + np.arange(1, taken + 1)
-                if taken:
+                rows = self._teach(
+                    state, rows, x=x, window_ok=window_ok, learning=learning, learned=learned
+                )
+                if state.learned != before:  # taught (and maybe fitted): saved below
                     changed.append(key)
-                rest = np.setdiff1d(rows, teaching)
-                learned[rest] = state.learned
-                rows = rest if state.band is not None else rows[:0]
-            if len(rows):
-                result = score_batch(x[rows], state.band, lengths[rows])  # type: ignore[arg-type]
-                ok[rows] = result.ok
-                dev[rows] = result.max_deviation
-                first[rows] = result.first
-                last[rows] = result.last
-                learned[rows] = p.teach_in
+            if len(rows) and state.band is not None:
+                judged.append(rows)
+                judged_keys.append(key)
+        if judged:
+            if any(k not in self._bank_index for k in judged_keys):
+                self._bank = None  # a band fitted (or restored) since the stack was built
+            bank = self._banked()
+            rows = np.concatenate(judged)
+            index = np.fromiter((self._bank_index[k] for k in judged_keys), np.intp)
+            which = np.repeat(index, [len(r) for r in judged])
+            result = bank.score(x[rows], which, lengths[rows])
+            ok[rows] = result.ok
+            dev[rows] = result.max_deviation
+            first[rows] = result.first
+            last[rows] = result.last
+            learned[rows] = p.teach_in
         if changed:
             await self._save(changed)
         return self._verdicts(
@@ -199,6 +210,35 @@ class EnvelopeScorer:
             window_ok=window_ok,
             window_results=window_results,
         )
+
+    @staticmethod
+    def _teach(
+        state: EnvelopeState,
+        rows: npt.NDArray[np.intp],
+        *,
+        x: npt.NDArray[np.float32],
+        window_ok: npt.NDArray[np.bool_],
+        learning: npt.NDArray[np.bool_],
+        learned: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.intp]:
+        """Teach ``state`` the rows it still needs (in order, those that pass the
+        windows); returns the rows left to judge against the band it may now have."""
+        good = rows[window_ok[rows]]  # a curve that fails a window is not taught
+        before = state.learned
+        taken = state.teach(x[good])
+        teaching = good[:taken]
+        learning[teaching] = True
+        learned[teaching] = before + np.arange(1, taken + 1)
+        rest = np.setdiff1d(rows, teaching)
+        learned[rest] = state.learned
+        return rest if state.band is not None else rows[:0]
+
+    def _banked(self) -> BandBank:
+        if self._bank is None:
+            fitted = [(k, s.band) for k, s in self.states.items() if s.band is not None]
+            self._bank_index = {k: i for i, (k, _) in enumerate(fitted)}
+            self._bank = BandBank([b for _, b in fitted if b is not None])
+        return self._bank
 
     async def _save(self, keys: list[Key]) -> None:
         rows = []

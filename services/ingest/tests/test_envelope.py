@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 from linewatch_ingest.app import IngestService, running
 from linewatch_ingest.config import ModelParams, MonitorWindow, RuleConfig
-from linewatch_ingest.envelope import EnvelopeParams, EnvelopeState, resample_batch, score_batch
+from linewatch_ingest.envelope import (
+    EnvelopeParams,
+    EnvelopeState,
+    resample_batch,
+    score_bands,
+    score_batch,
+)
 from linewatch_ingest.envelope_store import EnvelopeStore
 from linewatch_ingest.payload import Telemetry
 from linewatch_ingest.rules import rule_from_proto, rule_to_proto
@@ -49,6 +55,25 @@ def test_band_judges_an_unseen_family_both_ways() -> None:
         result = score_batch(resample_batch(curves, 256), state.band, lengths)
         right = result.ok.mean() if kind == "ok" else 1 - result.ok.mean()
         assert right >= 0.95, (kind, right)
+
+
+def test_many_bands_in_one_batch_judge_as_each_band_alone() -> None:
+    states = [_teach(12, seed=s)[0] for s in range(4)]
+    bands = [st.band for st in states if st.band is not None]
+    rng = np.random.default_rng(8)
+    kinds = list(PRESS_KINDS) * 8
+    curves = [press_cycle(k, rng) for k in kinds]
+    x = resample_batch(curves, 256)
+    lengths = np.array([len(c) for c in curves])
+    which = np.arange(len(curves)) % len(bands)
+    together = score_bands(x, bands, which, lengths)
+    for b, band in enumerate(bands):
+        rows = np.flatnonzero(which == b)
+        alone = score_batch(x[rows], band, lengths[rows])
+        assert (together.ok[rows] == alone.ok).all()
+        assert (together.first[rows] == alone.first).all()
+        assert (together.last[rows] == alone.last).all()
+        np.testing.assert_allclose(together.max_deviation[rows], alone.max_deviation, rtol=1e-4)
 
 
 def test_verdict_names_the_stretch_that_left_in_raw_samples() -> None:
