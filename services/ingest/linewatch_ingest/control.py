@@ -167,6 +167,8 @@ class IngestController:
             if name not in self._rules:
                 raise NotFound(f"no rule {name!r}")
             await self.deps.store.delete_rule(name)
+            if self._rules[name].model == ENVELOPE:  # a new rule of that name teaches afresh
+                await EnvelopeStore(self.deps.store.db).delete(name)
             del self._rules[name]
             self._paused.discard(name)
             await self._stop_rule(name, forget_session=True)

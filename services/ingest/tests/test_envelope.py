@@ -286,3 +286,16 @@ async def test_envelope_rule_runs_in_the_pipeline(
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.ResetEnvelope(pb.ResetEnvelopeRequest(rule="nope"))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        # a rule deleted and made again teaches afresh
+        await pub.publish(f"{p}/press-9/cycle", json.dumps({
+            "device_id": "press-9", "point": "force", "ts": 1, "msg_id": "again",
+            "values": [float(v) for v in press_cycle("ok", rng)],
+        }).encode(), qos=1)  # fmt: skip
+        await out.wait_for(len(kinds) + 1)
+        await stub.DeleteRule(pb.DeleteRuleRequest(name="env"))
+        await stub.CreateRule(pb.CreateRuleRequest(rule=rule_to_proto(rule)))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetEnvelope(
+                pb.GetEnvelopeRequest(rule="env", device_id="press-9", point="force")
+            )
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
