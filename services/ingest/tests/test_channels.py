@@ -14,6 +14,7 @@ from linewatch_inference.metrics import InferenceMetrics
 from linewatch_inference.testing import manifest_dict, two_channel_onnx, write_package
 from linewatch_ingest.app import running
 from linewatch_ingest.config import InferenceTarget, OipModel
+from linewatch_ingest.payload import BadPayload, parse_telemetry
 from prometheus_client import CollectorRegistry
 
 from linewatch.press_cycles import press_cycle
@@ -122,3 +123,41 @@ async def test_two_channel_rule_scores_channels_telemetry(
             return ingest.controller.worker("demo").counters.dead_letters  # type: ignore[union-attr]
 
         assert await eventually(dead) == 1
+
+
+@pytest.mark.parametrize(
+    ("channels", "reason"),
+    [
+        ([1, 2], "channels: must be an object of arrays, got list"),
+        ({}, "channels: 0 channels, 1..16 allowed"),
+        ({f"c{i}": [1.0] for i in range(17)}, "channels: 17 channels, 1..16 allowed"),
+        ({"a/b": [1.0]}, "channels: name 'a/b' must be 1..64 letters"),
+        ({"force": []}, "channels.force: empty"),
+        ({"force": [1.0] * 65_537}, "channels.force: 65537 numbers, at most 65536"),
+        ({"force": [1.0, "x"]}, "channels.force: must be a flat array of numbers"),
+        ({"force": [1.0, 1e39]}, "channels.force: not a finite number at index 1"),
+    ],
+)
+def test_channels_are_validated_at_the_edge(channels: object, reason: str) -> None:
+    body = {"device_id": "d", "ts": 1, "channels": channels}
+    with pytest.raises(BadPayload) as err:
+        parse_telemetry(json.dumps(body).encode())
+    assert err.value.message.startswith(reason)
+
+
+def test_channels_or_values_not_both() -> None:
+    for body in (
+        {"device_id": "d", "ts": 1, "values": [1.0], "channels": {"a": [1.0]}},
+        {"device_id": "d", "ts": 1, "channels": {"a": [1.0]}, "values": [1.0, 2.0]},
+    ):
+        with pytest.raises(BadPayload, match="either values or channels"):
+            parse_telemetry(json.dumps(body).encode())
+    tele = parse_telemetry(
+        json.dumps(
+            {"device_id": "d", "ts": 1, "point": "cycle", "channels": {"p": [1, 2], "f": [3]}}
+        ).encode()
+    )
+    assert tele.point == "cycle"
+    assert tele.channel_names == ("p", "f")
+    assert tele.channel_lengths == (2, 1)
+    assert tele.values.tolist() == [1.0, 2.0, 3.0]
