@@ -40,6 +40,7 @@ def _version_message(served: ServedVersion) -> pb.ModelVersion:
         labels=m.labels,
         ok_labels=m.ok_labels,
         source_url=served.source_url,
+        channels=m.channels,
     )
     message.loaded_at.FromDatetime(served.loaded_at)
     return message

@@ -49,6 +49,8 @@ async def test_two_channel_model_scores_channels_in_the_manifest_order(
     _, port = await start_server(_package(tmp_path / "models"))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         api = pb_grpc.InferenceServiceStub(channel)
+        model = await api.GetModel(pb.GetModelRequest(name="press2"))
+        assert list(model.model.versions[0].channels) == ["pressure", "force"]
         # force spiky, listed first: the model reads force as its second channel
         spiky_force = _batch(
             {"force": _curves(300, spike=True), "pressure": _curves(250, spike=False)}

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clinewatch/v1/inference.proto\x12\x0clinewatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\nCurveBatch\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bsamples_f32\x18\x03 \x01(\x0c\x12\x0f\n\x07lengths\x18\x04 \x03(\r\x12\x10\n\x08\x63hannels\x18\x05 \x03(\t\"9\n\x05Score\x12\r\n\x05label\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\"\x90\x01\n\x0b\x42\x61tchScores\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12#\n\x06scores\x18\x04 \x03(\x0b\x32\x13.linewatch.v1.Score\x12\x19\n\x11probabilities_f32\x18\x05 \x01(\x0c\x12\x11\n\tok_labels\x18\x06 \x03(\t\"\xea\x01\n\x14PredictStreamRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x18.linewatch.v1.CurveBatch\x12K\n\rtrace_context\x18\x03 \x03(\x0b\x32\x34.linewatch.v1.PredictStreamRequest.TraceContextEntry\x12\x15\n\rpacked_scores\x18\x04 \x01(\x08\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x7f\n\x15PredictStreamResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x19.linewatch.v1.BatchScores\x12\x12\n\nerror_code\x18\x03 \x01(\x05\x12\x15\n\rerror_message\x18\x04 \x01(\t\"9\n\x0ePredictRequest\x12\'\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.linewatch.v1.CurveBatch\"<\n\x0fPredictResponse\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x19.linewatch.v1.BatchScores\"\xe4\x01\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.linewatch.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cinput_length\x18\x05 \x01(\r\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x11\n\tok_labels\x18\x07 \x03(\t\x12\x12\n\nsource_url\x18\x08 \x01(\t\x12-\n\tloaded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elatest_version\x18\x02 \x01(\t\x12,\n\x08versions\x18\x03 \x03(\x0b\x32\x1a.linewatch.v1.ModelVersion\x12\x16\n\x0eshadow_version\x18\x04 \x01(\t\"\x13\n\x11ListModelsRequest\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.linewatch.v1.Model\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.linewatch.v1.Model\"U\n\x10LoadModelRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nmd5_base64\x18\x03 \x01(\t\x12\x10\n\x08manifest\x18\x04 \x01(\t\"H\n\x11LoadModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.linewatch.v1.Model\x12\x0f\n\x07version\x18\x02 \x01(\t\"3\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x15\n\x13UnloadModelResponse\"8\n\x10SetShadowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0eshadow_version\x18\x02 \x01(\t\"7\n\x11SetShadowResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.linewatch.v1.Model\"%\n\x15GetShadowStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x89\x01\n\x16GetShadowStatsResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0eshadow_version\x18\x03 \x01(\t\x12\x10\n\x08\x63ompared\x18\x04 \x01(\x04\x12\x0e\n\x06\x61greed\x18\x05 \x01(\x04\x12\x16\n\x0e\x61greement_rate\x18\x06 \x01(\x01*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04\x32\xa1\x05\n\x10InferenceService\x12\\\n\rPredictStream\x12\".linewatch.v1.PredictStreamRequest\x1a#.linewatch.v1.PredictStreamResponse(\x01\x30\x01\x12\x46\n\x07Predict\x12\x1c.linewatch.v1.PredictRequest\x1a\x1d.linewatch.v1.PredictResponse\x12O\n\nListModels\x12\x1f.linewatch.v1.ListModelsRequest\x1a .linewatch.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.linewatch.v1.GetModelRequest\x1a\x1e.linewatch.v1.GetModelResponse\x12L\n\tLoadModel\x12\x1e.linewatch.v1.LoadModelRequest\x1a\x1f.linewatch.v1.LoadModelResponse\x12R\n\x0bUnloadModel\x12 .linewatch.v1.UnloadModelRequest\x1a!.linewatch.v1.UnloadModelResponse\x12L\n\tSetShadow\x12\x1e.linewatch.v1.SetShadowRequest\x1a\x1f.linewatch.v1.SetShadowResponse\x12[\n\x0eGetShadowStats\x12#.linewatch.v1.GetShadowStatsRequest\x1a$.linewatch.v1.GetShadowStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clinewatch/v1/inference.proto\x12\x0clinewatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\nCurveBatch\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bsamples_f32\x18\x03 \x01(\x0c\x12\x0f\n\x07lengths\x18\x04 \x03(\r\x12\x10\n\x08\x63hannels\x18\x05 \x03(\t\"9\n\x05Score\x12\r\n\x05label\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\"\x90\x01\n\x0b\x42\x61tchScores\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12#\n\x06scores\x18\x04 \x03(\x0b\x32\x13.linewatch.v1.Score\x12\x19\n\x11probabilities_f32\x18\x05 \x01(\x0c\x12\x11\n\tok_labels\x18\x06 \x03(\t\"\xea\x01\n\x14PredictStreamRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x18.linewatch.v1.CurveBatch\x12K\n\rtrace_context\x18\x03 \x03(\x0b\x32\x34.linewatch.v1.PredictStreamRequest.TraceContextEntry\x12\x15\n\rpacked_scores\x18\x04 \x01(\x08\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x7f\n\x15PredictStreamResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x19.linewatch.v1.BatchScores\x12\x12\n\nerror_code\x18\x03 \x01(\x05\x12\x15\n\rerror_message\x18\x04 \x01(\t\"9\n\x0ePredictRequest\x12\'\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x18.linewatch.v1.CurveBatch\"<\n\x0fPredictResponse\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x19.linewatch.v1.BatchScores\"\xf6\x01\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.linewatch.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cinput_length\x18\x05 \x01(\r\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x11\n\tok_labels\x18\x07 \x03(\t\x12\x12\n\nsource_url\x18\x08 \x01(\t\x12-\n\tloaded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63hannels\x18\x0f \x03(\t\"s\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elatest_version\x18\x02 \x01(\t\x12,\n\x08versions\x18\x03 \x03(\x0b\x32\x1a.linewatch.v1.ModelVersion\x12\x16\n\x0eshadow_version\x18\x04 \x01(\t\"\x13\n\x11ListModelsRequest\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.linewatch.v1.Model\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.linewatch.v1.Model\"U\n\x10LoadModelRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nmd5_base64\x18\x03 \x01(\t\x12\x10\n\x08manifest\x18\x04 \x01(\t\"H\n\x11LoadModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.linewatch.v1.Model\x12\x0f\n\x07version\x18\x02 \x01(\t\"3\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x15\n\x13UnloadModelResponse\"8\n\x10SetShadowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0eshadow_version\x18\x02 \x01(\t\"7\n\x11SetShadowResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.linewatch.v1.Model\"%\n\x15GetShadowStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x89\x01\n\x16GetShadowStatsResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0eshadow_version\x18\x03 \x01(\t\x12\x10\n\x08\x63ompared\x18\x04 \x01(\x04\x12\x0e\n\x06\x61greed\x18\x05 \x01(\x04\x12\x16\n\x0e\x61greement_rate\x18\x06 \x01(\x01*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04\x32\xa1\x05\n\x10InferenceService\x12\\\n\rPredictStream\x12\".linewatch.v1.PredictStreamRequest\x1a#.linewatch.v1.PredictStreamResponse(\x01\x30\x01\x12\x46\n\x07Predict\x12\x1c.linewatch.v1.PredictRequest\x1a\x1d.linewatch.v1.PredictResponse\x12O\n\nListModels\x12\x1f.linewatch.v1.ListModelsRequest\x1a .linewatch.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.linewatch.v1.GetModelRequest\x1a\x1e.linewatch.v1.GetModelResponse\x12L\n\tLoadModel\x12\x1e.linewatch.v1.LoadModelRequest\x1a\x1f.linewatch.v1.LoadModelResponse\x12R\n\x0bUnloadModel\x12 .linewatch.v1.UnloadModelRequest\x1a!.linewatch.v1.UnloadModelResponse\x12L\n\tSetShadow\x12\x1e.linewatch.v1.SetShadowRequest\x1a\x1f.linewatch.v1.SetShadowResponse\x12[\n\x0eGetShadowStats\x12#.linewatch.v1.GetShadowStatsRequest\x1a$.linewatch.v1.GetShadowStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREDICTSTREAMREQUEST_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_PREDICTSTREAMREQUEST_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_MODELSTATE']._serialized_start=1923
-  _globals['_MODELSTATE']._serialized_end=2062
+  _globals['_MODELSTATE']._serialized_start=1941
+  _globals['_MODELSTATE']._serialized_end=2080
   _globals['_CURVEBATCH']._serialized_start=79
   _globals['_CURVEBATCH']._serialized_end=179
   _globals['_SCORE']._serialized_start=181
@@ -53,33 +53,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTRESPONSE']._serialized_start=812
   _globals['_PREDICTRESPONSE']._serialized_end=872
   _globals['_MODELVERSION']._serialized_start=875
-  _globals['_MODELVERSION']._serialized_end=1103
-  _globals['_MODEL']._serialized_start=1105
-  _globals['_MODEL']._serialized_end=1220
-  _globals['_LISTMODELSREQUEST']._serialized_start=1222
-  _globals['_LISTMODELSREQUEST']._serialized_end=1241
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1243
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1300
-  _globals['_GETMODELREQUEST']._serialized_start=1302
-  _globals['_GETMODELREQUEST']._serialized_end=1333
-  _globals['_GETMODELRESPONSE']._serialized_start=1335
-  _globals['_GETMODELRESPONSE']._serialized_end=1389
-  _globals['_LOADMODELREQUEST']._serialized_start=1391
-  _globals['_LOADMODELREQUEST']._serialized_end=1476
-  _globals['_LOADMODELRESPONSE']._serialized_start=1478
-  _globals['_LOADMODELRESPONSE']._serialized_end=1550
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1552
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1603
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1605
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1626
-  _globals['_SETSHADOWREQUEST']._serialized_start=1628
-  _globals['_SETSHADOWREQUEST']._serialized_end=1684
-  _globals['_SETSHADOWRESPONSE']._serialized_start=1686
-  _globals['_SETSHADOWRESPONSE']._serialized_end=1741
-  _globals['_GETSHADOWSTATSREQUEST']._serialized_start=1743
-  _globals['_GETSHADOWSTATSREQUEST']._serialized_end=1780
-  _globals['_GETSHADOWSTATSRESPONSE']._serialized_start=1783
-  _globals['_GETSHADOWSTATSRESPONSE']._serialized_end=1920
-  _globals['_INFERENCESERVICE']._serialized_start=2065
-  _globals['_INFERENCESERVICE']._serialized_end=2738
+  _globals['_MODELVERSION']._serialized_end=1121
+  _globals['_MODEL']._serialized_start=1123
+  _globals['_MODEL']._serialized_end=1238
+  _globals['_LISTMODELSREQUEST']._serialized_start=1240
+  _globals['_LISTMODELSREQUEST']._serialized_end=1259
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1261
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1318
+  _globals['_GETMODELREQUEST']._serialized_start=1320
+  _globals['_GETMODELREQUEST']._serialized_end=1351
+  _globals['_GETMODELRESPONSE']._serialized_start=1353
+  _globals['_GETMODELRESPONSE']._serialized_end=1407
+  _globals['_LOADMODELREQUEST']._serialized_start=1409
+  _globals['_LOADMODELREQUEST']._serialized_end=1494
+  _globals['_LOADMODELRESPONSE']._serialized_start=1496
+  _globals['_LOADMODELRESPONSE']._serialized_end=1568
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1570
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1621
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1623
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1644
+  _globals['_SETSHADOWREQUEST']._serialized_start=1646
+  _globals['_SETSHADOWREQUEST']._serialized_end=1702
+  _globals['_SETSHADOWRESPONSE']._serialized_start=1704
+  _globals['_SETSHADOWRESPONSE']._serialized_end=1759
+  _globals['_GETSHADOWSTATSREQUEST']._serialized_start=1761
+  _globals['_GETSHADOWSTATSREQUEST']._serialized_end=1798
+  _globals['_GETSHADOWSTATSRESPONSE']._serialized_start=1801
+  _globals['_GETSHADOWSTATSRESPONSE']._serialized_end=1938
+  _globals['_INFERENCESERVICE']._serialized_start=2083
+  _globals['_INFERENCESERVICE']._serialized_end=2756
 # @@protoc_insertion_point(module_scope)
