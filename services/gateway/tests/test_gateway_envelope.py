@@ -150,3 +150,45 @@ async def test_envelope_rule_over_rest_judges_an_unseen_family(
     assert gone.status_code == 404
     other = await client.post("/v1/rules/line/envelope/reset", headers=auth())
     assert other.status_code in (409, 400), other.text
+
+
+async def test_monitoring_windows_over_rest(client: httpx.AsyncClient, stack: Stack) -> None:
+    windows = [
+        # the press-in force is reached between 50 % and 70 % of the cycle, from the left
+        {"name": "press-in", "x_min": 0.5, "x_max": 0.7, "y_min": 600, "y_max": 900},
+        # and never exceeds 1200 N
+        {
+            "name": "overload",
+            "x_min": 0.0,
+            "x_max": 1.0,
+            "y_min": 1200,
+            "y_max": 1e6,
+            "mode": "avoid",
+        },
+    ]
+    body = _rule(stack, model_params={"teach_in": 5, "windows": windows})
+    made = await client.post("/v1/rules", json=body, headers=auth())
+    assert made.status_code == 201, made.text
+    got = made.json()["model_params"]["windows"]
+    assert [(w["name"], w["mode"], w["enter"], w["exit"], w["x_axis"]) for w in got] == [
+        ("press-in", "pass", "left", "right", "fraction"),
+        ("overload", "avoid", "left", "right", "fraction"),
+    ]
+    await _wait_connected(client)
+    rng = np.random.default_rng(4)
+    weak = press_cycle("ok", rng) * 0.6  # never reaches the press-in window
+    jam = press_cycle("ok", rng)
+    at = int(0.3 * len(jam))
+    jam[at : at + 3] = 1500.0  # touches the overload window (before the press-in window)
+    verdicts = await _judge(stack, [("good", press_cycle("ok", rng)), ("weak", weak), ("jam", jam)])
+    assert verdicts["good"]["label"] == "learning"
+    for name, window, reason in (
+        ("weak", "press-in", "not entered"),
+        ("jam", "overload", "touched"),
+    ):
+        v = verdicts[name]
+        assert v["label"] == "out_of_window"
+        assert not v["ok"]
+        failed = [w for w in v["envelope"]["windows"] if not w["ok"]]
+        assert [(w["name"], w["reason"]) for w in failed] == [(window, reason)]
+    assert next(w for w in verdicts["jam"]["envelope"]["windows"] if not w["ok"])["index"] == at

@@ -175,7 +175,7 @@ def validate_rule(
 
 _MODES = {"pass": ingest_pb2.WINDOW_MODE_PASS, "avoid": ingest_pb2.WINDOW_MODE_AVOID}
 _SIDES = {
-    "any": ingest_pb2.WINDOW_SIDE_UNSPECIFIED,
+    "any": ingest_pb2.WINDOW_SIDE_ANY,
     "left": ingest_pb2.WINDOW_SIDE_LEFT,
     "right": ingest_pb2.WINDOW_SIDE_RIGHT,
     "top": ingest_pb2.WINDOW_SIDE_TOP,
@@ -234,8 +234,8 @@ def params_from_proto(msg: ingest_pb2.ModelParams) -> dict[str, object]:
                 "y_min": w.y_min,
                 "y_max": w.y_max,
                 "mode": _name(_MODES, w.mode, "pass"),
-                "enter": _name(_SIDES, w.enter, "any"),
-                "exit": _name(_SIDES, w.exit, "any"),
+                "enter": _name(_SIDES, w.enter, "left"),
+                "exit": _name(_SIDES, w.exit, "right"),
             }
             for w in msg.windows
         ],

@@ -149,7 +149,8 @@ def test_windows_and_params_are_validated() -> None:
     back = rule_from_proto(rule)
     assert back.model_params.teach_in == 20
     assert back.model_params.width == 4.0
-    assert back.model_params.windows[0].enter == "any"
+    assert back.model_params.windows[0].enter == "left"
+    assert back.model_params.windows[0].exit == "right"
     assert rule_from_proto(rule_to_proto(back)) == back
 
 

@@ -24,6 +24,7 @@ class WindowSide(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WINDOW_SIDE_RIGHT: _ClassVar[WindowSide]
     WINDOW_SIDE_TOP: _ClassVar[WindowSide]
     WINDOW_SIDE_BOTTOM: _ClassVar[WindowSide]
+    WINDOW_SIDE_ANY: _ClassVar[WindowSide]
 
 class WindowAxis(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +52,7 @@ WINDOW_SIDE_LEFT: WindowSide
 WINDOW_SIDE_RIGHT: WindowSide
 WINDOW_SIDE_TOP: WindowSide
 WINDOW_SIDE_BOTTOM: WindowSide
+WINDOW_SIDE_ANY: WindowSide
 WINDOW_AXIS_UNSPECIFIED: WindowAxis
 WINDOW_AXIS_FRACTION: WindowAxis
 WINDOW_AXIS_INDEX: WindowAxis

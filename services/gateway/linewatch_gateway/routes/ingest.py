@@ -50,7 +50,7 @@ class AlarmBody(BaseModel):
 
 
 Side = Literal["any", "left", "right", "top", "bottom"]
-_SIDES = {"any": 0, "left": 1, "right": 2, "top": 3, "bottom": 4}
+_SIDES = {"any": 5, "left": 1, "right": 2, "top": 3, "bottom": 4}
 
 
 class WindowBody(BaseModel):
