@@ -149,8 +149,8 @@ class RuleWorker:
             broker, client_id=client_id, clean_start=False, receive_maximum=cfg.receive_maximum
         )
         self.scorer: EnvelopeScorer | None = make_scorer(rule, EnvelopeStore(deps.store.db))
-        self._inference = deps.targets.get(rule.target, deps.inference)
         """A built-in model scoring in ingest (None: the inference service scores)."""
+        self._inference = deps.targets.get(rule.target, deps.inference)
         # Not bounded here for QoS 1/2: what waits is what the broker sent unacknowledged,
         # which its flow control (our receive maximum) bounds; a message is never turned
         # away or parked in a task of its own. QoS 0 has no flow control: beyond
