@@ -92,3 +92,99 @@ async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(png) > 10_000
+
+
+ENVELOPE_SCRIPT = Path(__file__).parent / "browser" / "envelope.mjs"
+TEACH_IN = 20
+
+
+async def test_dashboard_shows_the_envelope_band_and_the_stretch_that_left(
+    live: Any, tmp_path: Path
+) -> None:
+    if shutil.which("node") is None or shutil.which("chromium") is None:
+        pytest.skip("node or Debian chromium is not installed (make system-packages)")
+    import numpy as np
+
+    from linewatch.press_cycles import press_cycle
+    from linewatch.runtime.config import MqttConfig
+    from linewatch.runtime.mqtt import MqttClient
+
+    stack = live.stack
+    root = stack.topic_root
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        made = await http.post(
+            "/v1/rules",
+            json={
+                "name": "press",
+                "source_topic": f"{root}/press/+/cycle",
+                "model": "envelope",
+                "output_topic": f"{root}/press/{{1}}/judged",
+                "model_params": {"teach_in": TEACH_IN},
+            },
+            headers={"Authorization": f"Bearer {WRITE_TOKEN}"},
+        )
+        assert made.status_code == 201, made.text
+        async with asyncio.timeout(15):
+            while True:
+                status = (await http.get("/v1/ingest/status")).json()
+                rule = next(r for r in status["rules"] if r["name"] == "press")
+                if rule["state"] == "running" and not rule["last_error"]:
+                    break
+                await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # the rule's subscription is on its way
+    shot = tmp_path / "envelope.png"
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(ENVELOPE_SCRIPT),
+        live.url + "/",
+        str(shot),
+        str(tmp_path / "profile"),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    rng = np.random.default_rng(9)
+    kinds = ["ok"] * (TEACH_IN + 1) + ["step"]
+    try:
+        async with asyncio.timeout(90):
+            line = await proc.stdout.readline()
+            if line.strip() != b"connected":
+                raise AssertionError(f"page did not connect: {line!r} {await proc.stderr.read()!r}")
+            pub = MqttClient(MqttConfig(url=stack.mqtt_url), clean_start=True)
+            await pub.connect()
+            try:
+                for i, kind in enumerate(kinds):
+                    body = {
+                        "device_id": "press-7",
+                        "point": "force",
+                        "ts": 1763800000000 + i,
+                        "values": [round(float(v), 3) for v in press_cycle(kind, rng)],
+                        "msg_id": f"e{i}",
+                    }
+                    await pub.publish(f"{root}/press/press-7/cycle", json.dumps(body), qos=1)
+            finally:
+                await pub.disconnect()
+            proc.stdin.write(f"{len(kinds)}\n".encode())
+            await proc.stdin.drain()
+            out = (await proc.stdout.readline()).decode()
+            err = await proc.stderr.read()
+            assert out.startswith("result "), f"{out!r} {err.decode()[-2000:]}"
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    result = json.loads(out[len("result ") :])
+    assert result["errors"] == []
+    assert result["bandPoints"] == 2 * 256  # upper edge and lower edge, every sample
+    assert result["stretchPoints"] >= 3
+    assert result["zone"] == 1
+    assert "out_of_envelope" in result["title"]
+    assert "max deviation" in result["meta"]
+    assert result["learning"] == TEACH_IN
+    assert result["cardBands"] >= 1
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -74,6 +74,8 @@ async def test_every_spec_path_is_in_openapi(client: httpx.AsyncClient) -> None:
     for path in [
         "/v1/rules",
         "/v1/rules/{name}",
+        "/v1/rules/{name}/envelope",
+        "/v1/rules/{name}/envelope/reset",
         "/v1/ingest/status",
         "/v1/ingest/start",
         "/v1/ingest/stop",

@@ -15,8 +15,10 @@ from opentelemetry.trace import SpanKind
 from linewatch.runtime.errors import InvalidArgument, LinewatchError
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
+from linewatch_inference.channels import decode_channel_batch
 from linewatch_inference.inputs import decode_curves
 from linewatch_inference.metrics import InferenceMetrics
+from linewatch_inference.preprocessing import ModelInput
 from linewatch_inference.registry import ModelEntry, Registry, ServedVersion
 from linewatch_inference.scoring import Scorer
 from linewatch_inference.shadow import ShadowScorer
@@ -38,6 +40,7 @@ def _version_message(served: ServedVersion) -> pb.ModelVersion:
         labels=m.labels,
         ok_labels=m.ok_labels,
         source_url=served.source_url,
+        channels=m.channels,
     )
     message.loaded_at.FromDatetime(served.loaded_at)
     return message
@@ -119,8 +122,17 @@ class InferenceApi(pb_grpc.InferenceServiceServicer):
         try:
             if not batch.model:
                 raise InvalidArgument("batch.model is required")
-            curves = decode_curves(
-                batch.samples_f32, list(batch.lengths), max_curves=self._max_curves
+            curves: ModelInput = (
+                decode_channel_batch(
+                    batch.samples_f32,
+                    list(batch.lengths),
+                    list(batch.channels),
+                    max_curves=self._max_curves,
+                )
+                if batch.channels
+                else decode_curves(
+                    batch.samples_f32, list(batch.lengths), max_curves=self._max_curves
+                )
             )
             served, probabilities = await self._scorer.score(batch.model, batch.version, curves)
         except LinewatchError as exc:

@@ -61,11 +61,12 @@ class InferenceServer:
             stream_window=config.stream_window,
         )
         self.grpc = GrpcServer(config=config.grpc, service="inference")
-        self.grpc.add(
-            pb_grpc.add_InferenceServiceServicer_to_server,
-            self.api,
-            pb.DESCRIPTOR.services_by_name["InferenceService"].full_name,
-        )
+        if config.serve_linewatch_api:
+            self.grpc.add(
+                pb_grpc.add_InferenceServiceServicer_to_server,
+                self.api,
+                pb.DESCRIPTOR.services_by_name["InferenceService"].full_name,
+            )
         self.grpc.add(
             oip_grpc.add_GRPCInferenceServiceServicer_to_server,
             self.oip,

@@ -63,6 +63,9 @@ class InferenceConfig(ServiceConfig):
     """CUDAExecutionProvider: ``auto`` uses it when onnxruntime has it, ``on`` requires it."""
     shadow_queue_size: int = Field(default=256, ge=1)
     """Batches waiting for the shadow version; beyond it shadow scoring is skipped."""
+    serve_linewatch_api: bool = True
+    """Serve ``linewatch.v1.InferenceService`` (PredictStream …) beside the Open Inference
+    Protocol; off: OIP only, as a Triton or KServe endpoint answers (clients fall back)."""
     download_timeout_s: float = Field(default=120.0, gt=0)
     max_package_mb: int = Field(default=512, ge=1)
 

@@ -19,9 +19,11 @@ import numpy as np
 from linewatch.oip import grpc_service_pb2 as oip
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
 from linewatch.runtime.errors import InvalidArgument, LinewatchError, NotFound
+from linewatch_inference.channels import decode_channel_tensor, input_shape
 from linewatch_inference.inputs import decode_tensor
 from linewatch_inference.metrics import InferenceMetrics
 from linewatch_inference.package import version_key
+from linewatch_inference.preprocessing import ModelInput
 from linewatch_inference.registry import Registry
 from linewatch_inference.scoring import Scorer
 
@@ -123,7 +125,13 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             name=m.name,
             versions=sorted(entry.versions, key=version_key),
             platform=PLATFORM,
-            inputs=[tensor(name=m.input_name, datatype="FP32", shape=[-1, m.input_length])],
+            inputs=[
+                tensor(
+                    name=m.input_name,
+                    datatype="FP32",
+                    shape=list(input_shape(m.channels, m.input_length, -1)),
+                )
+            ],
             outputs=[tensor(name=m.output_name, datatype="FP32", shape=[-1, len(m.labels)])],
         )
 
@@ -170,8 +178,14 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             data: bytes | list[float] = bytes(request.raw_input_contents[0])
         else:
             data = list(tensor.contents.fp32_contents)
-        curves = decode_tensor(
-            data, list(tensor.shape), name=tensor.name, max_curves=self._max_curves
+        curves: ModelInput = (
+            decode_channel_tensor(
+                data, list(tensor.shape), m.channels, name=tensor.name, max_curves=self._max_curves
+            )
+            if m.channels
+            else decode_tensor(
+                data, list(tensor.shape), name=tensor.name, max_curves=self._max_curves
+            )
         )
         served, probabilities = await self._scorer.score(m.name, request.model_version, curves)
         out = np.ascontiguousarray(probabilities, dtype="<f4")

@@ -50,6 +50,9 @@ class Manifest(BaseModel):
     normalization: Literal["zscore", "none"] = "zscore"
     labels: list[str] = Field(min_length=2, max_length=1024)
     ok_labels: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list, max_length=64)
+    """Input channels of a multi-channel model, in its input's order (ONNX input
+    ``[batch, len(channels), input_length]``); empty: one curve, ``[batch, input_length]``."""
     description: str = ""
     metrics: dict[str, Any] = Field(default_factory=dict)
 
@@ -60,6 +63,11 @@ class Manifest(BaseModel):
         unknown = [label for label in self.ok_labels if label not in self.labels]
         if unknown:
             raise ValueError(f"ok_labels {unknown} are not among labels")
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError("channels must be unique")
+        bad = [c for c in self.channels if not re.match(r"^[A-Za-z0-9_.\-]{1,64}$", c)]
+        if bad:
+            raise ValueError(f"channels {bad}: names are 1..64 letters, digits, '_.-'")
         return self
 
 

@@ -15,14 +15,43 @@ import numpy.typing as npt
 
 from linewatch.curves import preprocess, resample
 from linewatch.runtime.errors import InvalidArgument
+from linewatch_inference.channels import ChannelBatch
 from linewatch_inference.inputs import Curves
 from linewatch_inference.package import Manifest
 
-__all__ = ["prepare"]
+__all__ = ["ModelInput", "prepare"]
+
+ModelInput = Curves | ChannelBatch
+"""What a request brings: one curve per entry, or several channels per entry."""
 
 
-def prepare(curves: Curves, manifest: Manifest) -> npt.NDArray[np.float32]:
-    """Turn validated curves into the model's input ``[n, input_length]`` float32.
+def prepare(curves: ModelInput, manifest: Manifest) -> npt.NDArray[np.float32]:
+    """Turn validated curves into the model's input ``[n, input_length]`` float32, or
+    ``[n, channels, input_length]`` for a multi-channel model (each channel prepared on
+    its own, in the manifest's channel order).
+
+    Raises:
+        InvalidArgument: Channels where the model takes one curve, or the reverse, or a
+            channel the model takes is missing; and what :func:`_prepare_one` refuses.
+    """
+    if isinstance(curves, ChannelBatch):
+        if not manifest.channels:
+            raise InvalidArgument(
+                f"model {manifest.name} takes one curve per entry, "
+                f"not channels {list(curves.names)}"
+            )
+        parts = curves.ordered(manifest.channels, model=manifest.name)
+        return np.ascontiguousarray(np.stack([_prepare_one(p, manifest) for p in parts], axis=1))
+    if manifest.channels:
+        raise InvalidArgument(
+            f"model {manifest.name} takes channels {manifest.channels} (send channels, "
+            "not a single curve)"
+        )
+    return _prepare_one(curves, manifest)
+
+
+def _prepare_one(curves: Curves, manifest: Manifest) -> npt.NDArray[np.float32]:
+    """Turn validated curves into ``[n, input_length]`` float32.
 
     Curves of another length are resampled (``resample: linear``) or rejected
     (``resample: reject``); then each is z-scored when ``normalization: zscore``.

@@ -37,6 +37,7 @@ from linewatch.runtime.errors import (
     NotFound,
 )
 from linewatch_inference.batcher import DynamicBatcher
+from linewatch_inference.channels import input_shape
 from linewatch_inference.config import InferenceConfig
 from linewatch_inference.metrics import InferenceMetrics
 from linewatch_inference.package import (
@@ -465,10 +466,11 @@ class Registry:
             providers=self.providers,
         )
         try:
-            out = session.run(np.zeros((2, m.input_length), dtype=np.float32))
+            shape = input_shape(m.channels, m.input_length, 2)
+            out = session.run(np.zeros(shape, dtype=np.float32))
         except Exception as exc:
             raise InvalidArgument(
-                f"model {m.name} version {m.version} fails on a [2, {m.input_length}] input: "
+                f"model {m.name} version {m.version} fails on a {list(shape)} input: "
                 f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc!r}"
             ) from exc
         if out.shape != (2, len(m.labels)):

@@ -13,8 +13,7 @@ import numpy.typing as npt
 
 from linewatch.runtime.errors import LinewatchError, Unavailable
 from linewatch_inference.batcher import BatcherClosed
-from linewatch_inference.inputs import Curves
-from linewatch_inference.preprocessing import prepare
+from linewatch_inference.preprocessing import ModelInput, prepare
 from linewatch_inference.registry import Registry, ServedVersion
 from linewatch_inference.shadow import ShadowScorer
 
@@ -38,7 +37,7 @@ class Scorer:
         self._shadow = shadow
 
     async def score(
-        self, model: str, version: str, curves: Curves
+        self, model: str, version: str, curves: ModelInput
     ) -> tuple[ServedVersion, npt.NDArray[np.float32]]:
         """Score ``curves`` with ``model`` at ``version`` (empty: latest).
 

@@ -17,8 +17,8 @@ import numpy.typing as npt
 
 from linewatch.runtime.errors import LinewatchError
 from linewatch_inference.batcher import BatcherClosed
-from linewatch_inference.inputs import Curves
 from linewatch_inference.metrics import InferenceMetrics
+from linewatch_inference.preprocessing import ModelInput as Curves
 from linewatch_inference.preprocessing import prepare
 from linewatch_inference.registry import Registry
 

@@ -21,6 +21,7 @@ __all__ = [
     "manifest_dict",
     "onnx_bytes",
     "sha256",
+    "two_channel_onnx",
     "write_package",
     "zip_package",
 ]
@@ -56,6 +57,34 @@ def onnx_bytes(
         initializer=[
             numpy_helper.from_array(weight, "W"),
             numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "B"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def two_channel_onnx(*, length: int = 64, threshold: float = 3.0) -> bytes:
+    """A two-channel model, input ``[batch, 2, length]``, labels ``[ok, defect]``:
+    ``defect`` when the second channel's (z-scored) peak exceeds ``threshold``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.array([[0.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMax", ["curve"], ["peak"], axes=[2], keepdims=0),
+            helper.make_node("MatMul", ["peak", "W"], ["logits0"]),
+            helper.make_node("Add", ["logits0", "B"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "two-channel",
+        [helper.make_tensor_value_info("curve", TensorProto.FLOAT, ["batch", 2, length])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+        initializer=[
+            numpy_helper.from_array(weight, "W"),
+            numpy_helper.from_array(np.array([0.0, -threshold], dtype=np.float32), "B"),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

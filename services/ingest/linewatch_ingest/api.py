@@ -179,6 +179,23 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             records=[alarm_record(r) for r in page.rows], next_page_token=page.next_page_token
         )
 
+    # --- built-in envelope -------------------------------------------------------------
+
+    async def GetEnvelope(
+        self, request: ingest_pb2.GetEnvelopeRequest, context: Ctx
+    ) -> ingest_pb2.GetEnvelopeResponse:
+        if not request.device_id or not request.point:
+            raise InvalidArgument("device_id and point: both needed")
+        return await self._ctl.envelope(request.rule, request.device_id, request.point)
+
+    async def ResetEnvelope(
+        self, request: ingest_pb2.ResetEnvelopeRequest, context: Ctx
+    ) -> ingest_pb2.ResetEnvelopeResponse:
+        if request.point and not request.device_id:
+            raise InvalidArgument("point: needs device_id")
+        reset = await self._ctl.reset_envelope(request.rule, request.device_id, request.point)
+        return ingest_pb2.ResetEnvelopeResponse(reset=reset)
+
     # --- live streams ----------------------------------------------------------------
 
     async def StreamVerdicts(

@@ -52,8 +52,23 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         timeout_s=config.inference.timeout_s,
         max_inflight=config.inference.max_inflight,
         retry_max_delay_s=config.inference.retry_max_delay_s,
+        protocol=config.inference.protocol,
+        models=config.inference.models,
     )
     await inference.start()
+    targets = {
+        name: InferenceClient(
+            t.target,
+            timeout_s=t.timeout_s,
+            max_inflight=t.max_inflight,
+            retry_max_delay_s=t.retry_max_delay_s,
+            protocol=t.protocol,
+            models=t.models,
+        )
+        for name, t in config.targets.items()
+    }
+    for client in targets.values():
+        await client.start()
     verdicts: FanOut[ingest_pb2.VerdictRecord] = FanOut(buffer=config.stream_buffer)
     telemetry: FanOut[ingest_pb2.TelemetryRecord] = FanOut(buffer=config.stream_buffer)
     alarm_stream: FanOut[ingest_pb2.AlarmRecord] = FanOut(buffer=config.stream_buffer)
@@ -61,7 +76,9 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
     alarm_task = asyncio.create_task(alarms.run(), name="alarms")
     archive = ArchiveWriter(store)
     archive.start()
-    deps = PipelineDeps(config, store, inference, alarms, archive, verdicts, telemetry)
+    deps = PipelineDeps(
+        config, store, inference, alarms, archive, verdicts, telemetry, targets=targets
+    )
     controller = IngestController(deps)
     server = GrpcServer(config=config.grpc, service="ingest")
     try:
@@ -90,6 +107,8 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
             await alarm_task
         await archive.close()
         await inference.close()
+        for client in targets.values():
+            await client.close()
         await db.close()
 
 

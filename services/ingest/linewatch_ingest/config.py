@@ -22,13 +22,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from linewatch.runtime.config import GrpcConfig, MqttConfig, ServiceConfig
 
 __all__ = [
+    "ENVELOPE",
     "AlarmRuleConfig",
     "BatchConfig",
     "InferenceTarget",
     "IngestConfig",
+    "ModelParams",
+    "MonitorWindow",
+    "OipModel",
     "RuleConfig",
     "WebhookConfig",
 ]
+
+ENVELOPE = "envelope"
+"""The built-in teach-in model's name (SPEC "Built-in envelope")."""
 
 
 class _Strict(BaseModel):
@@ -46,6 +53,61 @@ class AlarmRuleConfig(_Strict):
     webhook_secret: str = ""
 
 
+_SIDE = "^(any|left|right|top|bottom)$"
+
+
+class MonitorWindow(_Strict):
+    """A box over (sample index or time fraction, value) a curve must pass through
+    (``mode: pass``, entering and leaving through the given sides) or must not touch
+    (``mode: avoid``), as press-fit and screw-driving monitors use."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    x_axis: str = Field(default="fraction", pattern="^(index|fraction)$")
+    """``fraction``: x is the time fraction 0..1 of the cycle; ``index``: the sample index."""
+    x_min: float = Field(allow_inf_nan=False)
+    x_max: float = Field(allow_inf_nan=False)
+    y_min: float = Field(allow_inf_nan=False)
+    y_max: float = Field(allow_inf_nan=False)
+    mode: str = Field(default="pass", pattern="^(pass|avoid)$")
+    enter: str = Field(default="left", pattern=_SIDE)
+    """The side a ``pass`` window is entered through (``any``: not checked)."""
+    exit: str = Field(default="right", pattern=_SIDE)
+    """The side a ``pass`` window is left through (``any``: not checked)."""
+
+    @model_validator(mode="after")
+    def _box(self) -> MonitorWindow:
+        if not self.x_min < self.x_max:
+            raise ValueError(f"window {self.name!r}: x_min must be below x_max")
+        if not self.y_min < self.y_max:
+            raise ValueError(f"window {self.name!r}: y_min must be below y_max")
+        if self.x_axis == "fraction" and not (self.x_min >= 0.0 and self.x_max <= 1.0):
+            raise ValueError(f"window {self.name!r}: a time fraction must be within 0..1")
+        if self.x_axis == "index" and self.x_min < 0:
+            raise ValueError(f"window {self.name!r}: a sample index must not be negative")
+        return self
+
+
+class ModelParams(_Strict):
+    """Parameters of the built-in ``envelope`` model (ignored by other models)."""
+
+    teach_in: int = Field(default=50, ge=2, le=10_000)
+    """Good curves the band is taught from, per (device, point)."""
+    width: float = Field(default=4.0, gt=0, le=1000, allow_inf_nan=False)
+    """Half-width of the band in robust standard deviations."""
+    length: int = Field(default=256, ge=16, le=4096)
+    """Samples every curve is resampled to."""
+    max_shift: float = Field(default=0.03, ge=0, le=0.25, allow_inf_nan=False)
+    """Largest timing shift aligned away, as a fraction of the cycle."""
+    windows: tuple[MonitorWindow, ...] = Field(default=(), max_length=32)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ModelParams:
+        names = [w.name for w in self.windows]
+        if len(set(names)) != len(names):
+            raise ValueError("windows: names must be unique")
+        return self
+
+
 class RuleConfig(_Strict):
     """A topic filter → a model → an output topic, with archive and alarm actions."""
 
@@ -59,6 +121,11 @@ class RuleConfig(_Strict):
     archive: bool = True
     alarm: AlarmRuleConfig = AlarmRuleConfig()
     enabled: bool = True
+    model_params: ModelParams = ModelParams()
+    """For ``model: envelope``: teach-in, band width, monitoring windows."""
+    target: str = Field(default="", max_length=64)
+    """The inference server that scores this rule: a name from ``targets`` (e.g. a
+    Triton or KServe endpoint); empty: ``inference``."""
 
 
 class BatchConfig(_Strict):
@@ -68,10 +135,42 @@ class BatchConfig(_Strict):
     max_delay_ms: float = Field(default=5.0, ge=0, le=10_000)
 
 
+class OipModel(_Strict):
+    """What ingest must know to score a model through plain OIP ``ModelInfer`` (Triton,
+    KServe): the protocol carries no labels, and such a server takes the model's input
+    tensor as it is, so ingest resamples and normalises the curves itself."""
+
+    labels: tuple[str, ...] = Field(min_length=2, max_length=1024)
+    ok_labels: tuple[str, ...] = ("ok",)
+    input_length: int = Field(default=0, ge=0, le=65536)
+    """0: the last dimension of the input ``ModelMetadata`` reports."""
+    input_name: str = ""
+    """Empty: the first input ``ModelMetadata`` reports."""
+    output_name: str = ""
+    """Empty: the first output ``ModelMetadata`` reports."""
+    normalization: str = Field(default="zscore", pattern="^(zscore|none)$")
+    channels: tuple[str, ...] = Field(default=(), max_length=64)
+    """Input channels in the model's order (multi-channel models: ``[batch, channels,
+    input_length]``); empty: one curve per row, ``[batch, input_length]``."""
+
+    @model_validator(mode="after")
+    def _ok_known(self) -> OipModel:
+        unknown = [label for label in self.ok_labels if label not in self.labels]
+        if unknown:
+            raise ValueError(f"ok_labels {unknown} are not among labels")
+        return self
+
+
 class InferenceTarget(_Strict):
     """The inference service ingest scores curves with."""
 
     target: str = "127.0.0.1:50052"
+    protocol: str = Field(default="auto", pattern="^(auto|linewatch|oip)$")
+    """``linewatch``: the linewatch.v1 PredictStream; ``oip``: Open Inference Protocol v2
+    ``ModelInfer`` (Triton, KServe); ``auto``: the stream, and ``ModelInfer`` when the
+    server does not implement it."""
+    models: dict[str, OipModel] = Field(default_factory=dict)
+    """Per model scored through OIP: labels and input (see :class:`OipModel`)."""
     timeout_s: float = Field(default=10.0, gt=0)
     """A batch without an answer in this time is resent (on a fresh stream)."""
     max_inflight: int = Field(default=64, ge=1)
@@ -110,6 +209,8 @@ class IngestConfig(ServiceConfig):
     brokers: dict[str, MqttConfig] = Field(default_factory=lambda: {"default": MqttConfig()})
     rules: tuple[RuleConfig, ...] = Field(default_factory=_default_rules)
     inference: InferenceTarget = InferenceTarget()
+    targets: dict[str, InferenceTarget] = Field(default_factory=dict)
+    """Further inference servers, by name, that rules may choose with ``target``."""
     batch: BatchConfig = BatchConfig()
     webhook: WebhookConfig = WebhookConfig()
     queue_size: int = Field(default=4096, ge=1)
@@ -135,5 +236,7 @@ class IngestConfig(ServiceConfig):
                 raise ValueError(f"rules.{i}.broker: no broker named {rule.broker!r}")
             if rule.name in names:
                 raise ValueError(f"rules.{i}.name: {rule.name!r} is used twice")
+            if rule.target and rule.target not in self.targets:
+                raise ValueError(f"rules.{i}.target: no target named {rule.target!r}")
             names.add(rule.name)
         return self

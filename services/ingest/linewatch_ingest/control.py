@@ -13,9 +13,11 @@ import socket
 
 from linewatch.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from linewatch.v1 import ingest_pb2
-from linewatch_ingest.config import RuleConfig
+from linewatch_ingest.config import ENVELOPE, RuleConfig
+from linewatch_ingest.envelope_store import EnvelopeStore
 from linewatch_ingest.pipeline import PipelineDeps, RuleWorker
 from linewatch_ingest.rules import strip_share, validate_rule
+from linewatch_ingest.scorers import EnvelopeScorer, make_scorer, not_envelope
 
 __all__ = ["IngestController"]
 
@@ -29,6 +31,7 @@ class IngestController:
         self.deps = deps
         config = deps.config
         self._brokers = set(config.brokers)
+        self._targets = set(config.targets)
         self._base_id = config.client_id or f"linewatch-ingest-{socket.gethostname()}"
         self._rules: dict[str, RuleConfig] = {}
         self._workers: dict[str, RuleWorker] = {}
@@ -44,12 +47,12 @@ class IngestController:
         stored = {rule.name: rule for rule in await self.deps.store.list_rules()}
         for rule in self.deps.config.rules:
             if rule.name not in stored:
-                validate_rule(rule, self._brokers)
+                validate_rule(rule, self._brokers, self._targets)
                 await self.deps.store.create_rule(rule)
                 stored[rule.name] = rule
         for rule in stored.values():
             try:
-                validate_rule(rule, self._brokers)
+                validate_rule(rule, self._brokers, self._targets)
             except InvalidArgument as exc:
                 log.error("stored rule skipped: %s", exc.message)
                 continue
@@ -73,7 +76,7 @@ class IngestController:
     async def _start_rule(self, rule: RuleConfig) -> None:
         if not self.running or not rule.enabled or rule.name in self._workers:
             return
-        template = validate_rule(rule, self._brokers)
+        template = validate_rule(rule, self._brokers, self._targets)
         worker = RuleWorker(
             rule,
             template,
@@ -126,7 +129,7 @@ class IngestController:
             InvalidArgument: the rule cannot work.
             AlreadyExists: the name is taken.
         """
-        validate_rule(rule, self._brokers)
+        validate_rule(rule, self._brokers, self._targets)
         async with self._lock:
             self._check_conflicts(rule)
             await self.deps.store.create_rule(rule)
@@ -141,7 +144,7 @@ class IngestController:
             InvalidArgument: the rule cannot work.
             NotFound: no rule of that name.
         """
-        validate_rule(rule, self._brokers)
+        validate_rule(rule, self._brokers, self._targets)
         async with self._lock:
             if rule.name not in self._rules:
                 raise NotFound(f"no rule {rule.name!r}")
@@ -164,6 +167,8 @@ class IngestController:
             if name not in self._rules:
                 raise NotFound(f"no rule {name!r}")
             await self.deps.store.delete_rule(name)
+            if self._rules[name].model == ENVELOPE:  # a new rule of that name teaches afresh
+                await EnvelopeStore(self.deps.store.db).delete(name)
             del self._rules[name]
             self._paused.discard(name)
             await self._stop_rule(name, forget_session=True)
@@ -221,6 +226,61 @@ class IngestController:
             workers=self.workers,
             rules=rules,
         )
+
+    # --- built-in envelope -------------------------------------------------------------
+
+    def _envelope_scorer(self, name: str) -> EnvelopeScorer:
+        """The running scorer of an envelope rule, or a fresh one over the database."""
+        rule = self.get_rule(name)
+        if rule.model != ENVELOPE:
+            raise not_envelope(rule)
+        worker = self._workers.get(name)
+        if worker is not None and worker.scorer is not None:
+            return worker.scorer
+        scorer = make_scorer(rule, EnvelopeStore(self.deps.store.db))
+        assert scorer is not None
+        return scorer
+
+    async def envelope(
+        self, name: str, device_id: str, point: str
+    ) -> ingest_pb2.GetEnvelopeResponse:
+        """The band (or teach-in progress) of one device and point of an envelope rule.
+
+        Raises:
+            NotFound: no such rule, or the device and point have sent it no curve.
+            FailedPrecondition: the rule scores with another model.
+        """
+        scorer = self._envelope_scorer(name)
+        await scorer.load()
+        state = scorer.state(device_id, point)
+        if state is None:
+            raise NotFound(f"rule {name!r} has no envelope for {device_id!r} / {point!r}")
+        from linewatch_ingest.rules import window_to_proto
+
+        out = ingest_pb2.GetEnvelopeResponse(
+            rule=name,
+            device_id=device_id,
+            point=point,
+            learned=state.learned,
+            teach_in=state.params.teach_in,
+            ready=state.band is not None,
+            width=state.params.width,
+            windows=[window_to_proto(w) for w in scorer.windows],
+        )
+        if state.band is not None:
+            out.centre.extend(state.band.centre.tolist())
+            out.lower.extend(state.band.lower.tolist())
+            out.upper.extend(state.band.upper.tolist())
+        return out
+
+    async def reset_envelope(self, name: str, device_id: str = "", point: str = "") -> int:
+        """Teach an envelope rule again (every device, one device, or one device and point).
+
+        Raises:
+            NotFound: no such rule.
+            FailedPrecondition: the rule scores with another model.
+        """
+        return await self._envelope_scorer(name).reset(device_id, point)
 
     def worker(self, name: str) -> RuleWorker | None:
         """The running worker of a rule (for tests and diagnostics)."""

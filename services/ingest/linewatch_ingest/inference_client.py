@@ -6,6 +6,11 @@ service restarted, the network dropped) every batch waiting on it fails with
 :class:`~linewatch.runtime.errors.Unavailable` and a fresh stream is opened with capped
 backoff; callers resend (the pipeline retries a batch until it is scored, it never drops
 one). A batch without an answer within ``timeout_s`` fails the same way.
+
+With ``protocol="oip"``, or ``"auto"`` once the server answers the stream with
+UNIMPLEMENTED (a Triton or KServe endpoint, or a linewatch server with the linewatch.v1
+API switched off), each batch is one Open Inference Protocol ``ModelInfer`` call instead
+(:mod:`linewatch_ingest.oip_client`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -31,6 +37,8 @@ from linewatch.runtime.errors import (
     Unavailable,
 )
 from linewatch.v1 import inference_pb2, inference_pb2_grpc
+from linewatch_ingest.config import OipModel
+from linewatch_ingest.oip_client import OipClient
 
 __all__ = ["BatchResult", "InferenceClient"]
 
@@ -106,8 +114,15 @@ class InferenceClient:
         timeout_s: float = 10.0,
         max_inflight: int = 64,
         retry_max_delay_s: float = 5.0,
+        protocol: str = "auto",
+        models: Mapping[str, OipModel] | None = None,
     ) -> None:
         self.target = target
+        self.protocol = protocol
+        self._models = dict(models or {})
+        self._oip: OipClient | None = None
+        self.use_oip = protocol == "oip"
+        """Whether batches go through OIP ``ModelInfer`` (configured, or fallen back to)."""
         self.timeout_s = timeout_s
         self.retry_max_delay_s = retry_max_delay_s
         self._slots = asyncio.Semaphore(max_inflight)
@@ -122,8 +137,8 @@ class InferenceClient:
 
     @property
     def connected(self) -> bool:
-        """Whether a stream is open now."""
-        return self._connected.is_set()
+        """Whether a stream is open now (with OIP: always, each call connects)."""
+        return self.use_oip or self._connected.is_set()
 
     async def start(self) -> None:
         """Open the channel and keep a stream running in the background."""
@@ -136,7 +151,9 @@ class InferenceClient:
                 ("grpc.max_reconnect_backoff_ms", int(self.retry_max_delay_s * 1000)),
             ],
         )
-        self._task = asyncio.create_task(self._run(), name="inference-stream")
+        self._oip = OipClient(self._channel, self._models, timeout_s=self.timeout_s)
+        if not self.use_oip:
+            self._task = asyncio.create_task(self._run(), name="inference-stream")
 
     async def close(self) -> None:
         """Stop the stream; waiting batches fail with Unavailable."""
@@ -151,14 +168,25 @@ class InferenceClient:
             self._channel = None
 
     async def predict(
-        self, *, model: str, version: str, samples_f32: bytes, lengths: list[int]
+        self,
+        *,
+        model: str,
+        version: str,
+        samples_f32: bytes,
+        lengths: list[int],
+        channels: Sequence[str] = (),
     ) -> BatchResult:
         """Score one batch (one attempt).
+
+        ``channels``: for multi-channel curves, the channel names; then ``lengths`` holds
+        ``len(channels)`` entries per curve (its channels' lengths, in that order).
 
         Raises:
             Unavailable: no stream, the stream broke, or no answer within ``timeout_s``.
             LinewatchError: the inference service refused the batch (its status code).
         """
+        if self.use_oip:
+            return await self._predict_oip(model, version, samples_f32, lengths, channels)
         async with self._slots:
             batch_id = next(self._ids)
             fut: asyncio.Future[inference_pb2.PredictStreamResponse] = (
@@ -171,7 +199,11 @@ class InferenceClient:
                         batch_id=batch_id,
                         trace_context=_trace_context(),
                         batch=inference_pb2.CurveBatch(
-                            model=model, version=version, samples_f32=samples_f32, lengths=lengths
+                            model=model,
+                            version=version,
+                            samples_f32=samples_f32,
+                            lengths=lengths,
+                            channels=channels,
                         ),
                         packed_scores=True,
                     )
@@ -185,7 +217,31 @@ class InferenceClient:
         if response.error_code:
             error = _CODE_ERRORS.get(response.error_code, Unavailable)
             raise error(f"inference: {response.error_message or 'batch failed'}")
-        return BatchResult.from_proto(response.result, len(lengths))
+        return BatchResult.from_proto(response.result, len(lengths) // max(len(channels), 1))
+
+    async def _predict_oip(
+        self,
+        model: str,
+        version: str,
+        samples_f32: bytes,
+        lengths: list[int],
+        channels: Sequence[str],
+    ) -> BatchResult:
+        assert self._oip is not None, "start() first"
+        async with self._slots:
+            name, served, probabilities = await self._oip.predict(
+                model=model,
+                version=version,
+                samples_f32=samples_f32,
+                lengths=lengths,
+                channels=channels,
+            )
+        spec = self._models[model]
+        index = probabilities.argmax(axis=1).tolist()
+        ok_by_index = [label in spec.ok_labels for label in spec.labels]
+        return BatchResult(
+            name, served, spec.labels, probabilities, index, [ok_by_index[i] for i in index]
+        )
 
     def _fail_pending(self, reason: str) -> None:
         for fut in self._pending.values():
@@ -204,6 +260,15 @@ class InferenceClient:
                 raise
             except grpc.aio.AioRpcError as exc:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED and self.protocol == "auto":
+                    log.warning(
+                        "the inference server has no linewatch.v1 stream; scoring with OIP "
+                        "ModelInfer",
+                        extra={"fields": {"target": self.target}},
+                    )
+                    self.use_oip = True
+                    self._fail_pending("inference: switching to OIP ModelInfer")
+                    return
             except Exception as exc:
                 self.last_error = repr(exc)
                 log.exception("inference stream failed")

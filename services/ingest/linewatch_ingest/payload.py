@@ -10,6 +10,12 @@ the rest (a whole parse: 16 -> 10 us in a microbenchmark of the benchmark's payl
 anything else, and anything the fast path refuses, is decoded again by the full path
 (orjson), which alone decides what is wrong and says so. So both paths accept exactly the
 same payloads.
+
+Multi-channel telemetry (``"channels": {"pressure": [...], "force": [...]}`` instead of
+``point`` + ``values``) always takes the full path: each channel is checked like
+``values``; the message's ``values`` are the channels concatenated in the payload's
+order, ``channel_names`` / ``channel_lengths`` say how to split them, and ``point`` is
+the payload's ``point`` if given, else the channel names joined by ``,``.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ import simdjson
 
 from linewatch.runtime.errors import InvalidArgument
 
-__all__ = ["MAX_VALUES", "BadPayload", "Telemetry", "parse_telemetry"]
+__all__ = ["MAX_CHANNELS", "MAX_VALUES", "BadPayload", "Telemetry", "parse_telemetry"]
 
 MAX_VALUES = 65_536
+MAX_CHANNELS = 16
+_CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MAX_ID_LENGTH = 200
 _MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _FORBIDDEN_ID_CHARS = re.compile("[/+#\x00]")
@@ -53,6 +61,10 @@ class Telemetry:
     msg_id: str
     attrs: dict[str, str] = field(default_factory=dict)
     has_msg_id: bool = True
+    channel_names: tuple[str, ...] = ()
+    """Multi-channel telemetry: the channels in ``values``, in order (empty: one curve)."""
+    channel_lengths: tuple[int, ...] = ()
+    """Multi-channel telemetry: the samples of each channel in ``values``."""
 
 
 def _ident(data: dict[str, Any], key: str) -> str:
@@ -97,19 +109,46 @@ _F32_MAX = float(np.finfo(np.float32).max)
 def _values(data: dict[str, Any]) -> npt.NDArray[np.float32]:
     if "values" not in data:
         raise BadPayload("values: missing")
-    values = data["values"]
+    return _numbers(data["values"], "values")
+
+
+def _channels(
+    data: dict[str, Any],
+) -> tuple[npt.NDArray[np.float32], tuple[str, ...], tuple[int, ...]]:
+    channels = data["channels"]
+    if "values" in data:
+        raise BadPayload("channels: give either values or channels, not both")
+    if not isinstance(channels, dict):
+        raise BadPayload(f"channels: must be an object of arrays, got {type(channels).__name__}")
+    if not 1 <= len(channels) <= MAX_CHANNELS:
+        raise BadPayload(f"channels: {len(channels)} channels, 1..{MAX_CHANNELS} allowed")
+    arrays: list[npt.NDArray[np.float32]] = []
+    for name, values in channels.items():
+        if not _CHANNEL_NAME.match(name):
+            raise BadPayload(
+                f"channels: name {name[:70]!r} must be 1..64 letters, digits, '_', '.' or '-'"
+            )
+        arrays.append(_numbers(values, f"channels.{name}"))
+    return (
+        np.concatenate(arrays),
+        tuple(channels),
+        tuple(len(a) for a in arrays),
+    )
+
+
+def _numbers(values: Any, where: str) -> npt.NDArray[np.float32]:
     if not isinstance(values, list):
-        raise BadPayload(f"values: must be an array of numbers, got {type(values).__name__}")
+        raise BadPayload(f"{where}: must be an array of numbers, got {type(values).__name__}")
     if not values:
-        raise BadPayload("values: empty (1..65536 numbers needed)")
+        raise BadPayload(f"{where}: empty (1..65536 numbers needed)")
     if len(values) > MAX_VALUES:
-        raise BadPayload(f"values: {len(values)} numbers, at most {MAX_VALUES} allowed")
+        raise BadPayload(f"{where}: {len(values)} numbers, at most {MAX_VALUES} allowed")
     try:
         arr = np.asarray(values)
     except (ValueError, OverflowError) as exc:
-        raise BadPayload("values: must be a flat array of numbers") from exc
+        raise BadPayload(f"{where}: must be a flat array of numbers") from exc
     if arr.ndim != 1 or arr.dtype.kind not in "iuf":
-        raise BadPayload("values: must be a flat array of numbers (no strings, bools, nulls)")
+        raise BadPayload(f"{where}: must be a flat array of numbers (no strings, bools, nulls)")
     with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 → inf: refused below
         # via float64 as on the fast path (an int beyond 2**53 rounds the same way);
         # little-endian on every host: archived and sent as bytes
@@ -117,7 +156,7 @@ def _values(data: dict[str, Any]) -> npt.NDArray[np.float32]:
     finite = np.isfinite(out)
     if not finite.all():
         index = int(np.argmin(finite))
-        raise BadPayload(f"values: not a finite number at index {index} ({values[index]!r})")
+        raise BadPayload(f"{where}: not a finite number at index {index} ({values[index]!r})")
     return out
 
 
@@ -245,7 +284,15 @@ def _telemetry(
     data: dict[str, Any], values: npt.NDArray[np.float32] | None, fallback_msg_id: str | None
 ) -> Telemetry:
     device_id = _ident(data, "device_id")
-    point = _ident(data, "point")
+    names: tuple[str, ...] = ()
+    lengths: tuple[int, ...] = ()
+    if "channels" in data:
+        if values is not None:  # the fast path read values: the full path says why not
+            raise BadPayload("channels: give either values or channels, not both")
+        values, names, lengths = _channels(data)
+        point = _ident(data, "point") if "point" in data else ",".join(names)[:MAX_ID_LENGTH]
+    else:
+        point = _ident(data, "point")
     ts_ms = _timestamp(data)
     if values is None:
         values = _values(data)
@@ -262,4 +309,6 @@ def _telemetry(
         msg_id=raw_id or fallback_msg_id or uuid.uuid4().hex,
         attrs=_attrs(data),
         has_msg_id=raw_id is not None,
+        channel_names=names,
+        channel_lengths=lengths,
     )

@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -47,9 +48,11 @@ from linewatch_ingest.alarms import AlarmEngine
 from linewatch_ingest.archive import ArchiveWriter
 from linewatch_ingest.batching import BatchQueue, RecentIds
 from linewatch_ingest.config import IngestConfig, RuleConfig
+from linewatch_ingest.envelope_store import EnvelopeStore
 from linewatch_ingest.inference_client import BatchResult, InferenceClient
 from linewatch_ingest.payload import BadPayload, Telemetry, parse_telemetry
 from linewatch_ingest.rules import TopicTemplate
+from linewatch_ingest.scorers import EnvelopeScorer, envelope_record, make_scorer
 from linewatch_ingest.store import IngestStore, now_ms, scores_json
 
 __all__ = ["PipelineDeps", "RuleWorker"]
@@ -71,6 +74,8 @@ class PipelineDeps:
     archive: ArchiveWriter
     verdict_stream: FanOut[ingest_pb2.VerdictRecord]
     telemetry_stream: FanOut[ingest_pb2.TelemetryRecord]
+    targets: Mapping[str, InferenceClient] = field(default_factory=dict)
+    """Clients of the further inference servers rules may name (``RuleConfig.target``)."""
 
 
 @dataclass(slots=True)
@@ -143,6 +148,9 @@ class RuleWorker:
         self.client = MqttClient(
             broker, client_id=client_id, clean_start=False, receive_maximum=cfg.receive_maximum
         )
+        self.scorer: EnvelopeScorer | None = make_scorer(rule, EnvelopeStore(deps.store.db))
+        """A built-in model scoring in ingest (None: the inference service scores)."""
+        self._inference = deps.targets.get(rule.target, deps.inference)
         # Not bounded here for QoS 1/2: what waits is what the broker sent unacknowledged,
         # which its flow control (our receive maximum) bounds; a message is never turned
         # away or parked in a task of its own. QoS 0 has no flow control: beyond
@@ -509,18 +517,40 @@ class RuleWorker:
         self, items: list[_Item], batch_span: Span
     ) -> list[tuple[_Item, dict[str, Any]]]:
         """Scores for every item; a curve the model refuses is dead-lettered."""
+        if self.scorer is not None:
+            with tracer.start_as_current_span("built-in model"):
+                verdicts = await self.scorer.score([it.tele for it in items])
+            batch_trace_id = _trace_id(batch_span)
+            for it, v in zip(items, verdicts, strict=True):
+                v["trace_id"] = batch_trace_id if it.span is None else _trace_id(it.span)
+            return list(zip(items, verdicts, strict=True))
+        channels = items[0].tele.channel_names
+        if any(it.tele.channel_names != channels for it in items):
+            # one batch, one channel layout: score each layout on its own
+            layouts: dict[tuple[str, ...], list[_Item]] = {}
+            for it in items:
+                layouts.setdefault(it.tele.channel_names, []).append(it)
+            scored: list[tuple[_Item, dict[str, Any]]] = []
+            for group in layouts.values():
+                scored.extend(await self._score(group, batch_span))
+            return scored
         with tracer.start_as_current_span("inference call") as span:
             span.set_attribute("linewatch.batch_size", len(items))
             samples = np.concatenate([it.tele.values for it in items]).tobytes()
-            lengths = [len(it.tele.values) for it in items]
+            lengths = (
+                [n for it in items for n in it.tele.channel_lengths]
+                if channels
+                else [len(it.tele.values) for it in items]
+            )
             delay = 0.05
             while True:
                 try:
-                    result = await self.deps.inference.predict(
+                    result = await self._inference.predict(
                         model=self.rule.model,
                         version=self.rule.model_version,
                         samples_f32=samples,
                         lengths=lengths,
+                        channels=channels,
                     )
                     break
                 except InvalidArgument as exc:
@@ -701,6 +731,7 @@ class RuleWorker:
                         ),
                         topic=v["_topic"],
                         attrs=t.attrs,
+                        envelope=envelope_record(v.get("envelope")),
                     )
                 )
             if ts.subscribers:

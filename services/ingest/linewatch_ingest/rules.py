@@ -13,20 +13,30 @@ model and an output topic template. Placeholders in the template:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.v1 import ingest_pb2
-from linewatch_ingest.config import AlarmRuleConfig, RuleConfig
+from linewatch_ingest.config import (
+    ENVELOPE,
+    AlarmRuleConfig,
+    ModelParams,
+    MonitorWindow,
+    RuleConfig,
+)
 
 __all__ = [
     "TopicTemplate",
+    "params_from_proto",
+    "params_to_proto",
     "rule_from_proto",
     "rule_to_proto",
     "strip_share",
     "validate_rule",
+    "window_to_proto",
 ]
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -132,7 +142,9 @@ class TopicTemplate:
         return _PLACEHOLDER.sub(sub, self.template)
 
 
-def validate_rule(rule: RuleConfig, brokers: set[str]) -> TopicTemplate:
+def validate_rule(
+    rule: RuleConfig, brokers: set[str], targets: set[str] | None = None
+) -> TopicTemplate:
     """Check a rule against the configured brokers; returns its compiled template.
 
     Raises:
@@ -148,7 +160,86 @@ def validate_rule(rule: RuleConfig, brokers: set[str]) -> TopicTemplate:
         and not rule.alarm.webhook_url
     ):
         raise InvalidArgument(f"rule {rule.name!r}: a feishu alarm needs webhook_url")
+    if rule.target and targets is not None and rule.target not in targets:
+        raise InvalidArgument(
+            f"rule {rule.name!r}: no inference target named {rule.target!r} "
+            f"(known: {sorted(targets)})"
+        )
+    if rule.model_params.windows and rule.model != ENVELOPE:
+        raise InvalidArgument(
+            f"rule {rule.name!r}: model_params.windows are judged by the built-in "
+            f"{ENVELOPE!r} model only"
+        )
     return TopicTemplate.compile(rule.output_topic, rule.source_topic)
+
+
+_MODES = {"pass": ingest_pb2.WINDOW_MODE_PASS, "avoid": ingest_pb2.WINDOW_MODE_AVOID}
+_SIDES = {
+    "any": ingest_pb2.WINDOW_SIDE_ANY,
+    "left": ingest_pb2.WINDOW_SIDE_LEFT,
+    "right": ingest_pb2.WINDOW_SIDE_RIGHT,
+    "top": ingest_pb2.WINDOW_SIDE_TOP,
+    "bottom": ingest_pb2.WINDOW_SIDE_BOTTOM,
+}
+_AXES = {"fraction": ingest_pb2.WINDOW_AXIS_FRACTION, "index": ingest_pb2.WINDOW_AXIS_INDEX}
+
+
+def window_to_proto(w: MonitorWindow) -> ingest_pb2.MonitorWindow:
+    """The API form of a monitoring window."""
+    return ingest_pb2.MonitorWindow(
+        name=w.name,
+        x_axis=_AXES[w.x_axis],
+        x_min=w.x_min,
+        x_max=w.x_max,
+        y_min=w.y_min,
+        y_max=w.y_max,
+        mode=_MODES[w.mode],
+        enter=_SIDES[w.enter],
+        exit=_SIDES[w.exit],
+    )
+
+
+def params_to_proto(p: ModelParams) -> ingest_pb2.ModelParams:
+    """The API form of a rule's model parameters."""
+    return ingest_pb2.ModelParams(
+        teach_in=p.teach_in,
+        width=p.width,
+        length=p.length,
+        max_shift=p.max_shift,
+        windows=[window_to_proto(w) for w in p.windows],
+    )
+
+
+def _name(table: Mapping[str, int], number: int, default: str) -> str:
+    for name, value in table.items():
+        if value == number:
+            return name
+    return default
+
+
+def params_from_proto(msg: ingest_pb2.ModelParams) -> dict[str, object]:
+    """Model parameters from the API (0 / unset: the default), to validate."""
+    defaults = ModelParams()
+    return {
+        "teach_in": msg.teach_in or defaults.teach_in,
+        "width": msg.width or defaults.width,
+        "length": msg.length or defaults.length,
+        "max_shift": msg.max_shift if msg.max_shift else defaults.max_shift,
+        "windows": [
+            {
+                "name": w.name,
+                "x_axis": _name(_AXES, w.x_axis, "fraction"),
+                "x_min": w.x_min,
+                "x_max": w.x_max,
+                "y_min": w.y_min,
+                "y_max": w.y_max,
+                "mode": _name(_MODES, w.mode, "pass"),
+                "enter": _name(_SIDES, w.enter, "left"),
+                "exit": _name(_SIDES, w.exit, "right"),
+            }
+            for w in msg.windows
+        ],
+    }
 
 
 def rule_to_proto(rule: RuleConfig) -> ingest_pb2.Rule:
@@ -171,7 +262,21 @@ def rule_to_proto(rule: RuleConfig) -> ingest_pb2.Rule:
             webhook_secret=alarm.webhook_secret,
         ),
         enabled=rule.enabled,
+        model_params=params_to_proto(rule.model_params),
+        target=rule.target,
     )
+
+
+def _params(msg: ingest_pb2.Rule) -> ModelParams:
+    if not msg.HasField("model_params"):
+        return ModelParams()
+    try:
+        return ModelParams.model_validate(params_from_proto(msg.model_params))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        where = f"rule.model_params.{key}" if key else "rule.model_params"
+        raise InvalidArgument(f"{where}: {err['msg']}") from exc
 
 
 def rule_from_proto(msg: ingest_pb2.Rule) -> RuleConfig:
@@ -201,6 +306,8 @@ def rule_from_proto(msg: ingest_pb2.Rule) -> RuleConfig:
             archive=msg.archive,
             alarm=AlarmRuleConfig.model_validate(alarm),
             enabled=msg.enabled,
+            model_params=_params(msg),
+            target=msg.target,
         )
     except ValidationError as exc:
         err = exc.errors()[0]

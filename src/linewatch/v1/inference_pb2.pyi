@@ -24,16 +24,18 @@ MODEL_STATE_FAILED: ModelState
 MODEL_STATE_UNLOADED: ModelState
 
 class CurveBatch(_message.Message):
-    __slots__ = ("model", "version", "samples_f32", "lengths")
+    __slots__ = ("model", "version", "samples_f32", "lengths", "channels")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_F32_FIELD_NUMBER: _ClassVar[int]
     LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     samples_f32: bytes
     lengths: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., samples_f32: _Optional[bytes] = ..., lengths: _Optional[_Iterable[int]] = ...) -> None: ...
+    channels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., samples_f32: _Optional[bytes] = ..., lengths: _Optional[_Iterable[int]] = ..., channels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Score(_message.Message):
     __slots__ = ("label", "ok", "probabilities")
@@ -105,7 +107,7 @@ class PredictResponse(_message.Message):
     def __init__(self, result: _Optional[_Union[BatchScores, _Mapping]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("version", "state", "reason", "sha256", "input_length", "labels", "ok_labels", "source_url", "loaded_at")
+    __slots__ = ("version", "state", "reason", "sha256", "input_length", "labels", "ok_labels", "source_url", "loaded_at", "channels")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +117,7 @@ class ModelVersion(_message.Message):
     OK_LABELS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_URL_FIELD_NUMBER: _ClassVar[int]
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     version: str
     state: ModelState
     reason: str
@@ -124,7 +127,8 @@ class ModelVersion(_message.Message):
     ok_labels: _containers.RepeatedScalarFieldContainer[str]
     source_url: str
     loaded_at: _timestamp_pb2.Timestamp
-    def __init__(self, version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., sha256: _Optional[str] = ..., input_length: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., ok_labels: _Optional[_Iterable[str]] = ..., source_url: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    channels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., sha256: _Optional[str] = ..., input_length: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., ok_labels: _Optional[_Iterable[str]] = ..., source_url: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., channels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("name", "latest_version", "versions", "shadow_version")

@@ -11,6 +11,27 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class WindowMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WINDOW_MODE_UNSPECIFIED: _ClassVar[WindowMode]
+    WINDOW_MODE_PASS: _ClassVar[WindowMode]
+    WINDOW_MODE_AVOID: _ClassVar[WindowMode]
+
+class WindowSide(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WINDOW_SIDE_UNSPECIFIED: _ClassVar[WindowSide]
+    WINDOW_SIDE_LEFT: _ClassVar[WindowSide]
+    WINDOW_SIDE_RIGHT: _ClassVar[WindowSide]
+    WINDOW_SIDE_TOP: _ClassVar[WindowSide]
+    WINDOW_SIDE_BOTTOM: _ClassVar[WindowSide]
+    WINDOW_SIDE_ANY: _ClassVar[WindowSide]
+
+class WindowAxis(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WINDOW_AXIS_UNSPECIFIED: _ClassVar[WindowAxis]
+    WINDOW_AXIS_FRACTION: _ClassVar[WindowAxis]
+    WINDOW_AXIS_INDEX: _ClassVar[WindowAxis]
+
 class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WORKER_STATE_UNSPECIFIED: _ClassVar[WorkerState]
@@ -23,6 +44,18 @@ class AlarmState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALARM_STATE_UNSPECIFIED: _ClassVar[AlarmState]
     ALARM_STATE_ACTIVE: _ClassVar[AlarmState]
     ALARM_STATE_CLEARED: _ClassVar[AlarmState]
+WINDOW_MODE_UNSPECIFIED: WindowMode
+WINDOW_MODE_PASS: WindowMode
+WINDOW_MODE_AVOID: WindowMode
+WINDOW_SIDE_UNSPECIFIED: WindowSide
+WINDOW_SIDE_LEFT: WindowSide
+WINDOW_SIDE_RIGHT: WindowSide
+WINDOW_SIDE_TOP: WindowSide
+WINDOW_SIDE_BOTTOM: WindowSide
+WINDOW_SIDE_ANY: WindowSide
+WINDOW_AXIS_UNSPECIFIED: WindowAxis
+WINDOW_AXIS_FRACTION: WindowAxis
+WINDOW_AXIS_INDEX: WindowAxis
 WORKER_STATE_UNSPECIFIED: WorkerState
 WORKER_STATE_RUNNING: WorkerState
 WORKER_STATE_STOPPED: WorkerState
@@ -59,8 +92,44 @@ class AlarmRule(_message.Message):
     webhook_secret: str
     def __init__(self, threshold: _Optional[int] = ..., window_s: _Optional[int] = ..., webhook_url: _Optional[str] = ..., webhook_format: _Optional[str] = ..., webhook_secret: _Optional[str] = ...) -> None: ...
 
+class MonitorWindow(_message.Message):
+    __slots__ = ("name", "x_axis", "x_min", "x_max", "y_min", "y_max", "mode", "enter", "exit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    X_AXIS_FIELD_NUMBER: _ClassVar[int]
+    X_MIN_FIELD_NUMBER: _ClassVar[int]
+    X_MAX_FIELD_NUMBER: _ClassVar[int]
+    Y_MIN_FIELD_NUMBER: _ClassVar[int]
+    Y_MAX_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ENTER_FIELD_NUMBER: _ClassVar[int]
+    EXIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    x_axis: WindowAxis
+    x_min: float
+    x_max: float
+    y_min: float
+    y_max: float
+    mode: WindowMode
+    enter: WindowSide
+    exit: WindowSide
+    def __init__(self, name: _Optional[str] = ..., x_axis: _Optional[_Union[WindowAxis, str]] = ..., x_min: _Optional[float] = ..., x_max: _Optional[float] = ..., y_min: _Optional[float] = ..., y_max: _Optional[float] = ..., mode: _Optional[_Union[WindowMode, str]] = ..., enter: _Optional[_Union[WindowSide, str]] = ..., exit: _Optional[_Union[WindowSide, str]] = ...) -> None: ...
+
+class ModelParams(_message.Message):
+    __slots__ = ("teach_in", "width", "length", "max_shift", "windows")
+    TEACH_IN_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_SHIFT_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    teach_in: int
+    width: float
+    length: int
+    max_shift: float
+    windows: _containers.RepeatedCompositeFieldContainer[MonitorWindow]
+    def __init__(self, teach_in: _Optional[int] = ..., width: _Optional[float] = ..., length: _Optional[int] = ..., max_shift: _Optional[float] = ..., windows: _Optional[_Iterable[_Union[MonitorWindow, _Mapping]]] = ...) -> None: ...
+
 class Rule(_message.Message):
-    __slots__ = ("name", "broker", "source_topic", "model", "model_version", "output_topic", "qos", "archive", "alarm", "enabled")
+    __slots__ = ("name", "broker", "source_topic", "model", "model_version", "output_topic", "qos", "archive", "alarm", "enabled", "model_params", "target")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BROKER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_TOPIC_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +140,8 @@ class Rule(_message.Message):
     ARCHIVE_FIELD_NUMBER: _ClassVar[int]
     ALARM_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     name: str
     broker: str
     source_topic: str
@@ -81,7 +152,9 @@ class Rule(_message.Message):
     archive: bool
     alarm: AlarmRule
     enabled: bool
-    def __init__(self, name: _Optional[str] = ..., broker: _Optional[str] = ..., source_topic: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., output_topic: _Optional[str] = ..., qos: _Optional[int] = ..., archive: _Optional[bool] = ..., alarm: _Optional[_Union[AlarmRule, _Mapping]] = ..., enabled: _Optional[bool] = ...) -> None: ...
+    model_params: ModelParams
+    target: str
+    def __init__(self, name: _Optional[str] = ..., broker: _Optional[str] = ..., source_topic: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., output_topic: _Optional[str] = ..., qos: _Optional[int] = ..., archive: _Optional[bool] = ..., alarm: _Optional[_Union[AlarmRule, _Mapping]] = ..., enabled: _Optional[bool] = ..., model_params: _Optional[_Union[ModelParams, _Mapping]] = ..., target: _Optional[str] = ...) -> None: ...
 
 class ListRulesRequest(_message.Message):
     __slots__ = ()
@@ -271,7 +344,7 @@ class TelemetryRecord(_message.Message):
     def __init__(self, msg_id: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., topic: _Optional[str] = ..., rule: _Optional[str] = ..., curve: _Optional[_Union[_common_pb2.Curve, _Mapping]] = ..., attrs: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class VerdictRecord(_message.Message):
-    __slots__ = ("msg_id", "device_id", "point", "ts", "rule", "model", "model_version", "label", "ok", "scores", "latency_ms", "trace_id", "topic", "attrs", "traceparent")
+    __slots__ = ("msg_id", "device_id", "point", "ts", "rule", "model", "model_version", "label", "ok", "scores", "latency_ms", "trace_id", "topic", "attrs", "traceparent", "envelope")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -301,6 +374,7 @@ class VerdictRecord(_message.Message):
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     ATTRS_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     msg_id: str
     device_id: str
     point: str
@@ -316,7 +390,34 @@ class VerdictRecord(_message.Message):
     topic: str
     attrs: _containers.ScalarMap[str, str]
     traceparent: str
-    def __init__(self, msg_id: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., label: _Optional[str] = ..., ok: _Optional[bool] = ..., scores: _Optional[_Mapping[str, float]] = ..., latency_ms: _Optional[float] = ..., trace_id: _Optional[str] = ..., topic: _Optional[str] = ..., attrs: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    envelope: EnvelopeVerdict
+    def __init__(self, msg_id: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., label: _Optional[str] = ..., ok: _Optional[bool] = ..., scores: _Optional[_Mapping[str, float]] = ..., latency_ms: _Optional[float] = ..., trace_id: _Optional[str] = ..., topic: _Optional[str] = ..., attrs: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., envelope: _Optional[_Union[EnvelopeVerdict, _Mapping]] = ...) -> None: ...
+
+class WindowVerdict(_message.Message):
+    __slots__ = ("name", "ok", "reason", "index")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ok: bool
+    reason: str
+    index: int
+    def __init__(self, name: _Optional[str] = ..., ok: _Optional[bool] = ..., reason: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+
+class EnvelopeVerdict(_message.Message):
+    __slots__ = ("outside", "max_deviation", "learned", "teach_in", "windows")
+    OUTSIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEVIATION_FIELD_NUMBER: _ClassVar[int]
+    LEARNED_FIELD_NUMBER: _ClassVar[int]
+    TEACH_IN_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    outside: _containers.RepeatedScalarFieldContainer[int]
+    max_deviation: float
+    learned: int
+    teach_in: int
+    windows: _containers.RepeatedCompositeFieldContainer[WindowVerdict]
+    def __init__(self, outside: _Optional[_Iterable[int]] = ..., max_deviation: _Optional[float] = ..., learned: _Optional[int] = ..., teach_in: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[WindowVerdict, _Mapping]]] = ...) -> None: ...
 
 class DeadLetterRecord(_message.Message):
     __slots__ = ("id", "topic", "reason", "payload", "received_at", "rule")
@@ -445,3 +546,55 @@ class StreamAlarmsResponse(_message.Message):
     ALARM_FIELD_NUMBER: _ClassVar[int]
     alarm: AlarmRecord
     def __init__(self, alarm: _Optional[_Union[AlarmRecord, _Mapping]] = ...) -> None: ...
+
+class GetEnvelopeRequest(_message.Message):
+    __slots__ = ("rule", "device_id", "point")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    device_id: str
+    point: str
+    def __init__(self, rule: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ...) -> None: ...
+
+class GetEnvelopeResponse(_message.Message):
+    __slots__ = ("rule", "device_id", "point", "learned", "teach_in", "ready", "width", "centre", "lower", "upper", "windows")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    LEARNED_FIELD_NUMBER: _ClassVar[int]
+    TEACH_IN_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    CENTRE_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    device_id: str
+    point: str
+    learned: int
+    teach_in: int
+    ready: bool
+    width: float
+    centre: _containers.RepeatedScalarFieldContainer[float]
+    lower: _containers.RepeatedScalarFieldContainer[float]
+    upper: _containers.RepeatedScalarFieldContainer[float]
+    windows: _containers.RepeatedCompositeFieldContainer[MonitorWindow]
+    def __init__(self, rule: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., learned: _Optional[int] = ..., teach_in: _Optional[int] = ..., ready: _Optional[bool] = ..., width: _Optional[float] = ..., centre: _Optional[_Iterable[float]] = ..., lower: _Optional[_Iterable[float]] = ..., upper: _Optional[_Iterable[float]] = ..., windows: _Optional[_Iterable[_Union[MonitorWindow, _Mapping]]] = ...) -> None: ...
+
+class ResetEnvelopeRequest(_message.Message):
+    __slots__ = ("rule", "device_id", "point")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    device_id: str
+    point: str
+    def __init__(self, rule: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ...) -> None: ...
+
+class ResetEnvelopeResponse(_message.Message):
+    __slots__ = ("reset",)
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    reset: int
+    def __init__(self, reset: _Optional[int] = ...) -> None: ...

@@ -125,6 +125,16 @@ class IngestServiceStub:
                 request_serializer=linewatch_dot_v1_dot_ingest__pb2.StreamAlarmsRequest.SerializeToString,
                 response_deserializer=linewatch_dot_v1_dot_ingest__pb2.StreamAlarmsResponse.FromString,
                 _registered_method=True)
+        self.GetEnvelope = channel.unary_unary(
+                '/linewatch.v1.IngestService/GetEnvelope',
+                request_serializer=linewatch_dot_v1_dot_ingest__pb2.GetEnvelopeRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ingest__pb2.GetEnvelopeResponse.FromString,
+                _registered_method=True)
+        self.ResetEnvelope = channel.unary_unary(
+                '/linewatch.v1.IngestService/ResetEnvelope',
+                request_serializer=linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -242,6 +252,19 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEnvelope(self, request, context):
+        """Built-in envelope model: the learned band of one (rule, device, point), and re-teach.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetEnvelope(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -334,6 +357,16 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.StreamAlarms,
                     request_deserializer=linewatch_dot_v1_dot_ingest__pb2.StreamAlarmsRequest.FromString,
                     response_serializer=linewatch_dot_v1_dot_ingest__pb2.StreamAlarmsResponse.SerializeToString,
+            ),
+            'GetEnvelope': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEnvelope,
+                    request_deserializer=linewatch_dot_v1_dot_ingest__pb2.GetEnvelopeRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ingest__pb2.GetEnvelopeResponse.SerializeToString,
+            ),
+            'ResetEnvelope': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetEnvelope,
+                    request_deserializer=linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -823,6 +856,60 @@ class IngestService:
             '/linewatch.v1.IngestService/StreamAlarms',
             linewatch_dot_v1_dot_ingest__pb2.StreamAlarmsRequest.SerializeToString,
             linewatch_dot_v1_dot_ingest__pb2.StreamAlarmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEnvelope(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.IngestService/GetEnvelope',
+            linewatch_dot_v1_dot_ingest__pb2.GetEnvelopeRequest.SerializeToString,
+            linewatch_dot_v1_dot_ingest__pb2.GetEnvelopeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetEnvelope(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.IngestService/ResetEnvelope',
+            linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeRequest.SerializeToString,
+            linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeResponse.FromString,
             options,
             channel_credentials,
             insecure,

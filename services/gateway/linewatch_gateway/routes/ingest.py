@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from linewatch.v1 import ingest_pb2
@@ -49,6 +49,64 @@ class AlarmBody(BaseModel):
     webhook_secret: str = Field("", max_length=512)
 
 
+Side = Literal["any", "left", "right", "top", "bottom"]
+_SIDES = {"any": 5, "left": 1, "right": 2, "top": 3, "bottom": 4}
+
+
+class WindowBody(BaseModel):
+    """A monitoring window: a box over (time, value) the curve must pass or must avoid."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME_PATTERN, max_length=64)
+    x_axis: Literal["fraction", "index"] = "fraction"
+    x_min: float = Field(allow_inf_nan=False)
+    x_max: float = Field(allow_inf_nan=False)
+    y_min: float = Field(allow_inf_nan=False)
+    y_max: float = Field(allow_inf_nan=False)
+    mode: Literal["pass", "avoid"] = "pass"
+    enter: Side = "left"
+    exit: Side = "right"
+
+    def to_proto(self) -> ingest_pb2.MonitorWindow:
+        """The proto window."""
+        return ingest_pb2.MonitorWindow(
+            name=self.name,
+            x_axis=ingest_pb2.WINDOW_AXIS_INDEX
+            if self.x_axis == "index"
+            else ingest_pb2.WINDOW_AXIS_FRACTION,
+            x_min=self.x_min,
+            x_max=self.x_max,
+            y_min=self.y_min,
+            y_max=self.y_max,
+            mode=ingest_pb2.WINDOW_MODE_AVOID
+            if self.mode == "avoid"
+            else ingest_pb2.WINDOW_MODE_PASS,
+            enter=_SIDES[self.enter],  # type: ignore[arg-type]
+            exit=_SIDES[self.exit],  # type: ignore[arg-type]
+        )
+
+
+class ModelParamsBody(BaseModel):
+    """Parameters of the built-in `envelope` model."""
+
+    model_config = ConfigDict(extra="forbid")
+    teach_in: int = Field(50, ge=2, le=10_000)
+    width: float = Field(4.0, gt=0, le=1000, allow_inf_nan=False)
+    length: int = Field(256, ge=16, le=4096)
+    max_shift: float = Field(0.03, ge=0, le=0.25, allow_inf_nan=False)
+    windows: list[WindowBody] = Field(default_factory=list, max_length=32)
+
+    def to_proto(self) -> ingest_pb2.ModelParams:
+        """The proto parameters."""
+        return ingest_pb2.ModelParams(
+            teach_in=self.teach_in,
+            width=self.width,
+            length=self.length,
+            max_shift=self.max_shift,
+            windows=[w.to_proto() for w in self.windows],
+        )
+
+
 class RuleBody(BaseModel):
     """An ingest rule: topic filter → model → output topic, with actions."""
 
@@ -80,6 +138,10 @@ class RuleBody(BaseModel):
     archive: bool = True
     alarm: AlarmBody | None = None
     enabled: bool = True
+    model_params: ModelParamsBody | None = None
+    target: str = Field(
+        "", max_length=64, description="A configured inference target (empty: the default)."
+    )
 
     def to_proto(self) -> ingest_pb2.Rule:
         """The proto rule."""
@@ -93,9 +155,12 @@ class RuleBody(BaseModel):
             qos=self.qos,
             archive=self.archive,
             enabled=self.enabled,
+            target=self.target,
         )
         if self.alarm is not None:
             rule.alarm.CopyFrom(ingest_pb2.AlarmRule(**self.alarm.model_dump()))
+        if self.model_params is not None:
+            rule.model_params.CopyFrom(self.model_params.to_proto())
         return rule
 
 
@@ -170,6 +235,45 @@ async def resume_rule(b: B, name: RuleName) -> Response:
     """Resume a paused rule."""
     await b.call("ingest", b.ingest.ResumeRule, ingest_pb2.ResumeRuleRequest(name=name))
     return Response(status_code=204)
+
+
+EnvelopeOut = model_for(ingest_pb2.GetEnvelopeResponse.DESCRIPTOR)
+IdParam = Annotated[str, Query(min_length=1, max_length=200, pattern=r"^[^/+#\x00]+$")]
+OptIdParam = Annotated[str, Query(max_length=200, pattern=r"^[^/+#\x00]*$")]
+
+
+class ResetOut(BaseModel):
+    """How many bands and teach-ins were forgotten."""
+
+    reset: int
+
+
+@router.get(
+    "/v1/rules/{name}/envelope", dependencies=Read, response_model=EnvelopeOut, tags=["rules"]
+)
+async def get_envelope(b: B, name: RuleName, device_id: IdParam, point: IdParam) -> Any:
+    """The learned band of an `envelope` rule for one device and point (centre, lower and
+    upper edge per resampled sample), or its teach-in progress (`ready: false`)."""
+    req = ingest_pb2.GetEnvelopeRequest(rule=name, device_id=device_id, point=point)
+    resp = await b.call("ingest", b.ingest.GetEnvelope, req)
+    return message_to_dict(resp)
+
+
+@router.post(
+    "/v1/rules/{name}/envelope/reset",
+    dependencies=Write,
+    response_model=ResetOut,
+    tags=["rules"],
+)
+async def reset_envelope(
+    b: B, name: RuleName, device_id: OptIdParam = "", point: OptIdParam = ""
+) -> Any:
+    """Teach an `envelope` rule again: every device, or one `device_id` (and `point`)."""
+    if point and not device_id:
+        raise ApiError(400, "invalid_argument", "point: needs device_id")
+    req = ingest_pb2.ResetEnvelopeRequest(rule=name, device_id=device_id, point=point)
+    resp = await b.call("ingest", b.ingest.ResetEnvelope, req)
+    return {"reset": resp.reset}
 
 
 @router.get("/v1/ingest/status", dependencies=Read, response_model=StatusOut, tags=["ingest"])
