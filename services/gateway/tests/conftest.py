@@ -208,6 +208,7 @@ async def stack(
         max_attempts=1,
         backoff_base_s=0.1,
         poll_interval_s=0.1,
+        allowed_networks=("127.0.0.0/8",),  # the test image servers
     )
     sync_port, sync_task, sync_stop = await _start_with_ready(serve_sync, sync_config)
     ota_root = f"{topic_prefix}/ota"

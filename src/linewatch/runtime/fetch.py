@@ -273,6 +273,8 @@ class SafeFetcher:
         read_timeout_s: per read or write.
         max_connections: the connection pool's size.
         max_redirects: redirects followed before giving up.
+        pool_timeout_s: waiting for a free connection of the pool (default: connect +
+            read timeout).
         verify: TLS verification (``True``: the system's CAs; or an SSL context).
     """
 
@@ -284,6 +286,7 @@ class SafeFetcher:
         read_timeout_s: float = 15.0,
         max_connections: int = 16,
         max_redirects: int = 5,
+        pool_timeout_s: float | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.allowed_networks = parse_networks(allowed_networks)
@@ -299,7 +302,7 @@ class SafeFetcher:
                 connect=connect_timeout_s,
                 read=read_timeout_s,
                 write=read_timeout_s,
-                pool=connect_timeout_s + read_timeout_s,
+                pool=pool_timeout_s or connect_timeout_s + read_timeout_s,
             ),
             follow_redirects=False,
             trust_env=False,
