@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from linewatch.runtime.config import GrpcConfig, ServiceConfig
+from linewatch.runtime.fetch import AllowedNetworks
 
 __all__ = ["InferenceConfig", "cpu_count", "default_intra_op_threads"]
 
@@ -65,6 +66,21 @@ class InferenceConfig(ServiceConfig):
     """Batches waiting for the shadow version; beyond it shadow scoring is skipped."""
     download_timeout_s: float = Field(default=120.0, gt=0)
     max_package_mb: int = Field(default=512, ge=1)
+    allowed_networks: AllowedNetworks = ()
+    """Non-public networks model URLs may reach (CIDRs, or one comma-separated string from
+    ``LINEWATCH_INFERENCE__ALLOWED_NETWORKS``); empty: public addresses only."""
+    require_signatures: bool = False
+    """Refuse model packages loaded by URL without a valid signature by a trusted key."""
+    trusted_keys: dict[str, str] = Field(default_factory=dict)
+    """Key id → base64 raw ed25519 public key that model package signatures may be by."""
+    trusted_keys_file: Path | None = None
+    """A key ring, ``{"keys": [{"id", "ed25519"}]}`` JSON (e.g. a mounted Secret)."""
+
+    @model_validator(mode="after")
+    def _keys_for_signatures(self) -> InferenceConfig:
+        if self.require_signatures and not self.trusted_keys and self.trusted_keys_file is None:
+            raise ValueError("require_signatures needs trusted_keys or trusted_keys_file")
+        return self
 
     def resolved_intra_op_threads(self) -> int:
         """The configured intra-op thread count, or the machine's default when 0."""
