@@ -15,12 +15,14 @@ from typing import Any
 import grpc
 
 from linewatch.runtime.config import GrpcConfig, MqttConfig
+from linewatch.runtime.db import Database
 from linewatch.testing import free_port
 from linewatch.v1 import ota_pb2, ota_pb2_grpc
 from linewatch_ota.app import serve
 from linewatch_ota.config import OtaConfig
 from linewatch_ota.download_server import DownloadServer
 from linewatch_ota.simulator import Behaviour, SimulatedFleet, fetch_signing_keys
+from linewatch_ota.store import DeviceRow
 
 __all__ = ["OtaRunner", "until"]
 
@@ -72,6 +74,7 @@ class OtaRunner:
         self._stop: asyncio.Event | None = None
         self._public_key = ""
         self._keys: dict[str, str] = {}
+        self._db: Database | None = None
         self._task: asyncio.Task[None] | None = None
         self.downloads = DownloadServer(
             grpc_target=f"127.0.0.1:{self.grpc_port}", port=self.http_port
@@ -97,6 +100,8 @@ class OtaRunner:
             self._task = None
 
     async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
         await self.stop()
         await self.downloads.stop()
         await self.channel.close()
@@ -149,6 +154,13 @@ class OtaRunner:
 
         await until(check, timeout=timeout, what=f"rollout state {state}")
         return await self.get_rollout(rollout_id)
+
+    async def device_known(self, device_id: str) -> bool:
+        """Whether the service has recorded a ``request`` of ``device_id``."""
+        if self._db is None:
+            self._db = Database(self.config.database_url)
+        async with self._db.session() as session:
+            return await session.get(DeviceRow, device_id) is not None
 
     @property
     def target(self) -> str:
