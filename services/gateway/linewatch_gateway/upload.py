@@ -117,7 +117,9 @@ class _FormEvents:
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
 PRODUCT_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"
 #: Comma-separated hardware revisions.
-HARDWARE_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._+~-]{0,63}(\s*,\s*[A-Za-z0-9][A-Za-z0-9._+~-]{0,63})*)?$"
+HARDWARE_PATTERN = (
+    r"^([A-Za-z0-9][A-Za-z0-9._+~-]{0,63}(\s*,\s*[A-Za-z0-9][A-Za-z0-9._+~-]{0,63})*)?$"
+)
 #: base64 of a 64-byte ed25519 signature.
 SIGNATURE_PATTERN = r"^([A-Za-z0-9+/]{86}==)?$"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -30,14 +31,13 @@ from typing import Any
 import httpx
 import numpy as np
 
-from linewatch.runtime.fetch import FetchError, FetchTooLarge, SafeFetcher
-
 from linewatch.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     LinewatchError,
     NotFound,
 )
+from linewatch.runtime.fetch import FetchError, FetchTooLarge, SafeFetcher
 from linewatch_inference.batcher import DynamicBatcher
 from linewatch_inference.config import InferenceConfig
 from linewatch_inference.metrics import InferenceMetrics
@@ -386,19 +386,19 @@ class Registry:
         try:
             with os.fdopen(fd, "wb") as out:
                 await self._download(url, out)
-            return await asyncio.to_thread(
-                self._stage, tmp, url, sha256, md5_base64, manifest_text, signature
-            )
+            stage = functools.partial(self._stage, signature=signature)
+            return await asyncio.to_thread(stage, tmp, url, sha256, md5_base64, manifest_text)
         finally:
             await asyncio.to_thread(tmp.unlink, missing_ok=True)
 
-    def _stage(  # noqa: PLR0913 (one per part of the request)
+    def _stage(
         self,
         tmp: Path,
         url: str,
         sha256: str,
         md5_base64: str,
         manifest_text: str,
+        *,
         signature: str,
     ) -> _Staged:
         """Verify a downloaded file and turn it into a package folder (blocking)."""

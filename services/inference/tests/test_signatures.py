@@ -98,8 +98,8 @@ async def test_signatures_optional_by_default_but_checked_when_given(
     _, port = await start_server(model_dir, trusted_keys={"k1": public_b64(trusted)})
     api = stub(port, api_factory)
     url, digest = f"{base}/tiny-3.zip", sha256(package)
+    forged = sign(Ed25519PrivateKey.generate(), package)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        forged = sign(Ed25519PrivateKey.generate(), package)
         await api.LoadModel(pb.LoadModelRequest(url=url, sha256=digest, signature=forged))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await versions(api) == ["1"]

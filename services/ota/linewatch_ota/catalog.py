@@ -85,7 +85,7 @@ class Catalog:
         """Where the bytes of ``fw`` live."""
         return self.dir / fw.sha256
 
-    async def upload(  # noqa: PLR0913 (the upload's metadata, keyword-only)
+    async def upload(
         self,
         *,
         product: str,

@@ -33,8 +33,7 @@ _PARTS = re.compile(r"\d+|[A-Za-z]+")
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     """Natural order of versions: ``1.10.0`` > ``1.9.2`` > ``1.9``; letters after digits."""
     return tuple(
-        (0, int(part)) if part.isdigit() else (1, part.lower())
-        for part in _PARTS.findall(version)
+        (0, int(part)) if part.isdigit() else (1, part.lower()) for part in _PARTS.findall(version)
     )
 
 
@@ -65,8 +64,7 @@ def refusal(fw: FirmwareRow, device: DeviceRow | None, *, allow_downgrade: bool)
         if device.hw not in hardware:
             return Refusal(
                 "cancel",
-                f"refused: image is for hardware {', '.join(hardware)}, "
-                f"the device is {device.hw}",
+                f"refused: image is for hardware {', '.join(hardware)}, the device is {device.hw}",
             )
     if (
         not allow_downgrade

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
-from pathlib import Path
-
 import hashlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization

@@ -133,8 +133,7 @@ class SimulatedFleet:
             raise ValueError("a simulated fleet needs keys or public_key")
         self.keys = KeyRing.from_config(keys if keys is not None else {"legacy": public_key})
         self.devices = {
-            d: _Device(d, behaviours.get(d, Behaviour.OK), current_version, hw)
-            for d in device_ids
+            d: _Device(d, behaviours.get(d, Behaviour.OK), current_version, hw) for d in device_ids
         }
         self.mqtt = MqttClient(
             MqttConfig(url=mqtt_url, receive_maximum=max(concurrency * 4, 100)),
@@ -263,7 +262,7 @@ class SimulatedFleet:
                 dev.security_counter = int(str(meta.manifest.get("security_counter", 0)))
         return verify
 
-    def _check(self, dev: _Device, meta: _Metadata) -> str:
+    def _check(self, dev: _Device, meta: _Metadata) -> str:  # noqa: PLR0911 (one per check)
         """Why this device must not install ``meta`` ("" when it may)."""
         if meta.manifest is None:
             if self.public_key and verify_signature(self.public_key, meta.sha256, meta.signature):

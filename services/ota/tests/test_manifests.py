@@ -29,6 +29,7 @@ def public_b64(key: Ed25519PrivateKey) -> str:
 
 async def only_update(ota: OtaRunner, device: str, rollout_id: str) -> ota_pb2.DeviceUpdate:
     (update,) = [u for u in await ota.updates(device) if u.rollout_id == rollout_id]
+    assert isinstance(update, ota_pb2.DeviceUpdate)
     return update
 
 
@@ -142,8 +143,10 @@ async def test_offline_signed_upload(
 
     ota, signer = offline
     data = os.urandom(5000)
-    manifest = firmware_manifest(product="press", hardware=[], version="2.0.0",
-                                 sha256=hashlib.sha256(data).hexdigest(), security_counter=1)  # fmt: skip
+    sha = hashlib.sha256(data).hexdigest()
+    manifest = firmware_manifest(
+        product="press", hardware=[], version="2.0.0", sha256=sha, security_counter=1
+    )
     signature = base64.b64encode(signer.sign(canonical_json(manifest))).decode()
     wrong = base64.b64encode(Ed25519PrivateKey.generate().sign(canonical_json(manifest))).decode()
     for bad, why in (("", "no signing key of its own"), (wrong, "does not verify")):
@@ -158,8 +161,12 @@ async def test_offline_signed_upload(
     assert (fw.key_id, fw.manifest_signature, fw.signature) == ("release-2026", signature, "")
     keys = await ota.stub.ListSigningKeys(ota_pb2.ListSigningKeysRequest())
     assert [(k.id, k.ed25519) for k in keys.keys] == [("release-2026", public_b64(signer))]
-    fleet = SimulatedFleet(mqtt_url=ota.mqtt_url, device_ids=["off-1"],
-                           keys={k.id: k.ed25519 for k in keys.keys}, topic_root=ota.topic_root)  # fmt: skip
+    fleet = SimulatedFleet(
+        mqtt_url=ota.mqtt_url,
+        device_ids=["off-1"],
+        keys={k.id: k.ed25519 for k in keys.keys},
+        topic_root=ota.topic_root,
+    )
     await fleet.start()
     fleets.append(fleet)
     rollout = await ota.rollout(fw.id, ["off-1"])

@@ -35,12 +35,12 @@ import httpx
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
+from linewatch.runtime.content import SNIFF_BYTES, sniff_image
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.fetch import FetchError, FetchRefused, SafeFetcher
 from linewatch.runtime.telemetry import context_from_traceparent
 from linewatch_sync import metrics
 from linewatch_sync.cachefs import CacheFs
-from linewatch.runtime.content import SNIFF_BYTES, sniff_image
 from linewatch_sync.store import JobRow, Outcome
 from linewatch_sync.urls import host_allowed
 
@@ -96,7 +96,7 @@ def _content_type_allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-def _classify(exc: Exception, total_timeout_s: float) -> DownloadError:
+def _classify(exc: Exception, total_timeout_s: float) -> DownloadError:  # noqa: PLR0911 (one per kind)
     """Translate any failure of a download into a :class:`DownloadError` (one place)."""
     if isinstance(exc, DownloadError):
         return exc

@@ -205,9 +205,7 @@ async def test_slow_server_times_out(
     assert leftovers(cache) == []
 
 
-async def test_size_cap(
-    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
-) -> None:
+async def test_size_cap(tmp_path: Path, client: SafeFetcher, image_server: ImageServer) -> None:
     image_server.routes["/big.jpg"] = Route(body=BODY)
     dl, cache = make_downloader(tmp_path, client, max_bytes=1000)
     out = await dl.download(job_for(f"{image_server.base_url}/big.jpg"))

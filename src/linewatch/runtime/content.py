@@ -17,19 +17,23 @@ SNIFF_BYTES = 16
 RASTER_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff")
 
 
+#: (type, prefixes, (offset, bytes) that must follow as well, or None)
+_SIGNATURES: tuple[tuple[str, tuple[bytes, ...], tuple[int, bytes] | None], ...] = (
+    ("image/png", (b"\x89PNG\r\n\x1a\n",), None),
+    ("image/jpeg", (b"\xff\xd8\xff",), None),
+    ("image/gif", (b"GIF87a", b"GIF89a"), None),
+    ("image/webp", (b"RIFF",), (8, b"WEBP")),
+    # BMP: "BM", the file size, then two reserved words that are zero
+    ("image/bmp", (b"BM",), (6, b"\0\0\0\0")),
+    ("image/tiff", (b"II*\x00", b"MM\x00*"), None),
+)
+
+
 def sniff_image(head: bytes) -> str | None:
     """The raster image type ``head`` (the file's first bytes) starts, or ``None``."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if len(head) >= 12 and head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "image/webp"
-    # BMP: "BM", then the file size, two reserved words, then the pixel-data offset
-    if len(head) >= 14 and head.startswith(b"BM") and head[6:10] == b"\0\0\0\0":
-        return "image/bmp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "image/tiff"
+    for mime, prefixes, more in _SIGNATURES:
+        if not head.startswith(prefixes):
+            continue
+        if more is None or head[more[0] : more[0] + len(more[1])] == more[1]:
+            return mime
     return None

@@ -125,9 +125,7 @@ def _normalise(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 #: A configuration field: CIDRs as a list or one comma-separated string (env variables).
-AllowedNetworks = Annotated[
-    tuple[str, ...], BeforeValidator(_split), AfterValidator(_normalise)
-]
+AllowedNetworks = Annotated[tuple[str, ...], BeforeValidator(_split), AfterValidator(_normalise)]
 
 
 def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
