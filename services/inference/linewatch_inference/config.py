@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from linewatch.runtime.config import GrpcConfig, ServiceConfig
 from linewatch.runtime.fetch import AllowedNetworks
@@ -70,17 +70,12 @@ class InferenceConfig(ServiceConfig):
     """Non-public networks model URLs may reach (CIDRs, or one comma-separated string from
     ``LINEWATCH_INFERENCE__ALLOWED_NETWORKS``); empty: public addresses only."""
     require_signatures: bool = False
-    """Refuse model packages loaded by URL without a valid signature by a trusted key."""
+    """Refuse model packages loaded by URL without a valid signature by a trusted key
+    (with no key trusted, every load by URL is refused: only ``model_dir`` serves)."""
     trusted_keys: dict[str, str] = Field(default_factory=dict)
     """Key id → base64 raw ed25519 public key that model package signatures may be by."""
     trusted_keys_file: Path | None = None
     """A key ring, ``{"keys": [{"id", "ed25519"}]}`` JSON (e.g. a mounted Secret)."""
-
-    @model_validator(mode="after")
-    def _keys_for_signatures(self) -> InferenceConfig:
-        if self.require_signatures and not self.trusted_keys and self.trusted_keys_file is None:
-            raise ValueError("require_signatures needs trusted_keys or trusted_keys_file")
-        return self
 
     def resolved_intra_op_threads(self) -> int:
         """The configured intra-op thread count, or the machine's default when 0."""

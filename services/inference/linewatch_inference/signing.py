@@ -47,6 +47,11 @@ class PackageVerifier:
             InvalidArgument: unsigned while signatures are required, or a signature that
                 no trusted key made.
         """
+        if self.required and not len(self.keys):
+            raise InvalidArgument(
+                "this deployment requires signed model packages and trusts no key: "
+                "models load only from model_dir"
+            )
         if not signature_b64.strip():
             if self.required:
                 raise InvalidArgument(

@@ -12,8 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from linewatch_inference.config import InferenceConfig
+from linewatch_inference.signing import PackageVerifier
 from linewatch_inference.testing import manifest_dict, onnx_bytes, sha256, zip_package
 
+from linewatch.runtime.errors import InvalidArgument
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 
@@ -126,6 +128,13 @@ async def test_model_url_to_loopback_is_refused_without_a_digest(
         assert sha256(b"internal secret") not in details
 
 
-def test_required_signatures_need_a_trusted_key() -> None:
-    with pytest.raises(ValueError, match="trusted_keys"):
-        InferenceConfig(require_signatures=True)
+def test_required_signatures_without_keys_refuse_every_package() -> None:
+    verifier = PackageVerifier.from_config(InferenceConfig(require_signatures=True))
+    key = Ed25519PrivateKey.generate()
+    with pytest.raises(InvalidArgument, match="trusts no key"):
+        verifier.check("0" * 64, sign(key, b"x"))
+    open_verifier = PackageVerifier.from_config(
+        InferenceConfig(trusted_keys={"k": public_b64(key)})
+    )
+    assert open_verifier.check(sha256(b"x"), sign(key, b"x")) == "k"
+    assert open_verifier.check(sha256(b"x"), "") == ""
