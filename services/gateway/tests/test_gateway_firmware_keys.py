@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -71,3 +72,11 @@ async def test_offline_signature_by_an_unknown_key_is_refused(
         assert "signature" in refused.json()["error"]["message"]
     listing = (await client.get("/v1/firmware")).json()
     assert all(f["version"] != "4.3.0" for f in listing["items"])
+
+
+async def test_devices_read_the_keys_from_the_running_gateway(live: Any) -> None:
+    from linewatch_ota.simulator import fetch_published_keys, fetch_signing_keys
+
+    published = await fetch_published_keys(live.url)
+    assert published
+    assert published == await fetch_signing_keys(live.stack.addrs["ota"])

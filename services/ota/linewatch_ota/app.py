@@ -56,6 +56,9 @@ async def serve(
         max_bytes=config.max_firmware_mb * 1024 * 1024,
         keys=keys,
     )
+    signed = await catalog.sign_unsigned()
+    if signed:
+        log.info("signed the manifests of %d older firmware images", signed)
     events = EventHub()
     write_lock = asyncio.Lock()
     rollouts = Rollouts(db=db, catalog=catalog, events=events, write_lock=write_lock)

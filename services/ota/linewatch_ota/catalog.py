@@ -196,6 +196,25 @@ class Catalog:
             raise InvalidArgument("an offline signature is required")
         return signed
 
+    async def sign_unsigned(self) -> int:
+        """Sign the manifests of images stored before manifests were signed (own key).
+
+        Returns how many were signed; without an own key, none (those images keep only
+        their legacy signature until re-uploaded signed).
+        """
+        if self.keys.own is None:
+            return 0
+        async with self.db.session() as session:
+            rows = await session.exec(
+                select(FirmwareRow).where(FirmwareRow.manifest_signature == "").with_for_update()
+            )
+            unsigned = list(rows.all())
+            for row in unsigned:
+                row.key_id, row.manifest_signature = self._sign(manifest_of(row), "")
+                session.add(row)
+        self._cache.clear()
+        return len(unsigned)
+
     async def _check_version_free(self, product: str, version: str) -> None:
         async with self.db.session() as session:
             found = await session.exec(

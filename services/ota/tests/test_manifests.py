@@ -172,3 +172,27 @@ async def test_offline_signed_upload(
     rollout = await ota.rollout(fw.id, ["off-1"])
     assert (await settled(ota, "off-1", rollout.id)).state == U.UPDATE_STATE_SUCCEEDED
     assert fleet.version_of("off-1") == "2.0.0"
+
+
+async def test_images_from_before_manifests_get_signed_at_start(ota: OtaRunner) -> None:
+    import sqlalchemy as sa
+    from linewatch_ota.store import FirmwareRow
+
+    from linewatch.runtime.db import Database
+
+    fw = await ota.upload(os.urandom(1000), version="0.1.0")
+    await ota.stop()
+    db = Database(ota.config.database_url)
+    try:
+        async with db.connect() as conn:
+            table = FirmwareRow.__table__  # type: ignore[attr-defined]
+            await conn.execute(
+                sa.update(table).values(manifest_signature="", key_id="").where(table.c.id == fw.id)
+            )
+            await conn.commit()
+    finally:
+        await db.close()
+    await ota.start()
+    again = (await ota.stub.GetFirmware(ota_pb2.GetFirmwareRequest(id=fw.id))).firmware
+    assert again.key_id == fw.key_id
+    assert again.manifest_signature == fw.manifest_signature  # ed25519 is deterministic
