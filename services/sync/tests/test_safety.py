@@ -75,3 +75,20 @@ async def test_svg_and_html_labelled_png_are_refused_with_a_reason(
         async for part in svc.stub.ReadImage(sync_pb2.ReadImageRequest(cache_path=done.cache_path))
     ]
     assert head.content_type == "image/png"
+
+
+async def test_redirect_to_an_internal_address_is_never_followed(
+    start_sync: StartSync, image_server: ImageServer
+) -> None:
+    image_server.routes["/secret.png"] = Route(body=png(), content_type="image/png")
+    async with ImageServer(host="127.0.0.2") as public:  # stands in for a public server
+        public.routes["/a.png"] = Route(redirect=f"{image_server.base_url}/secret.png")
+        svc = await start_sync(allowed_networks=("127.0.0.2/32",))
+        resp = await svc.stub.EnqueueUrls(
+            sync_pb2.EnqueueUrlsRequest(urls=[f"{public.base_url}/a.png"])
+        )
+        dead = await svc.wait_state(resp.jobs[0].id, {DEAD, DONE})
+    assert dead.state == DEAD
+    assert "not allowed" in dead.last_error
+    assert public.connections == 1
+    assert image_server.connections == 0
