@@ -16,6 +16,7 @@ from linewatch.runtime.fetch import (
     AllowedNetworks,
     FetchFailed,
     FetchRefused,
+    FetchTimeout,
     FetchTooLarge,
     SafeFetcher,
     address_allowed,
@@ -218,3 +219,21 @@ def test_allowed_networks_config_field() -> None:
     assert _Cfg.model_validate({"allowed_networks": ["::1"]}).allowed_networks == ("::1/128",)
     with pytest.raises(ValidationError, match="not a CIDR"):
         _Cfg.model_validate({"allowed_networks": "10.0.0.0/33"})
+
+
+async def test_a_server_that_never_answers_hits_the_time_limit() -> None:
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; the client gives up first
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with SafeFetcher(allowed_networks=["127.0.0.1"], read_timeout_s=30) as fetcher:
+            with pytest.raises(FetchTimeout):
+                await fetcher.download_to(
+                    f"http://127.0.0.1:{port}/", io.BytesIO(), max_bytes=10, total_timeout_s=0.2
+                )
+    finally:
+        server.close()
+        await server.wait_closed()

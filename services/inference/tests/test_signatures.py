@@ -15,6 +15,8 @@ from linewatch_inference.config import InferenceConfig
 from linewatch_inference.signing import PackageVerifier
 from linewatch_inference.testing import manifest_dict, onnx_bytes, sha256, zip_package
 
+from linewatch.oip import grpc_service_pb2 as oip
+from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
@@ -138,3 +140,35 @@ def test_required_signatures_without_keys_refuse_every_package() -> None:
     )
     assert open_verifier.check(sha256(b"x"), sign(key, b"x")) == "k"
     assert open_verifier.check(sha256(b"x"), "") == ""
+
+
+async def test_oip_repository_load_checks_the_signature_too(
+    model_dir: Path,
+    start_server: StartServer,
+    http_files: tuple[str, Path],
+    api_factory: list[grpc.aio.Channel],
+) -> None:
+    base, www = http_files
+    trusted = Ed25519PrivateKey.generate()
+    package = zip_package(onnx_bytes(), manifest_dict(version="4"))
+    (www / "tiny-4.zip").write_bytes(package)
+    _, port = await start_server(
+        model_dir, require_signatures=True, trusted_keys={"k1": public_b64(trusted)}
+    )
+    ch = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    api_factory.append(ch)
+    repo = oip_grpc.GRPCInferenceServiceStub(ch)
+    params = {
+        "url": oip.ModelRepositoryParameter(string_param=f"{base}/tiny-4.zip"),
+        "sha256": oip.ModelRepositoryParameter(string_param=sha256(package)),
+    }
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await repo.RepositoryModelLoad(
+            oip.RepositoryModelLoadRequest(model_name="tiny", parameters=params)
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    params["signature"] = oip.ModelRepositoryParameter(string_param=sign(trusted, package))
+    await repo.RepositoryModelLoad(
+        oip.RepositoryModelLoadRequest(model_name="tiny", parameters=params)
+    )
+    assert await versions(stub(port, api_factory)) == ["1", "4"]
