@@ -222,9 +222,15 @@ def test_allowed_networks_config_field() -> None:
 
 
 async def test_a_server_that_never_answers_hits_the_time_limit() -> None:
+    writers: list[asyncio.StreamWriter] = []
+    done = asyncio.Event()
+
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()  # never answers; the client gives up first
+        writers.append(writer)
+        await done.wait()  # never answers; the client gives up first
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
     server = await asyncio.start_server(hang, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -235,5 +241,8 @@ async def test_a_server_that_never_answers_hits_the_time_limit() -> None:
                     f"http://127.0.0.1:{port}/", io.BytesIO(), max_bytes=10, total_timeout_s=0.2
                 )
     finally:
+        done.set()
         server.close()
         await server.wait_closed()
+        await asyncio.sleep(0.05)  # let the handler close its side
+    assert len(writers) == 1
