@@ -90,6 +90,9 @@ def plan(
             env[f"{prefix}BROKERS__DEFAULT__URL"] = mqtt_url
         elif name in {"sync", "ota"}:
             env[f"{prefix}MQTT__URL"] = mqtt_url
+        if name in {"sync", "inference"} and f"{prefix}ALLOWED_NETWORKS" not in os.environ:
+            # the demo fetches from this machine; a deployment allows nothing non-public
+            env[f"{prefix}ALLOWED_NETWORKS"] = "127.0.0.0/8"
         comps.append(Component(name, [py, "-m", f"linewatch_{name}"], port, url, env))
     if simulator:
         comps.append(

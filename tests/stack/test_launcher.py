@@ -104,3 +104,14 @@ async def test_up_runs_the_stack_and_ctrl_c_leaves_nothing(tmp_path: Path) -> No
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_plan_lets_sync_and_inference_fetch_from_this_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LINEWATCH_SYNC__ALLOWED_NETWORKS", raising=False)
+    monkeypatch.setenv("LINEWATCH_INFERENCE__ALLOWED_NETWORKS", "10.0.0.0/8")
+    envs = {c.name: c.env for c in plan(data_dir=tmp_path, simulator=False)}
+    assert envs["sync"]["LINEWATCH_SYNC__ALLOWED_NETWORKS"] == "127.0.0.0/8"
+    # set by the operator: left as it is (the process inherits it)
+    assert "LINEWATCH_INFERENCE__ALLOWED_NETWORKS" not in envs["inference"]

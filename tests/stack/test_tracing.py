@@ -295,6 +295,7 @@ async def test_one_trace_covers_a_sync_message_and_its_download(
             "LINEWATCH_SYNC__MQTT__URL": mosquitto.url,
             "LINEWATCH_SYNC__TOPICS": json.dumps([topic]),
             "LINEWATCH_SYNC__POLL_INTERVAL_S": "0.1",
+            "LINEWATCH_SYNC__ALLOWED_NETWORKS": "127.0.0.0/8",  # the test image server
         },
     )
     try:

@@ -26,7 +26,7 @@ from linewatch_gateway.errors import ApiError, from_grpc
 __all__ = ["stream_firmware_upload"]
 
 _MAX_FIELD = 4096
-_FIELDS = ("version", "product")
+_FIELDS = ("version", "product", "hardware", "signature", "security_counter")
 _SPOOL_CHUNK = 256 * 1024
 _GRACE_S = 1.0
 
@@ -116,6 +116,12 @@ class _FormEvents:
 #: What a firmware version and product name may look like (checked here, at the edge).
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
 PRODUCT_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"
+#: Comma-separated hardware revisions.
+HARDWARE_PATTERN = (
+    r"^([A-Za-z0-9][A-Za-z0-9._+~-]{0,63}(\s*,\s*[A-Za-z0-9][A-Za-z0-9._+~-]{0,63})*)?$"
+)
+#: base64 of a 64-byte ed25519 signature.
+SIGNATURE_PATTERN = r"^([A-Za-z0-9+/]{86}==)?$"
 
 
 def _metadata(fields: dict[str, str], filename: str) -> ota_pb2.UploadFirmwareRequest.Metadata:
@@ -127,9 +133,23 @@ def _metadata(fields: dict[str, str], filename: str) -> ota_pb2.UploadFirmwareRe
         raise _invalid("version: letters, digits and ._+- only (at most 64), e.g. 1.3.0")
     if not re.match(PRODUCT_PATTERN, product):
         raise _invalid("product: letters, digits and ._- only (at most 64)")
+    hardware = fields.get("hardware", "").strip()
+    if len(hardware) > 4096 or not re.match(HARDWARE_PATTERN, hardware):
+        raise _invalid("hardware: comma-separated revisions of letters, digits and ._+~-")
+    signature = fields.get("signature", "").strip()
+    if not re.match(SIGNATURE_PATTERN, signature):
+        raise _invalid("signature: base64 of a 64-byte ed25519 signature")
+    counter = fields.get("security_counter", "").strip() or "0"
+    if not counter.isdigit() or len(counter) > 18:
+        raise _invalid("security_counter: a whole number (at most 18 digits)")
     safe_name = "".join(c for c in filename if c.isascii() and (c.isalnum() or c in "._-"))
     return ota_pb2.UploadFirmwareRequest.Metadata(
-        product=product, version=version, filename=safe_name[:128]
+        product=product,
+        version=version,
+        filename=safe_name[:128],
+        hardware=[h.strip() for h in hardware.split(",") if h.strip()],
+        signature=signature,
+        security_counter=int(counter),
     )
 
 

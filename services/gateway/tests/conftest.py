@@ -169,6 +169,7 @@ def inference_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "LINEWATCH_INFERENCE__GRPC__PORT": str(port),
         "LINEWATCH_INFERENCE__MODEL_DIR": str(ROOT / "models"),
         "LINEWATCH_INFERENCE__DATA_DIR": str(root),
+        "LINEWATCH_INFERENCE__ALLOWED_NETWORKS": "127.0.0.0/8",  # the test file servers
         "LINEWATCH_INFERENCE__USE_CUDA": "'off'",
         "LINEWATCH_INFERENCE__LOG_FORMAT": "text",
         "LINEWATCH_INFERENCE__LOG_LEVEL": "WARNING",
@@ -208,6 +209,7 @@ async def stack(
         max_attempts=1,
         backoff_base_s=0.1,
         poll_interval_s=0.1,
+        allowed_networks=("127.0.0.0/8",),  # the test image servers
     )
     sync_port, sync_task, sync_stop = await _start_with_ready(serve_sync, sync_config)
     ota_root = f"{topic_prefix}/ota"

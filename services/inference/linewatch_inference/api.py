@@ -233,6 +233,7 @@ class InferenceApi(pb_grpc.InferenceServiceServicer):
             sha256=request.sha256,
             md5_base64=request.md5_base64,
             manifest=request.manifest,
+            signature=request.signature,
         )
         return pb.LoadModelResponse(
             model=model_message(self._registry.entry(served.name)), version=served.version

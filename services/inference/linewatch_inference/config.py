@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from linewatch.runtime.config import GrpcConfig, ServiceConfig
+from linewatch.runtime.fetch import AllowedNetworks
 
 __all__ = ["InferenceConfig", "cpu_count", "default_intra_op_threads"]
 
@@ -68,6 +69,16 @@ class InferenceConfig(ServiceConfig):
     Protocol; off: OIP only, as a Triton or KServe endpoint answers (clients fall back)."""
     download_timeout_s: float = Field(default=120.0, gt=0)
     max_package_mb: int = Field(default=512, ge=1)
+    allowed_networks: AllowedNetworks = ()
+    """Non-public networks model URLs may reach (CIDRs, or one comma-separated string from
+    ``LINEWATCH_INFERENCE__ALLOWED_NETWORKS``); empty: public addresses only."""
+    require_signatures: bool = False
+    """Refuse model packages loaded by URL without a valid signature by a trusted key
+    (with no key trusted, every load by URL is refused: only ``model_dir`` serves)."""
+    trusted_keys: dict[str, str] = Field(default_factory=dict)
+    """Key id → base64 raw ed25519 public key that model package signatures may be by."""
+    trusted_keys_file: Path | None = None
+    """A key ring, ``{"keys": [{"id", "ed25519"}]}`` JSON (e.g. a mounted Secret)."""
 
     def resolved_intra_op_threads(self) -> int:
         """The configured intra-op thread count, or the machine's default when 0."""

@@ -5,8 +5,9 @@ manifest's ``input_name`` (``curve``) of shape ``[batch, samples]``, given eithe
 ``raw_input_contents`` or as typed ``fp32_contents``; one FP32 output (``probabilities``,
 ``[batch, n_labels]``) returned in ``raw_output_contents`` like Triton does. The
 repository extension loads by URL with the parameters ``url``, ``sha256`` or ``md5``
-(base64, the seed-002 form) and, for a bare ``.onnx``, ``manifest``; without ``url`` it
-(re)loads the model's packages from ``model_dir``.
+(base64, the seed-002 form), ``signature`` (ed25519 over the sha256, where signatures
+are required) and, for a bare ``.onnx``, ``manifest``; without ``url`` it (re)loads the
+model's packages from ``model_dir``.
 """
 
 from __future__ import annotations
@@ -241,6 +242,7 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
                 md5_base64=_param(params, "md5", "md5_base64"),
                 manifest=_param(params, "manifest"),
                 expected_name=request.model_name,
+                signature=_param(params, "signature"),
             )
         else:
             await self._registry.load_dir_package(request.model_name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from linewatch.runtime.errors import (
     LinewatchError,
     NotFound,
 )
+from linewatch.runtime.fetch import FetchError, FetchTooLarge, SafeFetcher
 from linewatch_inference.batcher import DynamicBatcher
 from linewatch_inference.channels import input_shape
 from linewatch_inference.config import InferenceConfig
@@ -49,6 +51,7 @@ from linewatch_inference.package import (
     version_key,
 )
 from linewatch_inference.session import ModelSession, available_providers, choose_providers
+from linewatch_inference.signing import PackageVerifier
 
 __all__ = ["LATEST", "ModelEntry", "Registry", "ServedVersion"]
 
@@ -131,6 +134,7 @@ class Registry:
         self.state_dir = state_dir
         self.providers = choose_providers(available_providers(), config.use_cuda)
         self.threads = config.resolved_intra_op_threads()
+        self.verifier = PackageVerifier.from_config(config)
         self._models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
         self._url_packages: dict[tuple[str, str], dict[str, str]] = {}
@@ -246,8 +250,9 @@ class Registry:
         md5_base64: str = "",
         manifest: str = "",
         expected_name: str = "",
+        signature: str = "",
     ) -> ServedVersion:
-        """Download a package, verify its checksum, and serve it.
+        """Download a package, verify its checksum (and signature), and serve it.
 
         Args:
             url: ``http(s)://`` address of a ``.zip`` package or a bare ``.onnx``.
@@ -255,6 +260,7 @@ class Registry:
             md5_base64: The seed-002 checksum, base64 of the md5 digest.
             manifest: For a bare ``.onnx``: the manifest as YAML or JSON text.
             expected_name: When set, the package must be of this model.
+            signature: base64 ed25519 over the package sha256 (see :mod:`.signing`).
 
         Raises:
             InvalidArgument: Missing or wrong checksum, bad manifest, broken model.
@@ -269,7 +275,7 @@ class Registry:
                 raise InvalidArgument("a checksum is required: sha256 (hex) or md5 (base64)")
             if sha256 and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)):
                 raise InvalidArgument("sha256 must be 64 hex digits")
-            staged = await self._download_and_stage(url, sha256, md5_base64, manifest)
+            staged = await self._download_and_stage(url, sha256, md5_base64, manifest, signature)
             if expected_name and staged.manifest.name != expected_name:
                 shutil.rmtree(staged.package_dir, ignore_errors=True)
                 raise InvalidArgument(
@@ -373,7 +379,7 @@ class Registry:
         return self.config.max_package_mb * 1024 * 1024
 
     async def _download_and_stage(
-        self, url: str, sha256: str, md5_base64: str, manifest_text: str
+        self, url: str, sha256: str, md5_base64: str, manifest_text: str, signature: str
     ) -> _Staged:
         downloads = self.state_dir / "downloads"
         fd, tmp_name = await asyncio.to_thread(_mkstemp, downloads)
@@ -381,23 +387,32 @@ class Registry:
         try:
             with os.fdopen(fd, "wb") as out:
                 await self._download(url, out)
-            return await asyncio.to_thread(self._stage, tmp, url, sha256, md5_base64, manifest_text)
+            stage = functools.partial(self._stage, signature=signature)
+            return await asyncio.to_thread(stage, tmp, url, sha256, md5_base64, manifest_text)
         finally:
             await asyncio.to_thread(tmp.unlink, missing_ok=True)
 
     def _stage(
-        self, tmp: Path, url: str, sha256: str, md5_base64: str, manifest_text: str
+        self,
+        tmp: Path,
+        url: str,
+        sha256: str,
+        md5_base64: str,
+        manifest_text: str,
+        *,
+        signature: str,
     ) -> _Staged:
         """Verify a downloaded file and turn it into a package folder (blocking)."""
         got_sha, got_md5 = file_digests(tmp)
+        # the digest of what was downloaded is not repeated: it would tell a caller
+        # something about a response it may not see
         if sha256 and got_sha != sha256:
-            raise InvalidArgument(
-                f"checksum mismatch for {url}: sha256 is {got_sha}, expected {sha256}"
-            )
+            raise InvalidArgument(f"checksum mismatch for {url}: the sha256 is not {sha256}")
         if md5_base64 and got_md5 != md5_base64:
             raise InvalidArgument(
-                f"checksum mismatch for {url}: md5 (base64) is {got_md5}, expected {md5_base64}"
+                f"checksum mismatch for {url}: the md5 (base64) is not {md5_base64}"
             )
+        self.verifier.check(got_sha, signature)
         staging = self.state_dir / "packages" / f".staging-{uuid.uuid4().hex}"
         try:
             if zipfile.is_zipfile(tmp):
@@ -427,33 +442,27 @@ class Registry:
 
     async def _download(self, url: str, out: Any) -> None:
         check_model_url(url)
-        size = 0
         try:
-            async with (
-                httpx.AsyncClient(
-                    timeout=self.config.download_timeout_s, follow_redirects=True
-                ) as client,
-                client.stream("GET", url) as response,
-            ):
-                if response.status_code != 200:
-                    raise FailedPrecondition(
-                        f"download of {url} failed: HTTP {response.status_code}"
-                    )
-                async for chunk in response.aiter_bytes(1 << 20):
-                    size += len(chunk)
-                    if size > self._max_bytes:
-                        raise InvalidArgument(
-                            f"{url}: larger than max_package_mb ({self.config.max_package_mb})"
-                        )
-                    await asyncio.to_thread(out.write, chunk)
-        except httpx.InvalidURL as exc:
-            raise InvalidArgument(f"model url {url!r} is not a valid URL: {exc}") from exc
-        except httpx.HTTPError as exc:
+            async with SafeFetcher(
+                allowed_networks=self.config.allowed_networks,
+                connect_timeout_s=min(10.0, self.config.download_timeout_s),
+                read_timeout_s=self.config.download_timeout_s,
+                max_connections=1,
+            ) as fetcher:
+                await fetcher.download_to(
+                    url,
+                    out,
+                    max_bytes=self._max_bytes,
+                    total_timeout_s=self.config.download_timeout_s,
+                )
+        except FetchTooLarge as exc:
+            raise InvalidArgument(
+                f"{url}: larger than max_package_mb ({self.config.max_package_mb})"
+            ) from exc
+        except FetchError as exc:
             # The caller's URL cannot be fetched: the request cannot succeed as it is
             # (a 4xx for the gateway), this server is not the one unavailable.
-            raise FailedPrecondition(
-                f"download of {url} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise FailedPrecondition(f"download of {url} failed: {exc.message}") from exc
 
     def _open(self, staged: _Staged) -> ServedVersion:
         """Open a session and check a warm-up run against the manifest (blocking)."""

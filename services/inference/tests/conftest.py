@@ -50,6 +50,7 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
 
     async def start(model_dir: Path, **settings: Any) -> tuple[InferenceServer, int]:
         settings.setdefault("data_dir", tmp_path / "data")
+        settings.setdefault("allowed_networks", ("127.0.0.0/8",))  # the test file server
         config = InferenceConfig(grpc=GrpcConfig(port=0), model_dir=model_dir, **settings)
         server = InferenceServer(config, metrics=InferenceMetrics(CollectorRegistry()))
         port = await server.start()

@@ -68,7 +68,13 @@ class OtaApi(ota_pb2_grpc.OtaServiceServicer):
                 yield message.chunk
 
         row = await self.catalog.upload(
-            product=meta.product, version=meta.version, filename=meta.filename, chunks=chunks()
+            product=meta.product,
+            version=meta.version,
+            filename=meta.filename,
+            chunks=chunks(),
+            hardware=list(meta.hardware),
+            security_counter=meta.security_counter,
+            signature=meta.signature,
         )
         return ota_pb2.UploadFirmwareResponse(firmware=firmware_pb(row))
 
@@ -103,7 +109,20 @@ class OtaApi(ota_pb2_grpc.OtaServiceServicer):
     async def GetSigningKey(  # noqa: N802
         self, request: ota_pb2.GetSigningKeyRequest, context: Any
     ) -> ota_pb2.GetSigningKeyResponse:
-        return ota_pb2.GetSigningKeyResponse(public_key=self.catalog.key.public_key_b64)
+        own = self.catalog.keys.own
+        if own is None:
+            return ota_pb2.GetSigningKeyResponse()
+        return ota_pb2.GetSigningKeyResponse(public_key=own.public_key_b64, key_id=own.key_id)
+
+    async def ListSigningKeys(  # noqa: N802
+        self, request: ota_pb2.ListSigningKeysRequest, context: Any
+    ) -> ota_pb2.ListSigningKeysResponse:
+        return ota_pb2.ListSigningKeysResponse(
+            keys=[
+                ota_pb2.SigningKey(id=key_id, ed25519=key)
+                for key_id, key in self.catalog.keys.published()
+            ]
+        )
 
     async def CreateRollout(  # noqa: N802
         self, request: ota_pb2.CreateRolloutRequest, context: Any
@@ -124,6 +143,7 @@ class OtaApi(ota_pb2_grpc.OtaServiceServicer):
             max_retries=(
                 request.max_retries if request.HasField("max_retries") else self.default_max_retries
             ),
+            allow_downgrade=request.allow_downgrade,
         )
         return ota_pb2.CreateRolloutResponse(rollout=await self.rollouts.create(spec))
 

@@ -20,7 +20,7 @@ from linewatch_ota.events import EventHub
 from linewatch_ota.publisher import MetadataPublisher
 from linewatch_ota.rollouts import Rollouts
 from linewatch_ota.scheduler import Scheduler
-from linewatch_ota.signing import SigningKey
+from linewatch_ota.signing import FirmwareKeys, SigningKey
 from linewatch_ota.store import Base
 
 __all__ = ["serve"]
@@ -42,13 +42,23 @@ async def serve(
     """
     db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
     await db.create_schema(Base.metadata)
-    key = await asyncio.to_thread(SigningKey.load_or_create, config.resolved_signing_key_path())
+    own = (
+        await asyncio.to_thread(
+            SigningKey.load_or_create, config.resolved_signing_key_path(), config.signing_key_id
+        )
+        if config.own_signing_key
+        else None
+    )
+    keys = FirmwareKeys.from_config(own, config.trusted_keys, config.trusted_keys_file)
     catalog = Catalog(
         db=db,
         firmware_dir=config.resolved_firmware_dir(),
         max_bytes=config.max_firmware_mb * 1024 * 1024,
-        key=key,
+        keys=keys,
     )
+    signed = await catalog.sign_unsigned()
+    if signed:
+        log.info("signed the manifests of %d older firmware images", signed)
     events = EventHub()
     write_lock = asyncio.Lock()
     rollouts = Rollouts(db=db, catalog=catalog, events=events, write_lock=write_lock)

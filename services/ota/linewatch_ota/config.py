@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from linewatch.runtime.config import GrpcConfig, MqttConfig, ServiceConfig
+from linewatch.runtime.signatures import KEY_ID_PATTERN
 
 __all__ = ["OtaConfig"]
 
@@ -30,6 +31,16 @@ class OtaConfig(ServiceConfig):
     firmware_dir: Path | None = None
     max_firmware_mb: int = Field(default=256, ge=1, le=16384)
     signing_key_path: Path | None = None
+    #: Sign uploads that carry no offline signature with the service's own key (the PEM at
+    #: ``signing_key_path``, created when absent). Off: every upload must be signed offline.
+    own_signing_key: bool = True
+    #: The own key's id ("" = ``ota-`` + the start of its public key's sha256).
+    signing_key_id: str = Field(default="", pattern=f"({KEY_ID_PATTERN})?")
+    #: Public keys (key id → base64 raw ed25519) offline manifest signatures may be by;
+    #: also the place for a rotated-out own key while devices still hold its images.
+    trusted_keys: dict[str, str] = Field(default_factory=dict)
+    #: A key ring file, ``{"keys": [{"id", "ed25519"}]}`` (e.g. a mounted Secret).
+    trusted_keys_file: Path | None = None
     #: Where devices download from: ``<public_base_url>/v1/firmware/{id}/download``.
     public_base_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://")
     chunk_size: int = Field(default=524288, ge=1024, le=64 * 1024 * 1024)
@@ -41,6 +52,12 @@ class OtaConfig(ServiceConfig):
     groups: dict[str, list[str]] = Field(default_factory=dict)
     #: Serve ranged firmware downloads directly on this port (0 = off; the gateway does it).
     http_port: int = Field(default=0, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _some_key(self) -> OtaConfig:
+        if not self.own_signing_key and not self.trusted_keys and self.trusted_keys_file is None:
+            raise ValueError("own_signing_key is off: trusted_keys or trusted_keys_file needed")
+        return self
 
     def resolved_firmware_dir(self) -> Path:
         """The directory firmware images live in."""

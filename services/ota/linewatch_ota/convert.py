@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+from linewatch.runtime.signatures import canonical_json
 from linewatch.v1 import ota_pb2
+from linewatch_ota.catalog import manifest_of
 from linewatch_ota.store import DeviceUpdateRow, FirmwareRow, RolloutRow
 
 __all__ = [
@@ -53,6 +55,11 @@ def firmware_pb(row: FirmwareRow) -> ota_pb2.Firmware:
         sha256=row.sha256,
         signature=row.signature,
         filename=row.filename,
+        hardware=json.loads(row.hardware_json or "[]"),
+        security_counter=row.security_counter,
+        manifest=canonical_json(manifest_of(row)).decode("utf-8"),
+        manifest_signature=row.manifest_signature,
+        key_id=row.key_id,
     )
     msg.created_at.FromNanoseconds(_nanos(row.created_at))
     return msg
@@ -71,6 +78,7 @@ def rollout_pb(row: RolloutRow, counts: dict[str, int]) -> ota_pb2.Rollout:
         devices=json.loads(row.devices_json),
         counts=counts,
         reason=row.reason,
+        allow_downgrade=row.allow_downgrade,
     )
     msg.created_at.FromNanoseconds(_nanos(row.created_at))
     msg.updated_at.FromNanoseconds(_nanos(row.updated_at))

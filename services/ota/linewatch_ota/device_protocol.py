@@ -5,6 +5,10 @@ acknowledged: redelivering it would not make it valid). Valid ones go through a 
 queue to one writer that applies them in batches, one transaction per batch; a message is
 acknowledged to the broker only after its batch committed, so a crash loses nothing.
 Duplicates and out-of-order messages change nothing (see :mod:`linewatch_ota.statemachine`).
+
+A ``request`` records what the device runs and on which hardware (``ota_devices``); an
+active update it must not get (:mod:`linewatch_ota.guard`) is cancelled then instead of
+re-sent.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from linewatch.v1 import ota_pb2
 from linewatch_ota.catalog import Catalog
 from linewatch_ota.convert import update_pb
 from linewatch_ota.events import EventHub
+from linewatch_ota.guard import refusal
 from linewatch_ota.metrics import DEVICE_MESSAGES
 from linewatch_ota.publisher import MetadataPublisher
 from linewatch_ota.rollouts import validate_device_id
 from linewatch_ota.scheduler import Scheduler
 from linewatch_ota.statemachine import Transition, is_terminal, on_progress, on_verify
-from linewatch_ota.store import ACTIVE_STATES, DeviceUpdateRow
+from linewatch_ota.store import ACTIVE_STATES, DeviceRow, DeviceUpdateRow, RolloutRow
 
 __all__ = ["DeviceIntake", "InvalidMessage", "parse_message"]
 
@@ -74,6 +79,8 @@ class VerifyMsg(_Msg):
     version: str = Field(max_length=64)
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
     ok: StrictBool
+    #: Why not, when ``ok`` is false (e.g. the manifest signature did not verify).
+    error: str = Field(default="", max_length=256)
 
 
 _MODELS: dict[str, type[_Msg]] = {
@@ -280,9 +287,18 @@ class DeviceIntake:
             for i in batch
             if i.message.kind == "request"
         }
+        requests = {
+            i.message.device_id: i.message.body
+            for i in batch
+            if isinstance(i.message.body, RequestMsg)
+        }
         async with self.write_lock, self.db.session() as session:
             changed = await self._apply_reports(session, reports, now)
+            devices = await self._record_devices(session, requests, now)
             resend = await self._refresh_booted(session, booted, now)
+            refused = await self._refuse(session, resend, devices, now)
+            changed += refused
+            resend = [row for row in resend if row not in refused]
         for row in changed:
             self.events.publish(ota_pb2.StreamOtaEventsResponse(device_update=update_pb(row)))
         if any(is_terminal(row.state) for row in changed) or len(resend) < len(booted):
@@ -328,6 +344,51 @@ class DeviceIntake:
             changed[row.id] = row
         return list(changed.values())
 
+    @staticmethod
+    async def _record_devices(
+        session: AsyncSession, requests: dict[str, RequestMsg], now: float
+    ) -> dict[str, DeviceRow]:
+        """Remember each device's reported version and hardware."""
+        out: dict[str, DeviceRow] = {}
+        for device_id in sorted(requests):
+            body = requests[device_id]
+            row = await session.get(DeviceRow, device_id, with_for_update=True)
+            if row is None:
+                row = DeviceRow(device_id=device_id, updated_at=now)
+            row.current_version = body.current_version
+            row.hw = body.hw
+            row.updated_at = now
+            session.add(row)
+            out[device_id] = row
+        return out
+
+    async def _refuse(
+        self,
+        session: AsyncSession,
+        active: list[DeviceUpdateRow],
+        devices: dict[str, DeviceRow],
+        now: float,
+    ) -> list[DeviceUpdateRow]:
+        """Cancel active updates the device, as it just described itself, must not get."""
+        out: list[DeviceUpdateRow] = []
+        for row in active:
+            rollout = await session.get(RolloutRow, row.rollout_id)
+            fw = await self.catalog.get(row.firmware_id)
+            held = refusal(
+                fw,
+                devices.get(row.device_id),
+                allow_downgrade=bool(rollout and rollout.allow_downgrade),
+            )
+            if held is None or held.action != "cancel":
+                continue
+            row.state = "cancelled"
+            row.reason = held.reason
+            row.deadline = None
+            row.updated_at = now
+            session.add(row)
+            out.append(row)
+        return out
+
     async def _refresh_booted(
         self, session: AsyncSession, booted: list[str], now: float
     ) -> list[DeviceUpdateRow]:
@@ -364,5 +425,6 @@ class DeviceIntake:
                 version=body.version,
                 expected_sha256=fw.sha256,
                 expected_version=row.version,
+                error=body.error,
             )
         return None

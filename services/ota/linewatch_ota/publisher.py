@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 from linewatch.runtime.errors import LinewatchError
 from linewatch.runtime.mqtt import MqttClient
 from linewatch.runtime.telemetry import inject_user_properties
-from linewatch_ota.catalog import Catalog
+from linewatch_ota.catalog import Catalog, manifest_of
 from linewatch_ota.metrics import METADATA_SENT
 from linewatch_ota.store import DeviceUpdateRow, FirmwareRow
 
@@ -27,7 +27,12 @@ tracer = trace.get_tracer(__name__)
 def metadata_payload(
     update: DeviceUpdateRow, fw: FirmwareRow, *, base_url: str, chunk_size: int
 ) -> dict[str, object]:
-    """The metadata message of one update (SPEC: OTA device protocol)."""
+    """The metadata message of one update (SPEC: OTA device protocol).
+
+    ``signature`` (over the sha256) stays for old devices; new ones verify
+    ``manifest_signature`` over the canonical JSON of ``manifest`` with the key ``key_id``
+    (published at ``GET /v1/firmware/keys``).
+    """
     return {
         "update_id": update.id,
         "version": fw.version,
@@ -37,6 +42,9 @@ def metadata_payload(
         "chunk_size": chunk_size,
         "priority": update.priority,
         "signature": fw.signature,
+        "manifest": manifest_of(fw),
+        "manifest_signature": fw.manifest_signature,
+        "key_id": fw.key_id,
     }
 
 

@@ -52,6 +52,7 @@ class RolloutSpec:
         error_threshold: float,
         timeout_s: int,
         max_retries: int,
+        allow_downgrade: bool = False,
     ) -> None:
         if not devices:
             raise InvalidArgument("a rollout needs at least one device (devices or group)")
@@ -69,6 +70,7 @@ class RolloutSpec:
         self.error_threshold = error_threshold
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+        self.allow_downgrade = allow_downgrade
 
 
 class Rollouts:
@@ -99,6 +101,7 @@ class Rollouts:
             timeout_s=spec.timeout_s,
             max_retries=spec.max_retries,
             devices_json=json.dumps(spec.devices),
+            allow_downgrade=spec.allow_downgrade,
             created_at=now,
             updated_at=now,
         )

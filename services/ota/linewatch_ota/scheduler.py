@@ -10,7 +10,9 @@ Every tick (or sooner when woken):
 3. each device without an active update starts its next queued update of a running
    rollout, security before normal, then oldest. The partial unique index makes the
    start of a second active update for one device fail, so replicas cannot both start
-   one; a loser just skips that device.
+   one; a loser just skips that device. An image the device must not get (other
+   hardware, a downgrade; :mod:`linewatch_ota.guard`) is cancelled with the reason
+   instead, and one for hardware the device has not reported yet waits.
 """
 
 from __future__ import annotations
@@ -28,10 +30,17 @@ from linewatch.runtime.db import Database
 from linewatch.v1 import ota_pb2
 from linewatch_ota.convert import rollout_pb, update_pb
 from linewatch_ota.events import EventHub
+from linewatch_ota.guard import Refusal, refusal
 from linewatch_ota.metrics import ROLLOUTS, UPDATES
 from linewatch_ota.publisher import MetadataPublisher
 from linewatch_ota.rollouts import Rollouts
-from linewatch_ota.store import ACTIVE_STATES, TERMINAL_STATES, DeviceUpdateRow, RolloutRow
+from linewatch_ota.store import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    DeviceRow,
+    DeviceUpdateRow,
+    RolloutRow,
+)
 
 __all__ = ["Scheduler"]
 
@@ -91,8 +100,8 @@ class Scheduler:
             await self._expire(session, now, changed, resend)
             await self._evaluate_rollouts(session, now, rollout_events)
         async with self.write_lock:
-            started = await self._start_queued(now)
-        for row in (*changed, *started):
+            started, refused = await self._start_queued(now)
+        for row in (*changed, *refused, *started):
             self.events.publish(ota_pb2.StreamOtaEventsResponse(device_update=update_pb(row)))
         for message in rollout_events:
             self.events.publish(ota_pb2.StreamOtaEventsResponse(rollout=message))
@@ -171,7 +180,10 @@ class Scheduler:
             )
             out.append(rollout_pb(rollout, counts))
 
-    async def _start_queued(self, now: float) -> list[DeviceUpdateRow]:
+    async def _start_queued(
+        self, now: float
+    ) -> tuple[list[DeviceUpdateRow], list[DeviceUpdateRow]]:
+        """Start what may start; returns (started, refused or newly waiting)."""
         u = DeviceUpdateRow.__table__.alias("u")  # type: ignore[attr-defined]
         a = DeviceUpdateRow.__table__.alias("a")  # type: ignore[attr-defined]
         r = RolloutRow.__table__  # type: ignore[attr-defined]
@@ -181,24 +193,64 @@ class Scheduler:
             .where(a.c.device_id == u.c.device_id, a.c.state.in_(ACTIVE_STATES))
         )
         query = (
-            sa.select(u.c.id, u.c.device_id)
+            sa.select(u.c.id, u.c.device_id, u.c.firmware_id, r.c.allow_downgrade)
             .select_from(u.join(r, r.c.id == u.c.rollout_id))
             .where(u.c.state == "queued", r.c.state == "running", ~sa.exists(busy))
             .order_by(u.c.priority_rank.desc(), u.c.created_at, u.c.id)
             .limit(BATCH)
         )
         started: list[DeviceUpdateRow] = []
+        refused: list[DeviceUpdateRow] = []
         async with self.db.session() as session:
             candidates = (await (await session.connection()).execute(query)).all()
+            devices = await self._devices(session, {str(c[1]) for c in candidates})
             seen: set[str] = set()
-            for update_id, device_id in candidates:
+            for update_id, device_id, firmware_id, allow_downgrade in candidates:
                 if device_id in seen:
+                    continue
+                fw = await self.publisher.catalog.get(str(firmware_id))
+                held = refusal(fw, devices.get(device_id), allow_downgrade=bool(allow_downgrade))
+                if held is not None:
+                    if held.action == "wait":  # its turn stays; nothing else jumps it
+                        seen.add(device_id)
+                    row = await self._hold(session, str(update_id), held, now)
+                    if row is not None:
+                        refused.append(row)
                     continue
                 seen.add(device_id)
                 row = await self._start_one(session, str(update_id), now)
                 if row is not None:
                     started.append(row)
-        return started
+        return started, refused
+
+    @staticmethod
+    async def _devices(session: AsyncSession, device_ids: set[str]) -> dict[str, DeviceRow]:
+        found: dict[str, DeviceRow] = {}
+        ids = sorted(device_ids)
+        for start in range(0, len(ids), 1000):
+            rows = await session.exec(
+                select(DeviceRow).where(col(DeviceRow.device_id).in_(ids[start : start + 1000]))
+            )
+            found.update((d.device_id, d) for d in rows.all())
+        return found
+
+    @staticmethod
+    async def _hold(
+        session: AsyncSession, update_id: str, held: Refusal, now: float
+    ) -> DeviceUpdateRow | None:
+        """Cancel a refused update, or note why it waits; the row when it changed."""
+        row = await session.get(DeviceUpdateRow, update_id, with_for_update=True)
+        if row is None or row.state != "queued":
+            return None
+        if held.action == "cancel":
+            row.state = "cancelled"
+            row.deadline = None
+        elif row.reason == held.reason:
+            return None
+        row.reason = held.reason
+        row.updated_at = now
+        session.add(row)
+        return row
 
     @staticmethod
     async def _start_one(
@@ -212,6 +264,7 @@ class Scheduler:
                     .where(table.c.id == update_id, table.c.state == "queued")
                     .values(
                         state="notified",
+                        reason="",
                         attempts=1,
                         deadline=now + table.c.timeout_s,
                         updated_at=now,

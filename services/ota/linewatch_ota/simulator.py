@@ -1,7 +1,12 @@
 """Simulated devices that follow the OTA device protocol (SPEC.md) to the letter.
 
-Each device announces itself with ``request`` at boot. On ``metadata`` it checks the
-ed25519 signature over the sha256 with the service's public key, downloads the image
+Each device announces itself with ``request`` at boot (its version and hardware). On
+``metadata`` it checks the ``manifest``: its ed25519 ``manifest_signature`` over the
+canonical JSON with the published keys (``GET /v1/firmware/keys``, or ``ListSigningKeys``),
+that it names this image (sha256, version), this device's hardware, and a security counter
+not below the installed one; without a manifest it checks the legacy signature over the
+sha256. Anything wrong is reported as ``verify`` with ``ok: false`` and the ``error``. It
+then downloads the image
 over HTTP in ``chunk_size`` Range requests while hashing it, reports ``progress``
 (downloading, then installing) and finally ``verify``. Many devices share one MQTT
 connection and one HTTP connection pool; a bounded number download at a time.
@@ -29,9 +34,17 @@ import httpx
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch.runtime.signatures import KeyRing, canonical_json
 from linewatch_ota.signing import verify_signature
 
-__all__ = ["Behaviour", "SimulatedFleet", "fetch_public_key", "simulate"]
+__all__ = [
+    "Behaviour",
+    "SimulatedFleet",
+    "fetch_public_key",
+    "fetch_published_keys",
+    "fetch_signing_keys",
+    "simulate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +65,9 @@ class _Device:
     device_id: str
     behaviour: Behaviour
     version: str
+    hw: str = "sim"
+    #: The security counter of the installed image (anti-rollback).
+    security_counter: int = 0
     #: update_id → the verify payload it sent (a repeated metadata gets it again).
     done: dict[str, dict[str, object]] = field(default_factory=dict)
     busy: set[str] = field(default_factory=set)
@@ -67,6 +83,8 @@ class _Metadata:
     sha256: str
     chunk_size: int
     signature: str
+    manifest: dict[str, object] | None = None
+    manifest_signature: str = ""
 
 
 def _parse_metadata(device_id: str, payload: bytes) -> _Metadata:
@@ -82,6 +100,8 @@ def _parse_metadata(device_id: str, payload: bytes) -> _Metadata:
         sha256=str(data["sha256"]).lower(),
         chunk_size=int(data["chunk_size"]),
         signature=str(data["signature"]),
+        manifest=data["manifest"] if isinstance(data.get("manifest"), dict) else None,
+        manifest_signature=str(data.get("manifest_signature", "")),
     )
     if meta.size < 0 or meta.chunk_size <= 0 or len(meta.sha256) != 64:
         raise ValueError("metadata: bad size, chunk_size or sha256")
@@ -96,17 +116,24 @@ class SimulatedFleet:
         *,
         mqtt_url: str,
         device_ids: list[str],
-        public_key: str,
+        public_key: str = "",
+        keys: Mapping[str, str] | None = None,
         topic_root: str = "ota",
         behaviours: dict[str, Behaviour] | None = None,
         current_version: str = "1.0.0",
+        hw: str = "sim",
         concurrency: int = 64,
     ) -> None:
+        """``keys`` (key id → base64 public key, as published) verify manifests; the
+        legacy ``public_key`` verifies metadata without one (and manifests, without keys)."""
         behaviours = behaviours or {}
         self.topic_root = topic_root
         self.public_key = public_key
+        if keys is None and not public_key:
+            raise ValueError("a simulated fleet needs keys or public_key")
+        self.keys = KeyRing.from_config(keys if keys is not None else {"legacy": public_key})
         self.devices = {
-            d: _Device(d, behaviours.get(d, Behaviour.OK), current_version) for d in device_ids
+            d: _Device(d, behaviours.get(d, Behaviour.OK), current_version, hw) for d in device_ids
         }
         self.mqtt = MqttClient(
             MqttConfig(url=mqtt_url, receive_maximum=max(concurrency * 4, 100)),
@@ -143,7 +170,7 @@ class SimulatedFleet:
         """Publish ``request`` for each device, as at power-on."""
         for device_id in device_ids:
             dev = self.devices[device_id]
-            body = {"current_version": dev.version, "hw": "sim"}
+            body = {"current_version": dev.version, "hw": dev.hw}
             await self._publish(device_id, "request", body)
 
     async def stop(self) -> None:
@@ -200,8 +227,10 @@ class SimulatedFleet:
             "sha256": meta.sha256,
             "ok": False,
         }
-        if not verify_signature(self.public_key, meta.sha256, meta.signature):
-            log.warning("simulated device %s: bad signature", dev.device_id)
+        problem = self._check(dev, meta)
+        if problem:
+            log.warning("simulated device %s: refused: %s", dev.device_id, problem)
+            verify["error"] = problem
             return verify
         digest = hashlib.sha256()
         offset = 0
@@ -229,7 +258,28 @@ class SimulatedFleet:
             verify["ok"] = True
         if verify["ok"] and dev.behaviour is Behaviour.OK:
             dev.version = meta.version
+            if meta.manifest is not None:
+                dev.security_counter = int(str(meta.manifest.get("security_counter", 0)))
         return verify
+
+    def _check(self, dev: _Device, meta: _Metadata) -> str:  # noqa: PLR0911 (one per check)
+        """Why this device must not install ``meta`` ("" when it may)."""
+        if meta.manifest is None:
+            if self.public_key and verify_signature(self.public_key, meta.sha256, meta.signature):
+                return ""
+            return "no manifest, and the legacy signature does not verify"
+        manifest = meta.manifest
+        if self.keys.verify(canonical_json(manifest), meta.manifest_signature) is None:
+            return "manifest signature does not verify with a published key"
+        if manifest.get("sha256") != meta.sha256 or manifest.get("version") != meta.version:
+            return "the manifest is of another image"
+        hardware = manifest.get("hardware") or []
+        if isinstance(hardware, list) and hardware and dev.hw not in hardware:
+            return f"the image is for hardware {hardware}, not {dev.hw}"
+        counter = manifest.get("security_counter", 0)
+        if not isinstance(counter, int) or counter < dev.security_counter:
+            return "security counter below the installed image's"
+        return ""
 
     async def _get_range(self, url: str, start: int, end: int) -> bytes:
         headers = {"Range": f"bytes={start}-{end - 1}"}
@@ -251,6 +301,27 @@ class SimulatedFleet:
                 raise RuntimeError(f"GET {url}: {len(body)} bytes, expected {end - start}")
             return body
         raise RuntimeError("unreachable")
+
+
+async def fetch_published_keys(base_url: str, *, timeout: float = 10.0) -> dict[str, str]:
+    """The keys devices trust, from the gateway's ``GET /v1/firmware/keys``."""
+    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
+        response = await http.get(f"{base_url.rstrip('/')}/v1/firmware/keys")
+        response.raise_for_status()
+        data = response.json()
+    return {str(k["id"]): str(k["ed25519"]) for k in data["keys"]}
+
+
+async def fetch_signing_keys(ota_grpc: str, *, timeout: float = 10.0) -> dict[str, str]:
+    """The keys devices trust, asked of the OTA service over gRPC (``ListSigningKeys``)."""
+    import grpc
+
+    from linewatch.v1 import ota_pb2, ota_pb2_grpc
+
+    async with grpc.aio.insecure_channel(ota_grpc) as channel:
+        stub = ota_pb2_grpc.OtaServiceStub(channel)
+        reply = await stub.ListSigningKeys(ota_pb2.ListSigningKeysRequest(), timeout=timeout)
+    return {k.id: k.ed25519 for k in reply.keys}
 
 
 async def fetch_public_key(ota_grpc: str, *, timeout: float = 10.0) -> str:
@@ -297,12 +368,14 @@ async def simulate(
     if devices < 1 or not 0.0 <= fail_share <= 1.0:
         raise ValueError("devices must be ≥ 1 and fail_share within 0..1")
     key = public_key or await fetch_public_key(ota_grpc)
+    keys = None if public_key else await fetch_signing_keys(ota_grpc)
     ids = [f"{prefix}-{i:04d}" for i in range(1, devices + 1)]
     failing = random.Random(seed).sample(ids, round(fail_share * devices))
     fleet = SimulatedFleet(
         mqtt_url=mqtt_url,
         device_ids=ids,
         public_key=key,
+        keys=keys,
         topic_root=topic_root,
         behaviours=dict.fromkeys(failing, Behaviour.FAIL),
         current_version=current_version,

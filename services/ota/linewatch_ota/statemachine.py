@@ -89,12 +89,14 @@ def on_verify(
     version: str,
     expected_sha256: str,
     expected_version: str,
+    error: str = "",
 ) -> Transition | None:
     """A ``verify`` message: succeeded only when ok and the checksum and version match."""
     if not is_active(current):
         return None
     if not ok:
-        return Transition(state="failed", reason="device reported ok: false")
+        why = f": {error}" if error else ""
+        return Transition(state="failed", reason=f"device reported ok: false{why}")
     if sha256.lower() != expected_sha256:
         return Transition(
             state="failed",

@@ -16,6 +16,7 @@ __all__ = [
     "ACTIVE_STATES",
     "TERMINAL_STATES",
     "Base",
+    "DeviceRow",
     "DeviceUpdateRow",
     "FirmwareRow",
     "RolloutRow",
@@ -42,9 +43,22 @@ class FirmwareRow(Base, table=True):
     version: str = Field(max_length=64)
     size: int = Field(sa_type=sa.BigInteger)
     sha256: str = Field(max_length=64, index=True)
+    #: Legacy: base64 ed25519 over the sha256 hex (own key; "" when signed offline only).
     signature: str = Field(max_length=128)
     filename: str = Field(default="", max_length=255)
     created_at: float
+    #: JSON list of the hardware revisions it is for ("[]": any).
+    hardware_json: str = Field(
+        default="[]", sa_type=sa.Text, sa_column_kwargs={"server_default": "[]"}
+    )
+    security_counter: int = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
+    #: base64 ed25519 over the manifest's canonical JSON, and the key that made it.
+    manifest_signature: str = Field(
+        default="", max_length=128, sa_column_kwargs={"server_default": ""}
+    )
+    key_id: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
 
 
 class RolloutRow(Base, table=True):
@@ -64,6 +78,19 @@ class RolloutRow(Base, table=True):
     #: Failed count when last resumed: auto-pause needs new failures beyond it.
     failed_baseline: int = 0
     created_at: float
+    updated_at: float
+    #: Devices reporting a newer version may be offered this (older) image.
+    allow_downgrade: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+
+
+class DeviceRow(Base, table=True):
+    """What a device last said about itself in ``ota/{device_id}/request``."""
+
+    __tablename__ = "ota_devices"
+
+    device_id: str = Field(primary_key=True, max_length=128)
+    current_version: str = Field(default="", max_length=64)
+    hw: str = Field(default="", max_length=64)
     updated_at: float
 
 

@@ -15,12 +15,14 @@ from typing import Any
 import grpc
 
 from linewatch.runtime.config import GrpcConfig, MqttConfig
+from linewatch.runtime.db import Database
 from linewatch.testing import free_port
 from linewatch.v1 import ota_pb2, ota_pb2_grpc
 from linewatch_ota.app import serve
 from linewatch_ota.config import OtaConfig
 from linewatch_ota.download_server import DownloadServer
-from linewatch_ota.simulator import Behaviour, SimulatedFleet
+from linewatch_ota.simulator import Behaviour, SimulatedFleet, fetch_signing_keys
+from linewatch_ota.store import DeviceRow
 
 __all__ = ["OtaRunner", "until"]
 
@@ -40,7 +42,15 @@ async def until(
 class OtaRunner:
     """Starts and stops the OTA service (same ports, data and MQTT session each time)."""
 
-    def __init__(self, *, tmp_path: Path, database_url: str, mqtt_url: str, topic_root: str):
+    def __init__(
+        self,
+        *,
+        tmp_path: Path,
+        database_url: str,
+        mqtt_url: str,
+        topic_root: str,
+        **overrides: Any,
+    ):
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.mqtt_url = mqtt_url
@@ -59,9 +69,12 @@ class OtaRunner:
             default_timeout_s=30,
             default_max_retries=2,
             groups={"line-a": ["grp-1", "grp-2"]},
+            **overrides,
         )
         self._stop: asyncio.Event | None = None
         self._public_key = ""
+        self._keys: dict[str, str] = {}
+        self._db: Database | None = None
         self._task: asyncio.Task[None] | None = None
         self.downloads = DownloadServer(
             grpc_target=f"127.0.0.1:{self.grpc_port}", port=self.http_port
@@ -87,15 +100,31 @@ class OtaRunner:
             self._task = None
 
     async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
         await self.stop()
         await self.downloads.stop()
         await self.channel.close()
 
-    async def upload(self, data: bytes, version: str = "1.3.0", product: str = "press") -> Any:
+    async def upload(
+        self,
+        data: bytes,
+        version: str = "1.3.0",
+        product: str = "press",
+        *,
+        hardware: tuple[str, ...] = (),
+        signature: str = "",
+        security_counter: int = 0,
+    ) -> Any:
         async def requests() -> AsyncIterator[ota_pb2.UploadFirmwareRequest]:
             yield ota_pb2.UploadFirmwareRequest(
                 metadata=ota_pb2.UploadFirmwareRequest.Metadata(
-                    product=product, version=version, filename="fw.bin"
+                    product=product,
+                    version=version,
+                    filename="fw.bin",
+                    hardware=hardware,
+                    signature=signature,
+                    security_counter=security_counter,
                 )
             )
             for i in range(0, len(data), 100_000):
@@ -126,22 +155,50 @@ class OtaRunner:
         await until(check, timeout=timeout, what=f"rollout state {state}")
         return await self.get_rollout(rollout_id)
 
+    async def device_known(self, device_id: str) -> bool:
+        """Whether the service has recorded a ``request`` of ``device_id``."""
+        if self._db is None:
+            self._db = Database(self.config.database_url)
+        async with self._db.session() as session:
+            return await session.get(DeviceRow, device_id) is not None
+
+    @property
+    def target(self) -> str:
+        """The gRPC address."""
+        return f"127.0.0.1:{self.grpc_port}"
+
     async def public_key(self) -> str:
         """The signing public key (kept: it does not change across restarts)."""
         if not self._public_key:
             reply = await self.stub.GetSigningKey(ota_pb2.GetSigningKeyRequest())
             self._public_key = str(reply.public_key)
+            self._keys = await fetch_signing_keys(self.target)
         return self._public_key
 
+    async def published_keys(self) -> dict[str, str]:
+        """Every key devices trust (kept, like :meth:`public_key`)."""
+        await self.public_key()
+        return self._keys
+
     async def fleet(
-        self, devices: list[str], behaviours: dict[str, Behaviour] | None = None
+        self,
+        devices: list[str],
+        behaviours: dict[str, Behaviour] | None = None,
+        *,
+        current_version: str = "1.0.0",
+        hw: str = "sim",
+        keys: dict[str, str] | None = None,
     ) -> SimulatedFleet:
+        """Simulated devices that trust the published keys (or ``keys``)."""
         fleet = SimulatedFleet(
             mqtt_url=self.mqtt_url,
             device_ids=devices,
             public_key=await self.public_key(),
+            keys=keys if keys is not None else await self.published_keys(),
             topic_root=self.topic_root,
             behaviours=behaviours,
+            current_version=current_version,
+            hw=hw,
             concurrency=8,
         )
         await fleet.start()

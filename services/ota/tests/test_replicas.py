@@ -15,7 +15,7 @@ from linewatch_ota.events import EventHub
 from linewatch_ota.publisher import MetadataPublisher
 from linewatch_ota.rollouts import Rollouts, RolloutSpec
 from linewatch_ota.scheduler import Scheduler
-from linewatch_ota.signing import SigningKey
+from linewatch_ota.signing import FirmwareKeys, SigningKey
 from linewatch_ota.store import Base, DeviceUpdateRow
 from sqlalchemy.exc import IntegrityError
 
@@ -69,11 +69,11 @@ async def test_two_replicas_never_start_two_updates_for_one_device(
 ) -> None:
     mqtt = MqttClient(MqttConfig(url=mqtt_url), clean_start=True)
     await mqtt.connect()
-    key = SigningKey.load_or_create(tmp_path / "key.pem")
+    keys = FirmwareKeys.from_config(SigningKey.load_or_create(tmp_path / "key.pem"), {}, None)
     schedulers = []
     rollouts = None
     for _ in range(2):  # two replicas: own catalog, lock and scheduler; one database
-        catalog = Catalog(db=db, firmware_dir=tmp_path / "fw", max_bytes=10**6, key=key)
+        catalog = Catalog(db=db, firmware_dir=tmp_path / "fw", max_bytes=10**6, keys=keys)
         events = EventHub()
         lock = asyncio.Lock()
         rollouts = Rollouts(db=db, catalog=catalog, events=events, write_lock=lock)

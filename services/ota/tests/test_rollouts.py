@@ -83,6 +83,11 @@ async def test_success_path(ota: OtaRunner, fleets: list[SimulatedFleet]) -> Non
     body = recorder.for_device("ok-0")[0]
     assert set(body) == {
         "update_id", "version", "url", "size", "sha256", "chunk_size", "priority", "signature",
+        "manifest", "manifest_signature", "key_id",
+    }  # fmt: skip
+    assert body["manifest"] == {
+        "product": "press", "hardware": [], "version": "1.3.0", "sha256": fw.sha256,
+        "security_counter": 0,
     }  # fmt: skip
     assert body["url"] == f"{ota.config.public_base_url}/v1/firmware/{fw.id}/download"
     assert (body["size"], body["sha256"], body["chunk_size"]) == (len(data), fw.sha256, 65536)

@@ -7,9 +7,8 @@ import contextlib
 import logging
 import socket
 
-import httpx
-
 from linewatch.runtime.db import Database, default_sqlite_url
+from linewatch.runtime.fetch import SafeFetcher
 from linewatch.runtime.grpc_server import GrpcServer
 from linewatch.runtime.mqtt import MqttClient
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
@@ -64,30 +63,27 @@ async def serve(
     )
     await store.create_schema()
     cache = CacheFs(config.resolved_cache_dir())
-    timeout = httpx.Timeout(
-        connect=config.connect_timeout_s,
-        read=config.read_timeout_s,
-        write=config.read_timeout_s,
-        pool=config.total_timeout_s,
-    )
     client_id = config.mqtt.client_id or f"linewatch-sync-{worker_id}"
     mqtt = MqttClient(config.mqtt, client_id=client_id)
     async with contextlib.AsyncExitStack() as stack:
         # One small pool per group of worker slots (httpcore scans a pool per request).
         pools = max(1, config.concurrency // CLIENT_SLOTS)
         per_pool = -(-config.concurrency // pools)
-        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
-        clients = [
+        fetchers = [
             await stack.enter_async_context(
-                httpx.AsyncClient(
-                    timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+                SafeFetcher(
+                    allowed_networks=config.allowed_networks,
+                    connect_timeout_s=config.connect_timeout_s,
+                    read_timeout_s=config.read_timeout_s,
+                    max_connections=per_pool,
+                    pool_timeout_s=config.total_timeout_s,
                 )
             )
             for _ in range(pools)
         ]
         downloader = Downloader(
             cache=cache,
-            client=clients,
+            fetcher=fetchers,
             max_bytes=config.max_bytes,
             allowed_content_types=config.allowed_content_types,
             allowed_hosts=config.allowed_hosts,

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from linewatch.runtime.config import GrpcConfig, MqttConfig, ServiceConfig
+from linewatch.runtime.fetch import AllowedNetworks
 
 __all__ = ["SyncConfig"]
 
@@ -46,6 +47,9 @@ class SyncConfig(ServiceConfig):
     allowed_content_types: tuple[str, ...] = ("image/*",)
     #: Hosts URLs (and redirects) may point at; empty = any. ``*.example.com`` allowed.
     allowed_hosts: tuple[str, ...] = ()
+    #: Non-public networks downloads may reach (CIDRs; one comma-separated string from
+    #: ``LINEWATCH_SYNC__ALLOWED_NETWORKS``). Empty: public addresses only.
+    allowed_networks: AllowedNetworks = ()
     #: How long a claimed job belongs to its worker before another may take it over.
     lease_s: float = Field(default=600.0, gt=0)
     #: How often the queue is polled when nothing woke the dispatcher.

@@ -6,14 +6,18 @@ For one job it:
   attempt recorded a validator (ETag or Last-Modified); a 200 answer starts over;
 - re-fetches conditionally (``If-None-Match`` / ``If-Modified-Since``) when a done URL was
   sent again, keeping the file on ``304``;
-- follows at most 5 redirects itself, only to http(s) (never https → http) and only to
-  allowed hosts;
+- fetches through the runtime's :class:`~linewatch.runtime.fetch.SafeFetcher`: only
+  public addresses (or ``allowed_networks``) on every connection and redirect, at most 5
+  redirects, only to http(s) (never https → http), and here also only to allowed hosts;
 - requires an allowed content type (``image/*``), a body no larger than the size cap and
   exactly as long as ``Content-Length`` says, and the expected sha256 when one was given;
+- requires the body to be a raster image by its magic bytes (:mod:`linewatch.runtime.content`;
+  SVG, HTML and the rest are refused whatever their label) and records the sniffed type;
 - writes to ``.partial/<digest>.part``, then fsyncs and renames it onto the cache path.
 
 Errors are classified: 5xx, 408, 429, timeouts and broken connections are retryable;
-other 4xx, wrong content types, oversized bodies and refused redirects are not.
+other 4xx, wrong content types, content that is not a raster image, oversized bodies and
+refused addresses or redirects are not.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
+from linewatch.runtime.content import SNIFF_BYTES, sniff_image
 from linewatch.runtime.errors import InvalidArgument
+from linewatch.runtime.fetch import FetchError, FetchRefused, SafeFetcher
 from linewatch.runtime.telemetry import context_from_traceparent
 from linewatch_sync import metrics
 from linewatch_sync.cachefs import CacheFs
@@ -42,8 +48,6 @@ __all__ = ["DownloadError", "Downloader", "HostLimiter"]
 
 tracer = trace.get_tracer(__name__)
 
-MAX_REDIRECTS = 5
-_REDIRECTS = {301, 302, 303, 307, 308}
 _RETRYABLE_STATUS = {408, 425, 429}
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -92,19 +96,34 @@ def _content_type_allowed(content_type: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-def _classify(exc: Exception, total_timeout_s: float) -> DownloadError:
+def _classify(exc: Exception, total_timeout_s: float) -> DownloadError:  # noqa: PLR0911 (one per kind)
     """Translate any failure of a download into a :class:`DownloadError` (one place)."""
     if isinstance(exc, DownloadError):
         return exc
+    if isinstance(exc, FetchError):
+        return DownloadError(exc.reason, exc.message, retryable=exc.retryable)
     if isinstance(exc, TimeoutError):
         return DownloadError("timeout", f"over {total_timeout_s}s", retryable=True)
     if isinstance(exc, httpx.TimeoutException):
         return DownloadError("timeout", type(exc).__name__, retryable=True)
     if isinstance(exc, httpx.HTTPError):
-        return DownloadError("connection", f"{type(exc).__name__}: {exc}", retryable=True)
+        return _classify(SafeFetcher.translate(exc), total_timeout_s)
     if isinstance(exc, InvalidArgument):
         return DownloadError("bad_path", exc.message, retryable=False)
     return DownloadError("io", str(exc), retryable=True)
+
+
+def _not_raster() -> DownloadError:
+    return DownloadError(
+        "content",
+        "not a raster image (PNG, JPEG, GIF, WebP, BMP or TIFF) by its first bytes; refused",
+        retryable=False,
+    )
+
+
+def _head_of(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(SNIFF_BYTES)
 
 
 def _sha256_of(path: Path) -> hashlib._Hash:
@@ -116,13 +135,13 @@ def _sha256_of(path: Path) -> hashlib._Hash:
 
 
 class Downloader:
-    """Downloads jobs into the cache with one shared ``httpx.AsyncClient``."""
+    """Downloads jobs into the cache through shared :class:`SafeFetcher` pools."""
 
     def __init__(
         self,
         *,
         cache: CacheFs,
-        client: httpx.AsyncClient | Sequence[httpx.AsyncClient],
+        fetcher: SafeFetcher | Sequence[SafeFetcher],
         max_bytes: int,
         allowed_content_types: tuple[str, ...],
         allowed_hosts: tuple[str, ...],
@@ -132,7 +151,7 @@ class Downloader:
         self.cache = cache
         #: Several small connection pools rather than one big one: httpcore scans its
         #: whole pool on every request, so a worker slot sticks to one small client.
-        self.clients = [client] if isinstance(client, httpx.AsyncClient) else list(client)
+        self.fetchers = [fetcher] if isinstance(fetcher, SafeFetcher) else list(fetcher)
         self.max_bytes = max_bytes
         self.allowed_content_types = allowed_content_types
         self.allowed_hosts = allowed_hosts
@@ -144,10 +163,10 @@ class Downloader:
 
         Args:
             job: the claimed job.
-            slot: the caller's worker slot, which picks the HTTP client.
+            slot: the caller's worker slot, which picks the connection pool.
         """
         host = urlsplit(job.url).hostname or ""
-        client = self.clients[slot % len(self.clients)]
+        fetcher = self.fetchers[slot % len(self.fetchers)]
         # the trace of the message (or API call) that queued the URL continues here
         with tracer.start_as_current_span(
             "sync download",
@@ -158,8 +177,10 @@ class Downloader:
         ) as span:  # fmt: skip
             try:
                 async with self.hosts.hold(host), asyncio.timeout(self.total_timeout_s):
-                    outcome = await self._fetch(job, client)
-            except (DownloadError, TimeoutError, httpx.HTTPError, InvalidArgument, OSError) as exc:
+                    outcome = await self._fetch(job, fetcher)
+            except (
+                DownloadError, FetchError, TimeoutError, httpx.HTTPError, InvalidArgument, OSError
+            ) as exc:  # fmt: skip
                 error = _classify(exc, self.total_timeout_s)
                 metrics.FAILURES.labels(error.reason).inc()
                 if error.retryable:
@@ -169,33 +190,9 @@ class Downloader:
             metrics.DOWNLOADS.inc()
             return outcome
 
-    async def _send(
-        self, client: httpx.AsyncClient, url: str, headers: dict[str, str]
-    ) -> httpx.Response:
-        for _ in range(MAX_REDIRECTS + 1):
-            request = client.build_request("GET", url, headers=headers)
-            response = await client.send(request, stream=True, follow_redirects=False)
-            location = response.headers.get("location")
-            if response.status_code not in _REDIRECTS or location is None:
-                return response
-            await response.aclose()
-            target = urljoin(url, location)
-            parts = urlsplit(target)
-            scheme = parts.scheme.lower()
-            if scheme not in {"http", "https"} or (
-                urlsplit(url).scheme == "https" and scheme == "http"
-            ):
-                raise DownloadError(
-                    "redirect_refused", f"redirect to {scheme or '?'}:// refused", retryable=False
-                )
-            if not host_allowed((parts.hostname or "").lower(), self.allowed_hosts):
-                raise DownloadError(
-                    "redirect_refused",
-                    f"redirect to host {parts.hostname!r} outside the allow-list",
-                    retryable=False,
-                )
-            url = target
-        raise DownloadError("redirect_refused", "too many redirects", retryable=False)
+    def _check_redirect(self, target: httpx.URL) -> None:
+        if not host_allowed(target.host.lower(), self.allowed_hosts):
+            raise FetchRefused(f"redirect to host {target.host!r} outside the allow-list")
 
     def _resume_point(self, job: JobRow, part: Path) -> tuple[int, str]:
         meta = part.with_suffix(".meta")
@@ -211,7 +208,7 @@ class Downloader:
             return 0, ""
         return size, str(validator)
 
-    async def _fetch(self, job: JobRow, client: httpx.AsyncClient) -> Outcome:
+    async def _fetch(self, job: JobRow, fetcher: SafeFetcher) -> Outcome:
         target = self.cache.resolve(job.cache_path)
         part = self.cache.part_path(job.cache_path)
         offset, validator = self._resume_point(job, part)
@@ -226,11 +223,10 @@ class Downloader:
                 headers["if-none-match"] = job.etag
             if job.last_modified:
                 headers["if-modified-since"] = job.last_modified
-        response = await self._send(client, job.url, headers)
-        try:
+        async with fetcher.stream(
+            job.url, headers=headers, check_redirect=self._check_redirect
+        ) as response:
             return await self._receive(job, response, part, offset, conditional)
-        finally:
-            await response.aclose()
 
     def _check_status(self, job: JobRow, response: httpx.Response, part: Path, offset: int) -> int:
         """Raise for an unusable answer; return the offset the body continues from."""
@@ -309,9 +305,11 @@ class Downloader:
             )
         if job.expected_sha256 and digest != job.expected_sha256:
             self.cache.remove_part(part)
-            raise DownloadError(
-                "checksum", f"sha256 {digest} is not the expected one", retryable=True
-            )
+            raise DownloadError("checksum", "the sha256 is not the expected one", retryable=True)
+        content_type = sniff_image(await asyncio.to_thread(_head_of, part))
+        if content_type is None:  # also a resumed file: the head is on disk
+            self.cache.remove_part(part)
+            raise _not_raster()
         await self.cache.commit(part, job.cache_path)
         meta.unlink(missing_ok=True)
         return Outcome(
@@ -319,7 +317,7 @@ class Downloader:
             ok=True,
             size=size,
             sha256=digest,
-            content_type=response.headers.get("content-type", "").split(";", 1)[0].strip(),
+            content_type=content_type,
             etag=etag,
             last_modified=last_modified,
         )
@@ -330,8 +328,17 @@ class Downloader:
         """Append (or write) the body to the part file; returns total size and sha256."""
         hasher = await asyncio.to_thread(_sha256_of, part) if offset else hashlib.sha256()
         size = offset
+        head = b"" if offset == 0 else None  # sniffed as soon as enough arrived
         with part.open("ab" if offset else "wb") as fh:
             async for chunk in response.aiter_raw():
+                if head is not None:
+                    head += chunk[:SNIFF_BYTES]
+                    if len(head) >= SNIFF_BYTES:
+                        if sniff_image(head) is None:
+                            fh.close()
+                            self.cache.remove_part(part)
+                            raise _not_raster()
+                        head = None
                 size += len(chunk)
                 if size > self.max_bytes:
                     fh.close()

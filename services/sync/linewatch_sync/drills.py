@@ -61,6 +61,7 @@ class SyncProcess:
             "concurrency": 32,
             "per_host_concurrency": 32,
             "poll_interval_s": 0.1,
+            "allowed_networks": ["127.0.0.0/8"],  # the drill's image server
         }
         self.config_path = workdir / "sync.yaml"
         self.config_path.write_text(json.dumps(config))

@@ -78,6 +78,8 @@ class ImageServer:
         self.routes: dict[str, Route] = {}
         self.seen = _Seen()
         self.record = record
+        #: TCP connections accepted (SSRF tests: a refused URL makes none).
+        self.connections = 0
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
 
@@ -109,6 +111,7 @@ class ImageServer:
         await self.stop()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         self._conns.add(writer)
         try:
             while True:

@@ -51,6 +51,7 @@ async def start_sync(
             "read_timeout_s": 2.0,
             "lease_s": 10.0,
             "max_attempts": 3,
+            "allowed_networks": ("127.0.0.0/8",),  # the test image servers
         }
         fields.update(overrides)
         config = SyncConfig(**fields)

@@ -17,6 +17,17 @@ def test_defaults() -> None:
     assert config.topics == ("sync", "sync-single-work", "holo-file-sync")
     assert config.resolved_cache_dir() == Path(".linewatch/cache")
     assert config.allowed_content_types == ("image/*",)
+    assert config.allowed_networks == ()  # public addresses only
+
+
+def test_allowed_networks_from_one_comma_separated_variable() -> None:
+    env = {"LINEWATCH_SYNC__ALLOWED_NETWORKS": "127.0.0.0/8, ::1/128,10.1.2.3"}
+    config = load_config(SyncConfig, service="sync", environ=env)
+    assert config.allowed_networks == ("127.0.0.0/8", "::1/128", "10.1.2.3/32")
+    with pytest.raises(ConfigError, match="allowed_networks"):
+        load_config(
+            SyncConfig, service="sync", environ={"LINEWATCH_SYNC__ALLOWED_NETWORKS": "10.0.0.0/99"}
+        )
 
 
 def test_environment_overrides() -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from linewatch_sync.cachefs import CacheFs
 from linewatch_sync.downloader import Downloader
@@ -15,17 +16,22 @@ from linewatch_sync.store import JobRow
 from linewatch_sync.testing import ImageServer, Route, image_bytes
 from linewatch_sync.urls import canonicalise
 
+from linewatch.runtime.fetch import SafeFetcher
+
 BODY = image_bytes(1, 200_000)
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as c:
-        yield c
+async def client() -> AsyncIterator[SafeFetcher]:
+    # the test servers listen on loopback, which a deployment has to allow explicitly
+    async with SafeFetcher(
+        allowed_networks=["127.0.0.0/8"], connect_timeout_s=2.0, read_timeout_s=2.0
+    ) as fetcher:
+        yield fetcher
 
 
 def make_downloader(
-    tmp_path: Path, client: httpx.AsyncClient, **kw: object
+    tmp_path: Path, client: SafeFetcher, **kw: object
 ) -> tuple[Downloader, CacheFs]:
     cache = CacheFs(tmp_path / "cache")
     options: dict[str, object] = {
@@ -36,7 +42,7 @@ def make_downloader(
         "total_timeout_s": 5.0,
     }
     options.update(kw)
-    return Downloader(cache=cache, client=client, **options), cache  # type: ignore[arg-type]
+    return Downloader(cache=cache, fetcher=client, **options), cache  # type: ignore[arg-type]
 
 
 def job_for(url: str, **kw: object) -> JobRow:
@@ -59,7 +65,7 @@ def leftovers(cache: CacheFs) -> list[Path]:
 
 
 async def test_plain_download(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
 ) -> None:
     image_server.routes["/img/a.jpg"] = Route(body=BODY)
     dl, cache = make_downloader(tmp_path, client)
@@ -74,7 +80,7 @@ async def test_plain_download(
 
 
 async def test_5xx_is_retryable_then_succeeds(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
 ) -> None:
     image_server.routes["/f.jpg"] = Route(body=BODY, fail_first=2)
     dl, _ = make_downloader(tmp_path, client)
@@ -88,7 +94,7 @@ async def test_5xx_is_retryable_then_succeeds(
 
 
 async def test_range_resume_is_byte_identical(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
 ) -> None:
     image_server.routes["/r.jpg"] = Route(body=BODY, cut_after=70_000, cut_times=2)
     dl, cache = make_downloader(tmp_path, client)
@@ -111,7 +117,7 @@ async def test_range_resume_is_byte_identical(
 
 
 async def test_changed_resource_restarts_instead_of_mixing(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
 ) -> None:
     image_server.routes["/c.jpg"] = Route(body=BODY, cut_after=50_000)
     dl, cache = make_downloader(tmp_path, client)
@@ -125,7 +131,7 @@ async def test_changed_resource_restarts_instead_of_mixing(
 
 
 async def test_lying_content_length_never_lands(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
 ) -> None:
     image_server.routes["/l.jpg"] = Route(body=BODY, lie_extra=1000, ranges=False)
     dl, cache = make_downloader(tmp_path, client)
@@ -137,7 +143,7 @@ async def test_lying_content_length_never_lands(
 
 
 async def test_html_instead_of_image_is_permanent(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
 ) -> None:
     image_server.routes["/h.jpg"] = Route(body=b"<html>login</html>", content_type="text/html")
     dl, cache = make_downloader(tmp_path, client)
@@ -149,7 +155,7 @@ async def test_html_instead_of_image_is_permanent(
 
 
 async def test_404_is_permanent(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
 ) -> None:
     dl, _ = make_downloader(tmp_path, client)
     out = await dl.download(job_for(f"{image_server.base_url}/missing.jpg"))
@@ -160,7 +166,7 @@ async def test_404_is_permanent(
 
 @pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1/x.jpg"])
 async def test_redirect_to_other_scheme_refused(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer, target: str
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer, target: str
 ) -> None:
     image_server.routes["/go.jpg"] = Route(redirect=target)
     dl, cache = make_downloader(tmp_path, client)
@@ -172,7 +178,7 @@ async def test_redirect_to_other_scheme_refused(
 
 
 async def test_redirect_outside_allow_list_refused_inside_followed(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
 ) -> None:
     image_server.routes["/real.jpg"] = Route(body=BODY)
     image_server.routes["/away.jpg"] = Route(redirect="http://evil.test/x.jpg")
@@ -188,7 +194,7 @@ async def test_redirect_outside_allow_list_refused_inside_followed(
 
 
 async def test_slow_server_times_out(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
 ) -> None:
     image_server.routes["/s.jpg"] = Route(body=BODY, delay_s=1.0)
     dl, cache = make_downloader(tmp_path, client, total_timeout_s=0.3)
@@ -199,9 +205,7 @@ async def test_slow_server_times_out(
     assert leftovers(cache) == []
 
 
-async def test_size_cap(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
-) -> None:
+async def test_size_cap(tmp_path: Path, client: SafeFetcher, image_server: ImageServer) -> None:
     image_server.routes["/big.jpg"] = Route(body=BODY)
     dl, cache = make_downloader(tmp_path, client, max_bytes=1000)
     out = await dl.download(job_for(f"{image_server.base_url}/big.jpg"))
@@ -212,7 +216,7 @@ async def test_size_cap(
 
 
 async def test_checksum_checked(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
 ) -> None:
     image_server.routes["/k.jpg"] = Route(body=BODY)
     dl, cache = make_downloader(tmp_path, client)
@@ -226,7 +230,7 @@ async def test_checksum_checked(
 
 
 async def test_conditional_refetch_keeps_file_on_304(
-    tmp_path: Path, client: httpx.AsyncClient, image_server: ImageServer
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
 ) -> None:
     route = Route(body=BODY, last_modified="Wed, 21 Oct 2026 07:28:00 GMT")
     image_server.routes["/e.jpg"] = route
@@ -251,3 +255,70 @@ async def test_conditional_refetch_keeps_file_on_304(
     last = image_server.seen.headers[-1][1]
     assert last["if-none-match"] == route.etag
     assert last["if-modified-since"] == route.last_modified
+
+
+def tiny_png() -> bytes:
+    """A real 1x1 PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.cookie)</script></svg>'
+
+
+async def test_png_is_mirrored_with_its_sniffed_type(
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer
+) -> None:
+    png = tiny_png()
+    # the server's label is wrong; the cache records what the bytes are
+    image_server.routes["/p.png"] = Route(body=png, content_type="image/x-whatever")
+    dl, cache = make_downloader(tmp_path, client)
+    job = job_for(f"{image_server.base_url}/p.png")
+    out = await dl.download(job)
+    assert out.ok, out.error
+    assert out.content_type == "image/png"
+    assert (cache.root / job.cache_path).read_bytes() == png
+
+
+@pytest.mark.parametrize(
+    ("body", "label"),
+    [
+        (SVG, "image/svg+xml"),
+        (SVG, "image/png"),
+        (b"<!doctype html><html><script>alert(1)</script></html>", "image/png"),
+        (b"<html>" + b" " * 100_000, "image/jpeg"),
+        (b"GIF8", "image/gif"),  # too short to be what it claims
+    ],
+)
+async def test_active_and_unknown_content_is_refused_for_good(
+    tmp_path: Path, client: SafeFetcher, image_server: ImageServer, body: bytes, label: str
+) -> None:
+    image_server.routes["/x.png"] = Route(body=body, content_type=label)
+    dl, cache = make_downloader(tmp_path, client)
+    out = await dl.download(job_for(f"{image_server.base_url}/x.png"))
+    assert not out.ok
+    assert not out.retryable
+    assert "not a raster image" in out.error
+    assert leftovers(cache) == []
+
+
+async def test_loopback_is_refused_without_allowed_networks(
+    tmp_path: Path, image_server: ImageServer
+) -> None:
+    image_server.routes["/secret.png"] = Route(body=tiny_png())
+    async with SafeFetcher() as fetcher:
+        dl, cache = make_downloader(tmp_path, fetcher)
+        out = await dl.download(job_for(f"{image_server.base_url}/secret.png"))
+    assert not out.ok
+    assert not out.retryable
+    assert out.error == "refused: the host resolves to an address that is not allowed"
+    assert image_server.seen.hits["/secret.png"] == 0
+    assert leftovers(cache) == []

@@ -165,16 +165,18 @@ class GetModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("url", "sha256", "md5_base64", "manifest")
+    __slots__ = ("url", "sha256", "md5_base64", "manifest", "signature")
     URL_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     MD5_BASE64_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     url: str
     sha256: str
     md5_base64: str
     manifest: str
-    def __init__(self, url: _Optional[str] = ..., sha256: _Optional[str] = ..., md5_base64: _Optional[str] = ..., manifest: _Optional[str] = ...) -> None: ...
+    signature: str
+    def __init__(self, url: _Optional[str] = ..., sha256: _Optional[str] = ..., md5_base64: _Optional[str] = ..., manifest: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
     __slots__ = ("model", "version")

@@ -53,7 +53,7 @@ UPDATE_STATE_FAILED: UpdateState
 UPDATE_STATE_CANCELLED: UpdateState
 
 class Firmware(_message.Message):
-    __slots__ = ("id", "product", "version", "size", "sha256", "signature", "filename", "created_at")
+    __slots__ = ("id", "product", "version", "size", "sha256", "signature", "filename", "created_at", "hardware", "security_counter", "manifest", "manifest_signature", "key_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,11 @@ class Firmware(_message.Message):
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_COUNTER_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     product: str
     version: str
@@ -70,19 +75,30 @@ class Firmware(_message.Message):
     signature: str
     filename: str
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., product: _Optional[str] = ..., version: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., signature: _Optional[str] = ..., filename: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    hardware: _containers.RepeatedScalarFieldContainer[str]
+    security_counter: int
+    manifest: str
+    manifest_signature: str
+    key_id: str
+    def __init__(self, id: _Optional[str] = ..., product: _Optional[str] = ..., version: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., signature: _Optional[str] = ..., filename: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hardware: _Optional[_Iterable[str]] = ..., security_counter: _Optional[int] = ..., manifest: _Optional[str] = ..., manifest_signature: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class UploadFirmwareRequest(_message.Message):
     __slots__ = ("metadata", "chunk")
     class Metadata(_message.Message):
-        __slots__ = ("product", "version", "filename")
+        __slots__ = ("product", "version", "filename", "hardware", "signature", "security_counter")
         PRODUCT_FIELD_NUMBER: _ClassVar[int]
         VERSION_FIELD_NUMBER: _ClassVar[int]
         FILENAME_FIELD_NUMBER: _ClassVar[int]
+        HARDWARE_FIELD_NUMBER: _ClassVar[int]
+        SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+        SECURITY_COUNTER_FIELD_NUMBER: _ClassVar[int]
         product: str
         version: str
         filename: str
-        def __init__(self, product: _Optional[str] = ..., version: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
+        hardware: _containers.RepeatedScalarFieldContainer[str]
+        signature: str
+        security_counter: int
+        def __init__(self, product: _Optional[str] = ..., version: _Optional[str] = ..., filename: _Optional[str] = ..., hardware: _Optional[_Iterable[str]] = ..., signature: _Optional[str] = ..., security_counter: _Optional[int] = ...) -> None: ...
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     metadata: UploadFirmwareRequest.Metadata
@@ -152,13 +168,33 @@ class GetSigningKeyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetSigningKeyResponse(_message.Message):
-    __slots__ = ("public_key",)
+    __slots__ = ("public_key", "key_id")
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
     public_key: str
-    def __init__(self, public_key: _Optional[str] = ...) -> None: ...
+    key_id: str
+    def __init__(self, public_key: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class ListSigningKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SigningKey(_message.Message):
+    __slots__ = ("id", "ed25519")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ED25519_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    ed25519: str
+    def __init__(self, id: _Optional[str] = ..., ed25519: _Optional[str] = ...) -> None: ...
+
+class ListSigningKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[SigningKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[SigningKey, _Mapping]]] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("id", "firmware_id", "priority", "state", "error_threshold", "timeout_s", "max_retries", "devices", "counts", "reason", "created_at", "updated_at")
+    __slots__ = ("id", "firmware_id", "priority", "state", "error_threshold", "timeout_s", "max_retries", "devices", "counts", "reason", "created_at", "updated_at", "allow_downgrade")
     class CountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +214,7 @@ class Rollout(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_DOWNGRADE_FIELD_NUMBER: _ClassVar[int]
     id: str
     firmware_id: str
     priority: Priority
@@ -190,7 +227,8 @@ class Rollout(_message.Message):
     reason: str
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., firmware_id: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., state: _Optional[_Union[RolloutState, str]] = ..., error_threshold: _Optional[float] = ..., timeout_s: _Optional[int] = ..., max_retries: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., counts: _Optional[_Mapping[str, int]] = ..., reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    allow_downgrade: bool
+    def __init__(self, id: _Optional[str] = ..., firmware_id: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., state: _Optional[_Union[RolloutState, str]] = ..., error_threshold: _Optional[float] = ..., timeout_s: _Optional[int] = ..., max_retries: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., counts: _Optional[_Mapping[str, int]] = ..., reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allow_downgrade: _Optional[bool] = ...) -> None: ...
 
 class DeviceUpdate(_message.Message):
     __slots__ = ("update_id", "device_id", "rollout_id", "firmware_id", "version", "state", "percent", "attempts", "reason", "priority", "updated_at")
@@ -219,7 +257,7 @@ class DeviceUpdate(_message.Message):
     def __init__(self, update_id: _Optional[str] = ..., device_id: _Optional[str] = ..., rollout_id: _Optional[str] = ..., firmware_id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[UpdateState, str]] = ..., percent: _Optional[int] = ..., attempts: _Optional[int] = ..., reason: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateRolloutRequest(_message.Message):
-    __slots__ = ("firmware_id", "devices", "group", "priority", "error_threshold", "timeout_s", "max_retries")
+    __slots__ = ("firmware_id", "devices", "group", "priority", "error_threshold", "timeout_s", "max_retries", "allow_downgrade")
     FIRMWARE_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +265,7 @@ class CreateRolloutRequest(_message.Message):
     ERROR_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_DOWNGRADE_FIELD_NUMBER: _ClassVar[int]
     firmware_id: str
     devices: _containers.RepeatedScalarFieldContainer[str]
     group: str
@@ -234,7 +273,8 @@ class CreateRolloutRequest(_message.Message):
     error_threshold: float
     timeout_s: int
     max_retries: int
-    def __init__(self, firmware_id: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., group: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., error_threshold: _Optional[float] = ..., timeout_s: _Optional[int] = ..., max_retries: _Optional[int] = ...) -> None: ...
+    allow_downgrade: bool
+    def __init__(self, firmware_id: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., group: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., error_threshold: _Optional[float] = ..., timeout_s: _Optional[int] = ..., max_retries: _Optional[int] = ..., allow_downgrade: _Optional[bool] = ...) -> None: ...
 
 class CreateRolloutResponse(_message.Message):
     __slots__ = ("rollout",)

@@ -65,6 +65,11 @@ class OtaServiceStub:
                 request_serializer=linewatch_dot_v1_dot_ota__pb2.GetSigningKeyRequest.SerializeToString,
                 response_deserializer=linewatch_dot_v1_dot_ota__pb2.GetSigningKeyResponse.FromString,
                 _registered_method=True)
+        self.ListSigningKeys = channel.unary_unary(
+                '/linewatch.v1.OtaService/ListSigningKeys',
+                request_serializer=linewatch_dot_v1_dot_ota__pb2.ListSigningKeysRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ota__pb2.ListSigningKeysResponse.FromString,
+                _registered_method=True)
         self.CreateRollout = channel.unary_unary(
                 '/linewatch.v1.OtaService/CreateRollout',
                 request_serializer=linewatch_dot_v1_dot_ota__pb2.CreateRolloutRequest.SerializeToString,
@@ -145,7 +150,14 @@ class OtaServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetSigningKey(self, request, context):
-        """The ed25519 public key devices verify signatures with.
+        """The ed25519 public key of the service's own signer ("" when it signs nothing itself).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSigningKeys(self, request, context):
+        """Every public key devices trust for manifest signatures (the own key and offline ones).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -232,6 +244,11 @@ def add_OtaServiceServicer_to_server(servicer, server):
                     servicer.GetSigningKey,
                     request_deserializer=linewatch_dot_v1_dot_ota__pb2.GetSigningKeyRequest.FromString,
                     response_serializer=linewatch_dot_v1_dot_ota__pb2.GetSigningKeyResponse.SerializeToString,
+            ),
+            'ListSigningKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSigningKeys,
+                    request_deserializer=linewatch_dot_v1_dot_ota__pb2.ListSigningKeysRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ota__pb2.ListSigningKeysResponse.SerializeToString,
             ),
             'CreateRollout': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRollout,
@@ -437,6 +454,33 @@ class OtaService:
             '/linewatch.v1.OtaService/GetSigningKey',
             linewatch_dot_v1_dot_ota__pb2.GetSigningKeyRequest.SerializeToString,
             linewatch_dot_v1_dot_ota__pb2.GetSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSigningKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.OtaService/ListSigningKeys',
+            linewatch_dot_v1_dot_ota__pb2.ListSigningKeysRequest.SerializeToString,
+            linewatch_dot_v1_dot_ota__pb2.ListSigningKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

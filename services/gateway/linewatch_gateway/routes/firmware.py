@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import grpc
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 from linewatch.v1 import ota_pb2
 from linewatch_gateway.clients import Backends
@@ -26,7 +27,13 @@ from linewatch_gateway.routes.common import (
     page_model,
     page_request,
 )
-from linewatch_gateway.upload import PRODUCT_PATTERN, VERSION_PATTERN, stream_firmware_upload
+from linewatch_gateway.upload import (
+    HARDWARE_PATTERN,
+    PRODUCT_PATTERN,
+    SIGNATURE_PATTERN,
+    VERSION_PATTERN,
+    stream_firmware_upload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,24 @@ _UPLOAD_BODY = {
                         "pattern": PRODUCT_PATTERN,
                         "example": "press-controller",
                     },
+                    "hardware": {
+                        "type": "string",
+                        "pattern": HARDWARE_PATTERN,
+                        "description": "Comma-separated hardware revisions (empty: any).",
+                        "example": "rev-b,rev-c",
+                    },
+                    "security_counter": {
+                        "type": "string",
+                        "pattern": "^[0-9]{0,18}$",
+                        "description": "Anti-rollback counter in the manifest (default 0).",
+                    },
+                    "signature": {
+                        "type": "string",
+                        "pattern": SIGNATURE_PATTERN,
+                        "description": "For an image signed offline: base64 ed25519 over the "
+                        "canonical JSON of the manifest (product, hardware, version, sha256, "
+                        "security_counter) by a key the OTA service trusts.",
+                    },
                     "file": {"type": "string", "format": "binary"},
                 },
             },
@@ -73,7 +98,8 @@ _UPLOAD_BODY = {
     responses={415: ERRORS[400] | {"description": "Not multipart/form-data."}},
 )
 async def upload_firmware(request: Request, b: B) -> Any:
-    """Upload a firmware image (multipart: `version`, optional `product`, then `file`)."""
+    """Upload a firmware image (multipart: `version`, optional `product`, `hardware`,
+    `security_counter` and `signature` (signed offline), then `file`)."""
     config = request.app.state.config
     resp = await stream_firmware_upload(
         request, b.ota, max_bytes=config.max_upload_bytes, timeout_s=_STREAM_TIMEOUT_S
@@ -89,6 +115,26 @@ async def list_firmware(b: B, page: PageParams) -> Any:
     req = ota_pb2.ListFirmwareRequest(page=page_request(page))
     resp = await b.call("ota", b.ota.ListFirmware, req)
     return page_body(list(resp.firmware), resp.next_page_token)
+
+
+class PublicKey(BaseModel):
+    """One public key devices trust."""
+
+    id: str
+    ed25519: str = Field(description="base64 of the raw 32-byte ed25519 public key")
+
+
+class PublicKeys(BaseModel):
+    """The keys manifest signatures may be made with."""
+
+    keys: list[PublicKey]
+
+
+@router.get("/v1/firmware/keys", response_model=PublicKeys)
+async def firmware_keys(b: B) -> Any:
+    """The public keys devices verify `manifest_signature` with (no token: they are public)."""
+    resp = await b.call("ota", b.ota.ListSigningKeys, ota_pb2.ListSigningKeysRequest())
+    return {"keys": [{"id": k.id, "ed25519": k.ed25519} for k in resp.keys]}
 
 
 @router.get("/v1/firmware/{firmware_id}", dependencies=Read, response_model=FirmwareOut)

@@ -46,6 +46,12 @@ class LoadModelBody(BaseModel):
     sha256: str = Field("", pattern=r"^([0-9a-fA-F]{64})?$")
     md5_base64: str = Field("", max_length=64)
     manifest: str = Field("", max_length=65536, description="For a bare .onnx: YAML or JSON.")
+    signature: str = Field(
+        "",
+        max_length=128,
+        description="base64 ed25519 over the package sha256, by a key inference trusts "
+        "(required where the deployment requires signed packages).",
+    )
 
     @model_validator(mode="after")
     def _checksum(self) -> LoadModelBody:

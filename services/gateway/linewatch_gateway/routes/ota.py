@@ -58,6 +58,9 @@ class RolloutBody(BaseModel):
     max_retries: int | None = Field(
         None, ge=0, le=100, description="Retries per device; unset: the service default."
     )
+    allow_downgrade: bool = Field(
+        False, description="Offer the image also to devices that report a newer version."
+    )
 
     @model_validator(mode="after")
     def _targets(self) -> RolloutBody:
@@ -76,6 +79,7 @@ async def create_rollout(b: B, body: RolloutBody) -> Any:
         priority=enum_value(ota_pb2.Priority.DESCRIPTOR, body.priority),  # type: ignore[arg-type]
         error_threshold=body.error_threshold,
         timeout_s=body.timeout_s,
+        allow_downgrade=body.allow_downgrade,
     )
     if body.max_retries is not None:
         req.max_retries = body.max_retries

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from linewatch.runtime.content import sniff_image
 from linewatch.v1 import sync_pb2
 from linewatch_gateway.clients import Backends
 from linewatch_gateway.convert import enum_value, message_to_dict, model_for
@@ -144,6 +145,13 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return etag in tags
 
 
+#: On every cached file: no type sniffing by browsers, and no script, style or frame.
+IMAGE_SAFETY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
+
+
 @router.get(
     "/v1/images/{path:path}",
     dependencies=Read,
@@ -155,7 +163,12 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     },
 )
 async def get_image(request: Request, b: B, path: str) -> Response:
-    """A cached image by cache path (``<host>[_<port>]/<path>``), with ETag and caching."""
+    """A cached image by cache path (``<host>[_<port>]/<path>``), with ETag and caching.
+
+    Served as the raster type its first bytes show (never the type a remote server
+    claimed), with ``nosniff`` and a sandbox CSP, so nothing cached can run as a page of
+    this origin; a file that is no raster image goes out as an octet-stream attachment.
+    """
     req = sync_pb2.ReadImageRequest(cache_path=check_cache_path(path))
     call = b.sync.ReadImage(req, timeout=_STREAM_TIMEOUT_S)
     try:
@@ -165,7 +178,7 @@ async def get_image(request: Request, b: B, path: str) -> Response:
     if first is grpc.aio.EOF:
         raise ApiError(404, "not_found", f"image {path!r} is not in the cache")
     etag = f'"{first.etag}"' if first.etag and not first.etag.startswith('"') else first.etag
-    headers = {"Cache-Control": IMAGE_CACHE_CONTROL}
+    headers = {"Cache-Control": IMAGE_CACHE_CONTROL, **IMAGE_SAFETY_HEADERS}
     if etag:
         headers["ETag"] = etag
     if first.HasField("modified_at"):
@@ -175,6 +188,9 @@ async def get_image(request: Request, b: B, path: str) -> Response:
         call.cancel()
         return Response(status_code=304, headers=headers)
     headers["Content-Length"] = str(first.size)
+    media_type = sniff_image(first.chunk)
+    if media_type is None:
+        headers["Content-Disposition"] = "attachment"
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -186,5 +202,5 @@ async def get_image(request: Request, b: B, path: str) -> Response:
             call.cancel()
 
     return StreamingResponse(
-        body(), media_type=first.content_type or "application/octet-stream", headers=headers
+        body(), media_type=media_type or "application/octet-stream", headers=headers
     )
