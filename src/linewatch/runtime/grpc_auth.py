@@ -52,6 +52,7 @@ __all__ = [
     "ROLE_METHODS",
     "AuthInterceptor",
     "Caller",
+    "callers_env",
     "client_token",
     "load_callers",
     "open_channel",
@@ -399,3 +400,24 @@ def open_channel(
     if creds is None:
         return grpc.aio.insecure_channel(target, options=opts, interceptors=chain)
     return grpc.aio.secure_channel(target, creds, options=opts, interceptors=chain)
+
+
+def callers_env(
+    service: str, callers: dict[str, tuple[str, str]], client_token: str = ""
+) -> dict[str, str]:
+    """Environment variables configuring ``service``'s gRPC callers and its own token.
+
+    Args:
+        service: the service name (``LINEWATCH_<SERVICE>__…``).
+        callers: caller name → ``(role, token)``.
+        client_token: the token this service sends when it calls others.
+    """
+    prefix = f"LINEWATCH_{service.upper()}__GRPC__"
+    entries = ", ".join(
+        f"{{name: {name}, role: {role}, token: '{token}'}}"
+        for name, (role, token) in callers.items()
+    )
+    env = {f"{prefix}AUTH__CALLERS": f"[{entries}]"}
+    if client_token:
+        env[f"{prefix}CLIENT__TOKEN"] = f"'{client_token}'"
+    return env
