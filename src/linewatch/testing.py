@@ -38,6 +38,7 @@ __all__ = [
     "postgres_bin_dir",
     "secured_grpc",
     "wait_port",
+    "write_pki",
 ]
 
 
@@ -401,3 +402,59 @@ async def assert_every_method_guarded(target: str, token: str = TEST_TOKEN) -> l
             grpc.StatusCode.PERMISSION_DENIED,
         }, (method[0], code)
     return [m[0] for m in methods]
+
+
+def write_pki(root: Path) -> dict[str, Path]:
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, as PEM
+    files under ``root``: keys ``ca``, ``server_cert``, ``server_key``, ``client_cert``,
+    ``client_key``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def cert(subject: str, key: Any, issuer: tuple[Any, Any] | None, *, ca: bool = False) -> Any:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        issuer_name, issuer_key = issuer if issuer is not None else (name, key)
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    files: dict[str, Path] = {}
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("linewatch-test-ca", ca_key, None, ca=True)
+    files["ca"] = root / "ca.pem"
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for who in ("server", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf = cert(f"linewatch-{who}", key, (ca.subject, ca_key))
+        files[f"{who}_cert"] = root / f"{who}.pem"
+        files[f"{who}_cert"].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        files[f"{who}_key"] = root / f"{who}.key"
+        files[f"{who}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return files

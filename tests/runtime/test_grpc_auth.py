@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import logging
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
@@ -27,7 +21,7 @@ from linewatch.runtime.config import (
 from linewatch.runtime.errors import ConfigError
 from linewatch.runtime.grpc_auth import open_channel
 from linewatch.runtime.grpc_server import GrpcServer
-from linewatch.testing import assert_every_method_guarded, call_code, free_port
+from linewatch.testing import assert_every_method_guarded, call_code, free_port, write_pki
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
 
 OPERATOR = "op-secret-token"
@@ -113,7 +107,7 @@ def test_caller_config_is_validated(tmp_path: Path) -> None:
         GrpcCaller(name="x", role="operator")
     with pytest.raises(ValueError, match="role or methods"):
         GrpcCaller(name="x", token=SecretStr("t"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="pattern"):
         GrpcCaller(name="x", role="root", token=SecretStr("t"))
     assert "secret" not in repr(GrpcCaller(name="x", role="operator", token=SecretStr("secret")))
     bad = tmp_path / "callers.yaml"
@@ -145,59 +139,6 @@ async def test_callers_and_token_from_files(tmp_path: Path) -> None:
 
 
 # --- TLS and mTLS ---------------------------------------------------------------------
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-    *,
-    ca: bool = False,
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer_name, issuer_key = issuer if issuer is not None else (name, key)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def write_pki(root: Path) -> dict[str, Path]:
-    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate."""
-    files: dict[str, Path] = {}
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("linewatch-test-ca", ca_key, None, ca=True)
-    files["ca"] = root / "ca.pem"
-    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for who in ("server", "client"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _cert(f"linewatch-{who}", key, (ca.subject, ca_key))
-        files[f"{who}_cert"] = root / f"{who}.pem"
-        files[f"{who}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        files[f"{who}_key"] = root / f"{who}.key"
-        files[f"{who}_key"].write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return files
 
 
 async def test_mtls_needs_a_client_certificate_and_health_stays_plaintext(

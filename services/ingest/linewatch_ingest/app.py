@@ -52,6 +52,7 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         timeout_s=config.inference.timeout_s,
         max_inflight=config.inference.max_inflight,
         retry_max_delay_s=config.inference.retry_max_delay_s,
+        client=config.grpc.client,
     )
     await inference.start()
     verdicts: FanOut[ingest_pb2.VerdictRecord] = FanOut(buffer=config.stream_buffer)

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from opentelemetry import propagate
 
+from linewatch.runtime.config import GrpcClientConfig
 from linewatch.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -30,6 +31,7 @@ from linewatch.runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from linewatch.runtime.grpc_auth import open_channel
 from linewatch.v1 import inference_pb2, inference_pb2_grpc
 
 __all__ = ["BatchResult", "InferenceClient"]
@@ -106,8 +108,10 @@ class InferenceClient:
         timeout_s: float = 10.0,
         max_inflight: int = 64,
         retry_max_delay_s: float = 5.0,
+        client: GrpcClientConfig | None = None,
     ) -> None:
         self.target = target
+        self.client = client
         self.timeout_s = timeout_s
         self.retry_max_delay_s = retry_max_delay_s
         self._slots = asyncio.Semaphore(max_inflight)
@@ -127,8 +131,9 @@ class InferenceClient:
 
     async def start(self) -> None:
         """Open the channel and keep a stream running in the background."""
-        self._channel = grpc.aio.insecure_channel(
+        self._channel = open_channel(
             self.target,
+            self.client,
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),

@@ -1,0 +1,97 @@
+"""Ingest's gRPC API needs a token; ingest scores through inference over mTLS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from linewatch_inference.app import InferenceServer
+from linewatch_inference.config import InferenceConfig
+from linewatch_inference.metrics import InferenceMetrics
+from linewatch_ingest.app import running
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from linewatch.runtime.config import (
+    GrpcAuthConfig,
+    GrpcCaller,
+    GrpcClientConfig,
+    GrpcTlsConfig,
+    MqttConfig,
+)
+from linewatch.runtime.mqtt import MqttClient
+from linewatch.testing import assert_every_method_guarded, free_port, secured_grpc, write_pki
+
+from .conftest import ROOT, Collector, Inference, curve_payload, ingest_config
+
+INGEST_TOKEN = "ingest-caller-token"
+
+
+async def test_every_ingest_method_refuses_missing_and_wrong_tokens(
+    mqtt_url: str, database_url: str, topic_prefix: str, inference: Inference
+) -> None:
+    config = ingest_config(
+        mqtt_url=mqtt_url, database_url=database_url, inference=inference, prefix=topic_prefix
+    )
+    async with running(config) as ingest:
+        checked = await assert_every_method_guarded(f"127.0.0.1:{ingest.port}")
+    assert "/linewatch.v1.IngestService/CreateRule" in checked
+
+
+async def test_ingest_scores_over_mtls_with_its_own_token(
+    mqtt_url: str, database_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    pki = write_pki(tmp_path)
+    port = free_port()
+    inference = InferenceServer(
+        InferenceConfig(
+            grpc=secured_grpc(
+                port=port,
+                grace_s=0.2,
+                tls=GrpcTlsConfig(
+                    cert_file=pki["server_cert"],
+                    key_file=pki["server_key"],
+                    client_ca_file=pki["ca"],
+                ),
+                auth=GrpcAuthConfig(
+                    callers=[
+                        GrpcCaller(name="ingest", role="ingest", token=SecretStr(INGEST_TOKEN))
+                    ]
+                ),
+            ),
+            model_dir=ROOT / "models",
+            data_dir=tmp_path / "inference",
+            max_queue_delay_ms=1.0,
+        ),
+        metrics=InferenceMetrics(CollectorRegistry()),
+    )
+    await inference.start()
+    target = Inference(tmp_path)
+    target.port = port
+    client = GrpcClientConfig(
+        token=SecretStr(INGEST_TOKEN),
+        ca_file=pki["ca"],
+        cert_file=pki["client_cert"],
+        key_file=pki["client_key"],
+    )
+    config = ingest_config(
+        mqtt_url=mqtt_url,
+        database_url=database_url,
+        inference=target,
+        prefix=topic_prefix,
+        grpc=secured_grpc(port=0, grace_s=0.5, client=client),
+    )
+    try:
+        async with (
+            running(config),
+            Collector(mqtt_url, f"{topic_prefix}/+/+/verdict") as out,
+            MqttClient(MqttConfig(url=mqtt_url), clean_start=True) as pub,
+        ):
+            await pub.publish(
+                f"{topic_prefix}/line-1/press-01/telemetry",
+                curve_payload("press-01"),
+                qos=1,
+            )
+            verdicts = await out.wait_for(1)
+        assert verdicts[0]["device_id"] == "press-01"
+    finally:
+        await inference.stop()
