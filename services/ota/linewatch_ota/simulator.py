@@ -20,6 +20,7 @@ import enum
 import hashlib
 import json
 import logging
+import os
 import random
 import uuid
 from collections.abc import Mapping
@@ -253,13 +254,20 @@ class SimulatedFleet:
         raise RuntimeError("unreachable")
 
 
-async def fetch_public_key(ota_grpc: str, *, timeout: float = 10.0) -> str:
-    """The OTA service's signing public key (base64), asked over gRPC."""
-    import grpc
+async def fetch_public_key(
+    ota_grpc: str, *, timeout: float = 10.0, token: str | None = None
+) -> str:
+    """The OTA service's signing public key (base64), asked over gRPC with ``token``
+    (default: ``LINEWATCH_GRPC_TOKEN``, else ``make run``'s ``dev-token``)."""
+    from pydantic import SecretStr
 
+    from linewatch.runtime.config import GrpcClientConfig
+    from linewatch.runtime.grpc_auth import open_channel
     from linewatch.v1 import ota_pb2, ota_pb2_grpc
 
-    async with grpc.aio.insecure_channel(ota_grpc) as channel:
+    if token is None:
+        token = os.environ.get("LINEWATCH_GRPC_TOKEN", "dev-token")
+    async with open_channel(ota_grpc, GrpcClientConfig(token=SecretStr(token))) as channel:
         stub = ota_pb2_grpc.OtaServiceStub(channel)
         reply = await stub.GetSigningKey(ota_pb2.GetSigningKeyRequest(), timeout=timeout)
     return str(reply.public_key)

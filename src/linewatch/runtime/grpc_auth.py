@@ -34,6 +34,7 @@ import fnmatch
 import hashlib
 import hmac
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -54,6 +55,7 @@ __all__ = [
     "Caller",
     "callers_env",
     "client_token",
+    "internal_caller",
     "load_callers",
     "open_channel",
     "server_credentials",
@@ -95,6 +97,13 @@ ROLE_METHODS: dict[str, tuple[str, ...]] = {
         *_OIP_STATUS,
     ),
 }
+
+
+def internal_caller(name: str, methods: Sequence[str]) -> tuple[Caller, str]:
+    """A caller with a fresh random token, for a client inside the same process (the
+    token never leaves it); returns the caller and its token."""
+    token = secrets.token_urlsafe(32)
+    return Caller(name=name, digest=token_digest(token), patterns=tuple(methods)), token
 
 
 def token_digest(token: str) -> bytes:

@@ -30,7 +30,12 @@ from grpc_reflection.v1alpha import reflection
 
 from linewatch.runtime.config import GrpcConfig
 from linewatch.runtime.errors import ConfigError, LinewatchError
-from linewatch.runtime.grpc_auth import AuthInterceptor, load_callers, server_credentials
+from linewatch.runtime.grpc_auth import (
+    AuthInterceptor,
+    Caller,
+    load_callers,
+    server_credentials,
+)
 
 __all__ = ["ErrorInterceptor", "GrpcServer"]
 
@@ -127,7 +132,10 @@ class GrpcServer:
         config: GrpcConfig,
         service: str,
         interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+        extra_callers: list[Caller] | None = None,
     ) -> None:
+        """``extra_callers``: callers the service adds itself (e.g. an in-process client
+        with a token made at start), on top of ``config.auth``'s."""
         self.config = config
         self.service = service
         max_bytes = config.max_message_mb * 1024 * 1024
@@ -135,7 +143,8 @@ class GrpcServer:
 
         auth: list[grpc.aio.ServerInterceptor] = []
         if config.auth.enabled:
-            auth.append(AuthInterceptor(load_callers(config.auth), service=service))
+            callers = [*load_callers(config.auth), *(extra_callers or [])]
+            auth.append(AuthInterceptor(callers, service=service))
         else:
             log.warning(
                 "grpc auth disabled (grpc.auth.enabled=false): every caller may call every method",
