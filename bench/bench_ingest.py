@@ -42,7 +42,7 @@ import psutil
 from linewatch.curves import CURVE_KINDS, make_curve
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import Mosquitto, free_port, wait_port
+from linewatch.testing import Mosquitto, free_port, operator_env, operator_grpc_dict, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
@@ -460,7 +460,7 @@ def _ingest_yaml(
 ) -> Path:
     config: dict[str, Any] = {
         "log_level": "WARNING",
-        "grpc": {"port": grpc_port},
+        "grpc": operator_grpc_dict(port=grpc_port),
         "data_dir": str(tmp / "ingest-data"),
         "database_url": database_url,
         "client_id": f"bench-ingest-{replica}",
@@ -508,6 +508,7 @@ async def _run_linewatch(
         {
             **env,
             "LINEWATCH_INFERENCE__GRPC__PORT": str(inf_port),
+            **operator_env("inference"),
             "LINEWATCH_INFERENCE__MODEL_DIR": str(ROOT / "models"),
             "LINEWATCH_INFERENCE__DATA_DIR": str(tmp / "inference-data"),
             "LINEWATCH_INFERENCE__LOG_LEVEL": "WARNING",

@@ -35,6 +35,8 @@ __all__ = [
     "mosquitto_binary",
     "operator_channel",
     "operator_client",
+    "operator_env",
+    "operator_grpc_dict",
     "postgres_bin_dir",
     "secured_grpc",
     "wait_port",
@@ -77,6 +79,23 @@ def secured_grpc(**fields: Any) -> Any:
     )
     fields.setdefault("client", operator_client())
     return GrpcConfig(**fields)
+
+
+def operator_env(service: str) -> dict[str, str]:
+    """Environment variables making ``service`` accept :data:`TEST_TOKEN` as operator and
+    send it when it calls others (for services started as child processes)."""
+    from linewatch.runtime.grpc_auth import callers_env
+
+    return callers_env(service, {"test": ("operator", TEST_TOKEN)}, TEST_TOKEN)
+
+
+def operator_grpc_dict(**fields: Any) -> dict[str, Any]:
+    """The ``grpc`` section of a YAML/JSON config file doing what :func:`operator_env` does."""
+    return {
+        **fields,
+        "auth": {"callers": [{"name": "test", "role": "operator", "token": TEST_TOKEN}]},
+        "client": {"token": TEST_TOKEN},
+    }
 
 
 def operator_client(token: str = TEST_TOKEN) -> Any:
