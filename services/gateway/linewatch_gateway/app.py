@@ -18,6 +18,7 @@ from linewatch_gateway.hubs import make_hubs
 from linewatch_gateway.middleware import BodyLimit, HttpMetrics
 from linewatch_gateway.routes import firmware, health, ingest, models, ota, stream, sync
 from linewatch_gateway.sse import StreamHub
+from linewatch_gateway.stream_access import StreamSlots, StreamTokens
 
 __all__ = ["UvicornServer", "close_streams", "create_app", "serve"]
 
@@ -61,6 +62,15 @@ def create_app(config: GatewayConfig, backends: Backends) -> FastAPI:
 
     app.state.authorizer = Authorizer(
         tokens=config.tokens, read_tokens=config.read_tokens, read_auth=config.read_auth
+    )
+    secret = config.stream_token_secret.get_secret_value()
+    app.state.stream_tokens = (
+        StreamTokens(ttl_s=config.stream_token_ttl_s, key=secret.encode())
+        if secret
+        else StreamTokens(ttl_s=config.stream_token_ttl_s)
+    )
+    app.state.stream_slots = StreamSlots(
+        total=config.sse_max_clients, per_address=config.sse_max_clients_per_address
     )
     install_error_handlers(app)
     for module in (ingest, models, sync, firmware, ota, stream, health):
