@@ -23,6 +23,7 @@ INTENDED = {
     ("ingest", "postgresql", 5432),
     ("sync", "postgresql", 5432),
     ("ota", "postgresql", 5432),
+    ("db-roles", "postgresql", 5432),  # the job applying files/postgres-roles.sql
 }
 
 

@@ -83,13 +83,15 @@ app.kubernetes.io/component: {{ .name }}
 {{- define "linewatch.databaseEnv" -}}
 {{- $root := .root }}
 {{- if $root.Values.postgresql.enabled }}
+{{- $roles := $root.Values.postgresql.serviceRoles }}
+# {{ ternary (printf "its own role linewatch_%s (files/postgres-roles.sql)" .name) "the owner role" $roles }}
 - name: LINEWATCH_PG_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "linewatch.postgresSecret" $root }}
-      key: password
+      key: {{ ternary (printf "%s-password" .name) "password" $roles }}
 - name: {{ .prefix }}DATABASE_URL
-  value: {{ printf "postgresql+asyncpg://%s:$(LINEWATCH_PG_PASSWORD)@%s-postgresql:5432/%s" $root.Values.postgresql.username (include "linewatch.fullname" $root) $root.Values.postgresql.database | quote }}
+  value: {{ printf "postgresql+asyncpg://%s:$(LINEWATCH_PG_PASSWORD)@%s-postgresql:5432/%s" (ternary (printf "linewatch_%s" .name) $root.Values.postgresql.username $roles) (include "linewatch.fullname" $root) $root.Values.postgresql.database | quote }}
 {{- else if $root.Values.database.existingSecret }}
 - name: {{ .prefix }}DATABASE_URL
   valueFrom:
