@@ -336,7 +336,7 @@ async def guarded_methods(target: str) -> list[tuple[str, bool, bool]]:
     """Every method of ``target`` found by server reflection but health and reflection:
     ``(full method name, client streaming, server streaming)``."""
     import grpc
-    from google.protobuf import descriptor_pb2
+    from google.protobuf import descriptor_pb2  # type: ignore[import-untyped,unused-ignore]
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     from linewatch.runtime.grpc_auth import PUBLIC_SERVICES

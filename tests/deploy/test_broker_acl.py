@@ -8,6 +8,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def broker(tmp_path: Path) -> Mosquitto:
     return broker
 
 
-def _pub(broker: Mosquitto, topic: str, payload: dict[str, object], *auth: str) -> int:
+def _pub(broker: Mosquitto, topic: str, payload: Mapping[str, object], *auth: str) -> int:
     """Publish with mosquitto_pub (QoS 1, MQTT 5); returns its exit code."""
     proc = subprocess.run(
         [

@@ -43,12 +43,18 @@ def _assert_error(resp: httpx.Response, status: int, code: str) -> None:
 
 
 async def test_rule_secrets_are_write_only(client: httpx.AsyncClient, stack: Stack) -> None:
-    rule = {
+    alarm: dict[str, Any] = {
+        "threshold": 2,
+        "window_s": 60,
+        "webhook_url": HOOK,
+        "webhook_secret": SECRET,
+    }
+    rule: dict[str, Any] = {
         "name": "hooked",
         "source_topic": f"{stack.topic_root}/hooked/+/telemetry",
         "model": "curve-quality",
         "output_topic": f"{stack.topic_root}/hooked/{{1}}/verdict",
-        "alarm": {"threshold": 2, "window_s": 60, "webhook_url": HOOK, "webhook_secret": SECRET},
+        "alarm": alarm,
     }
     created = await client.post("/v1/rules", json=rule, headers=auth())
     assert created.status_code == 201, created.text
@@ -66,8 +72,9 @@ async def test_rule_secrets_are_write_only(client: httpx.AsyncClient, stack: Sta
     assert shown["webhook_url"] == "https://open.feishu.cn/***"
 
     # read, change one field, write back: the stored secrets stay
-    body = {**rule, "alarm": {**shown, "threshold": 5}}
-    body["alarm"].pop("webhook_format", None)
+    changed: dict[str, Any] = {**shown, "threshold": 5}
+    changed.pop("webhook_format", None)
+    body = {**rule, "alarm": changed}
     updated = await client.put("/v1/rules/hooked", json=body, headers=auth())
     assert updated.status_code == 200, updated.text
     async with operator_channel(stack.addrs["ingest"]) as channel:
@@ -78,7 +85,7 @@ async def test_rule_secrets_are_write_only(client: httpx.AsyncClient, stack: Sta
     assert stored.rule.alarm.webhook_url == HOOK
     assert stored.rule.alarm.webhook_secret == SECRET
     # a placeholder with nothing to keep is refused
-    fresh = {**rule, "name": "fresh", "alarm": {**rule["alarm"], "webhook_secret": "***"}}
+    fresh = {**rule, "name": "fresh", "alarm": {**alarm, "webhook_secret": "***"}}
     _assert_error(
         await client.post("/v1/rules", json=fresh, headers=auth()), 400, "invalid_argument"
     )
@@ -174,7 +181,7 @@ async def test_each_event_is_encoded_once_for_every_client() -> None:
     assert chunks[0].startswith(b"id: ")
     assert all(chunk is chunks[0] for chunk in chunks)  # the same bytes object
     for stream in streams:
-        await stream.aclose()
+        await stream.aclose()  # type: ignore[attr-defined]
 
 
 async def test_dashboard_keeps_no_long_lived_token_in_local_storage_or_urls(
