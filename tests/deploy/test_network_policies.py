@@ -121,3 +121,24 @@ def test_external_broker_and_database_egress() -> None:
             "to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}],
         }
     ]
+
+
+def test_grpc_mtls_values_wire_every_server_and_client() -> None:
+    values = '{"grpcTls": {"enabled": true, "secretName": "grpc-tls"}}'
+    objects = deploy_json("tools.chart_check.render_one", "--set-json", values)["objects"]
+    configs = {
+        o["metadata"]["labels"][COMPONENT]: o["data"]
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["labels"].get(COMPONENT)
+    }
+    import yaml
+
+    for name in ("ingest", "inference", "sync", "ota"):
+        grpc = yaml.safe_load(configs[name][f"{name}.yaml"])["grpc"]
+        assert grpc["tls"]["client_ca_file"] == "/etc/linewatch/tls/ca.crt", name
+        assert grpc["health_port"] == 50060
+    gateway = yaml.safe_load(configs["gateway"]["gateway.yaml"])["grpc"]
+    assert gateway["client"]["cert_file"] == "/etc/linewatch/tls/tls.crt"
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    probe = deployments["linewatch-inference"]["spec"]["template"]["spec"]["containers"][0]
+    assert probe["readinessProbe"]["grpc"]["port"] == 50060
