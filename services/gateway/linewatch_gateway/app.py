@@ -132,7 +132,10 @@ async def serve(config: GatewayConfig, stop: asyncio.Event) -> None:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
-            proxy_headers=False,
+            # behind a reverse proxy (the Ingress), X-Forwarded-For from these addresses
+            # names the client (the SSE cap per client address counts real clients)
+            proxy_headers=bool(config.trusted_proxies),
+            forwarded_allow_ips=",".join(config.trusted_proxies) or None,
         )
     )
     _log_auth(config)

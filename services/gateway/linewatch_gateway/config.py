@@ -43,6 +43,9 @@ class GatewayConfig(ServiceConfig):
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
     #: Cap of the upstream reconnect backoff.
     sse_reconnect_max_s: float = Field(default=10.0, gt=0)
+    #: Proxies (addresses, CIDRs, or ``*``) whose ``X-Forwarded-For`` names the client;
+    #: empty: the connecting peer is the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
     #: Most SSE connections in total, and per client address (over either: 503).
     sse_max_clients: int = Field(default=1000, ge=1, le=1_000_000)
     sse_max_clients_per_address: int = Field(default=20, ge=1, le=100_000)

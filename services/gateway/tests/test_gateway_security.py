@@ -193,3 +193,19 @@ async def test_dashboard_keeps_no_long_lived_token_in_local_storage_or_urls(
     assert "access_token" not in page
     assert "sessionStorage" in page
     assert "/v1/stream/token" in page
+
+
+async def test_sse_cap_counts_clients_behind_a_trusted_proxy(stack: Stack) -> None:
+    async with (
+        gateway(stack, sse_max_clients_per_address=1, trusted_proxies=["127.0.0.1"]) as base,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        url = f"{base}/v1/stream/alarms"
+        one = {"X-Forwarded-For": "10.9.0.1"}
+        two = {"X-Forwarded-For": "10.9.0.2"}
+        async with (
+            http.stream("GET", url, headers=one) as a,
+            http.stream("GET", url, headers=two) as b,
+        ):
+            assert a.status_code == b.status_code == 200
+            _assert_error(await http.get(url, headers=one), 503, "too_many_streams")
