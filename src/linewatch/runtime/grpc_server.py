@@ -31,6 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from linewatch.runtime.config import GrpcConfig
 from linewatch.runtime.errors import ConfigError, LinewatchError
 from linewatch.runtime.grpc_auth import (
+    FRAME_OPTIONS,
     AuthInterceptor,
     Caller,
     load_callers,
@@ -162,6 +163,7 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
                 ("grpc.so_reuseport", 0),
+                *FRAME_OPTIONS,
             ],
         )
         self.health = health.aio.HealthServicer()
