@@ -43,6 +43,7 @@ from typing import Any
 
 import grpc
 import yaml
+from prometheus_client import Counter
 from pydantic import TypeAdapter, ValidationError
 
 from linewatch.runtime.config import GrpcAuthConfig, GrpcCaller, GrpcClientConfig, GrpcTlsConfig
@@ -64,6 +65,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Refused calls by status code; the log line is DEBUG so that a flood of bad calls
+#: cannot flood the log.
+AUTH_REFUSED = Counter(
+    "linewatch_grpc_auth_refused_total", "gRPC calls refused by the auth interceptor", ["code"]
+)
 
 #: Services any caller may use without a token (probes, ``grpcurl list``).
 PUBLIC_SERVICES = (
@@ -250,13 +257,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return None
         caller = self.identify(_bearer(handler_call_details.invocation_metadata))
         if caller is None:
-            log.info("grpc auth: refused, no valid token", extra={"fields": {"method": method}})
+            AUTH_REFUSED.labels("unauthenticated").inc()
+            log.debug("grpc auth: refused, no valid token", extra={"fields": {"method": method}})
             return _deny(
                 handler,
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing or unknown bearer token (authorization: Bearer <token>)",
             )
         if not caller.allows(method):
+            AUTH_REFUSED.labels("permission_denied").inc()
             log.info(
                 "grpc auth: permission denied",
                 extra={"fields": {"method": method, "caller": caller.name}},
