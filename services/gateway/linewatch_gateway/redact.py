@@ -9,31 +9,10 @@ one field and write it back without knowing (or wiping) the secrets.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
+from linewatch.runtime.redact import MASK, is_redacted_url, redact_url
 from linewatch.v1 import ingest_pb2
 
 __all__ = ["MASK", "is_redacted_url", "keep_secrets", "redact_rule", "redact_url"]
-
-MASK = "***"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with everything that may hold a token replaced by ``***``."""
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return MASK
-    if not parts.scheme or not host:
-        return MASK
-    base = f"{parts.scheme}://{host}{port}"
-    if parts.path.strip("/") or parts.query or parts.fragment or parts.username or parts.password:
-        return f"{base}/{MASK}"
-    return base
 
 
 def redact_rule(rule: ingest_pb2.Rule) -> ingest_pb2.Rule:
@@ -45,11 +24,6 @@ def redact_rule(rule: ingest_pb2.Rule) -> ingest_pb2.Rule:
             out.alarm.webhook_secret = MASK
         out.alarm.webhook_url = redact_url(out.alarm.webhook_url)
     return out
-
-
-def is_redacted_url(url: str) -> bool:
-    """Whether ``url`` is a placeholder :func:`redact_url` made."""
-    return url == MASK or url.endswith(f"/{MASK}")
 
 
 def keep_secrets(new: ingest_pb2.Rule, stored: ingest_pb2.Rule | None) -> None:

@@ -8,6 +8,7 @@ from linewatch_inference.app import InferenceServer
 from linewatch_inference.config import InferenceConfig
 from linewatch_inference.metrics import InferenceMetrics
 from linewatch_ingest.app import running
+from linewatch_ingest.config import AlarmRuleConfig
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -21,7 +22,7 @@ from linewatch.runtime.config import (
 from linewatch.runtime.mqtt import MqttClient
 from linewatch.testing import assert_every_method_guarded, free_port, secured_grpc, write_pki
 
-from .conftest import ROOT, Collector, Inference, curve_payload, ingest_config
+from .conftest import ROOT, Collector, Inference, curve_payload, demo_rule, ingest_config
 
 INGEST_TOKEN = "ingest-caller-token"
 
@@ -95,3 +96,48 @@ async def test_ingest_scores_over_mtls_with_its_own_token(
         assert verdicts[0]["device_id"] == "press-01"
     finally:
         await inference.stop()
+
+
+async def test_webhook_secrets_reach_only_callers_that_may_write_rules(
+    mqtt_url: str, database_url: str, topic_prefix: str, inference: Inference
+) -> None:
+    from linewatch.runtime.config import GrpcAuthConfig, GrpcCaller
+    from linewatch.testing import TEST_TOKEN, operator_channel
+    from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
+
+    hook = "https://open.feishu.cn/open-apis/bot/v2/hook/secret-hook-token"
+    auth = GrpcAuthConfig(
+        callers=[
+            GrpcCaller(name="ops", role="operator", token=SecretStr(TEST_TOKEN)),
+            GrpcCaller(name="viewer", role="read-only", token=SecretStr("viewer-token")),
+        ]
+    )
+    rule = demo_rule(topic_prefix).model_copy(
+        update={
+            "alarm": AlarmRuleConfig(
+                threshold=3, window_s=60, webhook_url=hook, webhook_secret="sign-secret"
+            )
+        }
+    )
+    config = ingest_config(
+        mqtt_url=mqtt_url,
+        database_url=database_url,
+        inference=inference,
+        prefix=topic_prefix,
+        rules=[rule],
+        grpc=secured_grpc(port=0, grace_s=0.5, auth=auth),
+    )
+    async with running(config) as ingest:
+        target = f"127.0.0.1:{ingest.port}"
+        seen: dict[str, ingest_pb2.Rule] = {}
+        for who, token in (("ops", TEST_TOKEN), ("viewer", "viewer-token")):
+            async with operator_channel(target, token=token) as channel:
+                stub = ingest_pb2_grpc.IngestServiceStub(channel)
+                listed = await stub.ListRules(ingest_pb2.ListRulesRequest())
+                got = await stub.GetRule(ingest_pb2.GetRuleRequest(name="demo"))
+                assert listed.rules[0] == got.rule
+                seen[who] = got.rule
+    assert seen["ops"].alarm.webhook_url == hook
+    assert seen["ops"].alarm.webhook_secret == "sign-secret"
+    assert seen["viewer"].alarm.webhook_url == "https://open.feishu.cn/***"
+    assert seen["viewer"].alarm.webhook_secret == "***"

@@ -30,6 +30,7 @@ attaches the caller's token to every call and speaks TLS (or mTLS) when configur
 
 from __future__ import annotations
 
+import contextvars
 import fnmatch
 import hashlib
 import hmac
@@ -57,6 +58,7 @@ __all__ = [
     "Caller",
     "callers_env",
     "client_token",
+    "current_caller",
     "internal_caller",
     "load_callers",
     "open_channel",
@@ -219,6 +221,17 @@ def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -
     return grpc.stream_stream_rpc_method_handler(abort_stream, **kwargs)
 
 
+_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "linewatch_grpc_caller", default=None
+)
+
+
+def current_caller() -> Caller | None:
+    """The authenticated caller of the gRPC call being served (``None`` outside one, or
+    with auth off). The interceptor sets it in the call's task before the handler runs."""
+    return _CALLER.get()
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Bearer-token authentication and per-method authorisation for one server."""
 
@@ -275,6 +288,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"caller {caller.name} may not call {method}",
             )
+        _CALLER.set(caller)
         return handler
 
 
