@@ -189,3 +189,18 @@ async def test_mtls_needs_a_client_certificate_and_health_stays_plaintext(
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await server.stop(0)
+
+
+def test_a_partial_grpc_section_keeps_the_services_default_port() -> None:
+    from linewatch.runtime.config import ServiceConfig, load_config
+
+    class _Svc(ServiceConfig):
+        grpc: GrpcConfig = GrpcConfig(port=50052)
+
+    env = {"LINEWATCH_SVC__GRPC__AUTH__CALLERS": "[{name: a, role: operator, token: t}]"}
+    config = load_config(_Svc, service="svc", environ=env)
+    assert config.grpc.port == 50052
+    assert config.grpc.auth.callers[0].name == "a"
+    assert (
+        load_config(_Svc, service="svc", environ={"LINEWATCH_SVC__GRPC__PORT": "7"}).grpc.port == 7
+    )

@@ -175,6 +175,23 @@ class ServiceConfig(_Strict):
     database_url: str = ""
     data_dir: Path = Path(".linewatch")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_nested_defaults(cls, data: Any) -> Any:
+        """A section given in part keeps what the service's own default sets: with
+        ``grpc: GrpcConfig(port=50052)`` as the default, ``LINEWATCH_INFERENCE__GRPC__AUTH__…``
+        alone leaves the port at 50052 (not GrpcConfig's 0)."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, info in cls.model_fields.items():
+            value, default = out.get(name), info.default
+            if isinstance(value, Mapping) and isinstance(default, BaseModel):
+                base = default.model_dump(exclude_defaults=True)
+                if base:
+                    out[name] = _deep_merge(base, value)
+        return out
+
 
 def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
