@@ -36,7 +36,8 @@ from linewatch_inference.session import ModelSession, available_providers, choos
 from linewatch.curves import make_batch, preprocess
 from linewatch.oip import grpc_service_pb2 as oip
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
-from linewatch.testing import free_port
+from linewatch.runtime.grpc_auth import callers_env
+from linewatch.testing import TEST_TOKEN, free_port, operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 
@@ -192,6 +193,7 @@ async def with_service(body: Callable[[grpc.aio.Channel], Awaitable[None]]) -> N
         env = {
             **os.environ,
             "LINEWATCH_INFERENCE__GRPC__PORT": str(port),
+            **callers_env("inference", {"bench": ("operator", TEST_TOKEN)}),
             "LINEWATCH_INFERENCE__DATA_DIR": data_dir,
             "LINEWATCH_INFERENCE__MODEL_DIR": str(MODEL_DIR),
             "LINEWATCH_INFERENCE__LOG_LEVEL": "WARNING",
@@ -201,7 +203,7 @@ async def with_service(body: Callable[[grpc.aio.Channel], Awaitable[None]]) -> N
             [sys.executable, "-m", "linewatch_inference"], env=env, cwd=ROOT
         )
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with operator_channel(f"127.0.0.1:{port}") as channel:
                 api = oip_grpc.GRPCInferenceServiceStub(channel)
                 async with asyncio.timeout(60):
                     while True:

@@ -15,6 +15,11 @@ verdict within the drain time), and CPU and peak RSS per process.
 
     .venv/bin/python -m bench.bench_ingest            # loads up to the breaking point
     .venv/bin/python -m bench.bench_ingest --quick    # two loads, under 60 s
+    .venv/bin/python -m bench.bench_ingest --systems linewatch_off,linewatch_mtls --loads 5000
+
+``linewatch_off`` runs with gRPC auth off and plaintext; ``linewatch_mtls`` with bearer
+tokens and mTLS between ingest and inference (the default ``linewatch`` has tokens over
+plaintext): the cost of the security layer, side by side.
 
 Results go to ``bench/results/ingest.json``. For profiling, ``LINEWATCH_BENCH_CPROFILE=file``
 runs ingest under cProfile and ``LINEWATCH_BENCH_LOGS=dir`` keeps its log there.
@@ -42,7 +47,14 @@ import psutil
 from linewatch.curves import CURVE_KINDS, make_curve
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import Mosquitto, free_port, wait_port
+from linewatch.testing import (
+    Mosquitto,
+    free_port,
+    operator_env,
+    operator_grpc_dict,
+    wait_port,
+    write_pki,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
@@ -442,7 +454,7 @@ async def _run_system(
     return results
 
 
-SYSTEMS = ("linewatch", "linewatch_x2", "baseline")
+SYSTEMS = ("linewatch", "linewatch_x2", "baseline", "linewatch_off", "linewatch_mtls")
 """linewatch_x2: two ingest replicas splitting the topic with a shared subscription."""
 DEFAULT_SYSTEMS = ("linewatch", "baseline")
 DEFAULT_LOADS = [1000, 2500, 5000, 10000, 12500, 15000]
@@ -457,10 +469,11 @@ def _ingest_yaml(
     replica: int = 0,
     shared: bool = False,
     database_url: str = "",
+    grpc: dict[str, Any] | None = None,
 ) -> Path:
     config: dict[str, Any] = {
         "log_level": "WARNING",
-        "grpc": {"port": grpc_port},
+        "grpc": grpc or operator_grpc_dict(port=grpc_port),
         "data_dir": str(tmp / "ingest-data"),
         "database_url": database_url,
         "client_id": f"bench-ingest-{replica}",
@@ -497,17 +510,20 @@ async def _run_linewatch(
     *,
     replicas: int = 1,
     database_url: str = "",
+    security: str = "tokens",
     **kw: Any,
 ) -> list[LoadResult]:
     inf_port = free_port()
     env = {"OTEL_SDK_DISABLED": "true"}
     logs = Path(os.environ.get("LINEWATCH_BENCH_LOGS", tmp))
+    grpc_env, ingest_grpc = _security(security, tmp)
     inference = _spawn(
         "inference",
         ["-m", "linewatch_inference"],
         {
             **env,
             "LINEWATCH_INFERENCE__GRPC__PORT": str(inf_port),
+            **grpc_env,
             "LINEWATCH_INFERENCE__MODEL_DIR": str(ROOT / "models"),
             "LINEWATCH_INFERENCE__DATA_DIR": str(tmp / "inference-data"),
             "LINEWATCH_INFERENCE__LOG_LEVEL": "WARNING",
@@ -521,6 +537,7 @@ async def _run_linewatch(
         config = _ingest_yaml(
             tmp, broker.port, inf_port, port, replica=replica, shared=replicas > 1,
             database_url=database_url,
+            grpc={**ingest_grpc, "port": port} if ingest_grpc else None,
         )  # fmt: skip
         name = "ingest" if replicas == 1 else f"ingest{replica + 1}"
         ingests.append(
@@ -530,12 +547,15 @@ async def _run_linewatch(
         ports.append(port)
         await _ready(port)  # one at a time: the first creates the tables
     system = "linewatch" if replicas == 1 else f"linewatch_x{replicas}"
+    if security != "tokens":
+        system = f"linewatch_{security}"
     try:
         await _ready(inf_port)
         await asyncio.sleep(1.0)
         return await _run_system(
             system, broker=broker, procs=[mosq, *ingests, inference], loads=loads,
-            run_base=100 * (2 * replicas + 1), **kw,
+            run_base=100 * (2 * replicas + 1) + {"tokens": 0, "off": 1000, "mtls": 2000}[security],
+            **kw,
         )  # fmt: skip
     finally:
         for proc in ingests:
@@ -551,6 +571,31 @@ async def _run_linewatch(
                     clean_start=True,
                 ):
                     pass
+
+
+def _security(mode: str, tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """Inference's environment and ingest's ``grpc`` section for one security mode:
+    ``tokens`` (the default: bearer tokens, plaintext), ``off`` (no auth, plaintext) or
+    ``mtls`` (bearer tokens and mutual TLS)."""
+    if mode == "tokens":
+        return operator_env("inference"), {}
+    if mode == "off":
+        return {"LINEWATCH_INFERENCE__GRPC__AUTH__ENABLED": "false"}, {"auth": {"enabled": False}}
+    pki = write_pki(tmp)
+    prefix = "LINEWATCH_INFERENCE__GRPC__TLS__"
+    server = {
+        f"{prefix}CERT_FILE": str(pki["server_cert"]),
+        f"{prefix}KEY_FILE": str(pki["server_key"]),
+        f"{prefix}CLIENT_CA_FILE": str(pki["ca"]),
+    }
+    grpc = operator_grpc_dict()
+    grpc["client"] = {
+        **grpc["client"],
+        "ca_file": str(pki["ca"]),
+        "cert_file": str(pki["client_cert"]),
+        "key_file": str(pki["client_key"]),
+    }
+    return {**operator_env("inference"), **server}, grpc
 
 
 async def _run_baseline(
@@ -597,6 +642,11 @@ async def main(
                 )
             if "baseline" in systems:
                 results += await _run_baseline(tmp, broker, mosq, loads, **kw)
+            for security in ("off", "mtls"):
+                if f"linewatch_{security}" in systems:
+                    results += await _run_linewatch(
+                        tmp, broker, mosq, loads, security=security, **kw
+                    )
         finally:
             broker.stop()
     return results
@@ -641,7 +691,7 @@ def cli(argv: list[str] | None = None) -> int:
         "--loads", type=lambda v: [int(x) for x in v.split(",")], help="e.g. 2000,8000"
     )
     parser.add_argument(
-        "--systems", default=",".join(DEFAULT_SYSTEMS), help="of linewatch,linewatch_x2,baseline"
+        "--systems", default=",".join(DEFAULT_SYSTEMS), help=f"of {','.join(SYSTEMS)}"
     )
     parser.add_argument(
         "--replica-database",

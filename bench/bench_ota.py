@@ -29,7 +29,8 @@ from linewatch_ota.download_server import DownloadServer
 from linewatch_ota.simulator import SimulatedFleet
 
 from linewatch.broker import broker_answers
-from linewatch.testing import free_port
+from linewatch.runtime.grpc_auth import callers_env
+from linewatch.testing import TEST_TOKEN, free_port, operator_channel, operator_client
 from linewatch.v1 import ota_pb2, ota_pb2_grpc
 
 RESULTS = Path(__file__).parent / "results" / "ota.json"
@@ -113,6 +114,7 @@ async def run(devices: int, concurrency: int) -> list[dict[str, Any]]:
         env = {
             **os.environ,
             "LINEWATCH_OTA__GRPC__PORT": str(grpc_port),
+            **callers_env("ota", {"bench": ("operator", TEST_TOKEN)}),
             "LINEWATCH_OTA__DATA_DIR": tmp,
             "LINEWATCH_OTA__LOG_LEVEL": "WARNING",
             "LINEWATCH_OTA__MQTT__URL": mqtt_url,
@@ -124,8 +126,10 @@ async def run(devices: int, concurrency: int) -> list[dict[str, Any]]:
         service = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "linewatch_ota", env=env
         )
-        downloads = DownloadServer(grpc_target=f"127.0.0.1:{grpc_port}", port=http_port)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+        downloads = DownloadServer(
+            grpc_target=f"127.0.0.1:{grpc_port}", port=http_port, client=operator_client()
+        )
+        channel = operator_channel(f"127.0.0.1:{grpc_port}")
         fleet: SimulatedFleet | None = None
         try:
             stub = ota_pb2_grpc.OtaServiceStub(channel)

@@ -24,7 +24,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import grpc
 from linewatch_sync.drills import (
     SyncProcess,
     kill_mid_download,
@@ -33,7 +32,7 @@ from linewatch_sync.drills import (
     wait_done,
 )
 
-from linewatch.testing import broker_url, free_port, wait_port
+from linewatch.testing import broker_url, free_port, operator_channel, wait_port
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
 
 RESULTS = Path(__file__).parent / "results" / "sync.json"
@@ -46,7 +45,7 @@ async def throughput(mqtt_url: str, base: str, host: str, count: int, work: Path
     svc = SyncProcess(work, mqtt_url, f"bench/{uuid.uuid4().hex[:8]}/sync")
     await svc.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
+        async with operator_channel(f"127.0.0.1:{svc.port}") as channel:
             stub = sync_pb2_grpc.SyncServiceStub(channel)
             urls = [f"{base}/img/{i}.jpg!thumb" for i in range(count)]
             start = time.perf_counter()

@@ -5,6 +5,10 @@ service that exists in this checkout (inference first, gateway last) and the sim
 each as its own process. Prints where everything listens, stops everything cleanly on
 Ctrl-C (SIGTERM to each, then SIGKILL after a grace period), and says clearly what is
 wrong when a port is taken or a service dies.
+
+gRPC: every service accepts ``dev-token`` as an operator token; the gateway and ingest
+get their own random tokens (role ``gateway``; ``ingest`` may only score), made at
+each start and never printed.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import secrets
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from linewatch.broker import broker_answers
+from linewatch.runtime.grpc_auth import callers_env
 
 __all__ = ["Component", "LaunchError", "plan", "up"]
 
@@ -73,6 +79,7 @@ def plan(
             )
         )
     common = {"PYTHONUNBUFFERED": "1"}
+    internal = {"gateway": secrets.token_urlsafe(24), "ingest": secrets.token_urlsafe(24)}
     for name in available_services():
         port = SERVICE_PORTS[name]
         prefix = f"LINEWATCH_{name.upper()}__"
@@ -81,11 +88,15 @@ def plan(
             f"{prefix}LOG_FORMAT": "text",
             f"{prefix}DATA_DIR": str(data_dir),
         }
+        callers = {"operator": ("operator", token), "gateway": ("gateway", internal["gateway"])}
+        if name == "inference":
+            callers["ingest"] = ("ingest", internal["ingest"])
+        env.update(callers_env(name, callers, internal.get(name, "")))
         if name == "gateway":
             env[f"{prefix}TOKENS"] = f"[{token}]"
             url = f"http://localhost:{port}  (dashboard; write token: {token})"
         else:
-            url = f"grpc://127.0.0.1:{port}"
+            url = f"grpc://127.0.0.1:{port}  (gRPC token: {token})"
         if name == "ingest":
             env[f"{prefix}BROKERS__DEFAULT__URL"] = mqtt_url
         elif name in {"sync", "ota"}:
@@ -104,6 +115,19 @@ def plan(
             )
         )
     return comps
+
+
+def grpcurl_hint(comps: list[Component], token: str = DEV_TOKEN) -> str:
+    """How to call a service with grpcurl (health and ``list`` need no token)."""
+    ports = {c.name: c.port for c in comps}
+    port = ports.get("ingest") or SERVICE_PORTS["ingest"]
+    return (
+        f"\ngRPC needs `authorization: Bearer {token}` (operator) on every call but health "
+        "and reflection, e.g.\n"
+        f"  grpcurl -plaintext 127.0.0.1:{port} list\n"
+        f"  grpcurl -plaintext -H 'authorization: Bearer {token}' "
+        f"127.0.0.1:{port} linewatch.v1.IngestService/GetIngestStatus"
+    )
 
 
 def _check_ports(comps: list[Component]) -> None:
@@ -167,6 +191,7 @@ async def up(*, data_dir: Path = Path(".linewatch"), simulator: bool = True) -> 
             print(f"  {comp.name:10} {comp.url}", flush=True)
         if "gateway" not in {c.name for c in comps}:
             print("  (no gateway in this checkout yet: no dashboard)", flush=True)
+        print(grpcurl_hint(comps), flush=True)
         print("Ctrl-C stops everything.\n", flush=True)
         waits = {asyncio.ensure_future(c.proc.wait()): c for c in comps if c.proc is not None}
         stopper = asyncio.ensure_future(stop.wait())

@@ -21,16 +21,26 @@ from typing import Any
 from linewatch.broker import EmbeddedBroker, broker_answers
 
 __all__ = [
+    "TEST_TOKEN",
     "Mosquitto",
     "OtlpReceiver",
     "Postgres",
     "ReceivedSpan",
+    "assert_every_method_guarded",
     "broker_url",
+    "call_code",
     "free_port",
     "fuzz_corpus",
+    "guarded_methods",
     "mosquitto_binary",
+    "operator_channel",
+    "operator_client",
+    "operator_env",
+    "operator_grpc_dict",
     "postgres_bin_dir",
+    "secured_grpc",
     "wait_port",
+    "write_pki",
 ]
 
 
@@ -48,6 +58,60 @@ def fuzz_corpus(strategy: Any, n: int) -> list[Any]:
 
     draw()
     return corpus
+
+
+#: The operator token every test server accepts (``secured_grpc``) and ``operator_channel`` sends.
+TEST_TOKEN = "test-operator-token"  # noqa: S105
+
+
+def secured_grpc(**fields: Any) -> Any:
+    """A :class:`GrpcConfig` (``fields`` as given) accepting :data:`TEST_TOKEN` as operator
+    and calling other services with it."""
+    from pydantic import SecretStr
+
+    from linewatch.runtime.config import GrpcAuthConfig, GrpcCaller, GrpcConfig
+
+    fields.setdefault(
+        "auth",
+        GrpcAuthConfig(
+            callers=[GrpcCaller(name="test", role="operator", token=SecretStr(TEST_TOKEN))]
+        ),
+    )
+    fields.setdefault("client", operator_client())
+    return GrpcConfig(**fields)
+
+
+def operator_env(service: str) -> dict[str, str]:
+    """Environment variables making ``service`` accept :data:`TEST_TOKEN` as operator and
+    send it when it calls others (for services started as child processes)."""
+    from linewatch.runtime.grpc_auth import callers_env
+
+    return callers_env(service, {"test": ("operator", TEST_TOKEN)}, TEST_TOKEN)
+
+
+def operator_grpc_dict(**fields: Any) -> dict[str, Any]:
+    """The ``grpc`` section of a YAML/JSON config file doing what :func:`operator_env` does."""
+    return {
+        **fields,
+        "auth": {"callers": [{"name": "test", "role": "operator", "token": TEST_TOKEN}]},
+        "client": {"token": TEST_TOKEN},
+    }
+
+
+def operator_client(token: str = TEST_TOKEN) -> Any:
+    """A :class:`GrpcClientConfig` sending ``token``."""
+    from pydantic import SecretStr
+
+    from linewatch.runtime.config import GrpcClientConfig
+
+    return GrpcClientConfig(token=SecretStr(token))
+
+
+def operator_channel(target: str, *, token: str = TEST_TOKEN, **kwargs: Any) -> Any:
+    """A plaintext grpc.aio channel to ``target`` sending ``token`` on every call."""
+    from linewatch.runtime.grpc_auth import open_channel
+
+    return open_channel(target, operator_client(token), **kwargs)
 
 
 def mosquitto_binary() -> str | None:
@@ -266,3 +330,150 @@ async def broker_url() -> AsyncIterator[str]:
     port = free_port()
     async with EmbeddedBroker(port=port):
         yield f"mqtt://127.0.0.1:{port}"
+
+
+async def guarded_methods(target: str) -> list[tuple[str, bool, bool]]:
+    """Every method of ``target`` found by server reflection but health and reflection:
+    ``(full method name, client streaming, server streaming)``."""
+    import grpc
+    from google.protobuf import descriptor_pb2  # type: ignore[import-untyped,unused-ignore]
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from linewatch.runtime.grpc_auth import PUBLIC_SERVICES
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        reply = await call.read()
+        services = [
+            s.name for s in reply.list_services_response.service if s.name not in PUBLIC_SERVICES
+        ]
+        methods: list[tuple[str, bool, bool]] = []
+        for name in services:
+            await call.write(reflection_pb2.ServerReflectionRequest(file_containing_symbol=name))
+            reply = await call.read()
+            for raw in reply.file_descriptor_response.file_descriptor_proto:
+                fd = descriptor_pb2.FileDescriptorProto.FromString(raw)
+                for svc in fd.service:
+                    if f"{fd.package}.{svc.name}" != name:
+                        continue
+                    methods += [
+                        (f"/{name}/{m.name}", m.client_streaming, m.server_streaming)
+                        for m in svc.method
+                    ]
+        await call.done_writing()
+    return methods
+
+
+async def call_code(
+    target: str, method: tuple[str, bool, bool], token: str | None, timeout: float = 3.0
+) -> Any:
+    """The status code one call of ``method`` with an empty request gets (``OK`` when it
+    succeeds), sent with ``token`` (``None``: no authorization header)."""
+    import grpc
+
+    from linewatch.runtime.grpc_auth import open_channel
+
+    name, client_streaming, server_streaming = method
+
+    def identity(data: bytes) -> bytes:
+        return data
+
+    async def empty() -> Any:
+        yield b""
+
+    channel = open_channel(target, operator_client(token) if token is not None else None)
+    try:
+        kwargs = {"request_serializer": identity, "response_deserializer": identity}
+        if client_streaming and server_streaming:
+            async for _ in channel.stream_stream(name, **kwargs)(empty(), timeout=timeout):
+                pass
+        elif client_streaming:
+            await channel.stream_unary(name, **kwargs)(empty(), timeout=timeout)
+        elif server_streaming:
+            async for _ in channel.unary_stream(name, **kwargs)(b"", timeout=timeout):
+                pass
+        else:
+            await channel.unary_unary(name, **kwargs)(b"", timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    finally:
+        await channel.close()
+    return grpc.StatusCode.OK
+
+
+async def assert_every_method_guarded(target: str, token: str = TEST_TOKEN) -> list[str]:
+    """Call every reflected method of ``target`` without a token, with a wrong one and
+    with ``token``: the first two must get UNAUTHENTICATED, the last neither
+    UNAUTHENTICATED nor PERMISSION_DENIED. Returns the methods checked."""
+    import grpc
+
+    methods = await guarded_methods(target)
+    assert methods, f"reflection on {target} lists no method"
+    for method in methods:
+        for wrong in (None, "not-a-token"):
+            code = await call_code(target, method, wrong)
+            assert code == grpc.StatusCode.UNAUTHENTICATED, (method[0], wrong, code)
+        code = await call_code(target, method, token)
+        assert code not in {
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.PERMISSION_DENIED,
+        }, (method[0], code)
+    return [m[0] for m in methods]
+
+
+def write_pki(root: Path) -> dict[str, Path]:
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, as PEM
+    files under ``root``: keys ``ca``, ``server_cert``, ``server_key``, ``client_cert``,
+    ``client_key``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def cert(subject: str, key: Any, issuer: tuple[Any, Any] | None, *, ca: bool = False) -> Any:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        issuer_name, issuer_key = issuer if issuer is not None else (name, key)
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    files: dict[str, Path] = {}
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("linewatch-test-ca", ca_key, None, ca=True)
+    files["ca"] = root / "ca.pem"
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for who in ("server", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf = cert(f"linewatch-{who}", key, (ca.subject, ca_key))
+        files[f"{who}_cert"] = root / f"{who}.pem"
+        files[f"{who}_cert"].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        files[f"{who}_key"] = root / f"{who}.key"
+        files[f"{who}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return files

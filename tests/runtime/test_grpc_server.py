@@ -6,6 +6,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from linewatch.runtime.config import GrpcConfig
 from linewatch.runtime.errors import ConfigError, NotFound
 from linewatch.runtime.grpc_server import GrpcServer
+from linewatch.testing import operator_channel, secured_grpc
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
 
 
@@ -24,11 +25,11 @@ class _Sync(sync_pb2_grpc.SyncServiceServicer):
 
 
 async def test_health_reflection_and_error_mapping() -> None:
-    server = GrpcServer(config=GrpcConfig(port=0), service="test")
+    server = GrpcServer(config=secured_grpc(port=0), service="test")
     server.add(sync_pb2_grpc.add_SyncServiceServicer_to_server, _Sync(), "linewatch.v1.SyncService")
     port = await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with operator_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             for name in ("", "linewatch.v1.SyncService"):
                 reply = await health.Check(health_pb2.HealthCheckRequest(service=name))

@@ -115,3 +115,36 @@ def test_plan_lets_sync_and_inference_fetch_from_this_machine(
     assert envs["sync"]["LINEWATCH_SYNC__ALLOWED_NETWORKS"] == "127.0.0.0/8"
     # set by the operator: left as it is (the process inherits it)
     assert "LINEWATCH_INFERENCE__ALLOWED_NETWORKS" not in envs["inference"]
+
+
+def test_plan_accepts_dev_token_as_operator_and_gives_callers_their_own(tmp_path: Path) -> None:
+    from linewatch.launcher import DEV_TOKEN
+    from linewatch.runtime.config import ServiceConfig, load_config
+    from linewatch.runtime.grpc_auth import client_token, load_callers, token_digest
+
+    comps = {c.name: c for c in plan(data_dir=tmp_path, simulator=False)}
+
+    def grpc_env(name: str) -> dict[str, str]:
+        return {k: v for k, v in comps[name].env.items() if "__GRPC__" in k}
+
+    grpc_services = [n for n in ("inference", "ingest", "sync", "ota") if n in comps]
+    assert grpc_services
+    seen_tokens = {}
+    for name in [*grpc_services, *(["gateway"] if "gateway" in comps else [])]:
+        config = load_config(ServiceConfig, service=name, environ=grpc_env(name))
+        callers = {c.name: c for c in load_callers(config.grpc.auth)}
+        assert callers["operator"].digest == token_digest(DEV_TOKEN)
+        assert callers["operator"].allows("/linewatch.v1.OtaService/CreateRollout")
+        seen_tokens[name] = client_token(config.grpc.client)
+    for name in grpc_services:
+        config = load_config(ServiceConfig, service=name, environ=grpc_env(name))
+        callers = {c.name: c for c in load_callers(config.grpc.auth)}
+        if "gateway" in comps:
+            assert callers["gateway"].digest == token_digest(seen_tokens["gateway"])
+    if "inference" in comps and "ingest" in comps:
+        config = load_config(ServiceConfig, service="inference", environ=grpc_env("inference"))
+        ingest = {c.name: c for c in load_callers(config.grpc.auth)}["ingest"]
+        assert ingest.digest == token_digest(seen_tokens["ingest"])
+        assert ingest.allows("/linewatch.v1.InferenceService/PredictStream")
+        assert not ingest.allows("/linewatch.v1.InferenceService/LoadModel")
+    assert DEV_TOKEN not in {seen_tokens.get("gateway"), seen_tokens.get("ingest")}

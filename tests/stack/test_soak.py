@@ -22,7 +22,7 @@ import pytest
 from linewatch.curves import make_curve
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.testing import free_port, wait_port
+from linewatch.testing import free_port, operator_env, operator_grpc_dict, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 200  # messages per second
@@ -53,7 +53,7 @@ async def test_steady_load_keeps_memory_flat(
         json.dumps(
             {
                 "log_level": "WARNING",
-                "grpc": {"port": ing_port},
+                "grpc": operator_grpc_dict(port=ing_port),
                 "data_dir": str(tmp_path / "ingest"),
                 "client_id": f"soak-{topic_prefix.replace('/', '-')}",
                 "brokers": {"default": {"url": mqtt_url}},
@@ -75,6 +75,7 @@ async def test_steady_load_keeps_memory_flat(
         ["-m", "linewatch_inference"],
         {
             "LINEWATCH_INFERENCE__GRPC__PORT": str(inf_port),
+            **operator_env("inference"),
             "LINEWATCH_INFERENCE__MODEL_DIR": str(ROOT / "models"),
             "LINEWATCH_INFERENCE__DATA_DIR": str(tmp_path / "inference"),
             "LINEWATCH_INFERENCE__LOG_LEVEL": "WARNING",

@@ -11,7 +11,6 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import httpx
 import numpy as np
 import pytest
@@ -21,7 +20,15 @@ from linewatch.curves import make_curve
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch.runtime.telemetry import inject_user_properties, trace_id_hex
-from linewatch.testing import Mosquitto, OtlpReceiver, free_port, wait_port
+from linewatch.testing import (
+    Mosquitto,
+    OtlpReceiver,
+    free_port,
+    operator_channel,
+    operator_env,
+    operator_grpc_dict,
+    wait_port,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +83,7 @@ async def test_one_trace_covers_ingest_and_inference(
     ingest_config.write_text(
         json.dumps(
             {
-                "grpc": {"port": ing_port},
+                "grpc": operator_grpc_dict(port=ing_port),
                 "data_dir": str(tmp_path / "ingest"),
                 "brokers": {"default": {"url": broker}},
                 "inference": {"target": f"127.0.0.1:{inf_port}"},
@@ -96,6 +103,7 @@ async def test_one_trace_covers_ingest_and_inference(
         {
             **otel,
             "LINEWATCH_INFERENCE__GRPC__PORT": str(inf_port),
+            **operator_env("inference"),
             "LINEWATCH_INFERENCE__DATA_DIR": str(tmp_path / "inference"),
             "LINEWATCH_INFERENCE__MODEL_DIR": str(ROOT / "models"),
         },
@@ -109,6 +117,7 @@ async def test_one_trace_covers_ingest_and_inference(
         {
             **otel,
             "LINEWATCH_GATEWAY__HTTP_PORT": str(gw_port),
+            **operator_env("gateway"),
             "LINEWATCH_GATEWAY__INGEST_ADDR": f"127.0.0.1:{ing_port}",
             "LINEWATCH_GATEWAY__INFERENCE_ADDR": f"127.0.0.1:{inf_port}",
         },
@@ -220,6 +229,7 @@ async def test_one_trace_covers_an_ota_device_request_and_the_metadata_sent_back
             **OTEL,
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "LINEWATCH_OTA__GRPC__PORT": str(port),
+            **operator_env("ota"),
             "LINEWATCH_OTA__DATA_DIR": str(tmp_path / "ota"),
             "LINEWATCH_OTA__MQTT__URL": mosquitto.url,
             "LINEWATCH_OTA__TOPIC_ROOT": root,
@@ -234,7 +244,7 @@ async def test_one_trace_covers_an_ota_device_request_and_the_metadata_sent_back
     try:
         await asyncio.to_thread(wait_port, port, 60)
         async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+            operator_channel(f"127.0.0.1:{port}") as channel,
             MqttClient(MqttConfig(url=mosquitto.url), clean_start=True) as device,
         ):
             stub = ota_pb2_grpc.OtaServiceStub(channel)
@@ -290,6 +300,7 @@ async def test_one_trace_covers_a_sync_message_and_its_download(
             **OTEL,
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "LINEWATCH_SYNC__GRPC__PORT": str(port),
+            **operator_env("sync"),
             "LINEWATCH_SYNC__DATA_DIR": str(tmp_path / "sync"),
             "LINEWATCH_SYNC__CACHE_DIR": str(tmp_path / "cache"),
             "LINEWATCH_SYNC__MQTT__URL": mosquitto.url,

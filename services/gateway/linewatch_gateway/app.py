@@ -18,6 +18,7 @@ from linewatch_gateway.hubs import make_hubs
 from linewatch_gateway.middleware import BodyLimit, HttpMetrics
 from linewatch_gateway.routes import firmware, health, ingest, models, ota, stream, sync
 from linewatch_gateway.sse import StreamHub
+from linewatch_gateway.stream_access import StreamSlots, StreamTokens
 
 __all__ = ["UvicornServer", "close_streams", "create_app", "serve"]
 
@@ -61,6 +62,15 @@ def create_app(config: GatewayConfig, backends: Backends) -> FastAPI:
 
     app.state.authorizer = Authorizer(
         tokens=config.tokens, read_tokens=config.read_tokens, read_auth=config.read_auth
+    )
+    secret = config.stream_token_secret.get_secret_value()
+    app.state.stream_tokens = (
+        StreamTokens(ttl_s=config.stream_token_ttl_s, key=secret.encode())
+        if secret
+        else StreamTokens(ttl_s=config.stream_token_ttl_s)
+    )
+    app.state.stream_slots = StreamSlots(
+        total=config.sse_max_clients, per_address=config.sse_max_clients_per_address
     )
     install_error_handlers(app)
     for module in (ingest, models, sync, firmware, ota, stream, health):
@@ -122,7 +132,10 @@ async def serve(config: GatewayConfig, stop: asyncio.Event) -> None:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
-            proxy_headers=False,
+            # behind a reverse proxy (the Ingress), X-Forwarded-For from these addresses
+            # names the client (the SSE cap per client address counts real clients)
+            proxy_headers=bool(config.trusted_proxies),
+            forwarded_allow_ips=",".join(config.trusted_proxies) or None,
         )
     )
     _log_auth(config)

@@ -4,7 +4,9 @@
   ``WWW-Authenticate: Bearer``;
 - a configured read-only token on a write → 403.
 
-Reads need a token only when ``read_auth`` is on.
+Reads need a token only when ``read_auth`` is on. Live streams then also open with a
+short-lived stream token in ``?token=`` (:mod:`linewatch_gateway.stream_access`), never
+with a bearer token in the URL.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from linewatch_gateway.errors import ApiError
+from linewatch_gateway.stream_access import StreamTokens
 
-__all__ = ["Authorizer", "require_read", "require_write"]
+__all__ = ["Authorizer", "require_read", "require_stream", "require_write"]
 
 _bearer = HTTPBearer(auto_error=False, description="A token from the gateway configuration.")
 _REALM = 'Bearer realm="linewatch"'
@@ -73,13 +76,24 @@ async def require_write(request: Request, credentials: Credentials) -> None:
 
 
 async def require_read(request: Request, credentials: Credentials) -> None:
-    """Dependency of every read route (a no-op unless ``read_auth`` is on).
-
-    Browsers' EventSource cannot send headers, so the live streams also take the token as
-    ``?access_token=`` (only there; the gateway writes no access log with query strings).
-    """
+    """Dependency of every read route (a no-op unless ``read_auth`` is on)."""
     authorizer: Authorizer = request.app.state.authorizer
-    token = request.query_params.get("access_token")
-    if credentials is None and token and request.url.path.startswith("/v1/stream/"):
-        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
+    authorizer.check(credentials, write=False)
+
+
+async def require_stream(request: Request, credentials: Credentials) -> None:
+    """Dependency of the live streams: read auth, or a valid stream token in ``?token=``
+    (browsers' EventSource cannot send headers)."""
+    authorizer: Authorizer = request.app.state.authorizer
+    token = request.query_params.get("token")
+    if credentials is None and token and authorizer.read_auth:
+        tokens: StreamTokens = request.app.state.stream_tokens
+        if tokens.valid(token):
+            return
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "the stream token is not valid or has expired (POST /v1/stream/token)",
+            {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+        )
     authorizer.check(credentials, write=False)

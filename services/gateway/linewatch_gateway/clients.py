@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from linewatch.runtime.grpc_auth import open_channel
 from linewatch.v1 import inference_pb2_grpc, ingest_pb2_grpc, ota_pb2_grpc, sync_pb2_grpc
 from linewatch_gateway.config import GatewayConfig
 from linewatch_gateway.errors import from_grpc
@@ -44,7 +45,8 @@ class Backends:
 
     @classmethod
     def connect(cls, config: GatewayConfig) -> Backends:
-        """Open (lazily connecting) channels to the configured addresses."""
+        """Open (lazily connecting) channels to the configured addresses, sending the
+        gateway's own token (``grpc.client``) over TLS when configured."""
         addrs = {
             "ingest": config.ingest_addr,
             "inference": config.inference_addr,
@@ -52,7 +54,7 @@ class Backends:
             "ota": config.ota_addr,
         }
         channels = {
-            name: grpc.aio.insecure_channel(addr, options=_CHANNEL_OPTIONS)
+            name: open_channel(addr, config.grpc.client, options=_CHANNEL_OPTIONS)
             for name, addr in addrs.items()
         }
         return cls(

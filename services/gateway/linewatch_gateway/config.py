@@ -6,7 +6,7 @@ every write is refused (401) and the gateway says so in its log at start.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from linewatch.runtime.config import ServiceConfig
 
@@ -43,6 +43,17 @@ class GatewayConfig(ServiceConfig):
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
     #: Cap of the upstream reconnect backoff.
     sse_reconnect_max_s: float = Field(default=10.0, gt=0)
+    #: Proxies (addresses, CIDRs, or ``*``) whose ``X-Forwarded-For`` names the client;
+    #: empty: the connecting peer is the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    #: Most SSE connections in total, and per client address (over either: 503).
+    sse_max_clients: int = Field(default=1000, ge=1, le=1_000_000)
+    sse_max_clients_per_address: int = Field(default=20, ge=1, le=100_000)
+    #: How long a stream token (``POST /v1/stream/token``) opens streams.
+    stream_token_ttl_s: float = Field(default=300.0, ge=10, le=86_400)
+    #: The key stream tokens are signed with (give replicas the same one); empty: random
+    #: per process.
+    stream_token_secret: SecretStr = SecretStr("")
 
     @field_validator("tokens", "read_tokens")
     @classmethod

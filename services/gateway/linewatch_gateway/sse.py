@@ -57,10 +57,14 @@ class Event:
     devices: tuple[str, ...] = ()
     line: str = ""
     label: str = ""
+    #: The event in the text/event-stream format, encoded once for every client.
+    wire: bytes = b""
 
 
 def encode_event(event: Event) -> bytes:
     """The event in the text/event-stream format."""
+    if event.wire:
+        return event.wire
     data = json.dumps(event.data, separators=(",", ":"), allow_nan=False)
     return f"id: {event.id}\nevent: {event.name}\ndata: {data}\n\n".encode()
 
@@ -145,6 +149,9 @@ class StreamHub:
         """Number an event, keep it for replay and queue it for every matching client."""
         self._next_id += 1
         event = Event(self._next_id, name, data, devices, line, label)
+        event = Event(
+            event.id, name, data, devices, line, label, encode_event(event)
+        )  # encoded once here, not once per client
         if self._keep_replay:
             self._replay.append(event)
         SSE_EVENTS.labels(self.kind).inc()

@@ -27,15 +27,35 @@ import pytest
 from linewatch_gateway.app import create_app, serve
 from linewatch_gateway.clients import Backends
 from linewatch_gateway.config import GatewayConfig
+from pydantic import SecretStr
 
 from linewatch.curves import make_curve
-from linewatch.runtime.config import GrpcConfig, MqttConfig
+from linewatch.runtime.config import GrpcAuthConfig, GrpcCaller, GrpcConfig, MqttConfig
+from linewatch.runtime.grpc_auth import callers_env
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import free_port, wait_port
+from linewatch.testing import TEST_TOKEN, free_port, operator_client, secured_grpc, wait_port
 
 ROOT = Path(__file__).resolve().parents[3]
 WRITE_TOKEN = "t-write"
 READ_TOKEN = "t-read"
+#: The gateway's and ingest's own gRPC tokens; backends accept them with their roles,
+#: and TEST_TOKEN as operator.
+GATEWAY_GRPC_TOKEN = "t-grpc-gateway"
+INGEST_GRPC_TOKEN = "t-grpc-ingest"
+CALLERS = {
+    "test": ("operator", TEST_TOKEN),
+    "gateway": ("gateway", GATEWAY_GRPC_TOKEN),
+    "ingest": ("ingest", INGEST_GRPC_TOKEN),
+}
+
+
+def backend_grpc(**fields: Any) -> GrpcConfig:
+    """A backend's gRPC config accepting :data:`CALLERS`."""
+    callers = [
+        GrpcCaller(name=name, role=role, token=SecretStr(token))
+        for name, (role, token) in CALLERS.items()
+    ]
+    return secured_grpc(auth=GrpcAuthConfig(callers=callers), **fields)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -61,6 +81,7 @@ class Stack:
             "ota_addr": self.addrs["ota"],
             "sse_heartbeat_s": 0.5,
             "sse_reconnect_max_s": 0.5,
+            "grpc": GrpcConfig(client=operator_client(GATEWAY_GRPC_TOKEN)),
         }
         values.update(overrides)
         return GatewayConfig(**values)
@@ -173,6 +194,7 @@ def inference_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "LINEWATCH_INFERENCE__USE_CUDA": "'off'",
         "LINEWATCH_INFERENCE__LOG_FORMAT": "text",
         "LINEWATCH_INFERENCE__LOG_LEVEL": "WARNING",
+        **callers_env("inference", CALLERS),
     }
     proc = subprocess.Popen([sys.executable, "-m", "linewatch_inference"], env=env)
     try:
@@ -199,7 +221,7 @@ async def stack(
     from linewatch_sync.config import SyncConfig
 
     sync_config = SyncConfig(
-        grpc=GrpcConfig(host="127.0.0.1", port=0, grace_s=0),
+        grpc=backend_grpc(host="127.0.0.1", port=0, grace_s=0),
         mqtt=MqttConfig(url=mqtt_url, client_id=f"gw-test-sync-{uuid.uuid4().hex[:8]}"),
         topics=(f"{topic_prefix}/sync",),
         deadletter_topic=f"{topic_prefix}/deadletter",
@@ -214,7 +236,7 @@ async def stack(
     sync_port, sync_task, sync_stop = await _start_with_ready(serve_sync, sync_config)
     ota_root = f"{topic_prefix}/ota"
     ota_config = OtaConfig(
-        grpc=GrpcConfig(host="127.0.0.1", port=0, grace_s=0),
+        grpc=backend_grpc(host="127.0.0.1", port=0, grace_s=0),
         mqtt=MqttConfig(url=mqtt_url, client_id=f"gw-test-ota-{uuid.uuid4().hex[:8]}"),
         topic_root=ota_root,
         data_dir=tmp_path / "ota",
@@ -223,7 +245,12 @@ async def stack(
     )
     ota_port, ota, stop = await _start_with_ready(serve_ota, ota_config)
     ingest_config = IngestConfig(
-        grpc=GrpcConfig(host="127.0.0.1", port=free_port(), grace_s=0),
+        grpc=backend_grpc(
+            host="127.0.0.1",
+            port=free_port(),
+            grace_s=0,
+            client=operator_client(INGEST_GRPC_TOKEN),
+        ),
         client_id=f"gw-test-ingest-{uuid.uuid4().hex[:8]}",
         brokers={"default": MqttConfig(url=mqtt_url)},
         rules=(

@@ -14,12 +14,11 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 
-import grpc
 import httpx
 import pytest
 from linewatch_gateway.app import serve
 
-from linewatch.testing import free_port
+from linewatch.testing import free_port, operator_channel
 from linewatch.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
 from .conftest import READ_TOKEN, Stack, wait_serving
@@ -77,7 +76,7 @@ class ResumingClient:
 
 
 async def _archived(stack: Stack, ids: list[str]) -> None:
-    async with grpc.aio.insecure_channel(stack.addrs["ingest"]) as channel:
+    async with operator_channel(stack.addrs["ingest"]) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         async with asyncio.timeout(30):
             while True:

@@ -551,12 +551,13 @@ async def test_firmware_upload_is_streamed_in_chunks(stack: Any) -> None:
     from linewatch_gateway.app import create_app
     from linewatch_gateway.clients import Backends
 
+    from linewatch.testing import operator_channel
     from linewatch.v1 import ota_pb2_grpc
 
     config = stack.config()
     backends = Backends.connect(config)
     counter = _CountUploadMessages()
-    channel = grpc.aio.insecure_channel(stack.addrs["ota"], interceptors=[counter])
+    channel = operator_channel(stack.addrs["ota"], interceptors=[counter])
     backends.ota = ota_pb2_grpc.OtaServiceStub(channel)
     app = create_app(config, backends)
     data = os.urandom(1_500_000)

@@ -284,28 +284,3 @@ async def test_replay_buffer_is_bounded(replay: int) -> None:
     assert hub.subscribe(StreamFilter(), last_event_id=ids[-1]).gap_after is None
     if replay:
         assert hub.subscribe(StreamFilter(), last_event_id=ids[-replay - 1]).gap_after is None
-
-
-async def test_stream_takes_the_token_in_the_query_when_reads_need_auth(stack: Any) -> None:
-    """EventSource cannot send headers: ``?access_token=`` opens the stream instead."""
-    from linewatch_gateway.app import serve
-
-    from linewatch.testing import free_port
-
-    from .conftest import READ_TOKEN, wait_serving
-
-    port = free_port()
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(stack.config(http_port=port, read_auth=True), stop))
-    try:
-        await wait_serving(port, task)
-        url = f"http://127.0.0.1:{port}/v1/stream/alarms"
-        async with httpx.AsyncClient(timeout=10) as http:
-            assert (await http.get(url)).status_code == 401
-            async with http.stream("GET", url, params={"access_token": READ_TOKEN}) as resp:
-                assert resp.status_code == 200
-                first = await anext(resp.aiter_lines())
-                assert first.startswith("retry:")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)

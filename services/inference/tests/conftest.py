@@ -16,7 +16,7 @@ from linewatch_inference.metrics import InferenceMetrics
 from linewatch_inference.testing import manifest_dict, onnx_bytes, write_package
 from prometheus_client import CollectorRegistry
 
-from linewatch.runtime.config import GrpcConfig
+from linewatch.testing import secured_grpc
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -51,7 +51,7 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     async def start(model_dir: Path, **settings: Any) -> tuple[InferenceServer, int]:
         settings.setdefault("data_dir", tmp_path / "data")
         settings.setdefault("allowed_networks", ("127.0.0.0/8",))  # the test file server
-        config = InferenceConfig(grpc=GrpcConfig(port=0), model_dir=model_dir, **settings)
+        config = InferenceConfig(grpc=secured_grpc(port=0), model_dir=model_dir, **settings)
         server = InferenceServer(config, metrics=InferenceMetrics(CollectorRegistry()))
         port = await server.start()
         started.append(server)

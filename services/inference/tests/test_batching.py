@@ -6,7 +6,6 @@ import asyncio
 import threading
 from pathlib import Path
 
-import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -16,6 +15,7 @@ from linewatch_inference.testing import LENGTH
 from prometheus_client import CollectorRegistry
 
 from linewatch.runtime.errors import ResourceExhausted
+from linewatch.testing import operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 
@@ -101,7 +101,7 @@ async def test_server_coalesces_concurrent_callers(
     request = pb.PredictRequest(
         batch=pb.CurveBatch(model="tiny", samples_f32=curves, lengths=[LENGTH])
     )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with operator_channel(f"127.0.0.1:{port}") as ch:
         api = pb_grpc.InferenceServiceStub(ch)
         await api.Predict(request)  # warm the channel
         registry = server.metrics.registry

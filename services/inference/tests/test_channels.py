@@ -11,6 +11,7 @@ from linewatch_inference.testing import manifest_dict, two_channel_onnx, write_p
 
 from linewatch.oip import grpc_service_pb2 as oip
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
+from linewatch.testing import operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 
@@ -47,7 +48,7 @@ async def test_two_channel_model_scores_channels_in_the_manifest_order(
     tmp_path: Path, start_server: StartServer
 ) -> None:
     _, port = await start_server(_package(tmp_path / "models"))
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with operator_channel(f"127.0.0.1:{port}") as channel:
         api = pb_grpc.InferenceServiceStub(channel)
         model = await api.GetModel(pb.GetModelRequest(name="press2"))
         assert list(model.model.versions[0].channels) == ["pressure", "force"]

@@ -7,10 +7,10 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import numpy as np
 from linewatch_inference.testing import LENGTH, manifest_dict, onnx_bytes, sha256, zip_package
 
+from linewatch.testing import operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 
@@ -64,7 +64,7 @@ async def test_hot_swap_under_load_loses_no_request(
         await api.LoadModel(pb.LoadModelRequest(url=f"{base}/v1b.zip", sha256=sha256(v1b)))
         swapped.set()
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with operator_channel(f"127.0.0.1:{port}") as ch:
         api = pb_grpc.InferenceServiceStub(ch)
         async with asyncio.timeout(60), asyncio.TaskGroup() as group:
             latest = [group.create_task(stream(i, "")) for i in range(STREAMS // 2)]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
 import numpy as np
 import onnxruntime as ort
 from linewatch_inference.testing import LENGTH, manifest_dict, onnx_bytes, write_package
 
 from linewatch.curves import preprocess, resample
+from linewatch.testing import operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 
@@ -37,7 +37,7 @@ async def test_scores_match_training_preprocessing(
         samples_f32=np.concatenate(curves).astype("<f4").tobytes(),
         lengths=[len(c) for c in curves],
     )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with operator_channel(f"127.0.0.1:{port}") as ch:
         api = pb_grpc.InferenceServiceStub(ch)
         batch.model = "z"
         z = await api.Predict(pb.PredictRequest(batch=batch))

@@ -22,6 +22,7 @@ from linewatch_inference.testing import (
 
 from linewatch.oip import grpc_service_pb2 as oip
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
+from linewatch.testing import operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 
@@ -37,7 +38,7 @@ async def channel_factory() -> AsyncIterator[list[grpc.aio.Channel]]:
 
 
 def stub(port: int, channels: list[grpc.aio.Channel]) -> pb_grpc.InferenceServiceStub:
-    ch = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    ch = operator_channel(f"127.0.0.1:{port}")
     channels.append(ch)
     return pb_grpc.InferenceServiceStub(ch)
 
@@ -179,7 +180,7 @@ async def test_bare_onnx_with_manifest_and_oip_load_persist_across_restart(
     (www / "tiny-3.onnx").write_bytes(model)
     data_dir = tmp_path / "state"
     server, port = await start_server(model_dir, data_dir=data_dir)
-    ch = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    ch = operator_channel(f"127.0.0.1:{port}")
     channel_factory.append(ch)
     repo = oip_grpc.GRPCInferenceServiceStub(ch)
     params = {
@@ -243,7 +244,7 @@ async def test_zip_packages_in_model_dir_and_bad_ones_beside_them(
     listed = await api.ListModels(pb.ListModelsRequest())
     assert [m.name for m in listed.models] == ["tiny"]
     # Reloading from model_dir leaves no extracted copies behind for other models.
-    ch = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    ch = operator_channel(f"127.0.0.1:{port}")
     channel_factory.append(ch)
     repo = oip_grpc.GRPCInferenceServiceStub(ch)
     await repo.RepositoryModelLoad(oip.RepositoryModelLoadRequest(model_name="tiny"))

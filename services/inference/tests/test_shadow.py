@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from linewatch_inference.testing import LENGTH, manifest_dict, onnx_bytes, write_package
 
+from linewatch.testing import operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 
@@ -36,7 +37,7 @@ async def test_shadow_agreement(model_dir: Path, start_server: StartServer) -> N
     request = pb.PredictRequest(
         batch=pb.CurveBatch(model="tiny", version="1", samples_f32=curves, lengths=[LENGTH] * 5)
     )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with operator_channel(f"127.0.0.1:{port}") as ch:
         api = pb_grpc.InferenceServiceStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await api.SetShadow(pb.SetShadowRequest(name="tiny", shadow_version="9"))

@@ -18,6 +18,7 @@ from linewatch_inference.testing import manifest_dict, onnx_bytes, sha256, zip_p
 from linewatch.oip import grpc_service_pb2 as oip
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
 from linewatch.runtime.errors import InvalidArgument
+from linewatch.testing import operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 
@@ -42,7 +43,7 @@ async def api_factory() -> AsyncIterator[list[grpc.aio.Channel]]:
 
 
 def stub(port: int, channels: list[grpc.aio.Channel]) -> pb_grpc.InferenceServiceStub:
-    ch = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    ch = operator_channel(f"127.0.0.1:{port}")
     channels.append(ch)
     return pb_grpc.InferenceServiceStub(ch)
 
@@ -155,7 +156,7 @@ async def test_oip_repository_load_checks_the_signature_too(
     _, port = await start_server(
         model_dir, require_signatures=True, trusted_keys={"k1": public_b64(trusted)}
     )
-    ch = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    ch = operator_channel(f"127.0.0.1:{port}")
     api_factory.append(ch)
     repo = oip_grpc.GRPCInferenceServiceStub(ch)
     params = {

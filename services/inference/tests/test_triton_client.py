@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from linewatch_inference.testing import LENGTH
 
 from linewatch.curves import CURVE_KINDS, make_batch
+from linewatch.testing import TEST_TOKEN
 
 from .conftest import StartServer
 
@@ -35,6 +37,7 @@ async def run_probe(
         *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "LINEWATCH_PROBE_TOKEN": TEST_TOKEN},
     )
     stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert proc.returncode == 0, stderr.decode()[-2000:]

@@ -12,6 +12,7 @@ from linewatch_inference.testing import LENGTH, manifest_dict, onnx_bytes, write
 
 from linewatch.oip import grpc_service_pb2 as oip
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
+from linewatch.testing import operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 
@@ -22,7 +23,7 @@ from .conftest import StartServer
 async def channel(model_dir: Path, start_server: StartServer) -> AsyncIterator[grpc.aio.Channel]:
     write_package(model_dir, onnx_bytes(), manifest_dict(name="strict", resample="reject"))
     _, port = await start_server(model_dir, max_request_curves=8)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with operator_channel(f"127.0.0.1:{port}") as ch:
         yield ch
 
 

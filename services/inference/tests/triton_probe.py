@@ -5,21 +5,36 @@ pool, as linewatch's own OIP stubs do, so the two cannot share a process: the te
 this script in a child process. Usage::
 
     python triton_probe.py PORT MODEL CURVES.npy [--unload-reload]
+
+The bearer token comes from ``LINEWATCH_PROBE_TOKEN`` and rides on every call as
+``authorization`` metadata, through Triton's own client-plugin hook.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 import numpy as np
 import tritonclient.grpc as triton
+from tritonclient.grpc import InferenceServerClientPlugin
 from tritonclient.utils import InferenceServerException
+
+
+class _Bearer(InferenceServerClientPlugin):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request: Any) -> None:
+        request.headers["authorization"] = f"Bearer {self.token}"
 
 
 def probe(port: int, model: str, curves_path: str, unload_reload: bool) -> dict[str, Any]:
     client = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
+    if token := os.environ.get("LINEWATCH_PROBE_TOKEN"):
+        client.register_plugin(_Bearer(token))
     out: dict[str, Any] = {
         "live": client.is_server_live(),
         "ready": client.is_server_ready(),

@@ -11,6 +11,8 @@ import grpc
 
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.fanout import FanOut
+from linewatch.runtime.grpc_auth import current_caller
+from linewatch.runtime.redact import MASK, redact_url
 from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
 from linewatch_ingest.control import IngestController
 from linewatch_ingest.convert import (
@@ -54,6 +56,21 @@ def _query(f: ingest_pb2.ArchiveFilter, *, label: str = "", state: str = "") -> 
     )
 
 
+#: A caller that may write rules may read their secrets; any other reads them redacted.
+_SEES_SECRETS = f"/{ingest_pb2.DESCRIPTOR.services_by_name['IngestService'].full_name}/UpdateRule"
+
+
+def _shown(rule: Any) -> ingest_pb2.Rule:
+    """The rule as the current caller may see it: webhook secrets are write-only."""
+    proto = rule_to_proto(rule)
+    caller = current_caller()
+    if caller is not None and not caller.allows(_SEES_SECRETS) and proto.HasField("alarm"):
+        if proto.alarm.webhook_secret:
+            proto.alarm.webhook_secret = MASK
+        proto.alarm.webhook_url = redact_url(proto.alarm.webhook_url)
+    return proto
+
+
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     """The gRPC face of the controller and the archive."""
 
@@ -79,14 +96,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def ListRules(
         self, request: ingest_pb2.ListRulesRequest, context: Ctx
     ) -> ingest_pb2.ListRulesResponse:
-        return ingest_pb2.ListRulesResponse(
-            rules=[rule_to_proto(r) for r in self._ctl.list_rules()]
-        )
+        return ingest_pb2.ListRulesResponse(rules=[_shown(r) for r in self._ctl.list_rules()])
 
     async def GetRule(
         self, request: ingest_pb2.GetRuleRequest, context: Ctx
     ) -> ingest_pb2.GetRuleResponse:
-        return ingest_pb2.GetRuleResponse(rule=rule_to_proto(self._ctl.get_rule(request.name)))
+        return ingest_pb2.GetRuleResponse(rule=_shown(self._ctl.get_rule(request.name)))
 
     async def CreateRule(
         self, request: ingest_pb2.CreateRuleRequest, context: Ctx

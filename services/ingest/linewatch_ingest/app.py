@@ -54,6 +54,7 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         retry_max_delay_s=config.inference.retry_max_delay_s,
         protocol=config.inference.protocol,
         models=config.inference.models,
+        client=config.grpc.client,
     )
     await inference.start()
     targets = {
@@ -64,6 +65,7 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
             retry_max_delay_s=t.retry_max_delay_s,
             protocol=t.protocol,
             models=t.models,
+            client=config.grpc.client,
         )
         for name, t in config.targets.items()
     }

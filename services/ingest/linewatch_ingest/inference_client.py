@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from opentelemetry import propagate
 
+from linewatch.runtime.config import GrpcClientConfig
 from linewatch.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -36,6 +37,7 @@ from linewatch.runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from linewatch.runtime.grpc_auth import open_channel
 from linewatch.v1 import inference_pb2, inference_pb2_grpc
 from linewatch_ingest.config import OipModel
 from linewatch_ingest.oip_client import OipClient
@@ -116,8 +118,10 @@ class InferenceClient:
         retry_max_delay_s: float = 5.0,
         protocol: str = "auto",
         models: Mapping[str, OipModel] | None = None,
+        client: GrpcClientConfig | None = None,
     ) -> None:
         self.target = target
+        self.client = client
         self.protocol = protocol
         self._models = dict(models or {})
         self._oip: OipClient | None = None
@@ -142,8 +146,9 @@ class InferenceClient:
 
     async def start(self) -> None:
         """Open the channel and keep a stream running in the background."""
-        self._channel = grpc.aio.insecure_channel(
+        self._channel = open_channel(
             self.target,
+            self.client,
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),

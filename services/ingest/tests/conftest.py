@@ -24,9 +24,9 @@ from linewatch_ingest.config import IngestConfig, RuleConfig
 from prometheus_client import CollectorRegistry
 
 from linewatch.curves import make_curve
-from linewatch.runtime.config import GrpcConfig, MqttConfig
+from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.testing import free_port
+from linewatch.testing import free_port, secured_grpc
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -45,7 +45,7 @@ class Inference:
 
     async def start(self) -> None:
         config = InferenceConfig(
-            grpc=GrpcConfig(port=self.port, grace_s=0.2),
+            grpc=secured_grpc(port=self.port, grace_s=0.2),
             model_dir=ROOT / "models",
             data_dir=self.data_dir,
             max_queue_delay_ms=1.0,
@@ -92,7 +92,7 @@ def ingest_config(
 ) -> IngestConfig:
     """An ingest configuration for one test (own client ids and dead-letter topic)."""
     fields: dict[str, Any] = {
-        "grpc": {"port": 0, "grace_s": 0.5},
+        "grpc": secured_grpc(port=0, grace_s=0.5),
         "client_id": f"lwtest-{uuid.uuid4().hex[:8]}",
         "brokers": {"default": MqttConfig(url=mqtt_url, reconnect_max_delay_s=1.0)},
         "rules": tuple(rules) if rules is not None else (demo_rule(prefix),),

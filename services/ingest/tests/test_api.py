@@ -12,6 +12,7 @@ from linewatch_ingest.app import IngestService, running
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
+from linewatch.testing import operator_channel
 from linewatch.v1 import common_pb2, ingest_pb2_grpc
 from linewatch.v1 import ingest_pb2 as pb
 
@@ -20,7 +21,7 @@ from .conftest import Collector, Inference, curve_payload, eventually, ingest_co
 
 @asynccontextmanager
 async def _stub(ingest: IngestService) -> AsyncIterator[ingest_pb2_grpc.IngestServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{ingest.port}") as channel:
+    async with operator_channel(f"127.0.0.1:{ingest.port}") as channel:
         yield ingest_pb2_grpc.IngestServiceStub(channel)
 
 

@@ -18,8 +18,9 @@ from linewatch_ingest.payload import BadPayload, parse_telemetry
 from prometheus_client import CollectorRegistry
 
 from linewatch.press_cycles import press_cycle
-from linewatch.runtime.config import GrpcConfig, MqttConfig
+from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
+from linewatch.testing import secured_grpc
 
 from .conftest import Collector, Inference, demo_rule, eventually, ingest_config
 
@@ -38,7 +39,7 @@ class TwoChannel(Inference):
             manifest["channels"] = ["pressure", "force"]
             write_package(models, two_channel_onnx(length=64), manifest)
         config = InferenceConfig(
-            grpc=GrpcConfig(port=self.port, grace_s=0.2),
+            grpc=secured_grpc(port=self.port, grace_s=0.2),
             model_dir=models,
             data_dir=self.data_dir,
             max_queue_delay_ms=1.0,

@@ -32,6 +32,7 @@ from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.db import Database
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient
+from linewatch.testing import operator_channel
 from linewatch.v1 import ingest_pb2 as pb
 from linewatch.v1 import ingest_pb2_grpc
 
@@ -218,7 +219,7 @@ async def test_scorer_learns_then_judges_and_survives_a_restart(database_url: st
 
 @asynccontextmanager
 async def _stub(ingest: IngestService) -> AsyncIterator[ingest_pb2_grpc.IngestServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{ingest.port}") as channel:
+    async with operator_channel(f"127.0.0.1:{ingest.port}") as channel:
         yield ingest_pb2_grpc.IngestServiceStub(channel)
 
 

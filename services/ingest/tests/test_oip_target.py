@@ -18,9 +18,10 @@ from linewatch_ingest.config import InferenceTarget, OipModel
 from prometheus_client import CollectorRegistry
 
 from linewatch.curves import CURVE_KINDS
-from linewatch.runtime.config import GrpcConfig, MqttConfig
+from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient
+from linewatch.testing import secured_grpc
 
 from .conftest import (
     ROOT,
@@ -38,7 +39,7 @@ class OipOnly(Inference):
 
     async def start(self) -> None:
         config = InferenceConfig(
-            grpc=GrpcConfig(port=self.port, grace_s=0.2),
+            grpc=secured_grpc(port=self.port, grace_s=0.2),
             model_dir=ROOT / "models",
             data_dir=self.data_dir,
             max_queue_delay_ms=1.0,

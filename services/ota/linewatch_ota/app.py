@@ -7,7 +7,10 @@ import contextlib
 import logging
 import socket
 
+from pydantic import SecretStr
+
 from linewatch.runtime.db import Database, default_sqlite_url
+from linewatch.runtime.grpc_auth import internal_caller
 from linewatch.runtime.grpc_server import GrpcServer
 from linewatch.runtime.mqtt import MqttClient
 from linewatch.v1 import ota_pb2, ota_pb2_grpc
@@ -99,7 +102,13 @@ async def serve(
         default_timeout_s=config.default_timeout_s,
         default_max_retries=config.default_max_retries,
     )
-    server = GrpcServer(config=config.grpc, service="ota")
+    # the download server reads firmware over this service's own API, with a token
+    # made here that may only read firmware
+    reader, reader_token = internal_caller(
+        "ota-downloads",
+        [f"/{SERVICE_NAME}/GetFirmware", f"/{SERVICE_NAME}/ReadFirmware"],
+    )
+    server = GrpcServer(config=config.grpc, service="ota", extra_callers=[reader])
     server.add(ota_pb2_grpc.add_OtaServiceServicer_to_server, api, SERVICE_NAME)
     downloads: DownloadServer | None = None
     try:
@@ -108,7 +117,12 @@ async def serve(
         port = await server.start()
         if config.http_port:
             downloads = DownloadServer(
-                grpc_target=f"127.0.0.1:{port}", host=config.grpc.host, port=config.http_port
+                grpc_target=f"127.0.0.1:{port}",
+                host=config.grpc.host,
+                port=config.http_port,
+                client=config.grpc.client.model_copy(
+                    update={"token": SecretStr(reader_token), "token_file": None}
+                ),
             )
             await downloads.start()
         if ready is not None and not ready.done():

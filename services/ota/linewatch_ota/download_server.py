@@ -15,6 +15,8 @@ import re
 
 import grpc
 
+from linewatch.runtime.config import GrpcClientConfig
+from linewatch.runtime.grpc_auth import open_channel
 from linewatch.v1 import ota_pb2, ota_pb2_grpc
 
 __all__ = ["DownloadServer", "parse_range"]
@@ -48,8 +50,16 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 class DownloadServer:
     """Serves firmware downloads from an OTA gRPC endpoint."""
 
-    def __init__(self, *, grpc_target: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        grpc_target: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        client: GrpcClientConfig | None = None,
+    ) -> None:
         self.grpc_target = grpc_target
+        self.client = client
         self.host = host
         self.port = port
         self._channel: grpc.aio.Channel | None = None
@@ -64,8 +74,10 @@ class DownloadServer:
 
     async def start(self) -> int:
         """Listen; returns the bound port."""
-        self._channel = grpc.aio.insecure_channel(
-            self.grpc_target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        self._channel = open_channel(
+            self.grpc_target,
+            self.client,
+            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
         )
         self._stub = ota_pb2_grpc.OtaServiceStub(self._channel)
         self._server = await asyncio.start_server(self._serve, self.host, self.port)

@@ -25,11 +25,13 @@ import enum
 import hashlib
 import json
 import logging
+import os
 import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import grpc
 import httpx
 
 from linewatch.runtime.config import MqttConfig
@@ -312,25 +314,38 @@ async def fetch_published_keys(base_url: str, *, timeout: float = 10.0) -> dict[
     return {str(k["id"]): str(k["ed25519"]) for k in data["keys"]}
 
 
-async def fetch_signing_keys(ota_grpc: str, *, timeout: float = 10.0) -> dict[str, str]:
-    """The keys devices trust, asked of the OTA service over gRPC (``ListSigningKeys``)."""
-    import grpc
+def _ota_channel(ota_grpc: str, token: str | None) -> grpc.aio.Channel:
+    """A channel to the OTA service carrying ``token`` (default: ``LINEWATCH_GRPC_TOKEN``,
+    else ``make run``'s ``dev-token``)."""
+    from pydantic import SecretStr
 
+    from linewatch.runtime.config import GrpcClientConfig
+    from linewatch.runtime.grpc_auth import open_channel
+
+    if token is None:
+        token = os.environ.get("LINEWATCH_GRPC_TOKEN", "dev-token")
+    return open_channel(ota_grpc, GrpcClientConfig(token=SecretStr(token)))
+
+
+async def fetch_signing_keys(
+    ota_grpc: str, *, timeout: float = 10.0, token: str | None = None
+) -> dict[str, str]:
+    """The keys devices trust, asked of the OTA service over gRPC (``ListSigningKeys``)."""
     from linewatch.v1 import ota_pb2, ota_pb2_grpc
 
-    async with grpc.aio.insecure_channel(ota_grpc) as channel:
+    async with _ota_channel(ota_grpc, token) as channel:
         stub = ota_pb2_grpc.OtaServiceStub(channel)
         reply = await stub.ListSigningKeys(ota_pb2.ListSigningKeysRequest(), timeout=timeout)
     return {k.id: k.ed25519 for k in reply.keys}
 
 
-async def fetch_public_key(ota_grpc: str, *, timeout: float = 10.0) -> str:
-    """The OTA service's signing public key (base64), asked over gRPC."""
-    import grpc
-
+async def fetch_public_key(
+    ota_grpc: str, *, timeout: float = 10.0, token: str | None = None
+) -> str:
+    """The OTA service's signing public key (base64), asked over gRPC with ``token``."""
     from linewatch.v1 import ota_pb2, ota_pb2_grpc
 
-    async with grpc.aio.insecure_channel(ota_grpc) as channel:
+    async with _ota_channel(ota_grpc, token) as channel:
         stub = ota_pb2_grpc.OtaServiceStub(channel)
         reply = await stub.GetSigningKey(ota_pb2.GetSigningKeyRequest(), timeout=timeout)
     return str(reply.public_key)

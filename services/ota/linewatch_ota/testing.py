@@ -12,11 +12,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from linewatch.runtime.config import GrpcConfig, MqttConfig
+from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.db import Database
-from linewatch.testing import free_port
+from linewatch.testing import (
+    TEST_TOKEN,
+    free_port,
+    operator_channel,
+    operator_client,
+    secured_grpc,
+)
 from linewatch.v1 import ota_pb2, ota_pb2_grpc
 from linewatch_ota.app import serve
 from linewatch_ota.config import OtaConfig
@@ -56,7 +60,7 @@ class OtaRunner:
         self.mqtt_url = mqtt_url
         self.topic_root = topic_root
         self.config = OtaConfig(
-            grpc=GrpcConfig(host="127.0.0.1", port=self.grpc_port, grace_s=0.5),
+            grpc=secured_grpc(host="127.0.0.1", port=self.grpc_port, grace_s=0.5),
             mqtt=MqttConfig(url=mqtt_url, client_id=f"ota-test-{uuid.uuid4().hex[:10]}"),
             database_url=database_url,
             data_dir=tmp_path / "data",
@@ -77,9 +81,9 @@ class OtaRunner:
         self._db: Database | None = None
         self._task: asyncio.Task[None] | None = None
         self.downloads = DownloadServer(
-            grpc_target=f"127.0.0.1:{self.grpc_port}", port=self.http_port
+            grpc_target=f"127.0.0.1:{self.grpc_port}", port=self.http_port, client=operator_client()
         )
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        self.channel = operator_channel(f"127.0.0.1:{self.grpc_port}")
         self.stub = ota_pb2_grpc.OtaServiceStub(self.channel)
 
     async def start(self) -> None:
@@ -172,7 +176,7 @@ class OtaRunner:
         if not self._public_key:
             reply = await self.stub.GetSigningKey(ota_pb2.GetSigningKeyRequest())
             self._public_key = str(reply.public_key)
-            self._keys = await fetch_signing_keys(self.target)
+            self._keys = await fetch_signing_keys(self.target, token=TEST_TOKEN)
         return self._public_key
 
     async def published_keys(self) -> dict[str, str]:

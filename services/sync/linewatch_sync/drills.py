@@ -16,11 +16,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import free_port, wait_port
+from linewatch.testing import TEST_TOKEN, free_port, operator_channel, wait_port
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
 from linewatch_sync.testing import image_bytes
 
@@ -53,7 +51,10 @@ class SyncProcess:
             "log_level": "WARNING",
             "data_dir": str(workdir / "data"),
             "cache_dir": str(workdir / "cache"),
-            "grpc": {"port": self.port},
+            "grpc": {
+                "port": self.port,
+                "auth": {"callers": [{"name": "drill", "role": "operator", "token": TEST_TOKEN}]},
+            },
             "mqtt": {"url": mqtt_url, "client_id": f"drill-sync-{uuid.uuid4().hex[:8]}"},
             "topics": [topic],
             "deadletter_topic": "",
@@ -149,7 +150,7 @@ async def kill_mid_download(
                 await pub.publish(topic, json.dumps({"urls": urls, "work_id": f"w{i}"}))
     finally:
         await pub.disconnect()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
+    async with operator_channel(f"127.0.0.1:{svc.port}") as channel:
         stub = sync_pb2_grpc.SyncServiceStub(channel)
         async with asyncio.timeout(60):
             while (await cache_stats(stub)).jobs_by_state["done"] < count * 0.4:  # noqa: ASYNC110
@@ -163,7 +164,7 @@ async def kill_mid_download(
     await svc.start()
     restarted = time.perf_counter()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
+        async with operator_channel(f"127.0.0.1:{svc.port}") as channel:
             stub = sync_pb2_grpc.SyncServiceStub(channel)
             await wait_done(stub, count, 120)
             recovered = time.perf_counter() - restarted

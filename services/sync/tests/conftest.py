@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from linewatch_sync.app import serve
 from linewatch_sync.config import SyncConfig
 from linewatch_sync.testing import ImageServer, RunningSync, StartSync
 
-from linewatch.runtime.config import GrpcConfig, MqttConfig
+from linewatch.runtime.config import MqttConfig
+from linewatch.testing import operator_channel, secured_grpc
 from linewatch.v1 import sync_pb2_grpc
 
 
@@ -37,7 +37,7 @@ async def start_sync(
             "database_url": database_url,
             "data_dir": tmp_path / "data",
             "cache_dir": tmp_path / "cache",
-            "grpc": GrpcConfig(port=0),
+            "grpc": secured_grpc(port=0),
             "mqtt": MqttConfig(url=mqtt_url, client_id=f"sync-{topic_prefix.rsplit('/', 1)[-1]}"),
             "topics": (f"{topic_prefix}/sync", f"{topic_prefix}/sync-single-work"),
             "deadletter_topic": f"{topic_prefix}/deadletter",
@@ -64,7 +64,7 @@ async def start_sync(
                     task.result()
                 await asyncio.sleep(0.02)
         port = ready.result()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        channel = operator_channel(f"127.0.0.1:{port}")
         handle = RunningSync(
             config, port, sync_pb2_grpc.SyncServiceStub(channel), stop, task, channel
         )

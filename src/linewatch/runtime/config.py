@@ -19,11 +19,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from linewatch.runtime.errors import ConfigError
 
-__all__ = ["GrpcConfig", "MqttConfig", "ServiceConfig", "load_config"]
+__all__ = [
+    "GrpcAuthConfig",
+    "GrpcCaller",
+    "GrpcClientConfig",
+    "GrpcConfig",
+    "GrpcTlsConfig",
+    "MqttConfig",
+    "ServiceConfig",
+    "load_config",
+]
 
 C = TypeVar("C", bound="ServiceConfig")
 
@@ -34,13 +43,111 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The roles a caller may have (see :mod:`linewatch.runtime.grpc_auth` for what each allows).
+ROLES = ("operator", "gateway", "ingest", "read-only")
+
+
+class GrpcCaller(_Strict):
+    """One caller a gRPC server accepts: its token (or the token's sha256) and permissions.
+
+    Exactly one of ``token``, ``token_file`` and ``sha256`` is given. ``methods`` are
+    extra glob patterns over full method names (``/linewatch.v1.SyncService/*``) on top of
+    ``role``'s.
+    """
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    role: str = Field(default="", pattern=r"^(|operator|gateway|ingest|read-only)$")
+    methods: list[str] = Field(default_factory=list)
+    token: SecretStr = SecretStr("")
+    token_file: Path | None = None
+    sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GrpcCaller:
+        given = [
+            bool(self.token.get_secret_value()),
+            self.token_file is not None,
+            bool(self.sha256),
+        ]
+        if sum(given) != 1:
+            raise ValueError(f"caller {self.name}: give exactly one of token, token_file, sha256")
+        if not self.role and not self.methods:
+            raise ValueError(f"caller {self.name}: give a role or methods")
+        return self
+
+
+class GrpcAuthConfig(_Strict):
+    """Who may call this server. With ``enabled`` and no caller, every call but health
+    and reflection is refused (UNAUTHENTICATED)."""
+
+    enabled: bool = True
+    callers: list[GrpcCaller] = Field(default_factory=list)
+    #: A YAML/JSON list of callers (same fields), e.g. mounted from a Secret.
+    callers_file: Path | None = None
+
+
+class GrpcTlsConfig(_Strict):
+    """Server TLS: certificate and key; with ``client_ca_file`` clients must present a
+    certificate signed by it (mTLS)."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> GrpcTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file (or neither)")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("client_ca_file needs cert_file and key_file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the server speaks TLS."""
+        return self.cert_file is not None
+
+
+class GrpcClientConfig(_Strict):
+    """How this service calls other services: its own token, and TLS/mTLS when set."""
+
+    token: SecretStr = SecretStr("")
+    token_file: Path | None = None
+    #: Speak TLS (implied by ``ca_file``/``cert_file``); system roots when no ``ca_file``.
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    #: The name expected in the servers' certificates, when it is not the target's host.
+    server_name: str = ""
+
+    @model_validator(mode="after")
+    def _pair(self) -> GrpcClientConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file (or neither)")
+        if self.token.get_secret_value() and self.token_file is not None:
+            raise ValueError("give token or token_file, not both")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether channels speak TLS."""
+        return self.tls or self.ca_file is not None or self.cert_file is not None
+
+
 class GrpcConfig(_Strict):
-    """Where a service's gRPC server listens."""
+    """Where a service's gRPC server listens, who may call it, and how it calls others."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
     grace_s: float = Field(default=5.0, ge=0)
     max_message_mb: int = Field(default=64, ge=1, le=1024)
+    #: A plaintext port serving only ``grpc.health.v1`` (for Kubernetes gRPC probes,
+    #: which cannot speak TLS); 0: none.
+    health_port: int = Field(default=0, ge=0, le=65535)
+    auth: GrpcAuthConfig = GrpcAuthConfig()
+    tls: GrpcTlsConfig = GrpcTlsConfig()
+    client: GrpcClientConfig = GrpcClientConfig()
 
 
 class MqttConfig(_Strict):
@@ -63,8 +170,27 @@ class ServiceConfig(_Strict):
     log_format: str = Field(default="json", pattern="^(json|text)$")
     grpc: GrpcConfig = GrpcConfig()
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: Where metrics listen; empty: the gRPC host.
+    metrics_host: str = ""
     database_url: str = ""
     data_dir: Path = Path(".linewatch")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_nested_defaults(cls, data: Any) -> Any:
+        """A section given in part keeps what the service's own default sets: with
+        ``grpc: GrpcConfig(port=50052)`` as the default, ``LINEWATCH_INFERENCE__GRPC__AUTH__…``
+        alone leaves the port at 50052 (not GrpcConfig's 0)."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, info in cls.model_fields.items():
+            value, default = out.get(name), info.default
+            if isinstance(value, Mapping) and isinstance(default, BaseModel):
+                base = default.model_dump(exclude_defaults=True)
+                if base:
+                    out[name] = _deep_merge(base, value)
+        return out
 
 
 def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def start_metrics_server(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
+def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
     """Serve Prometheus metrics of this process on ``http://host:port/metrics``."""
     from prometheus_client import start_http_server
 
@@ -88,7 +88,7 @@ def run_service(
     tune_gc()
     try:
         if config.metrics_port:
-            start_metrics_server(config.metrics_port)
+            start_metrics_server(config.metrics_port, config.metrics_host or config.grpc.host)
         asyncio.run(_main(config, serve))
     except ConfigError as exc:
         log.error("configuration error: %s", exc.message)

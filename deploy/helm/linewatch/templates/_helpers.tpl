@@ -83,13 +83,15 @@ app.kubernetes.io/component: {{ .name }}
 {{- define "linewatch.databaseEnv" -}}
 {{- $root := .root }}
 {{- if $root.Values.postgresql.enabled }}
+{{- $roles := $root.Values.postgresql.serviceRoles }}
+# {{ ternary (printf "its own role linewatch_%s (files/postgres-roles.sql)" .name) "the owner role" $roles }}
 - name: LINEWATCH_PG_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "linewatch.postgresSecret" $root }}
-      key: password
+      key: {{ ternary (printf "%s-password" .name) "password" $roles }}
 - name: {{ .prefix }}DATABASE_URL
-  value: {{ printf "postgresql+asyncpg://%s:$(LINEWATCH_PG_PASSWORD)@%s-postgresql:5432/%s" $root.Values.postgresql.username (include "linewatch.fullname" $root) $root.Values.postgresql.database | quote }}
+  value: {{ printf "postgresql+asyncpg://%s:$(LINEWATCH_PG_PASSWORD)@%s-postgresql:5432/%s" (ternary (printf "linewatch_%s" .name) $root.Values.postgresql.username $roles) (include "linewatch.fullname" $root) $root.Values.postgresql.database | quote }}
 {{- else if $root.Values.database.existingSecret }}
 - name: {{ .prefix }}DATABASE_URL
   valueFrom:
@@ -167,4 +169,40 @@ A generated secret value kept across upgrades: dict "root" $ "secret" name "key"
 {{- else }}
 {{- printf "http://%s:%v" (include "linewatch.componentName" (dict "root" . "name" "gateway")) .Values.components.gateway.port }}
 {{- end }}
+{{- end }}
+
+{{/* The Secret with the per-caller gRPC tokens (gateway, ingest, operator). */}}
+{{- define "linewatch.grpcTokensSecret" -}}
+{{- printf "%s-grpc-tokens" (include "linewatch.fullname" .) }}
+{{- end }}
+
+{{/* The Secret with the MQTT passwords of the services (and the stream-token key). */}}
+{{- define "linewatch.mqttUsersSecret" -}}
+{{- printf "%s-mqtt-users" (include "linewatch.fullname" .) }}
+{{- end }}
+
+{{/* One gRPC token (generated once, kept): dict "root" $ "caller" "gateway". */}}
+{{- define "linewatch.grpcToken" -}}
+{{- include "linewatch.persistentSecretValue" (dict "root" .root "secret" (include "linewatch.grpcTokensSecret" .root) "key" .caller "value" (index .root.Values.grpcAuth.tokens .caller | default "")) }}
+{{- end }}
+
+{{/* One service's MQTT password (generated once, kept): dict "root" $ "name" "ota". */}}
+{{- define "linewatch.mqttPassword" -}}
+{{- include "linewatch.persistentSecretValue" (dict "root" .root "secret" (include "linewatch.mqttUsersSecret" .root) "key" .name "value" "") }}
+{{- end }}
+
+{{/*
+The callers a gRPC server accepts, as sha256 digests (the servers never hold another
+service's token): dict "root" $ "name" "inference".
+*/}}
+{{- define "linewatch.grpcCallers" -}}
+{{- $root := .root }}
+{{- $callers := list }}
+{{- $callers = append $callers (printf "{name: gateway, role: gateway, sha256: %s}" (include "linewatch.grpcToken" (dict "root" $root "caller" "gateway") | sha256sum)) }}
+{{- $callers = append $callers (printf "{name: operator, role: operator, sha256: %s}" (include "linewatch.grpcToken" (dict "root" $root "caller" "operator") | sha256sum)) }}
+{{- $callers = append $callers (printf "{name: read-only, role: read-only, sha256: %s}" (include "linewatch.grpcToken" (dict "root" $root "caller" "readonly") | sha256sum)) }}
+{{- if eq .name "inference" }}
+{{- $callers = append $callers (printf "{name: ingest, role: ingest, sha256: %s}" (include "linewatch.grpcToken" (dict "root" $root "caller" "ingest") | sha256sum)) }}
+{{- end }}
+{{- printf "[%s]" (join ", " $callers) }}
 {{- end }}

@@ -11,6 +11,7 @@ from linewatch.v1 import ingest_pb2
 from linewatch_gateway.clients import Backends
 from linewatch_gateway.convert import enum_value, message_to_dict, model_for
 from linewatch_gateway.errors import ApiError
+from linewatch_gateway.redact import MASK, is_redacted_url, keep_secrets, redact_rule
 from linewatch_gateway.routes.common import (
     ERRORS,
     NAME_PATTERN,
@@ -44,9 +45,18 @@ class AlarmBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     threshold: int = Field(3, ge=1, le=1_000_000)
     window_s: int = Field(60, ge=1, le=86_400 * 30)
-    webhook_url: str = Field("", max_length=2048)
+    webhook_url: str = Field(
+        "",
+        max_length=2048,
+        description="Reads show only scheme and host (`https://host/***`); writing that "
+        "back keeps the stored URL.",
+    )
     webhook_format: Literal["generic", "feishu"] = "generic"
-    webhook_secret: str = Field("", max_length=512)
+    webhook_secret: str = Field(
+        "",
+        max_length=512,
+        description="Write-only: reads show `***` when set; writing `***` keeps it.",
+    )
 
 
 Side = Literal["any", "left", "right", "top", "bottom"]
@@ -186,7 +196,7 @@ class WorkersOut(BaseModel):
 async def list_rules(b: B, page: PageParams) -> Any:
     """Every ingest rule."""
     resp = await b.call("ingest", b.ingest.ListRules, ingest_pb2.ListRulesRequest())
-    return local_page(list(resp.rules), page)
+    return local_page([redact_rule(rule) for rule in resp.rules], page)
 
 
 @router.post(
@@ -194,16 +204,21 @@ async def list_rules(b: B, page: PageParams) -> Any:
 )
 async def create_rule(b: B, body: RuleBody) -> Any:
     """Create a rule (it starts consuming when enabled)."""
-    req = ingest_pb2.CreateRuleRequest(rule=body.to_proto())
+    rule = body.to_proto()
+    try:
+        keep_secrets(rule, None)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_argument", str(exc)) from exc
+    req = ingest_pb2.CreateRuleRequest(rule=rule)
     resp = await b.call("ingest", b.ingest.CreateRule, req)
-    return message_to_dict(resp.rule)
+    return message_to_dict(redact_rule(resp.rule))
 
 
 @router.get("/v1/rules/{name}", dependencies=Read, response_model=RuleOut, tags=["rules"])
 async def get_rule(b: B, name: RuleName) -> Any:
     """One rule."""
     resp = await b.call("ingest", b.ingest.GetRule, ingest_pb2.GetRuleRequest(name=name))
-    return message_to_dict(resp.rule)
+    return message_to_dict(redact_rule(resp.rule))
 
 
 @router.put("/v1/rules/{name}", dependencies=Write, response_model=RuleOut, tags=["rules"])
@@ -211,9 +226,18 @@ async def update_rule(b: B, name: RuleName, body: RuleBody) -> Any:
     """Replace a rule; the body's name must be the path's."""
     if body.name != name:
         raise ApiError(400, "invalid_argument", "name: the body's name differs from the path's")
-    req = ingest_pb2.UpdateRuleRequest(rule=body.to_proto())
+    rule = body.to_proto()
+    if rule.HasField("alarm") and (
+        rule.alarm.webhook_secret == MASK or is_redacted_url(rule.alarm.webhook_url)
+    ):
+        stored = await b.call("ingest", b.ingest.GetRule, ingest_pb2.GetRuleRequest(name=name))
+        try:
+            keep_secrets(rule, stored.rule)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_argument", str(exc)) from exc
+    req = ingest_pb2.UpdateRuleRequest(rule=rule)
     resp = await b.call("ingest", b.ingest.UpdateRule, req)
-    return message_to_dict(resp.rule)
+    return message_to_dict(redact_rule(resp.rule))
 
 
 @router.delete("/v1/rules/{name}", dependencies=Write, status_code=204, tags=["rules"])
