@@ -5,7 +5,8 @@ to join it, up to ``max_batch_size`` curves, but only while the model is busy wi
 earlier batch; a request that finds the model idle runs at once with whatever is queued.
 The batch runs in the batcher's own worker thread (onnxruntime releases the GIL) while
 the event loop keeps accepting requests, and each caller gets back its own rows. The
-queue is bounded: when it is full the caller gets :class:`~linewatch.runtime.errors.ResourceExhausted` at once instead of waiting.
+queue is bounded: when it is full the caller gets
+:class:`~linewatch.runtime.errors.ResourceExhausted` at once instead of waiting.
 
 Closing a batcher (a version swapped out or unloaded) refuses new requests with
 :class:`BatcherClosed` but finishes every request already queued, so a hot swap loses none.
