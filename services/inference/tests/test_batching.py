@@ -82,9 +82,7 @@ async def test_idle_model_runs_a_lone_request_at_once() -> None:
     run.gate.set()
     batcher = make_batcher(run, delay_s=3600.0)
     for i in range(3):
-        out = await asyncio.wait_for(
-            batcher.infer(np.full((1, 4), float(i), dtype=np.float32)), 60
-        )
+        out = await asyncio.wait_for(batcher.infer(np.full((1, 4), float(i), dtype=np.float32)), 60)
         assert float(out[0, 0]) == float(i)
     assert run.sizes == [1, 1, 1]
     await batcher.close()
