@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from linewatch.runtime.grpc_options import channel_options
 from linewatch.v1 import inference_pb2_grpc, ingest_pb2_grpc, ota_pb2_grpc, sync_pb2_grpc
 from linewatch_gateway.config import GatewayConfig
 from linewatch_gateway.errors import from_grpc
@@ -21,14 +22,8 @@ T = TypeVar("T")
 #: The backends, in the order /readyz reports them.
 BACKENDS = ("ingest", "inference", "sync", "ota")
 
-_MAX_MESSAGE = 64 * 1024 * 1024
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", _MAX_MESSAGE),
-    ("grpc.max_send_message_length", _MAX_MESSAGE),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
+_CHANNEL_OPTIONS = channel_options()
+"""Keepalive as the servers allow it (linewatch.runtime.grpc_options)."""
 
 
 @dataclass

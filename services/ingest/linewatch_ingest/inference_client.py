@@ -30,6 +30,7 @@ from linewatch.runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from linewatch.runtime.grpc_options import channel_options
 from linewatch.v1 import inference_pb2, inference_pb2_grpc
 
 __all__ = ["BatchResult", "InferenceClient"]
@@ -129,12 +130,12 @@ class InferenceClient:
         """Open the channel and keep a stream running in the background."""
         self._channel = grpc.aio.insecure_channel(
             self.target,
-            options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", int(self.retry_max_delay_s * 1000)),
-            ],
+            options=channel_options(
+                extra=[
+                    ("grpc.initial_reconnect_backoff_ms", 200),
+                    ("grpc.max_reconnect_backoff_ms", int(self.retry_max_delay_s * 1000)),
+                ]
+            ),
         )
         self._task = asyncio.create_task(self._run(), name="inference-stream")
 

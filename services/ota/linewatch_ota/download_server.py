@@ -15,6 +15,7 @@ import re
 
 import grpc
 
+from linewatch.runtime.grpc_options import channel_options
 from linewatch.v1 import ota_pb2, ota_pb2_grpc
 
 __all__ = ["DownloadServer", "parse_range"]
@@ -64,9 +65,7 @@ class DownloadServer:
 
     async def start(self) -> int:
         """Listen; returns the bound port."""
-        self._channel = grpc.aio.insecure_channel(
-            self.grpc_target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        )
+        self._channel = grpc.aio.insecure_channel(self.grpc_target, options=channel_options())
         self._stub = ota_pb2_grpc.OtaServiceStub(self._channel)
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = int(self._server.sockets[0].getsockname()[1])

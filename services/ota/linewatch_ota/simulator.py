@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from linewatch.runtime.config import MqttConfig
+from linewatch.runtime.grpc_options import channel_options
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch_ota.signing import verify_signature
 
@@ -259,7 +260,7 @@ async def fetch_public_key(ota_grpc: str, *, timeout: float = 10.0) -> str:
 
     from linewatch.v1 import ota_pb2, ota_pb2_grpc
 
-    async with grpc.aio.insecure_channel(ota_grpc) as channel:
+    async with grpc.aio.insecure_channel(ota_grpc, options=channel_options()) as channel:
         stub = ota_pb2_grpc.OtaServiceStub(channel)
         reply = await stub.GetSigningKey(ota_pb2.GetSigningKeyRequest(), timeout=timeout)
     return str(reply.public_key)
