@@ -7,6 +7,7 @@ packets; varint limits hold; malformed input raises ProtocolError, never anythin
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -31,8 +32,8 @@ from linewatch.runtime.mqtt_codec import (
     Pingresp,
     Properties,
     ProtocolError,
-    PubReply,
     Publish,
+    PubReply,
     StreamSplitter,
     Suback,
     Subscribe,
@@ -47,7 +48,7 @@ from linewatch.runtime.mqtt_codec import (
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=20)
 u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
@@ -100,7 +101,7 @@ def packets(version: int) -> st.SearchStrategy[Packet]:
             password=_maybe(st.binary(max_size=20)),
             will=_maybe(will),
             properties=props,
-        ),  # fmt: skip
+        ),
         st.builds(Connack, session_present=st.booleans(), reason_code=u8, properties=props),
         st.integers(0, 2).flatmap(
             lambda qos: st.builds(
@@ -112,7 +113,7 @@ def packets(version: int) -> st.SearchStrategy[Packet]:
                 dup=st.booleans(),
                 packet_id=pid if qos else st.just(0),
                 properties=props,
-            )  # fmt: skip
+            )
         ),
         st.builds(
             PubReply,
@@ -120,7 +121,7 @@ def packets(version: int) -> st.SearchStrategy[Packet]:
             packet_id=pid,
             reason_code=reason,
             properties=props,
-        ),  # fmt: skip
+        ),
         st.builds(
             Subscribe,
             packet_id=pid,
@@ -128,25 +129,25 @@ def packets(version: int) -> st.SearchStrategy[Packet]:
                 st.tuples(text, st.integers(0, 0x2F if v5 else 2)), min_size=1, max_size=4
             ).map(tuple),
             properties=props,
-        ),  # fmt: skip
+        ),
         st.builds(
             Suback,
             packet_id=pid,
             reason_codes=st.lists(u8, min_size=1, max_size=4).map(tuple),
             properties=props,
-        ),  # fmt: skip
+        ),
         st.builds(
             Unsubscribe,
             packet_id=pid,
             topics=st.lists(text, min_size=1, max_size=4).map(tuple),
             properties=props,
-        ),  # fmt: skip
+        ),
         st.builds(
             Unsuback,
             packet_id=pid,
             reason_codes=st.lists(u8, max_size=4).map(tuple) if v5 else st.just(()),
             properties=props,
-        ),  # fmt: skip
+        ),
         st.just(Pingreq()),
         st.just(Pingresp()),
         st.builds(Disconnect, reason_code=reason, properties=props),
@@ -190,7 +191,7 @@ def test_every_split_of_the_stream_yields_the_same_packets(
     # random chunking, bytearray and memoryview chunks too
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
     edges = [0, *cuts, len(stream)]
-    chunks: list[Any] = [stream[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    chunks: list[Any] = [stream[a:b] for a, b in itertools.pairwise(edges)]
     chunks = [bytearray(c) if i % 3 == 1 else memoryview(c) if i % 3 == 2 else c
               for i, c in enumerate(chunks)]  # fmt: skip
     assert split(stream, chunks, version) == sent
@@ -231,8 +232,12 @@ def test_splitter_refuses_a_bad_remaining_length_in_any_chunking(stream: bytes, 
     for cut in range(len(stream) + 1):
         splitter = StreamSplitter(lambda first, body: None)
         with pytest.raises(MalformedPacket, match=match):
-            splitter.feed(stream[:cut])
-            splitter.feed(stream[cut:])
+            _feed(splitter, stream[:cut], stream[cut:])
+
+
+def _feed(splitter: StreamSplitter, *chunks: bytes) -> None:
+    for chunk in chunks:
+        splitter.feed(chunk)
 
 
 @SETTINGS
@@ -241,7 +246,8 @@ def test_malformed_packets_raise_protocol_error_only(first: int, body: bytes, ve
     try:
         decode(first, body, version)
     except ProtocolError as exc:
-        assert str(exc)  # a message saying what is wrong
+        message = str(exc)
+        assert message  # a message saying what is wrong
 
 
 @SETTINGS
@@ -277,7 +283,7 @@ def test_oversized_packets_are_skipped_and_the_rest_delivered(
         head_bytes=10,
     )  # fmt: skip
     edges = [0, *sorted(c for c in cuts if c < len(stream)), len(stream)]
-    for a, b in zip(edges, edges[1:], strict=False):
+    for a, b in itertools.pairwise(edges):
         splitter.feed(stream[a:b])
     wires = [encode(p, MQTT_5) for p in sent]
     small = [p for p, w in zip(sent, wires, strict=True) if len(w) - 1 - _vlen(w) <= limit]
@@ -311,7 +317,12 @@ def test_large_packet_reassembly_is_linear() -> None:
 
 def test_sink_can_halt_the_splitter() -> None:
     got: list[int] = []
-    splitter = StreamSplitter(lambda first, body: (got.append(first), splitter.halt()))
+
+    def sink(first: int, body: bytes) -> None:
+        got.append(first)
+        splitter.halt()
+
+    splitter = StreamSplitter(sink)
     splitter.feed(b"\xc0\x00\xd0\x00\xc0")
     splitter.feed(b"\x00")
     assert got == [0xC0]
