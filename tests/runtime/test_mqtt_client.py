@@ -1,0 +1,88 @@
+"""linewatch's own MQTT client on real brokers: Maximum Packet Size both ways, shared
+subscriptions, QoS 2, 3.1.1 fallback."""
+
+from __future__ import annotations
+
+import asyncio
+
+from linewatch.broker import EmbeddedBroker
+from linewatch.runtime.config import MqttConfig
+from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch.testing import Mosquitto, free_port
+
+
+async def test_broker_keeps_packets_over_our_maximum_packet_size(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    """MQTT 5: the client announces max_packet_size; the broker does not send it a larger
+    message (and the next one still arrives)."""
+    got: asyncio.Queue[MqttMessage] = asyncio.Queue()
+
+    async def handler(message: MqttMessage) -> None:
+        await got.put(message)
+
+    small = MqttConfig(url=mosquitto.url, max_packet_size=4096)
+    async with (
+        MqttClient(small, clean_start=True) as sub,
+        MqttClient(MqttConfig(url=mosquitto.url), clean_start=True) as pub,
+    ):
+        assert sub.protocol_version == 5
+        await sub.subscribe(f"{topic_prefix}/#", handler)
+        await pub.publish(f"{topic_prefix}/big", b"x" * 10_000)
+        await pub.publish(f"{topic_prefix}/small", b"ok")
+        message = await asyncio.wait_for(got.get(), 10)
+    assert message.topic == f"{topic_prefix}/small"
+    assert got.empty()
+
+
+async def test_oversized_packet_from_a_311_broker_is_skipped_and_acknowledged(
+    topic_prefix: str,
+) -> None:
+    """A 3.1.1 broker knows no maximum packet size: the client skips the larger PUBLISH
+    without buffering it, acknowledges it (no redelivery loop) and goes on."""
+    port = free_port()
+    got: asyncio.Queue[MqttMessage] = asyncio.Queue()
+
+    async def handler(message: MqttMessage) -> None:
+        await got.put(message)
+
+    url = f"mqtt://127.0.0.1:{port}"
+    async with (
+        EmbeddedBroker(port=port),
+        MqttClient(MqttConfig(url=url, max_packet_size=4096), clean_start=True) as sub,
+        MqttClient(MqttConfig(url=url), clean_start=True) as pub,
+    ):
+        assert sub.protocol_version == 4
+        await sub.subscribe(f"{topic_prefix}/#", handler)
+        await asyncio.sleep(0.2)
+        await pub.publish(f"{topic_prefix}/big", b"y" * 50_000)
+        await pub.publish(f"{topic_prefix}/small", b"ok")
+        message = await asyncio.wait_for(got.get(), 10)
+        assert message.topic == f"{topic_prefix}/small"
+        assert sub.oversized == 1
+        assert sub.connected
+
+
+async def test_shared_subscription_and_qos2_round_trip(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    got: asyncio.Queue[MqttMessage] = asyncio.Queue()
+
+    async def handler(message: MqttMessage) -> None:
+        await got.put(message)
+
+    config = MqttConfig(url=mosquitto.url)
+    async with (
+        MqttClient(config, clean_start=True) as a,
+        MqttClient(config, clean_start=True) as b,
+        MqttClient(config, clean_start=True) as pub,
+    ):
+        await a.subscribe(f"$share/g/{topic_prefix}/+", handler, qos=2)
+        await b.subscribe(f"$share/g/{topic_prefix}/+", handler, qos=2)
+        await asyncio.gather(
+            *(pub.publish(f"{topic_prefix}/{i}", str(i), qos=2) for i in range(20))
+        )
+        messages = [await asyncio.wait_for(got.get(), 10) for _ in range(20)]
+    # each message once, to one member of the group
+    assert sorted(int(m.payload) for m in messages) == list(range(20))
+    assert {m.qos for m in messages} == {2}
