@@ -86,3 +86,35 @@ async def test_shared_subscription_and_qos2_round_trip(
     # each message once, to one member of the group
     assert sorted(int(m.payload) for m in messages) == list(range(20))
     assert {m.qos for m in messages} == {2}
+
+
+async def test_malformed_data_from_the_broker_closes_and_reconnects() -> None:
+    """A peer that answers CONNECT and then sends a remaining length of five bytes (not
+    MQTT): the client closes that connection at once (no hang, no buffering forever) and
+    connects again. (A raw TCP peer: no real broker sends malformed packets.)"""
+    connects: asyncio.Queue[bytes] = asyncio.Queue()
+    closed: asyncio.Queue[bool] = asyncio.Queue()
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = await reader.read(2)
+        await connects.put(first)
+        await reader.read(4096)
+        writer.write(b"\x20\x03\x00\x00\x00")  # CONNACK, success, no properties
+        writer.write(b"\x30\xff\xff\xff\xff\x01")  # a five-byte remaining length
+        await writer.drain()
+        await closed.put(await reader.read(4096) == b"")  # EOF: the client hung up
+        writer.close()
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = MqttConfig(url=f"mqtt://127.0.0.1:{port}", reconnect_max_delay_s=0.2)
+    client = MqttClient(config, clean_start=True)
+    try:
+        await client.connect(timeout=5)
+        assert (await asyncio.wait_for(connects.get(), 5))[0] == 0x10  # CONNECT
+        assert await asyncio.wait_for(closed.get(), 5)
+        assert (await asyncio.wait_for(connects.get(), 10))[0] == 0x10  # and again
+    finally:
+        await client.disconnect()
+        server.close()
+        await server.wait_closed()
