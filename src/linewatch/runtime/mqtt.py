@@ -743,6 +743,7 @@ class MqttClient:
         mid = self._session.next_id()
         future: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
         self._session.control[mid] = future
+        future.add_done_callback(_retrieve)
         conn.write(encode(Unsubscribe(mid, (topic_filter,)), conn.version))
         with contextlib.suppress(TimeoutError, Unavailable):
             async with asyncio.timeout(10.0):
@@ -935,6 +936,12 @@ def _check_suback(topic_filter: str, future: asyncio.Future[tuple[int, ...]]) ->
     codes = future.result()
     if codes and codes[0] >= 0x80:
         log.error("mqtt broker refused the subscription %r (reason 0x%02x)", topic_filter, codes[0])
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Marks a failure as seen (a lost connection fails a waiting UNSUBSCRIBE)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _ack_when_ok(ack: Ack, done: asyncio.Future[Any]) -> None:
