@@ -104,6 +104,8 @@ def encode_varint(n: int) -> bytes:
         raise ProtocolError(f"variable byte integer out of range: {n}")
     if n < 0x80:
         return bytes((n,))
+    if n < 0x4000:  # two bytes: every telemetry message
+        return bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while True:
         n, byte = divmod(n, 128)
