@@ -7,7 +7,7 @@ import asyncio
 
 from linewatch.broker import EmbeddedBroker
 from linewatch.runtime.config import MqttConfig
-from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch.runtime.mqtt import DEFERRED, MqttClient, MqttMessage
 from linewatch.testing import Mosquitto, free_port
 
 
@@ -118,3 +118,40 @@ async def test_malformed_data_from_the_broker_closes_and_reconnects() -> None:
         await client.disconnect()
         server.close()
         await server.wait_closed()
+
+
+async def test_broker_sends_at_most_our_receive_maximum_unacknowledged(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    held: list[MqttMessage] = []
+    arrived = asyncio.Event()
+
+    def handler(message: MqttMessage) -> object:
+        held.append(message)
+        arrived.set()
+        return DEFERRED
+
+    config = MqttConfig(url=mosquitto.url)
+    async with (
+        MqttClient(config, clean_start=True, receive_maximum=5) as sub,
+        MqttClient(config, clean_start=True) as pub,
+    ):
+        await sub.subscribe(f"{topic_prefix}/#", handler)
+        await pub.publish_many([(f"{topic_prefix}/m", str(i), ()) for i in range(20)])
+        while len(held) < 5:
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 10)
+        # a broker ignoring the window would have sent more within this moment
+        await asyncio.sleep(0.5)
+        assert [m.payload for m in held] == [str(i).encode() for i in range(5)]
+        # acknowledging frees the window: the rest follow
+        received = 0
+        while received < 20:
+            batch, held[:] = held[:], []
+            for message in batch:
+                message.ack()
+                received += 1
+            if received < 20:
+                arrived.clear()
+                await asyncio.wait_for(arrived.wait(), 10)
+    assert received == 20

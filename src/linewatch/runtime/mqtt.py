@@ -3,7 +3,10 @@
 Three layers: :mod:`~linewatch.runtime.mqtt_codec` (pure encode/decode and the stream
 splitter), :mod:`~linewatch.runtime.mqtt_session` (packet ids, the publish window, resend)
 and this module (connections, reconnects, keepalive, subscriptions and the typed API).
-No MQTT library is used: the hot path (PUBLISH in, PUBACK out) is parsed in place.
+No MQTT library is used: the hot path (PUBLISH in, PUBACK out) is parsed in place. Decided
+by measurement against the gmqtt adapter this replaced (which had to subclass gmqtt's
+private protocol, client and handler classes): same CPU per message for receive + ack, and
+about 15 % less in ingest's pattern (deferred acks, a verdict publish per batch).
 
 What it guarantees:
 
@@ -118,6 +121,7 @@ class Ack:
         if conn is None:
             return
         self._conn = None
+        conn.unacked -= 1
         if conn.open:
             # PUBACK (QoS 1) or PUBREC (QoS 2) without reason code: success, in 3.1.1 and 5
             header = b"\x50\x02" if self._qos == 2 else b"\x40\x02"
@@ -285,6 +289,9 @@ class _Connection(asyncio.Protocol):
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self.keepalive = 0.0
         self.last_in = self.last_out = time.monotonic()
+        self.unacked = 0
+        """QoS 1/2 messages received and not acknowledged yet (≤ our receive maximum)."""
+        self._over_window = False
 
     # --- asyncio.Protocol ----------------------------------------------------------
 
@@ -308,6 +315,7 @@ class _Connection(asyncio.Protocol):
         self.splitter.halt()
         if self._keepalive_handle is not None:
             self._keepalive_handle.cancel()
+        self.unacked = 0
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._pending.clear()
@@ -416,7 +424,21 @@ class _Connection(asyncio.Protocol):
                     raise ProtocolError("PUBLISH: topic alias used (none allowed)")
         if not topic:
             raise MalformedPacket("PUBLISH: empty topic")
-        ack = Ack(self, mid, qos) if qos else _NO_ACK
+        if qos:
+            ack = Ack(self, mid, qos)
+            self.unacked += 1
+            if (
+                self.unacked > self.client._receive_maximum
+                and not self._over_window
+                and self.version >= MQTT_5
+            ):
+                self._over_window = True  # the broker ignores MQTT 5 flow control
+                log.warning(
+                    "mqtt broker sent more than our receive maximum (%d) unacknowledged",
+                    self.client._receive_maximum,
+                )
+        else:
+            ack = _NO_ACK
         self.client._deliver(
             MqttMessage(topic, body[pos:], qos, bool(first & 0x01), bool(first & 0x08), users, ack)
         )
@@ -466,6 +488,7 @@ class _Connection(asyncio.Protocol):
             topic = head[2:end].decode(errors="replace")
             qos = (packet.first >> 1) & 0x03
             if qos in (1, 2) and len(head) >= end + 2:
+                self.unacked += 1
                 Ack(self, (head[end] << 8) | head[end + 1], qos)()
         log.warning(
             "skipped an MQTT packet of %d bytes over max_packet_size %d%s",
