@@ -4,6 +4,7 @@ subscriptions, QoS 2, 3.1.1 fallback."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from linewatch.broker import EmbeddedBroker
 from linewatch.runtime.config import MqttConfig
@@ -126,7 +127,7 @@ async def test_broker_sends_at_most_our_receive_maximum_unacknowledged(
     held: list[MqttMessage] = []
     arrived = asyncio.Event()
 
-    def handler(message: MqttMessage) -> object:
+    def handler(message: MqttMessage) -> Any:
         held.append(message)
         arrived.set()
         return DEFERRED
