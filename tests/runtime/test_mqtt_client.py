@@ -156,3 +156,27 @@ async def test_broker_sends_at_most_our_receive_maximum_unacknowledged(
                 arrived.clear()
                 await asyncio.wait_for(arrived.wait(), 10)
     assert received == 20
+
+
+async def test_will_is_published_when_the_connection_dies(
+    mosquitto: Mosquitto, topic_prefix: str
+) -> None:
+    got: asyncio.Queue[MqttMessage] = asyncio.Queue()
+
+    async def handler(message: MqttMessage) -> None:
+        await got.put(message)
+
+    config = MqttConfig(url=mosquitto.url)
+    async with MqttClient(config, clean_start=True) as watcher:
+        await watcher.subscribe(f"{topic_prefix}/will", handler)
+        dying = MqttClient(
+            config, clean_start=True, will_topic=f"{topic_prefix}/will", will_payload=b"gone"
+        )
+        await dying.connect()
+        conn = dying._conn
+        assert conn is not None
+        assert conn.transport is not None
+        conn.transport.abort()  # no DISCONNECT: the broker publishes the will
+        message = await asyncio.wait_for(got.get(), 10)
+        await dying.disconnect()
+    assert message.payload == b"gone"
