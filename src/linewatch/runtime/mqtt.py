@@ -639,6 +639,8 @@ class MqttClient:
             conn.write(packet)
         if self._session.inflight:
             log.info("mqtt resent %d unacknowledged publish(es)", len(self._session.inflight))
+        if not conn.open:  # lost right after CONNACK: the supervisor reconnects
+            return
         self._connected.set()
         self._session.wake()
         log.info("mqtt connected", extra={"fields": {"broker": self.broker}})
