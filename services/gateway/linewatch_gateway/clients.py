@@ -22,14 +22,7 @@ T = TypeVar("T")
 #: The backends, in the order /readyz reports them.
 BACKENDS = ("ingest", "inference", "sync", "ota")
 
-_MAX_MESSAGE = 64 * 1024 * 1024
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", _MAX_MESSAGE),
-    ("grpc.max_send_message_length", _MAX_MESSAGE),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
+"""Keepalive as the servers allow it (linewatch.runtime.grpc_options)."""
 
 
 @dataclass
@@ -53,10 +46,7 @@ class Backends:
             "sync": config.sync_addr,
             "ota": config.ota_addr,
         }
-        channels = {
-            name: open_channel(addr, config.grpc.client, options=_CHANNEL_OPTIONS)
-            for name, addr in addrs.items()
-        }
+        channels = {name: open_channel(addr, config.grpc.client) for name, addr in addrs.items()}
         return cls(
             ingest=ingest_pb2_grpc.IngestServiceStub(channels["ingest"]),
             inference=inference_pb2_grpc.InferenceServiceStub(channels["inference"]),

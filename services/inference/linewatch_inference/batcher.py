@@ -1,9 +1,11 @@
 """Dynamic batching: requests from many callers coalesced into one onnxruntime run.
 
 Like Triton's ``dynamic_batching``: a request waits at most ``max_queue_delay`` for others
-to join it, up to ``max_batch_size`` curves; the batch runs in the batcher's own worker
-thread (onnxruntime releases the GIL) while the event loop keeps accepting requests, and
-each caller gets back its own rows. The queue is bounded: when it is full the caller gets
+to join it, up to ``max_batch_size`` curves, but only while the model is busy with an
+earlier batch; a request that finds the model idle runs at once with whatever is queued.
+The batch runs in the batcher's own worker thread (onnxruntime releases the GIL) while
+the event loop keeps accepting requests, and each caller gets back its own rows. The
+queue is bounded: when it is full the caller gets
 :class:`~linewatch.runtime.errors.ResourceExhausted` at once instead of waiting.
 
 Closing a batcher (a version swapped out or unloaded) refuses new requests with
@@ -42,6 +44,9 @@ class _Request:
 
 
 _STOP = None
+_WAKE = _Request(np.zeros((0, 0), dtype=np.float32), None)  # type: ignore[arg-type]
+"""Put in the queue when the last run in flight finished while a batch is being formed:
+the model is idle, so the batch stops waiting for company and runs."""
 _PIPELINE = 2
 """Batches handed to the worker thread at once (one running, one ready behind it)."""
 
@@ -76,7 +81,8 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
-        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue(maxsize=max_queue_size)
+        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue(maxsize=max_queue_size + 1)
+        self._forming = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{model}")
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -119,13 +125,13 @@ class DynamicBatcher:
         if self._closed:
             raise BatcherClosed(f"{self.model} version {self.version} is being replaced")
         request = _Request(inputs, asyncio.get_running_loop().create_future())
-        try:
-            self._queue.put_nowait(request)
-        except asyncio.QueueFull:
+        # one place more than max_queue_size in the queue is kept for a _WAKE
+        if self._queue.qsize() >= self.max_queue_size:
             raise ResourceExhausted(
                 f"model {self.model} version {self.version}: {self.max_queue_size} requests "
                 "are already waiting; retry later"
-            ) from None
+            )
+        self._queue.put_nowait(request)
         self._m_depth.set(self._queue.qsize())
         return await request.future
 
@@ -162,20 +168,28 @@ class DynamicBatcher:
             # A free slot first, then the batch: requests arriving meanwhile join it.
             await self._slots.acquire()
             first = await self._next(None)
+            while first is _WAKE:
+                first = await self._next(None)
             if first is _STOP:
                 self._slots.release()
                 break
             batch = [first]
             rows = first.inputs.shape[0]
             # Like Triton, the delay counts from the first request's arrival: a request
-            # that already waited for a busy model does not wait again.
+            # that already waited for a busy model does not wait again. And when the model
+            # is idle (no run in flight) nothing is waited for: what is queued now joins the
+            # batch and it runs at once; waiting for company pays only while the model is
+            # busy anyway, so a lone caller never sits out the delay.
             waited = time.perf_counter() - first.enqueued
             deadline = loop.time() + max(0.0, self.max_queue_delay_s - waited)
+            self._forming = True
             while rows < self.max_batch_size:
                 try:
-                    request = await self._next(deadline - loop.time())
+                    request = await self._next(deadline - loop.time() if self._running else 0.0)
                 except TimeoutError:
                     break
+                if request is _WAKE:
+                    continue
                 if request is _STOP:
                     stopping = True
                     break
@@ -184,6 +198,7 @@ class DynamicBatcher:
                     break
                 batch.append(request)
                 rows += request.inputs.shape[0]
+            self._forming = False
             self._m_depth.set(self._queue.qsize())
             await self._launch(batch)
         # Closing: whatever is still queued (or carried) is served, not dropped.
@@ -192,7 +207,7 @@ class DynamicBatcher:
                 leftover = await self._next(0.0)
             except TimeoutError:
                 break
-            if leftover is not _STOP:
+            if leftover is not _STOP and leftover is not _WAKE:
                 await self._slots.acquire()
                 await self._launch([leftover])
         if self._running:
@@ -206,8 +221,15 @@ class DynamicBatcher:
         """
         task = asyncio.get_running_loop().create_task(self._run_batch(batch))
         self._running.add(task)
-        task.add_done_callback(self._running.discard)
-        task.add_done_callback(lambda _: self._slots.release())
+        task.add_done_callback(self._ran)
+
+    def _ran(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+        if self._forming and not self._running:
+            # the model went idle while a batch waits for company: run it now
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(_WAKE)
 
     def _run_chunked(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         if inputs.shape[0] <= self.max_batch_size:

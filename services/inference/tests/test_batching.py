@@ -37,13 +37,15 @@ class GatedRun:
         return np.repeat(batch[:, :1], 2, axis=1)
 
 
-def make_batcher(run: GatedRun, *, max_batch: int = 64, queue: int = 100) -> DynamicBatcher:
+def make_batcher(
+    run: GatedRun, *, max_batch: int = 64, queue: int = 100, delay_s: float = 0.0
+) -> DynamicBatcher:
     batcher = DynamicBatcher(
         run,
         model="m",
         version="1",
         max_batch_size=max_batch,
-        max_queue_delay_s=0.0,
+        max_queue_delay_s=delay_s,
         max_queue_size=queue,
         metrics=InferenceMetrics(CollectorRegistry()),
     )
@@ -70,6 +72,39 @@ async def test_requests_waiting_during_a_run_are_coalesced() -> None:
     assert batcher.runs == 3
     assert batcher.rows == 11
     assert batcher.largest_batch == 8
+    await batcher.close()
+
+
+async def test_idle_model_runs_a_lone_request_at_once() -> None:
+    # A queue delay of an hour: a request that found the model idle does not wait it out
+    # (the 60 s below would run out first if it did).
+    run = GatedRun()
+    run.gate.set()
+    batcher = make_batcher(run, delay_s=3600.0)
+    for i in range(3):
+        out = await asyncio.wait_for(batcher.infer(np.full((1, 4), float(i), dtype=np.float32)), 60)
+        assert float(out[0, 0]) == float(i)
+    assert run.sizes == [1, 1, 1]
+    await batcher.close()
+
+
+async def test_batch_formed_while_busy_runs_when_the_model_goes_idle() -> None:
+    run = GatedRun()
+    batcher = make_batcher(run, max_batch=64, delay_s=3600.0)
+    first = asyncio.create_task(batcher.infer(np.full((1, 4), -1.0, dtype=np.float32)))
+    await asyncio.to_thread(run.started.wait, 10)
+    # Requests queued while the model is busy wait for company (the batch is not full)...
+    rest = [
+        asyncio.create_task(batcher.infer(np.full((1, 4), float(i), dtype=np.float32)))
+        for i in range(5)
+    ]
+    await asyncio.sleep(0.05)
+    assert not any(t.done() for t in rest)
+    # ...but only until the model is idle again: then they run as one batch, at once.
+    run.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *rest), 60)
+    assert run.sizes == [1, 5]
+    assert [float(r[0, 0]) for r in results] == [-1.0, *range(5)]
     await batcher.close()
 
 

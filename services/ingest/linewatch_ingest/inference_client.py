@@ -150,8 +150,6 @@ class InferenceClient:
             self.target,
             self.client,
             options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.initial_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", int(self.retry_max_delay_s * 1000)),
             ],

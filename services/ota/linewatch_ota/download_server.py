@@ -74,11 +74,7 @@ class DownloadServer:
 
     async def start(self) -> int:
         """Listen; returns the bound port."""
-        self._channel = open_channel(
-            self.grpc_target,
-            self.client,
-            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-        )
+        self._channel = open_channel(self.grpc_target, self.client)
         self._stub = ota_pb2_grpc.OtaServiceStub(self._channel)
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = int(self._server.sockets[0].getsockname()[1])

@@ -3,7 +3,9 @@
 Modules: :mod:`~linewatch.runtime.config` (YAML + env configuration),
 :mod:`~linewatch.runtime.logs` (structured logging), :mod:`~linewatch.runtime.telemetry`
 (OpenTelemetry from ``OTEL_*``), :mod:`~linewatch.runtime.grpc_server` (grpc.aio server with
-health, reflection and error mapping), :mod:`~linewatch.runtime.mqtt` (the gmqtt adapter),
+health, reflection and error mapping), :mod:`~linewatch.runtime.grpc_options` (keepalive
+that clients and servers agree on), :mod:`~linewatch.runtime.mqtt` (the MQTT client, over
+:mod:`~linewatch.runtime.mqtt_codec` and :mod:`~linewatch.runtime.mqtt_session`),
 :mod:`~linewatch.runtime.db` (async SQLAlchemy/SQLModel), :mod:`~linewatch.runtime.errors`
 (the exception hierarchy), :mod:`~linewatch.runtime.service` (process entry point),
 :mod:`~linewatch.runtime.fetch` (SSRF-safe HTTP fetching), :mod:`~linewatch.runtime.content`

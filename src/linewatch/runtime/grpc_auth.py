@@ -49,9 +49,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from linewatch.runtime.config import GrpcAuthConfig, GrpcCaller, GrpcClientConfig, GrpcTlsConfig
 from linewatch.runtime.errors import ConfigError
+from linewatch.runtime.grpc_options import channel_options
 
 __all__ = [
-    "FRAME_OPTIONS",
     "PUBLIC_SERVICES",
     "ROLE_METHODS",
     "AuthInterceptor",
@@ -410,9 +410,6 @@ def channel_credentials(config: GrpcClientConfig) -> grpc.ChannelCredentials | N
 #: dozens. Over TLS this halved the round trip of a batch (2 ms instead of 4-5 ms, measured
 #: with the ingest client against inference on a loaded two-core machine); plaintext is
 #: unchanged.
-FRAME_OPTIONS: tuple[tuple[str, Any], ...] = (("grpc.http2.max_frame_size", 4 * 1024 * 1024),)
-
-
 def open_channel(
     target: str,
     config: GrpcClientConfig | None = None,
@@ -425,14 +422,15 @@ def open_channel(
     Args:
         target: ``host:port``.
         config: the caller's client settings (token, TLS); ``None``: plaintext, no token.
-        options: channel options (message sizes, keepalive, backoff).
+        options: channel options beyond the runtime's own (:func:`channel_options`: message
+            sizes, keepalive, frame size), e.g. reconnect backoff.
         interceptors: more client interceptors, run after the token one.
 
     Raises:
         ConfigError: a token, certificate or key file cannot be read.
     """
     config = config or GrpcClientConfig()
-    opts = [*FRAME_OPTIONS, *options]
+    opts = channel_options(extra=options)
     if config.server_name:
         opts.append(("grpc.ssl_target_name_override", config.server_name))
     chain = [*token_interceptors(client_token(config)), *interceptors]

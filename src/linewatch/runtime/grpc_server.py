@@ -31,12 +31,12 @@ from grpc_reflection.v1alpha import reflection
 from linewatch.runtime.config import GrpcConfig
 from linewatch.runtime.errors import ConfigError, LinewatchError
 from linewatch.runtime.grpc_auth import (
-    FRAME_OPTIONS,
     AuthInterceptor,
     Caller,
     load_callers,
     server_credentials,
 )
+from linewatch.runtime.grpc_options import server_options
 
 __all__ = ["ErrorInterceptor", "GrpcServer"]
 
@@ -159,12 +159,7 @@ class GrpcServer:
                 ErrorInterceptor(),
                 *(interceptors or []),
             ],
-            options=[
-                ("grpc.max_receive_message_length", max_bytes),
-                ("grpc.max_send_message_length", max_bytes),
-                ("grpc.so_reuseport", 0),
-                *FRAME_OPTIONS,
-            ],
+            options=server_options(max_bytes, [("grpc.so_reuseport", 0)]),
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

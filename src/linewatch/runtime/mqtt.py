@@ -1,9 +1,18 @@
-"""One small typed adapter over gmqtt: the only place linewatch touches an MQTT library.
+"""The MQTT client every service uses: linewatch's own protocol layer on asyncio.
+
+Three layers: :mod:`~linewatch.runtime.mqtt_codec` (pure encode/decode and the stream
+splitter), :mod:`~linewatch.runtime.mqtt_session` (packet ids, the publish window, resend)
+and this module (connections, reconnects, keepalive, subscriptions and the typed API).
+No MQTT library is used: the hot path (PUBLISH in, PUBACK out) is parsed in place. Decided
+by measurement against the gmqtt adapter this replaced (which had to subclass gmqtt's
+private protocol, client and handler classes): same CPU per message for receive + ack, and
+about 15 % less in ingest's pattern (deferred acks, a verdict publish per batch).
 
 What it guarantees:
 
 - MQTT 5 (falls back to 3.1.1 when the broker refuses 5), persistent session
-  (``clean_start=False`` + session expiry) unless asked otherwise.
+  (``clean_start=False`` + session expiry) unless asked otherwise; ``mqtts://`` with a CA
+  file, client certificate and key, and username/password (:class:`MqttConfig`).
 - QoS 1 by default. A received message is acknowledged only after its handler finished;
   a handler that raises leaves it unacknowledged, so the broker redelivers it after a
   reconnect. A handler is a coroutine function, or (for hot paths) a plain function that
@@ -12,10 +21,17 @@ What it guarantees:
   itself, later, by calling ``message.ack()``; one that never calls it leaves the message
   to be redelivered.
 - :meth:`MqttClient.publish` / :meth:`MqttClient.publish_many` resolve when the broker
-  acknowledged (PUBACK) every message. At most the broker's *receive maximum* publishes
-  are in flight; more wait in line (FIFO) for a PUBACK to free a packet id. If the
-  broker lost the session over a reconnect, unacknowledged publishes are sent again.
+  acknowledged (PUBACK, PUBCOMP for QoS 2) every message. At most the broker's *receive
+  maximum* publishes are in flight; more wait in line (FIFO) for an acknowledgement.
+  After a reconnect every unacknowledged publish is sent again (DUP), whether or not the
+  broker kept the session.
 - Reconnects forever with capped exponential backoff and jitter, and re-subscribes.
+- Keepalive: PINGREQ when nothing was sent for half the keepalive; a broker silent for
+  1.5 keepalives is given up (and reconnected).
+- Announces a Maximum Packet Size (``max_packet_size``); a larger packet (only a 3.1.1
+  broker sends one) is skipped without being buffered, and a QoS 1/2 PUBLISH among them
+  acknowledged so that it is not redelivered forever (logged, counted in
+  :attr:`MqttClient.oversized`).
 - User properties in and out (trace context travels there), shared subscriptions
   (``$share/<group>/<filter>``) and ``receive_maximum`` flow control.
 """
@@ -29,22 +45,43 @@ import random
 import ssl
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-import gmqtt
-from gmqtt.mqtt.connection import MQTTConnection
-from gmqtt.mqtt.constants import MQTTv50, MQTTv311
-from gmqtt.mqtt.handler import MQTTConnectError, MqttPackageHandler
-from gmqtt.mqtt.protocol import BaseMQTTProtocol, MQTTProtocol
-
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import ConfigError, InvalidArgument, LinewatchError, Unavailable
+from linewatch.runtime.mqtt_codec import (
+    CONNACK,
+    DISCONNECT,
+    MQTT_5,
+    MQTT_311,
+    PINGRESP,
+    PUBCOMP,
+    PUBREC,
+    PUBREL,
+    SUBACK,
+    UNSUBACK,
+    Connack,
+    Connect,
+    Disconnect,
+    MalformedPacket,
+    Oversized,
+    Properties,
+    ProtocolError,
+    StreamSplitter,
+    Subscribe,
+    Unsubscribe,
+    Will,
+    decode,
+    decode_properties,
+    encode,
+    encode_varint,
+)
+from linewatch.runtime.mqtt_session import PublishBatch, Session
 
 __all__ = ["DEFERRED", "Ack", "MqttClient", "MqttMessage", "topic_matches"]
 
@@ -72,24 +109,23 @@ class Ack:
     never acknowledged. A QoS 0 message has nothing to acknowledge.
     """
 
-    __slots__ = ("_client", "_conn", "_mid", "_qos")
+    __slots__ = ("_conn", "_mid", "_qos")
 
-    def __init__(self, client: _GmqttClient | None = None, mid: int = 0, qos: int = 0) -> None:
-        self._client = client
+    def __init__(self, conn: _Connection | None = None, mid: int = 0, qos: int = 0) -> None:
+        self._conn = conn
         self._mid = mid
         self._qos = qos
-        self._conn = client.connection if client is not None else None
 
     def __call__(self) -> None:
-        client = self._client
-        if client is None:
-            return
-        self._client = None
         conn = self._conn
-        if client.connection is conn and not conn.is_closing():
+        if conn is None:
+            return
+        self._conn = None
+        conn.unacked -= 1
+        if conn.open:
             # PUBACK (QoS 1) or PUBREC (QoS 2) without reason code: success, in 3.1.1 and 5
             header = b"\x50\x02" if self._qos == 2 else b"\x40\x02"
-            conn._protocol.write_data(header + self._mid.to_bytes(2, "big"))
+            conn.write(header + self._mid.to_bytes(2, "big"))
 
 
 _NO_ACK = Ack()
@@ -124,8 +160,6 @@ Handler = Callable[[MqttMessage], Awaitable[Any] | None]
 
 Outgoing = tuple[str, bytes | str, Sequence[tuple[str, str]]]
 """One message for :meth:`MqttClient.publish_many`: topic, payload, user properties."""
-
-Dispatch = Callable[[MqttMessage], Awaitable[Any] | None]
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -163,91 +197,146 @@ def _parse_url(url: str) -> tuple[str, int, bool]:
     return parts.hostname, port, tls
 
 
-class _Protocol(MQTTProtocol):  # type: ignore[misc]
-    """gmqtt's protocol with a direct read path and coalesced writes.
+def _ssl_context(config: MqttConfig, tls: bool) -> ssl.SSLContext | None:
+    """The TLS context for ``mqtts://`` (None for plain ``mqtt://``).
 
-    Reading: gmqtt feeds every received chunk through an ``asyncio.StreamReader`` to a
-    read-loop task that copies it twice more and wakes up once per 64 KiB. Here packets
-    are cut out of each chunk as it arrives and handed to the connection at once; a
-    partial packet waits for the next chunk. (Flow control stays with MQTT: the broker
-    sends at most our receive maximum of unacknowledged messages.)
+    Raises:
+        ConfigError: a TLS file is given for a plain URL, or cannot be loaded.
+    """
+    files = {"ca_file": config.ca_file, "cert_file": config.cert_file, "key_file": config.key_file}
+    if not tls:
+        given = [name for name, value in files.items() if value]
+        if given:
+            raise ConfigError(
+                f"mqtt {', '.join(given)} given but url {config.url!r} is not mqtts://"
+            )
+        return None
+    if config.key_file and not config.cert_file:
+        raise ConfigError("mqtt key_file given without cert_file")
+    try:
+        ctx = ssl.create_default_context(cafile=config.ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"mqtt ca_file {config.ca_file!r}: cannot be loaded ({exc})") from exc
+    if config.cert_file:
+        try:
+            ctx.load_cert_chain(config.cert_file, config.key_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"mqtt cert_file/key_file {config.cert_file!r}: cannot be loaded ({exc})"
+            ) from exc
+    if config.tls_insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
-    Writing: gmqtt writes every packet with its own ``send()`` system call; at thousands
-    of messages a second (a PUBACK in, a verdict and its PUBACK out per message) those
-    calls cost more than the rest of the pipeline. PUBLISH and acknowledgement packets
-    are joined and written when the event loop finishes its turn. Every other packet
-    (CONNECT, SUBSCRIBE, PINGREQ, DISCONNECT, …) flushes what is waiting and goes out at
-    once, so the order on the wire never changes and nothing is held back on close.
+
+class _VersionRefused(Exception):
+    """The broker does not speak the protocol version tried."""
+
+
+_CONNACK_REASONS = {
+    1: "unacceptable protocol version",
+    2: "client id rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+    0x80: "unspecified error",
+    0x81: "malformed packet",
+    0x82: "protocol error",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x8C: "bad authentication method",
+    0x95: "packet too large",
+    0x97: "quota exceeded",
+    0x9F: "connection rate exceeded",
+}
+
+# PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP: joined and written at the end of the loop turn
+_DEFERRABLE = frozenset({0x30, 0x40, 0x50, 0x60, 0x70})
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection to the broker.
+
+    Reading: packets are cut out of each chunk as it arrives (:class:`StreamSplitter`) and
+    handled at once; PUBLISH and PUBACK are parsed in place. Writing: PUBLISH and
+    acknowledgement packets are joined and written when the event loop finishes its turn
+    (one ``send()`` for many); every other packet flushes what is waiting and goes out at
+    once, so the order on the wire never changes.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, client: MqttClient, version: int) -> None:
+        self.client = client
+        self.version = version
+        self.transport: asyncio.Transport | None = None
+        self.open = False
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.connack: asyncio.Future[Connack] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.splitter = StreamSplitter(
+            self._packet,
+            max_size=max(0, client.max_packet_size - 5),
+            on_oversized=self._oversized,
+        )
         self._pending: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
-        self._rest = b""
+        self._keepalive_handle: asyncio.TimerHandle | None = None
+        self.keepalive = 0.0
+        self.last_in = self.last_out = time.monotonic()
+        self.unacked = 0
+        """QoS 1/2 messages received and not acknowledged yet (≤ our receive maximum)."""
+        self._over_window = False
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        # gmqtt's own read loop is not started: data_received cuts the packets
-        BaseMQTTProtocol.connection_made(self, transport)
+    # --- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.open = True
 
     def data_received(self, data: bytes) -> None:
-        if self._rest:
-            data = self._rest + data
-        connection = self._connection
-        if connection is None:  # not handed to its MQTTConnection yet
-            self._rest = data
-            return
-        handler = connection._handler
-        if handler.current_connection is not connection:
-            # a superseded connection's last bytes (as gmqtt's put_package drops them)
-            self._rest = b""
-            return
-        connection._last_data_in = time.monotonic()
-        handle = handler._handle_packet
-        size = len(data)
-        pos = 0
-        while size - pos >= 2:
-            length = 0
-            shift = 0
-            i = pos + 1
-            while True:
-                if i >= size:
-                    self._rest = data[pos:]
-                    return
-                byte = data[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
-                if shift > 21:  # a remaining length of more than four bytes: not MQTT
-                    log.error("malformed MQTT packet; closing the connection")
-                    self._rest = b""
-                    self._transport.close()
-                    return
-            end = i + length
-            if end > size:
-                break
-            try:
-                handle(data[pos], data[i:end])
-            except Exception:  # one bad packet must not stop the connection (as in gmqtt)
-                log.exception("failed to handle an MQTT packet")
-            pos = end
-            if self._transport.is_closing():
-                self._rest = b""
-                return
-        self._rest = data[pos:] if pos else data
+        self.last_in = time.monotonic()
+        try:
+            self.splitter.feed(data)
+        except ProtocolError as exc:
+            self.fail(f"malformed MQTT data from the broker: {exc}")
 
     def eof_received(self) -> bool:
-        self._transport.close()  # the broker closed its side: the connection is lost
-        return False
+        return False  # the broker closed its side: the connection is lost
 
-    def write_data(self, data: bytes) -> None:
-        packet_type = data[0] & 0xF0 if data else 0
-        self._pending.append(bytes(data))
-        if packet_type in _DEFERRABLE:
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self.splitter.halt()
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+        self.unacked = 0
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._pending.clear()
+        if not self.connack.done():
+            self.connack.set_exception(
+                ConnectionResetError(f"connection closed before CONNACK ({exc or 'EOF'})")
+            )
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.client._connection_lost(self)
+
+    # --- writing -------------------------------------------------------------------
+
+    def write(self, packet: bytes) -> None:
+        """Queue ``packet``; PUBLISH and acknowledgements go out at the end of the turn."""
+        if not self.open:
+            return
+        self._pending.append(packet)
+        if packet[0] & 0xF0 in _DEFERRABLE:
             if self._flush_handle is None:
-                self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+                self._flush_handle = self.loop.call_soon(self.flush)
         else:
             self.flush()
 
@@ -256,297 +345,157 @@ class _Protocol(MQTTProtocol):  # type: ignore[misc]
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._pending:
-            data = b"".join(self._pending)
+        if self._pending and self.open and self.transport is not None:
+            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
             self._pending.clear()
-            super().write_data(data)
+            self.transport.write(data)
+            self.last_out = time.monotonic()
 
+    def fail(self, reason: str) -> None:
+        """Close the connection because of a protocol problem (it is reconnected)."""
+        if self.open:
+            log.error("%s; closing the MQTT connection", reason)
+        self.close()
 
-# PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP
-_DEFERRABLE = frozenset({0x30, 0x40, 0x50, 0x60, 0x70})
+    def close(self) -> None:
+        self.splitter.halt()
+        if self.transport is not None and self.open:
+            self.flush()
+            self.open = False
+            self.transport.close()
 
+    # --- keepalive -----------------------------------------------------------------
 
-class _GmqttClient(gmqtt.Client):  # type: ignore[misc]
-    """gmqtt with PUBACK futures, a FIFO publish window, acknowledgement after the
-    handler without a task per message, and a growing reconnect backoff."""
+    def start_keepalive(self, seconds: float) -> None:
+        self.keepalive = seconds
+        if seconds > 0:
+            self._keepalive_handle = self.loop.call_later(seconds / 2, self._tick)
 
-    def __init__(
-        self, *args: Any, backoff: Callable[[int], float], dispatch: Dispatch, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._acks: dict[int, _Acks] = {}
-        self._backoff = backoff
-        self._id_waiters: deque[asyncio.Future[None]] = deque()
-        self._resend: asyncio.Future[None] | None = None
-        _PackageHandler.adopt(self._package_handler, self, dispatch)
+    def _tick(self) -> None:
+        if not self.open:
+            return
+        now = time.monotonic()
+        if now - self.last_in > self.keepalive * 1.5:
+            log.warning("mqtt broker silent for %.0f s; reconnecting", now - self.last_in)
+            self.close()
+            return
+        if now - self.last_out >= self.keepalive / 2:
+            self.write(b"\xc0\x00")  # PINGREQ
+        self._keepalive_handle = self.loop.call_later(self.keepalive / 4, self._tick)
 
-    @property
-    def connection(self) -> Any:
-        """The current connection (a new one after each reconnect)."""
-        return self._connection
+    # --- reading -------------------------------------------------------------------
 
-    # --- publish window ------------------------------------------------------------
-
-    def publish_packet(self, topic: bytes, payload: bytes, properties: bytes, acks: _Acks) -> None:
-        """Send one PUBLISH now (``topic`` as an MQTT string, ``properties`` as the
-        properties block); for QoS 1/2 ``acks`` counts it until its PUBACK.
-
-        Raises:
-            OverflowError: the broker's receive maximum is reached (no free packet id).
-        """
-        header = bytes((0x30 | acks.qos << 1 | acks.retain,))
-        if acks.qos:
-            mid = self._package_handler.id_generator.next_id()
-            head = b"".join((topic, _u16(mid), properties))
-            packet = b"".join((header, _varint(len(head) + len(payload)), head, payload))
-            self._persistent_storage.push_message(mid, packet)
-            self._acks[mid] = acks
-            acks.left += 1
-        else:
-            head = topic + properties
-            packet = b"".join((header, _varint(len(head) + len(payload)), head, payload))
-        self._connection._protocol.write_data(packet)
-
-    async def wait_for_id(self, *, first: bool = False) -> None:
-        """Wait in line until a PUBACK frees a packet id (or a reconnect resets them)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if first:
-            self._id_waiters.appendleft(waiter)
-        else:
-            self._id_waiters.append(waiter)
+    def _packet(self, first: int, body: bytes) -> None:
+        kind = first & 0xF0
         try:
-            # the timeout only guards against a wake-up lost to a dropped connection
-            async with asyncio.timeout(1.0):
-                await waiter
-        except TimeoutError:
-            pass
-        finally:
-            if not waiter.done():
-                with contextlib.suppress(ValueError):
-                    self._id_waiters.remove(waiter)
+            if kind == 0x30:
+                self._publish(first, body)
+            elif kind == 0x40:
+                if len(body) > 2 and body[2] >= 0x80:
+                    log.warning(
+                        "broker refused a publish (PUBACK reason 0x%02x): it is dropped", body[2]
+                    )
+                self.client._session.acknowledged((body[0] << 8) | body[1])
+            else:
+                self._other(first, body)
+        except (ProtocolError, IndexError, UnicodeDecodeError) as exc:
+            self.fail(f"malformed MQTT packet 0x{first:02x} from the broker: {exc}")
 
-    def wake_id_waiters(self, n: int | None = None) -> None:
-        """Let ``n`` (default: all) publishers waiting for a packet id try again."""
-        while self._id_waiters and (n is None or n > 0):
-            waiter = self._id_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                if n is not None:
-                    n -= 1
-
-    def _remove_message_from_queue(self, mid: int) -> None:
-        super()._remove_message_from_queue(mid)
-        acks = self._acks.pop(mid, None)
-        if acks is not None:
-            acks.acked()
-        self.wake_id_waiters(1)
-
-    def _clear_resend_qos_queue(self) -> None:
-        # The broker has no session for us (it lost it, or it is a new broker): gmqtt
-        # would forget the unacknowledged publishes and their PUBACK futures would never
-        # resolve. Nothing accepted may be lost, so send them again in the new session.
-        if not self._persistent_storage.is_empty:
-            log.warning("broker lost the session; resending unacknowledged publishes")
-            self._resend = asyncio.ensure_future(self._resend_qos_messages())
-        self.wake_id_waiters()
-
-    async def _create_connection(
-        self, host: str, port: int, ssl: Any, clean_session: bool, keepalive: int
-    ) -> MQTTConnection:
-        # gmqtt's own, with _Protocol in place of its protocol class
-        self._exit_reconnecting_state()
-        self._package_handler.clear_topics_aliases()
-        self._connack_received.clear()
-        self._connection_lost.clear()
-        factory = partial(
-            _Protocol,
-            connection_state=self._connection_state,
-            id_generator=self._package_handler.id_generator,
-        )
-        transport, protocol = await asyncio.get_running_loop().create_connection(
-            factory, host, port, ssl=ssl
-        )
-        return MQTTConnection(
-            transport,
-            protocol,
-            clean_session,
-            keepalive,
-            package_handler=self._package_handler,
-            logger=self._logger,
-        )
-
-    async def reconnect(self, delay: bool = False) -> None:
-        if delay:
-            self.reconnect_delay = self._backoff(self._connection_state.failed_connections)
-        await super().reconnect(delay=delay)
-
-
-class _PackageHandler(MqttPackageHandler):  # type: ignore[misc]
-    """gmqtt's packet handler with a fast path for PUBLISH and PUBACK, acknowledging QoS
-    1/2 messages when their handler is done without a task per message (gmqtt wraps
-    every handler call in a task).
-
-    The fast path parses a PUBLISH without properties (the usual case) in place; one with
-    properties (user properties, topic alias, …) goes through gmqtt's own parser.
-    """
-
-    _client: _GmqttClient
-    _dispatch: Dispatch
-
-    @classmethod
-    def adopt(cls, handler: MqttPackageHandler, client: _GmqttClient, dispatch: Dispatch) -> None:
-        """Turn gmqtt's own handler (made in ``Client.__init__``) into this one in place."""
-        handler.__class__ = cls
-        handler._client = client
-        handler._dispatch = dispatch
-
-    def _handle_packet(self, cmd: int, packet: bytes) -> None:
-        kind = cmd & 0xF0
-        if kind == 0x30:
-            self._handle_publish_packet(cmd, packet)
-        elif kind == 0x40:
-            mid = (packet[0] << 8) | packet[1]
-            self.id_generator.free_id(mid)
-            self._remove_message_from_queue(mid)
+    def _publish(self, first: int, body: bytes) -> None:
+        qos = (first >> 1) & 0x03
+        end = 2 + ((body[0] << 8) | body[1])
+        topic = body[2:end].decode()
+        if qos:
+            mid = (body[end] << 8) | body[end + 1]
+            pos = end + 2
+            if qos == 3 or mid == 0:
+                raise MalformedPacket(f"PUBLISH: qos {qos}, packet id {mid}")
         else:
-            super()._handle_packet(cmd, packet)
-            return
-        self._last_msg_in = time.monotonic()
-
-    def _handle_publish_packet(self, cmd: int, packet: bytes) -> None:
-        qos = (cmd >> 1) & 0x03
-        end = 2 + ((packet[0] << 8) | packet[1])
-        pos = end + 2 if qos else end
-        if qos == 0 or len(packet) <= pos:
-            super()._handle_publish_packet(cmd, packet)
-            return
-        if self._connection_state.protocol_version >= MQTTv50:
-            if packet[pos] != 0:  # properties: gmqtt parses them
-                super()._handle_publish_packet(cmd, packet)
-                return
-            pos += 1
-        try:
-            topic = packet[2:end].decode()
-        except UnicodeDecodeError:
-            super()._handle_publish_packet(cmd, packet)
-            return
+            mid = 0
+            pos = end
+        users: tuple[tuple[str, str], ...] = ()
+        if self.version >= MQTT_5:
+            if body[pos] == 0:
+                pos += 1
+            else:
+                props, pos = decode_properties(body, pos, "PUBLISH")
+                users = props.user_properties
+                if props.topic_alias is not None:
+                    raise ProtocolError("PUBLISH: topic alias used (none allowed)")
         if not topic:
-            super()._handle_publish_packet(cmd, packet)
-            return
-        ack = Ack(self._client, (packet[end] << 8) | packet[end + 1], qos)
-        self._deliver(
-            MqttMessage(topic, packet[pos:], qos, bool(cmd & 0x01), bool(cmd & 0x08), (), ack)
+            raise MalformedPacket("PUBLISH: empty topic")
+        if qos:
+            ack = Ack(self, mid, qos)
+            self.unacked += 1
+            if (
+                self.unacked > self.client._receive_maximum
+                and not self._over_window
+                and self.version >= MQTT_5
+            ):
+                self._over_window = True  # the broker ignores MQTT 5 flow control
+                log.warning(
+                    "mqtt broker sent more than our receive maximum (%d) unacknowledged",
+                    self.client._receive_maximum,
+                )
+        else:
+            ack = _NO_ACK
+        self.client._deliver(
+            MqttMessage(topic, body[pos:], qos, bool(first & 0x01), bool(first & 0x08), users, ack)
         )
 
-    def _handle_qos_1_publish_packet(
-        self, mid: int, packet: bytes, topic: str, properties: dict[str, Any]
-    ) -> None:
-        self._deliver(_message(topic, packet, 1, properties, Ack(self._client, mid, 1)))
-
-    def _handle_qos_2_publish_packet(
-        self, mid: int, packet: bytes, topic: str, properties: dict[str, Any]
-    ) -> None:
-        self._deliver(_message(topic, packet, 2, properties, Ack(self._client, mid, 2)))
-
-    def _deliver(self, message: MqttMessage) -> None:
-        ack = message.ack
-        try:
-            pending = self._dispatch(message)
-        except Exception as exc:
-            # no acknowledgement: the broker redelivers the message after a reconnect
-            _log_handler_error(exc)
-            return
-        if pending is None:
-            ack()
-        elif pending is not DEFERRED:
-            asyncio.ensure_future(pending).add_done_callback(partial(_ack_when_ok, ack))
-
-
-def _message(
-    topic: str, payload: bytes, qos: int, properties: dict[str, Any], ack: Ack
-) -> MqttMessage:
-    """A message from what gmqtt's own parser hands over."""
-    raw_props = properties.get("user_property")
-    return MqttMessage(
-        topic,
-        payload,
-        qos,
-        bool(properties.get("retain", False)),
-        bool(properties.get("dup", False)),
-        tuple((str(k), str(v)) for k, v in raw_props) if raw_props else (),
-        ack,
-    )
-
-
-def _ack_when_ok(ack: Ack, done: asyncio.Future[Any]) -> None:
-    if done.cancelled():
-        return
-    if (exc := done.exception()) is not None:
-        _log_handler_error(exc)
-        return
-    if done.result() is not DEFERRED:
-        ack()
-
-
-class _Acks:
-    """One :meth:`MqttClient.publish_many` call: its QoS and retain flag, and the
-    PUBACKs it waits for."""
-
-    __slots__ = ("_sent", "future", "left", "qos", "retain")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, qos: int, retain: bool) -> None:
-        self.qos = qos
-        self.retain = retain
-        self.future: asyncio.Future[None] = loop.create_future()
-        self.left = 0
-        self._sent = False
-
-    def acked(self) -> None:
-        self.left -= 1
-        if self._sent and self.left <= 0 and not self.future.done():
-            self.future.set_result(None)
-
-    def all_sent(self) -> None:
-        self._sent = True
-        if self.left <= 0 and not self.future.done():
-            self.future.set_result(None)
-
-
-def _u16(n: int) -> bytes:
-    return n.to_bytes(2, "big")
-
-
-def _utf8(text: str) -> bytes:
-    data = text.encode()
-    if len(data) > 0xFFFF:
-        raise InvalidArgument(f"MQTT string longer than 65535 bytes: {text[:40]!r}…")
-    return _u16(len(data)) + data
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, byte = divmod(n, 128)
-        if n:
-            out.append(byte | 0x80)
+    def _other(self, first: int, body: bytes) -> None:
+        kind = first & 0xF0
+        session = self.client._session
+        if kind == PUBREL:  # QoS 2 inbound, second half: PUBCOMP
+            self.write(b"\x70\x02" + body[:2])
+        elif kind == PUBREC:  # QoS 2 outbound: the broker has it, release it
+            session.received((body[0] << 8) | body[1])
+            self.write(b"\x62\x02" + body[:2])
+        elif kind == PUBCOMP:
+            session.acknowledged((body[0] << 8) | body[1])
+        elif kind == PINGRESP:
+            pass
+        elif kind in (SUBACK, UNSUBACK):
+            packet = decode(first, body, self.version)
+            assert not isinstance(packet, Connack | Disconnect)
+            mid = getattr(packet, "packet_id", 0)
+            future = session.control.pop(mid, None)
+            if future is not None and not future.done():
+                future.set_result(tuple(getattr(packet, "reason_codes", ())))
+        elif kind == CONNACK:
+            connack = decode(first, body, self.version)
+            if not isinstance(connack, Connack) or self.connack.done():
+                raise ProtocolError("CONNACK out of place")
+            self.connack.set_result(connack)
+        elif kind == DISCONNECT:
+            packet = decode(first, body, self.version)
+            assert isinstance(packet, Disconnect)
+            reason = packet.properties.reason_string or ""
+            log.warning(
+                "mqtt broker disconnected us (reason 0x%02x %s)", packet.reason_code, reason
+            )
+            self.close()
         else:
-            out.append(byte)
-            return bytes(out)
+            raise ProtocolError(f"unexpected packet type {first >> 4} from a broker")
 
-
-_TOPICS: dict[str, bytes] = {}
-
-
-def _topic_bytes(topic: str) -> bytes:
-    """A topic to publish to as an MQTT string (memoised: a plant has a bounded set)."""
-    data = _TOPICS.get(topic)
-    if data is None:
-        if not topic or "+" in topic or "#" in topic:
-            raise InvalidArgument(f"cannot publish to {topic!r}: empty or a wildcard")
-        if len(_TOPICS) >= _ROUTE_CACHE:
-            _TOPICS.clear()
-        data = _TOPICS[topic] = _utf8(topic)
-    return data
+    def _oversized(self, packet: Oversized) -> None:
+        client = self.client
+        client.oversized += 1
+        head = packet.head
+        topic = ""
+        if packet.first & 0xF0 == 0x30 and len(head) >= 2:
+            end = 2 + ((head[0] << 8) | head[1])
+            topic = head[2:end].decode(errors="replace")
+            qos = (packet.first >> 1) & 0x03
+            if qos in (1, 2) and len(head) >= end + 2:
+                self.unacked += 1
+                Ack(self, (head[end] << 8) | head[end + 1], qos)()
+        log.warning(
+            "skipped an MQTT packet of %d bytes over max_packet_size %d%s",
+            packet.length,
+            client.max_packet_size,
+            f" (PUBLISH to {topic!r})" if topic else "",
+        )
 
 
 @dataclass
@@ -555,13 +504,15 @@ class _Subscription:
     qos: int
     handler: Handler
     no_local: bool = False
-    subscribed: bool = field(default=False)
 
 
 class MqttClient:
-    """An MQTT 5 connection with typed publish/subscribe.
+    """An MQTT 5 (or 3.1.1) connection with typed publish/subscribe.
 
     Use as ``async with MqttClient(config, client_id="ingest-1") as client: ...``.
+
+    Raises (constructor):
+        ConfigError: a bad URL, or TLS files that cannot be loaded.
     """
 
     def __init__(
@@ -576,36 +527,28 @@ class MqttClient:
     ) -> None:
         self._config = config
         self._host, self._port, self._tls = _parse_url(config.url)
+        self._ssl = _ssl_context(config, self._tls)
         self.client_id = client_id or config.client_id or f"linewatch-{uuid.uuid4().hex[:12]}"
         self._subs: dict[str, _Subscription] = {}
         self._routes: dict[str, Handler | None] = {}
         """topic → handler, memoised (matching filters per message costs more than a dict)"""
         self._connected = asyncio.Event()
         self._closing = False
-        self._will = gmqtt.Message(will_topic, will_payload, qos=1) if will_topic else None
+        self._will = (
+            Will(will_topic, bytes(will_payload), qos=1) if will_topic is not None else None
+        )
         self._clean_start = clean_start
         self._receive_maximum = receive_maximum or config.receive_maximum
-        self.protocol_version = MQTTv50
-        self._client = self._make_client()
-
-    def _make_client(self) -> _GmqttClient:
-        client = _GmqttClient(
-            self.client_id,
-            clean_session=self._clean_start,
-            optimistic_acknowledgement=False,
-            will_message=self._will,
-            session_expiry_interval=0 if self._clean_start else self._config.session_expiry_s,
-            receive_maximum=self._receive_maximum,
-            backoff=self._backoff,
-            dispatch=self._dispatch,
-        )
-        client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
-        if self._config.username:
-            client.set_auth_credentials(self._config.username, self._config.password or None)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        return client
+        self.max_packet_size = config.max_packet_size
+        """The largest packet accepted from the broker (announced in CONNECT)."""
+        self.protocol_version = MQTT_5
+        self._session = Session()
+        self._conn: _Connection | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._broker_max_packet = 0
+        """The broker's Maximum Packet Size (0: none announced)."""
+        self.oversized = 0
+        """Packets over ``max_packet_size`` skipped so far."""
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -619,54 +562,153 @@ class MqttClient:
         """Whether the connection is up now."""
         return self._connected.is_set()
 
+    @property
+    def broker(self) -> str:
+        """``host:port`` of the broker."""
+        return f"{self._host}:{self._port}"
+
     async def connect(self, *, timeout: float = 10.0) -> None:
         """Connect (once); later drops are reconnected automatically.
 
         Raises:
-            Unavailable: the broker could not be reached within ``timeout``.
+            Unavailable: the broker could not be reached within ``timeout``, or refused
+                the connection (the reason is in the message: bad credentials, …).
         """
-        ctx: ssl.SSLContext | bool = ssl.create_default_context() if self._tls else False
+        if self._supervisor is not None:
+            return
+        self._closing = False
         last: BaseException | None = None
-        # MQTT 5 first; a broker that only speaks 3.1.1 (the embedded one) closes the
-        # connection, and then 3.1.1 is used (without user properties).
-        for version in (MQTTv50, MQTTv311):
-            if version != MQTTv50:
-                self._client = self._make_client()
+        # MQTT 5 first; a broker that only speaks 3.1.1 (the embedded one) refuses it or
+        # closes the connection, and then 3.1.1 is used (without user properties).
+        for version in (MQTT_5, MQTT_311):
             try:
                 async with asyncio.timeout(timeout):
-                    await self._client.connect(
-                        self._host,
-                        self._port,
-                        ssl=ctx,
-                        keepalive=self._config.keepalive_s,
-                        version=version,
-                    )
-                    await self._connected.wait()
+                    await self._open(version)
             except ConnectionRefusedError as exc:
                 last = exc
-                await self._abandon()
                 break
-            except (OSError, TimeoutError, MQTTConnectError) as exc:
+            except _VersionRefused as exc:
                 last = exc
-                await self._abandon()
+                continue
+            except LinewatchError:
+                raise
+            except (OSError, TimeoutError, ProtocolError) as exc:
+                last = exc
                 continue
             self.protocol_version = version
+            self._supervisor = asyncio.get_running_loop().create_task(
+                self._supervise(), name=f"mqtt-{self.client_id}"
+            )
             return
-        raise Unavailable(
-            f"MQTT broker {self._host}:{self._port} unreachable: {last or 'no answer'}"
-        ) from last
+        raise Unavailable(f"MQTT broker {self.broker} unreachable: {last or 'no answer'}") from last
 
-    async def _abandon(self) -> None:
-        with contextlib.suppress(Exception):
-            self._client.stop_reconnect()
-        with contextlib.suppress(Exception):
-            await self._client.disconnect()
+    async def _open(self, version: int) -> None:
+        """One connection: TCP/TLS, CONNECT, CONNACK; then subscriptions and resends."""
+        loop = asyncio.get_running_loop()
+        _transport, conn = await loop.create_connection(
+            partial(_Connection, self, version),
+            self._host,
+            self._port,
+            ssl=self._ssl,
+            server_hostname=self._host if self._ssl is not None else None,
+        )
+        try:
+            conn.write(encode(self._connect_packet(version), version))
+            connack = await conn.connack
+        except BaseException:
+            conn.close()
+            raise
+        if connack.reason_code:
+            conn.close()
+            code = connack.reason_code
+            if code in (1, 0x84) and version == MQTT_5:
+                raise _VersionRefused(f"CONNACK 0x{code:02x}")
+            raise Unavailable(
+                f"MQTT broker {self.broker} refused the connection: "
+                f"{_CONNACK_REASONS.get(code, f'reason 0x{code:02x}')}"
+            )
+        props = connack.properties
+        self._session.window = props.receive_maximum or (0xFFFF if version >= MQTT_5 else 1000)
+        self._broker_max_packet = props.maximum_packet_size or 0
+        self._conn = conn
+        keepalive = props.server_keep_alive
+        conn.start_keepalive(float(self._config.keepalive_s if keepalive is None else keepalive))
+        for sub in self._subs.values():
+            self._send_subscribe(sub)
+        for packet in self._session.resend():
+            conn.write(packet)
+        if self._session.inflight:
+            log.info("mqtt resent %d unacknowledged publish(es)", len(self._session.inflight))
+        if not conn.open:  # lost right after CONNACK: the supervisor reconnects
+            return
+        self._connected.set()
+        self._session.wake()
+        log.info("mqtt connected", extra={"fields": {"broker": self.broker}})
+
+    def _connect_packet(self, version: int) -> Connect:
+        config = self._config
+        props = Properties()
+        if version >= MQTT_5:
+            props.session_expiry_interval = 0 if self._clean_start else config.session_expiry_s
+            props.receive_maximum = self._receive_maximum
+            props.maximum_packet_size = self.max_packet_size
+        return Connect(
+            self.client_id,
+            protocol_version=version,
+            clean_start=self._clean_start,
+            keepalive=config.keepalive_s,
+            username=config.username or None,
+            password=config.password.encode() if config.password else None,
+            will=self._will,
+            properties=props,
+        )
+
+    async def _supervise(self) -> None:
+        """Wait for the connection to drop, then reconnect (forever, with backoff)."""
+        while True:
+            conn = self._conn
+            if conn is not None:
+                await asyncio.shield(conn.closed)
+            failures = 0
+            while not self._closing:
+                await asyncio.sleep(self._backoff(failures))
+                try:
+                    async with asyncio.timeout(10.0):
+                        await self._open(self.protocol_version)
+                    break
+                except Exception as exc:  # unreachable, refused, TLS: try again later
+                    failures += 1
+                    log.debug("mqtt reconnect failed: %s", exc)
+            if self._closing:
+                return
+
+    def _connection_lost(self, conn: _Connection) -> None:
+        if conn is not self._conn:
+            return
+        was = self._connected.is_set()
+        self._connected.clear()
+        self._session.fail_control(Unavailable("MQTT connection lost"))
+        self._session.wake()
+        if was and not self._closing:
+            log.warning(
+                "mqtt connection lost; reconnecting", extra={"fields": {"broker": self.broker}}
+            )
 
     async def disconnect(self) -> None:
         """Disconnect cleanly; no reconnect follows."""
         self._closing = True
-        with contextlib.suppress(Exception):
-            await self._client.disconnect()
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await supervisor
+        conn = self._conn
+        if conn is not None and conn.open:
+            conn.write(encode(Disconnect(), conn.version))
+            conn.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await conn.closed
         self._connected.clear()
 
     async def __aenter__(self) -> Self:
@@ -691,33 +733,60 @@ class MqttClient:
             async with asyncio.timeout(timeout):
                 await self._connected.wait()
         except TimeoutError as exc:
-            raise Unavailable(f"MQTT broker {self._host}:{self._port} not connected") from exc
+            raise Unavailable(f"MQTT broker {self.broker} not connected") from exc
 
     # --- subscribe -----------------------------------------------------------------
 
     async def subscribe(
         self, topic_filter: str, handler: Handler, *, qos: int = 1, no_local: bool = False
     ) -> None:
-        """Subscribe; ``handler`` is awaited for each message before it is acknowledged."""
+        """Subscribe; ``handler`` is awaited for each message before it is acknowledged.
+
+        When connected, returns once the broker answered (SUBACK); a refusal (e.g. by the
+        broker's ACL) is logged. The subscription is renewed on every reconnect.
+        """
         if not topic_filter or qos not in {0, 1, 2}:
             raise InvalidArgument(f"bad subscription {topic_filter!r} qos={qos}")
         sub = _Subscription(topic_filter, qos, handler, no_local)
         self._subs[topic_filter] = sub
         self._routes.clear()
         if self.connected:
-            self._send_subscribe(sub)
+            future = self._send_subscribe(sub)
+            if future is not None:
+                with contextlib.suppress(TimeoutError, Unavailable):
+                    async with asyncio.timeout(10.0):
+                        await future
 
     async def unsubscribe(self, topic_filter: str) -> None:
         """Stop receiving ``topic_filter``."""
         self._routes.clear()
-        if self._subs.pop(topic_filter, None) is not None and self.connected:
-            self._client.unsubscribe(topic_filter)
+        if self._subs.pop(topic_filter, None) is None or not self.connected:
+            return
+        conn = self._conn
+        if conn is None:
+            return
+        mid = self._session.next_id()
+        future: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
+        self._session.control[mid] = future
+        future.add_done_callback(_retrieve)
+        conn.write(encode(Unsubscribe(mid, (topic_filter,)), conn.version))
+        with contextlib.suppress(TimeoutError, Unavailable):
+            async with asyncio.timeout(10.0):
+                await future
 
-    def _send_subscribe(self, sub: _Subscription) -> None:
-        self._client.subscribe(
-            gmqtt.Subscription(sub.topic_filter, qos=sub.qos, no_local=sub.no_local)
-        )
-        sub.subscribed = True
+    def _send_subscribe(self, sub: _Subscription) -> asyncio.Future[tuple[int, ...]] | None:
+        conn = self._conn
+        if conn is None or not conn.open:
+            return None
+        options = sub.qos
+        if conn.version >= MQTT_5 and sub.no_local:
+            options |= 0x04
+        mid = self._session.next_id()
+        future: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
+        self._session.control[mid] = future
+        future.add_done_callback(partial(_check_suback, sub.topic_filter))
+        conn.write(encode(Subscribe(mid, ((sub.topic_filter, options),)), conn.version))
+        return future
 
     # --- publish -------------------------------------------------------------------
 
@@ -752,13 +821,14 @@ class MqttClient:
         """Publish several messages in order; returns once the broker acknowledged all.
 
         Raises:
-            InvalidArgument: a topic is empty or holds a wildcard.
+            InvalidArgument: a topic is empty or holds a wildcard, or a message is larger
+                than the broker's maximum packet size.
             Unavailable: not connected, or not all acknowledged within ``timeout``; the
                 unacknowledged ones stay queued and are re-sent after a reconnect.
         """
         if qos not in {0, 1, 2}:
             raise InvalidArgument(f"qos must be 0, 1 or 2, got {qos}")
-        acks = _Acks(asyncio.get_running_loop(), qos, retain)
+        batch = PublishBatch(asyncio.get_running_loop(), qos, retain)
         encoded: dict[int, bytes] = {}  # user properties are often one shared list
         sent = 0
         try:
@@ -771,76 +841,101 @@ class MqttClient:
                     body = payload.encode() if isinstance(payload, str) else bytes(payload)
                     topic_bytes = _topic_bytes(topic)
                     if self._connected.is_set():
-                        try:  # the usual case: connected and a packet id free
-                            self._client.publish_packet(topic_bytes, body, properties, acks)
+                        try:  # the usual case: connected and room in the window
+                            self._publish_packet(topic_bytes, body, properties, batch)
                             sent += 1
                             continue
                         except OverflowError:
                             pass
-                    await self._send(topic_bytes, body, properties, acks)
+                    await self._send(topic_bytes, body, properties, batch)
                     sent += 1
-                acks.all_sent()
-                if not acks.future.done():
-                    await acks.future
+                batch.all_sent()
+                if not batch.future.done():
+                    await batch.future
         except TimeoutError as exc:
             raise Unavailable(
-                f"{acks.left + len(messages) - sent} publish(es) not acknowledged within {timeout}s"
+                f"{batch.left + len(messages) - sent} publish(es) "
+                f"not acknowledged within {timeout}s"
             ) from exc
+
+    def _publish_packet(
+        self, topic: bytes, payload: bytes, properties: bytes, batch: PublishBatch
+    ) -> None:
+        """Send one PUBLISH now (``topic`` as an MQTT string, ``properties`` as the
+        properties block); for QoS 1/2 the session keeps it until acknowledged.
+
+        Raises:
+            OverflowError: the broker's receive maximum is reached (no room in the window).
+        """
+        conn = self._conn
+        assert conn is not None
+        qos = batch.qos
+        header = bytes((0x30 | qos << 1 | batch.retain,))
+        session = self._session
+        if qos:
+            if len(session.inflight) >= session.window:
+                raise OverflowError("publish window full")
+            mid = session.next_id()
+            head = b"".join((topic, mid.to_bytes(2, "big"), properties))
+        else:
+            mid = 0
+            head = topic + properties
+        size = len(head) + len(payload)
+        packet = b"".join((header, encode_varint(size), head, payload))
+        if self._broker_max_packet and len(packet) > self._broker_max_packet:
+            raise InvalidArgument(
+                f"message of {len(packet)} bytes over the broker's maximum packet size "
+                f"{self._broker_max_packet}"
+            )
+        if mid:
+            session.track(mid, packet, batch)
+        conn.write(packet)
 
     def _properties(self, user_properties: Sequence[tuple[str, str]]) -> bytes:
         """The PUBLISH properties block (MQTT 5), or nothing (3.1.1 has none)."""
-        if self.protocol_version != MQTTv50:
+        if self.protocol_version != MQTT_5:
             return b""
         block = b"".join(
             b"\x26" + _utf8(str(name)) + _utf8(str(value)) for name, value in user_properties
         )
-        return _varint(len(block)) + block
+        return encode_varint(len(block)) + block
 
-    async def _send(self, topic: bytes, payload: bytes, properties: bytes, acks: _Acks) -> None:
+    async def _send(
+        self, topic: bytes, payload: bytes, properties: bytes, batch: PublishBatch
+    ) -> None:
         retried = False
         while True:
             if not self._connected.is_set():
                 await self._connected.wait()
             try:
-                self._client.publish_packet(topic, payload, properties, acks)
+                self._publish_packet(topic, payload, properties, batch)
                 return
             except OverflowError:
                 # the broker's receive maximum of unacknowledged publishes is reached
-                await self._client.wait_for_id(first=retried)
+                await self._session.wait_for_room(first=retried)
                 retried = True
 
-    # --- gmqtt callbacks -----------------------------------------------------------
+    # --- delivery ------------------------------------------------------------------
 
-    def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
-        log.info("mqtt connected", extra={"fields": {"broker": f"{self._host}:{self._port}"}})
-        for sub in self._subs.values():
-            self._send_subscribe(sub)
-        self._connected.set()
-        self._client.wake_id_waiters()
-
-    def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
-        was = self._connected.is_set()
-        self._connected.clear()
-        if was and not self._closing:
-            log.warning(
-                "mqtt connection lost; reconnecting",
-                extra={"fields": {"broker": f"{self._host}:{self._port}"}},
-            )
-
-    def _dispatch(self, message: MqttMessage) -> Awaitable[Any] | None:
+    def _deliver(self, message: MqttMessage) -> None:
         try:
             handler = self._routes[message.topic]
         except KeyError:
             handler = self._handler_for(message.topic)
-        return None if handler is None else handler(message)
-
-    def _on_message(
-        self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
-    ) -> None:
-        # QoS 0 only (QoS 1 and 2 go through _PackageHandler._deliver): nothing to acknowledge
-        pending = self._dispatch(_message(topic, payload, qos, properties, _NO_ACK))
-        if pending is not None and pending is not DEFERRED:
-            asyncio.ensure_future(pending).add_done_callback(_log_failure)
+        ack = message.ack
+        if handler is None:
+            ack()  # nobody subscribed to it (any more): nothing to redeliver it for
+            return
+        try:
+            pending = handler(message)
+        except Exception as exc:
+            # no acknowledgement: the broker redelivers the message after a reconnect
+            _log_handler_error(exc)
+            return
+        if pending is None:
+            ack()
+        elif pending is not DEFERRED:
+            asyncio.ensure_future(pending).add_done_callback(partial(_ack_when_ok, ack))
 
     def _handler_for(self, topic: str) -> Handler | None:
         try:
@@ -860,12 +955,53 @@ class MqttClient:
 _ROUTE_CACHE = 100_000
 
 
-def _log_failure(done: asyncio.Future[None]) -> None:
-    if not done.cancelled() and (exc := done.exception()) is not None:
+def _check_suback(topic_filter: str, future: asyncio.Future[tuple[int, ...]]) -> None:
+    if future.cancelled() or future.exception() is not None:
+        return
+    codes = future.result()
+    if codes and codes[0] >= 0x80:
+        log.error("mqtt broker refused the subscription %r (reason 0x%02x)", topic_filter, codes[0])
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Marks a failure as seen (a lost connection fails a waiting UNSUBSCRIBE)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _ack_when_ok(ack: Ack, done: asyncio.Future[Any]) -> None:
+    if done.cancelled():
+        return
+    if (exc := done.exception()) is not None:
         _log_handler_error(exc)
+        return
+    if done.result() is not DEFERRED:
+        ack()
 
 
 def _log_handler_error(exc: BaseException) -> None:
     # a LinewatchError is the handler saying "not now" (stopped, unavailable): expected
     if not isinstance(exc, LinewatchError):
         log.error("message handler failed", exc_info=exc)
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode()
+    if len(data) > 0xFFFF:
+        raise InvalidArgument(f"MQTT string longer than 65535 bytes: {text[:40]!r}…")
+    return len(data).to_bytes(2, "big") + data
+
+
+_TOPICS: dict[str, bytes] = {}
+
+
+def _topic_bytes(topic: str) -> bytes:
+    """A topic to publish to as an MQTT string (memoised: a plant has a bounded set)."""
+    data = _TOPICS.get(topic)
+    if data is None:
+        if not topic or "+" in topic or "#" in topic:
+            raise InvalidArgument(f"cannot publish to {topic!r}: empty or a wildcard")
+        if len(_TOPICS) >= _ROUTE_CACHE:
+            _TOPICS.clear()
+        data = _TOPICS[topic] = _utf8(topic)
+    return data
