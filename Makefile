@@ -67,7 +67,7 @@ checkprotos: ## Fail when the protos are badly formatted, lint, or the stubs are
 lint: setup ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy src bench tests $(wildcard tools) $(foreach s,$(SERVICES),services/$(s)/linewatch_$(s))
+	$(VENV)/bin/mypy src dev bench tests $(wildcard tools) $(foreach s,$(SERVICES),services/$(s)/linewatch_$(s))
 	@# Each service has its own tests/conftest.py: check those folders one at a time.
 	for s in $(SERVICES); do $(VENV)/bin/mypy services/$$s/tests; done
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from linewatch.broker import broker_answers
-from linewatch.testing import Mosquitto, broker_url, mosquitto_binary
+from linewatch_dev.broker import broker_answers
+from linewatch_dev.testing import Mosquitto, broker_url, mosquitto_binary
 
 PG_HOST = os.environ.get("LINEWATCH_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("LINEWATCH_TEST_PG_PORT", "5432"))

@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 import psutil
 
-from linewatch.curves import CURVE_KINDS, make_curve
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import Mosquitto, free_port, wait_port
+from linewatch_dev.curves import CURVE_KINDS, make_curve
+from linewatch_dev.testing import Mosquitto, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
@@ -210,7 +210,7 @@ async def _baseline_main(port: int) -> None:
     import onnxruntime as ort
     import yaml
 
-    from linewatch.curves import preprocess
+    from linewatch_dev.curves import preprocess
 
     manifest = yaml.safe_load((ROOT / "models/curve-quality/manifest.yaml").read_text())
     options = ort.SessionOptions()

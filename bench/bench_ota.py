@@ -26,11 +26,11 @@ from typing import Any
 import grpc
 import psutil
 from linewatch_ota.download_server import DownloadServer
-from linewatch_ota.simulator import SimulatedFleet
 
-from linewatch.broker import broker_answers
-from linewatch.testing import free_port
 from linewatch.v1 import ota_pb2, ota_pb2_grpc
+from linewatch_dev.broker import broker_answers
+from linewatch_dev.ota_simulator import SimulatedFleet
+from linewatch_dev.testing import free_port
 
 RESULTS = Path(__file__).parent / "results" / "ota.json"
 IMAGE_BYTES = 1024 * 1024

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from linewatch.broker import broker_answers
+from linewatch_dev.broker import broker_answers
 
 __all__ = ["Component", "LaunchError", "plan", "up"]
 
@@ -67,7 +67,7 @@ def plan(
         comps.append(
             Component(
                 "broker",
-                [py, "-m", "linewatch.cli", "broker", "--port", str(broker_port)],
+                [py, "-m", "linewatch_dev.cli", "broker", "--port", str(broker_port)],
                 port=broker_port,
                 url=f"{mqtt_url} (embedded, MQTT 3.1.1)",
             )
@@ -95,7 +95,7 @@ def plan(
         comps.append(
             Component(
                 "simulator",
-                [py, "-m", "linewatch.cli", "simulate", "--broker", mqtt_url, "--rate", "10"],
+                [py, "-m", "linewatch_dev.cli", "simulate", "--broker", mqtt_url, "--rate", "10"],
                 url="publishing plant/<line>/sim-*/telemetry",
                 env=common,
             )

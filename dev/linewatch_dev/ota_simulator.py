@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
+from linewatch_ota.signing import verify_signature
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch_ota.signing import verify_signature
 
 __all__ = ["Behaviour", "SimulatedFleet", "fetch_public_key", "simulate"]
 

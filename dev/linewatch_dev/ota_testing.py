@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-
-from linewatch.runtime.config import GrpcConfig, MqttConfig
-from linewatch.testing import free_port
-from linewatch.v1 import ota_pb2, ota_pb2_grpc
 from linewatch_ota.app import serve
 from linewatch_ota.config import OtaConfig
 from linewatch_ota.download_server import DownloadServer
-from linewatch_ota.simulator import Behaviour, SimulatedFleet
+
+from linewatch.runtime.config import GrpcConfig, MqttConfig
+from linewatch.v1 import ota_pb2, ota_pb2_grpc
+from linewatch_dev.ota_simulator import Behaviour, SimulatedFleet
+from linewatch_dev.testing import free_port
 
 __all__ = ["OtaRunner", "until"]
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linewatch.curves import CURVE_KINDS, make_curve
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
+from linewatch_dev.curves import CURVE_KINDS, make_curve
 
 __all__ = ["SimulatorConfig", "run_simulator", "telemetry_payload"]
 

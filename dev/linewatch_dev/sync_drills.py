@@ -20,9 +20,9 @@ import grpc
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import free_port, wait_port
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
-from linewatch_sync.testing import image_bytes
+from linewatch_dev.sync_testing import image_bytes
+from linewatch_dev.testing import free_port, wait_port
 
 __all__ = [
     "SyncProcess",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from linewatch.broker import EmbeddedBroker, broker_answers
+from linewatch_dev.broker import EmbeddedBroker, broker_answers
 
 __all__ = [
     "Mosquitto",

@@ -28,10 +28,10 @@ from linewatch_gateway.app import create_app, serve
 from linewatch_gateway.clients import Backends
 from linewatch_gateway.config import GatewayConfig
 
-from linewatch.curves import make_curve
 from linewatch.runtime.config import GrpcConfig, MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import free_port, wait_port
+from linewatch_dev.curves import make_curve
+from linewatch_dev.testing import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[3]
 WRITE_TOKEN = "t-write"

@@ -290,7 +290,7 @@ async def test_stream_takes_the_token_in_the_query_when_reads_need_auth(stack: A
     """EventSource cannot send headers: ``?access_token=`` opens the stream instead."""
     from linewatch_gateway.app import serve
 
-    from linewatch.testing import free_port
+    from linewatch_dev.testing import free_port
 
     from .conftest import READ_TOKEN, wait_serving
 

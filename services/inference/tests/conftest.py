@@ -13,10 +13,10 @@ import pytest
 from linewatch_inference.app import InferenceServer
 from linewatch_inference.config import InferenceConfig
 from linewatch_inference.metrics import InferenceMetrics
-from linewatch_inference.testing import manifest_dict, onnx_bytes, write_package
 from prometheus_client import CollectorRegistry
 
 from linewatch.runtime.config import GrpcConfig
+from linewatch_dev.inference_testing import manifest_dict, onnx_bytes, write_package
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from linewatch_inference.testing import LENGTH, manifest_dict, onnx_bytes, sha256, zip_package
 
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
+from linewatch_dev.inference_testing import LENGTH, manifest_dict, onnx_bytes, sha256, zip_package
 
 from .conftest import StartServer
 

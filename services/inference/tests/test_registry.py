@@ -12,18 +12,18 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from linewatch_inference.testing import (
+
+from linewatch.oip import grpc_service_pb2 as oip
+from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
+from linewatch.v1 import inference_pb2 as pb
+from linewatch.v1 import inference_pb2_grpc as pb_grpc
+from linewatch_dev.inference_testing import (
     LENGTH,
     manifest_dict,
     onnx_bytes,
     sha256,
     zip_package,
 )
-
-from linewatch.oip import grpc_service_pb2 as oip
-from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
-from linewatch.v1 import inference_pb2 as pb
-from linewatch.v1 import inference_pb2_grpc as pb_grpc
 
 from .conftest import StartServer
 

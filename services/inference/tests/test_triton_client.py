@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from linewatch_inference.testing import LENGTH
 
-from linewatch.curves import CURVE_KINDS, make_batch
+from linewatch_dev.curves import CURVE_KINDS, make_batch
+from linewatch_dev.inference_testing import LENGTH
 
 from .conftest import StartServer
 

@@ -23,10 +23,10 @@ from linewatch_inference.metrics import InferenceMetrics
 from linewatch_ingest.config import IngestConfig, RuleConfig
 from prometheus_client import CollectorRegistry
 
-from linewatch.curves import make_curve
 from linewatch.runtime.config import GrpcConfig, MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.testing import free_port
+from linewatch_dev.curves import make_curve
+from linewatch_dev.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 

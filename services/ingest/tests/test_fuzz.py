@@ -22,7 +22,7 @@ from linewatch_ingest.store import DeadLetterRow
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import fuzz_corpus
+from linewatch_dev.testing import fuzz_corpus
 
 from .conftest import Collector, Inference, curve_payload, eventually, ingest_config
 

@@ -13,6 +13,5 @@ Modules:
 - ``device_protocol``: ``request`` / ``progress`` / ``verify`` intake, batched.
 - ``events``: bounded in-process fan-out for ``StreamOtaEvents``.
 - ``api``: the ``linewatch.v1.OtaService`` servicer; ``app``: the process.
-- ``download_server``: ranged HTTP downloads over ``ReadFirmware`` (tests, demos, bench).
-- ``simulator``: devices that follow the protocol (``linewatch ota simulate``).
+- ``download_server``: ranged HTTP downloads over ``ReadFirmware``.
 """

@@ -10,12 +10,12 @@ from typing import Any
 import grpc
 import pytest
 from linewatch_ota.signing import verify_signature
-from linewatch_ota.simulator import Behaviour, SimulatedFleet
-from linewatch_ota.testing import OtaRunner, until
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch.v1 import ota_pb2
+from linewatch_dev.ota_simulator import Behaviour, SimulatedFleet
+from linewatch_dev.ota_testing import OtaRunner, until
 
 RUNNING = ota_pb2.ROLLOUT_STATE_RUNNING
 PAUSED = ota_pb2.ROLLOUT_STATE_PAUSED

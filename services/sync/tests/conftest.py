@@ -12,10 +12,10 @@ import grpc
 import pytest
 from linewatch_sync.app import serve
 from linewatch_sync.config import SyncConfig
-from linewatch_sync.testing import ImageServer, RunningSync, StartSync
 
 from linewatch.runtime.config import GrpcConfig, MqttConfig
 from linewatch.v1 import sync_pb2_grpc
+from linewatch_dev.sync_testing import ImageServer, RunningSync, StartSync
 
 
 @pytest.fixture
