@@ -8,7 +8,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
-SERVICES := ingest inference sync ota gateway
+# The services, in start order, from the one table (services.toml; stdlib tomllib).
+SERVICES := $(shell $(PYTHON) dev/linewatch_dev/services.py)
 PROTOS := $(wildcard protos/linewatch/v1/*.proto) $(wildcard protos/linewatch/oip/*.proto)
 
 .PHONY: help
@@ -96,7 +97,7 @@ soak: setup ## The 10-minute soak: steady load on ingest + inference, RSS must s
 	LINEWATCH_SOAK_S=600 $(PY) -m pytest tests/stack/test_soak.py -s -q --timeout=900
 
 .PHONY: images
-images: ## Build the five service images with docker or podman (BASE_IMAGE=... to override)
+images: ## Build the service images (deploy/docker/Dockerfile) with docker or podman (BASE_IMAGE=... to override)
 	scripts/build-images.sh $(SERVICES)
 
 .venv-deploy/.installed: requirements/deploy.txt

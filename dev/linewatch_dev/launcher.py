@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from linewatch_dev.broker import broker_answers
+from linewatch_dev.services import load
 
 __all__ = ["Component", "LaunchError", "plan", "up"]
 
@@ -43,7 +44,8 @@ class Component:
     proc: asyncio.subprocess.Process | None = None
 
 
-SERVICE_PORTS = {"inference": 50052, "ingest": 50051, "sync": 50053, "ota": 50054, "gateway": 8080}
+#: Name -> port, in start order (services.toml).
+SERVICE_PORTS = {svc.name: svc.port for svc in load()}
 
 
 def available_services() -> list[str]:
