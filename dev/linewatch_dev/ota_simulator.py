@@ -1,4 +1,4 @@
-"""Simulated devices that follow the OTA device protocol (SPEC.md) to the letter.
+"""Simulated devices that follow the OTA device protocol (docs/devices.md) to the letter.
 
 Each device announces itself with ``request`` at boot. On ``metadata`` it checks the
 ed25519 signature over the sha256 with the service's public key, downloads the image

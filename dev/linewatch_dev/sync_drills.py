@@ -129,7 +129,7 @@ async def kill_mid_download(
     mqtt_url: str, base: str, host: str, work: Path, *, count: int, size: int
 ) -> dict[str, Any]:
     """Publish ``count`` image URLs over MQTT (half as JSON documents of 100, half in the
-    seed's comma-separated format), SIGKILL the service once 40 % are done, restart it,
+    plain comma-separated format), SIGKILL the service once 40 % are done, restart it,
     wait for all; the report counts jobs, distinct URLs and missing, wrong, extra and
     partial files (all must come out right), and the seconds from restart to done."""
     topic = f"drill/{uuid.uuid4().hex[:8]}/sync"
@@ -139,7 +139,7 @@ async def kill_mid_download(
     await pub.connect()
     t0 = time.perf_counter()
     try:
-        # Half as JSON documents of 100 URLs, half in the seed's comma-separated format.
+        # Half as JSON documents of 100 URLs, half in the plain comma-separated format.
         for i in range(0, count, 100):
             urls = [f"{base}/img/{j}.jpg!thumb" for j in range(i, min(i + 100, count))]
             if (i // 100) % 2:

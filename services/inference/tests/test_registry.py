@@ -116,7 +116,7 @@ async def test_wrong_checksum_keeps_old_version_serving(
     assert "HTTP 404" in (err.value.details() or "")
     assert await predict_labels(api) == ("1", ["ok", "ok", "ok"])
 
-    # The seed-002 checksum (base64 md5) is accepted and swaps the version in place.
+    # The legacy checksum (base64 md5) is accepted and swaps the version in place.
     good_md5 = base64.b64encode(hashlib.md5(package).digest()).decode()
     loaded = await api.LoadModel(pb.LoadModelRequest(url=f"{base}/tiny.zip", md5_base64=good_md5))
     assert loaded.version == "1"

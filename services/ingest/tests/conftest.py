@@ -115,7 +115,7 @@ def curve_payload(
     point: str = "pressure",
     length: int = 256,
 ) -> bytes:
-    """A SPEC telemetry message with a realistic curve."""
+    """A telemetry message with a realistic curve."""
     values = make_curve(kind, length=length, rng=np.random.default_rng(seed))
     body = {
         "device_id": device_id,

@@ -47,7 +47,7 @@ _values = st.one_of(
 
 @st.composite
 def telemetry_like(draw: st.DrawFn) -> bytes:
-    """Mostly SPEC-shaped messages with one or more fields broken, some raw garbage."""
+    """Mostly well-formed messages with one or more fields broken, some raw garbage."""
     kind = draw(st.sampled_from(["shaped", "shaped", "shaped", "json", "bytes"]))
     if kind == "bytes":
         return draw(st.binary(max_size=300))
