@@ -64,6 +64,10 @@ checkprotos: ## Fail when the protos are badly formatted, lint, or the stubs are
 
 # --- quality ------------------------------------------------------------------------
 
+.PHONY: docs
+docs: setup ## Regenerate docs/configuration.md from the services' configuration models
+	$(PY) -m linewatch_dev.configdoc
+
 .PHONY: lint
 lint: setup ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .

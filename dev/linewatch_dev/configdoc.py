@@ -237,9 +237,7 @@ def _model_default_note(value: BaseModel) -> str:
     return f"`{{{inner}}}`, else as [{type(value).__name__}](#{type(value).__name__.lower()})"
 
 
-def _table(
-    cls: type[BaseModel], env_prefix: str | None, queue: list[type[BaseModel]]
-) -> list[str]:
+def _table(cls: type[BaseModel], env_prefix: str | None, queue: list[type[BaseModel]]) -> list[str]:
     docs = dict(COMMON)
     for klass in reversed(cls.__mro__):
         if isinstance(klass, type) and issubclass(klass, BaseModel) and klass is not BaseModel:
