@@ -62,7 +62,8 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     try:
         _run_until_signal(broker.serve_forever)
     except OSError as exc:
-        print(f"linewatch broker: cannot listen on {args.port}: {exc.strerror}", file=sys.stderr)
+        why = exc.strerror or exc
+        print(f"linewatch broker: cannot listen on {args.port}: {why}", file=sys.stderr)
         return 1
     return 0
 
