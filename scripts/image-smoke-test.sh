@@ -84,7 +84,7 @@ found += [str(p) for p in pathlib.Path("/app").rglob("testing.py")]
 if found:
     sys.exit("dev tooling in the image: " + " ".join(found))'
 for svc in "${services[@]}"; do
-  if ! podman run --rm --network none --entrypoint python "linewatch-$svc:$tag" -c "$dev_check"; then
+  if ! podman run --rm --runtime runc --network none --entrypoint python "linewatch-$svc:$tag" -c "$dev_check"; then
     echo "FAILED: image linewatch-$svc:$tag carries dev or test tooling"; exit 1
   fi
 done
