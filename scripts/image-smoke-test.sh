@@ -76,6 +76,10 @@ for svc in "${services[@]}"; do
 done
 log "built ${#services[@]} images"
 
+run_flags=(--runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
+           --network host --read-only --tmpfs /tmp --cap-drop ALL
+           --security-opt no-new-privileges --health-cmd none)
+
 # --- no dev or test tooling in any image ----------------------------------------------
 dev_check='import importlib.util as u, pathlib, sys
 found = [m for m in ("linewatch_dev", "pytest", "hypothesis", "onnx") if u.find_spec(m)]
@@ -84,11 +88,16 @@ found += [str(p) for p in pathlib.Path("/app").rglob("testing.py")]
 if found:
     sys.exit("dev tooling in the image: " + " ".join(found))'
 for svc in "${services[@]}"; do
-  if ! podman run --rm --runtime runc --network none --entrypoint python "linewatch-$svc:$tag" -c "$dev_check"; then
-    echo "FAILED: image linewatch-$svc:$tag carries dev or test tooling"; exit 1
-  fi
+  rc=0
+  podman run --rm "${run_flags[@]}" --entrypoint python "linewatch-$svc:$tag" -c "$dev_check" || rc=$?
+  case $rc in
+    0) ;;
+    1) echo "FAILED: image linewatch-$svc:$tag carries dev or test tooling"; exit 1 ;;
+    *) echo "FAILED: cannot run linewatch-$svc:$tag (podman exit $rc)"; exit 1 ;;
+  esac
 done
 log "no linewatch_dev, pytest, hypothesis or onnx in any image"
+
 
 # --- run and check health ---------------------------------------------------------
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -104,9 +113,7 @@ declare -A port
 for svc in "${services[@]}"; do port[$svc]=$(free_port); done
 addr() { echo "127.0.0.1:${port[$1]:-1}"; }
 
-run_flags=(--runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
-           --network host --read-only --tmpfs /tmp --cap-drop ALL
-           --security-opt no-new-privileges --health-cmd none)
+
 failed=0
 for svc in "${services[@]}"; do
   name="linewatch-smoke-$svc-$$"
