@@ -8,7 +8,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
-SERVICES := ingest inference sync ota gateway
+# The services, in start order, from the one table (services.toml; stdlib tomllib).
+SERVICES := $(shell $(PYTHON) dev/linewatch_dev/services.py)
 PROTOS := $(wildcard protos/linewatch/v1/*.proto) $(wildcard protos/linewatch/oip/*.proto)
 
 .PHONY: help
@@ -63,11 +64,15 @@ checkprotos: ## Fail when the protos are badly formatted, lint, or the stubs are
 
 # --- quality ------------------------------------------------------------------------
 
+.PHONY: docs
+docs: setup ## Regenerate docs/configuration.md from the services' configuration models
+	$(PY) -m linewatch_dev.configdoc
+
 .PHONY: lint
 lint: setup ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy src bench tests $(wildcard tools) $(foreach s,$(SERVICES),services/$(s)/linewatch_$(s))
+	$(VENV)/bin/mypy src dev bench tests $(wildcard tools) $(foreach s,$(SERVICES),services/$(s)/linewatch_$(s))
 	@# Each service has its own tests/conftest.py: check those folders one at a time.
 	for s in $(SERVICES); do $(VENV)/bin/mypy services/$$s/tests; done
 
@@ -96,7 +101,7 @@ soak: setup ## The 10-minute soak: steady load on ingest + inference, RSS must s
 	LINEWATCH_SOAK_S=600 $(PY) -m pytest tests/stack/test_soak.py -s -q --timeout=900
 
 .PHONY: images
-images: ## Build the five service images with docker or podman (BASE_IMAGE=... to override)
+images: ## Build the service images (deploy/docker/Dockerfile) with docker or podman (BASE_IMAGE=... to override)
 	scripts/build-images.sh $(SERVICES)
 
 .venv-deploy/.installed: requirements/deploy.txt

@@ -6,7 +6,7 @@ one thread), batches of 256 curves of 256 samples:
 * the envelope's numpy core (resample, align, judge against the band);
 * the envelope scorer as ingest runs it (the core plus the verdict objects);
 * the shipped CNN ``curve-quality`` in-process (preprocess + onnxruntime), for comparison;
-* the envelope's verdicts on the press-cycle family (``linewatch.press_cycles``), after
+* the envelope's verdicts on the press-cycle family (``linewatch_dev.press_cycles``), after
   teach-in on 30 of its good cycles: share judged right per kind.
 
 Figures are printed and written to ``bench/results/envelope.json``.
@@ -40,8 +40,8 @@ from linewatch_ingest.envelope import (  # noqa: E402
 from linewatch_ingest.payload import Telemetry  # noqa: E402
 from linewatch_ingest.scorers import EnvelopeScorer  # noqa: E402
 
-from linewatch.curves import preprocess  # noqa: E402
-from linewatch.press_cycles import PRESS_KINDS, press_cycle  # noqa: E402
+from linewatch.model_input import preprocess  # noqa: E402
+from linewatch_dev.press_cycles import PRESS_KINDS, press_cycle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "models" / "curve-quality" / "manifest.yaml"

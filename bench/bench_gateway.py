@@ -38,7 +38,7 @@ from linewatch_gateway.clients import Backends
 from linewatch_gateway.config import GatewayConfig
 from linewatch_gateway.sse import StreamHub
 
-from linewatch.testing import free_port
+from linewatch_dev.testing import free_port
 
 RESULTS = Path(__file__).parent / "results" / "gateway.json"
 

@@ -33,13 +33,13 @@ import numpy as np
 import yaml
 from linewatch_inference.session import ModelSession, available_providers, choose_providers
 
-from linewatch.curves import make_batch, preprocess
 from linewatch.oip import grpc_service_pb2 as oip
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
 from linewatch.runtime.grpc_auth import callers_env
-from linewatch.testing import TEST_TOKEN, free_port, operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
+from linewatch_dev.curves import make_batch, preprocess
+from linewatch_dev.testing import TEST_TOKEN, free_port, operator_channel
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "models"

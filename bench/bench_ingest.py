@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 import psutil
 
-from linewatch.curves import CURVE_KINDS, make_curve
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import (
+from linewatch_dev.curves import CURVE_KINDS, make_curve
+from linewatch_dev.testing import (
     Mosquitto,
     free_port,
     operator_env,
@@ -222,7 +222,7 @@ async def _baseline_main(port: int) -> None:
     import onnxruntime as ort
     import yaml
 
-    from linewatch.curves import preprocess
+    from linewatch_dev.curves import preprocess
 
     manifest = yaml.safe_load((ROOT / "models/curve-quality/manifest.yaml").read_text())
     options = ort.SessionOptions()

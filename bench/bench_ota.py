@@ -26,12 +26,12 @@ from typing import Any
 import grpc
 import psutil
 from linewatch_ota.download_server import DownloadServer
-from linewatch_ota.simulator import SimulatedFleet
 
-from linewatch.broker import broker_answers
 from linewatch.runtime.grpc_auth import callers_env
-from linewatch.testing import TEST_TOKEN, free_port, operator_channel, operator_client
 from linewatch.v1 import ota_pb2, ota_pb2_grpc
+from linewatch_dev.broker import broker_answers
+from linewatch_dev.ota_simulator import SimulatedFleet
+from linewatch_dev.testing import TEST_TOKEN, free_port, operator_channel, operator_client
 
 RESULTS = Path(__file__).parent / "results" / "ota.json"
 IMAGE_BYTES = 1024 * 1024

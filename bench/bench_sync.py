@@ -24,16 +24,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from linewatch_sync.drills import (
+from linewatch.v1 import sync_pb2, sync_pb2_grpc
+from linewatch_dev.sync_drills import (
     SyncProcess,
     kill_mid_download,
     spawn_python,
     verify_cache,
     wait_done,
 )
-
-from linewatch.testing import broker_url, free_port, operator_channel, wait_port
-from linewatch.v1 import sync_pb2, sync_pb2_grpc
+from linewatch_dev.testing import broker_url, free_port, operator_channel, wait_port
 
 RESULTS = Path(__file__).parent / "results" / "sync.json"
 IMAGE_BYTES = 100 * 1024
@@ -66,7 +65,7 @@ async def run(quick: bool) -> list[dict[str, Any]]:
     http_port = free_port()
     server = await spawn_python(
         "-m",
-        "linewatch_sync.testing",
+        "linewatch_dev.sync_testing",
         "--port",
         str(http_port),
         "--count",

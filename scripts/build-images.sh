@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Build the linewatch service images with docker or podman, whichever works here.
 #
-#   scripts/build-images.sh [SERVICE...]        (default: all five)
+#   scripts/build-images.sh [SERVICE...]        (default: every service in services.toml)
+#
+# One Dockerfile (deploy/docker/Dockerfile) builds every image; each service's build args
+# (port, protocol, requirements, models) come from services.toml.
 #
 # Environment:
-#   BASE_IMAGE   base image for both stages (default: the Dockerfiles' python:3.11-slim)
+#   BASE_IMAGE   base image for both stages (default: the Dockerfile's python:3.11-slim)
 #   TAG          image tag (default: the project version from pyproject.toml)
 #   REGISTRY     prefix, e.g. registry.example.com/linewatch (default: none)
 #   ENGINE       docker or podman (default: podman if installed, else docker)
@@ -12,8 +15,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+table() { python3 dev/linewatch_dev/services.py "$@"; }  # stdlib only (tomllib)
 services=("$@")
-[ ${#services[@]} -gt 0 ] || services=(ingest inference sync ota gateway)
+# shellcheck disable=SC2207 # the names are single words
+[ ${#services[@]} -gt 0 ] || services=($(table))
 
 engine=${ENGINE:-}
 if [ -z "$engine" ]; then
@@ -33,10 +38,20 @@ flags=()
 [ -n "${BUILD_FLAGS:-}" ] && flags+=(${BUILD_FLAGS})
 
 for svc in "${services[@]}"; do
-  [ -f "services/$svc/Dockerfile" ] || { echo "build-images: no services/$svc/Dockerfile" >&2; exit 1; }
+  row=$(table "$svc") || exit 1
+  args=(--build-arg "SERVICE=$svc")
+  while IFS='=' read -r key value; do
+    case $key in
+      package) args+=(--build-arg "PACKAGE=$value") ;;
+      port) args+=(--build-arg "PORT=$value") ;;
+      protocol) args+=(--build-arg "PROTOCOL=$value") ;;
+      requirements) args+=(--build-arg "REQUIREMENTS=$value") ;;
+      models) args+=(--build-arg "MODELS=$value") ;;
+    esac
+  done <<< "$row"
   image="${prefix}linewatch-$svc:$tag"
   echo "== $engine build $image"
   start=$(date +%s)
-  "$engine" build "${flags[@]}" -f "services/$svc/Dockerfile" -t "$image" .
+  "$engine" build "${flags[@]}" "${args[@]}" -f deploy/docker/Dockerfile -t "$image" .
   echo "== built $image in $(( $(date +%s) - start ))s"
 done

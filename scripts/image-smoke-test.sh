@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI image smoke test: build every service image with podman/buildah and check that each
-# container starts and answers its health check (grpc.health.v1 for the four gRPC
+# holds no dev or test tooling (linewatch_dev, pytest, hypothesis are not importable, no
+# dev/ folder), starts, and answers its health check (grpc.health.v1 for the four gRPC
 # services, HTTP /healthz for the gateway).
 #
 # Image registries are unreachable here, so the base image is a stand-in: a
@@ -9,12 +10,13 @@
 # BASE_IMAGE build arg. pip inside the build reaches PyPI with the host's CA bundle.
 # Skips (exit 0, with a message) only where podman cannot be installed.
 #
-#   scripts/image-smoke-test.sh [SERVICE...]     (default: all five)
+#   scripts/image-smoke-test.sh [SERVICE...]     (default: every service in services.toml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 services=("$@")
-[ ${#services[@]} -gt 0 ] || services=(ingest inference sync ota gateway)
+# shellcheck disable=SC2207 # the names are single words
+[ ${#services[@]} -gt 0 ] || services=($(python3 dev/linewatch_dev/services.py))
 t0=$(date +%s)
 log() { echo "[smoke $(( $(date +%s) - t0 ))s] $*"; }
 
@@ -74,6 +76,29 @@ for svc in "${services[@]}"; do
 done
 log "built ${#services[@]} images"
 
+run_flags=(--runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
+           --network host --read-only --tmpfs /tmp --cap-drop ALL
+           --security-opt no-new-privileges --health-cmd none)
+
+# --- no dev or test tooling in any image ----------------------------------------------
+dev_check='import importlib.util as u, pathlib, sys
+found = [m for m in ("linewatch_dev", "pytest", "hypothesis", "onnx") if u.find_spec(m)]
+found += [str(p) for p in (pathlib.Path("/app/dev"), pathlib.Path("/app/tests")) if p.exists()]
+found += [str(p) for p in pathlib.Path("/app").rglob("testing.py")]
+if found:
+    sys.exit("dev tooling in the image: " + " ".join(found))'
+for svc in "${services[@]}"; do
+  rc=0
+  podman run --rm "${run_flags[@]}" --entrypoint python "linewatch-$svc:$tag" -c "$dev_check" || rc=$?
+  case $rc in
+    0) ;;
+    1) echo "FAILED: image linewatch-$svc:$tag carries dev or test tooling"; exit 1 ;;
+    *) echo "FAILED: cannot run linewatch-$svc:$tag (podman exit $rc)"; exit 1 ;;
+  esac
+done
+log "no linewatch_dev, pytest, hypothesis or onnx in any image"
+
+
 # --- run and check health ---------------------------------------------------------
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 mqtt_port=$(free_port)
@@ -88,9 +113,7 @@ declare -A port
 for svc in "${services[@]}"; do port[$svc]=$(free_port); done
 addr() { echo "127.0.0.1:${port[$1]:-1}"; }
 
-run_flags=(--runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
-           --network host --read-only --tmpfs /tmp --cap-drop ALL
-           --security-opt no-new-privileges --health-cmd none)
+
 failed=0
 for svc in "${services[@]}"; do
   name="linewatch-smoke-$svc-$$"

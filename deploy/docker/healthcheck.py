@@ -2,6 +2,7 @@
 
     python /app/healthcheck.py grpc 50051      # grpc.health.v1 Check("") == SERVING
     python /app/healthcheck.py http 8080 /healthz
+    python /app/healthcheck.py                 # the image's own: $LINEWATCH_HEALTHCHECK
 
 Exit status 0 when healthy, 1 otherwise (the reason on stderr). Standard library plus
 grpcio (already in every gRPC service image).
@@ -9,6 +10,7 @@ grpcio (already in every gRPC service image).
 
 from __future__ import annotations
 
+import os
 import sys
 import urllib.request
 
@@ -42,7 +44,12 @@ def check_http(port: int, path: str, timeout: float) -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    """Parse ``grpc PORT`` or ``http PORT [PATH]`` and run the check."""
+    """Parse ``grpc PORT`` or ``http PORT [PATH]`` and run the check.
+
+    Without arguments, they come from ``LINEWATCH_HEALTHCHECK`` (set by the Dockerfile).
+    """
+    if not argv:
+        argv = os.environ.get("LINEWATCH_HEALTHCHECK", "").split()
     if len(argv) < 2 or argv[0] not in {"grpc", "http"} or not argv[1].isdigit():
         print("usage: healthcheck.py grpc PORT | http PORT [PATH]", file=sys.stderr)
         return 2

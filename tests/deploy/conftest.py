@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 
+from linewatch_dev.services import load
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_PY = REPO / ".venv-deploy" / "bin" / "python"
-SERVICES = ["ingest", "inference", "sync", "ota", "gateway"]
+#: The service names, in start order (services.toml).
+SERVICES = [svc.name for svc in load()]
 
 
 def run_deploy_tool(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

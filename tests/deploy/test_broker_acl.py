@@ -15,7 +15,7 @@ import pytest
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.testing import Mosquitto, mosquitto_binary
+from linewatch_dev.testing import Mosquitto, mosquitto_binary
 
 ACL = Path(__file__).resolve().parents[2] / "deploy/helm/linewatch/files/mosquitto-acl.conf"
 USERS = {"linewatch-ota": "ota-pw", "press-01": "pw-01", "press-02": "pw-02"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from linewatch_dev.services import load
 from tests.deploy.conftest import SERVICES, deploy_json
 
 
@@ -17,7 +18,7 @@ def test_cluster_mode_builds_every_service_with_live_update() -> None:
     assert set(builds) == {f"linewatch-{svc}" for svc in SERVICES}
     for svc in SERVICES:
         kwargs = builds[f"linewatch-{svc}"]
-        assert kwargs["dockerfile"] == f"../services/{svc}/Dockerfile"
+        assert kwargs["dockerfile"] == "../deploy/docker/Dockerfile"
         synced = [step for step in kwargs["live_update"] if step == {"_stub": "sync"}]
         assert len(synced) == 2, f"{svc}: live_update must sync the shared and own code"
         assert kwargs["entrypoint"][:3] == ["python", "-m", f"linewatch_{svc}"]
@@ -56,3 +57,29 @@ def test_no_cluster_mode_serves_every_service_locally() -> None:
     for svc in SERVICES:
         assert local[svc]["serve_cmd"].endswith(f"-m linewatch_{svc}")
         assert "broker" in local[svc]["resource_deps"]
+
+
+def test_the_tiltfile_agrees_with_the_services_table() -> None:
+    """Ports, start order, dependencies and build args as in services.toml."""
+    table = {svc.name: svc for svc in load()}
+    result = deploy_json("tools.chart_check.tilt_eval")
+    builds = [args[0] for args, _ in _calls(result, "docker_build")]
+    assert builds == [f"linewatch-{name}" for name in table], "start order"
+    for args, kwargs in _calls(result, "docker_build"):
+        svc = table[args[0].removeprefix("linewatch-")]
+        assert kwargs["build_args"] == {
+            "SERVICE": svc.name,
+            "PORT": str(svc.port),
+            "PROTOCOL": svc.protocol,
+            "MODELS": "true" if svc.models else "false",
+        }
+    forwards = {kwargs["name"]: args for args, kwargs in _calls(result, "port_forward")}
+    for svc in table.values():
+        assert forwards[svc.name] == [svc.port, svc.port]
+    resources = {args[0]: kwargs for args, kwargs in _calls(result, "k8s_resource")}
+    for svc in table.values():
+        deps = set(resources[f"linewatch-{svc.name}"]["resource_deps"])
+        assert deps == {f"linewatch-{c}" for c in svc.calls} | {"linewatch-mosquitto"}
+    local = deploy_json("tools.chart_check.tilt_eval", "--no-cluster")
+    probes = [args for args, _ in _calls(local, "tcp_socket_action")]
+    assert probes == [[1883], *([svc.port] for svc in table.values())]

@@ -1,11 +1,18 @@
-"""linewatch.curves: the synthetic curve generator and the model's preprocessing."""
+"""linewatch_dev.curves: the synthetic curve generator and the model's preprocessing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from linewatch.curves import CURVE_KINDS, MIN_LENGTH, make_batch, make_curve, preprocess, resample
+from linewatch_dev.curves import (
+    CURVE_KINDS,
+    MIN_LENGTH,
+    make_batch,
+    make_curve,
+    preprocess,
+    resample,
+)
 
 
 def _roughness(x: np.ndarray) -> float:

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 
-from linewatch.curves import CURVE_KINDS, make_curve, preprocess
+from linewatch_dev.curves import CURVE_KINDS, make_curve, preprocess
 
 PACKAGE = Path(__file__).resolve().parents[2] / "models" / "curve-quality"
 MANIFEST_KEYS = {

@@ -21,8 +21,8 @@ from linewatch.runtime.config import (
 from linewatch.runtime.errors import ConfigError
 from linewatch.runtime.grpc_auth import open_channel
 from linewatch.runtime.grpc_server import GrpcServer
-from linewatch.testing import assert_every_method_guarded, call_code, free_port, write_pki
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
+from linewatch_dev.testing import assert_every_method_guarded, call_code, free_port, write_pki
 
 OPERATOR = "op-secret-token"
 READER = "reader-secret-token"

@@ -6,8 +6,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from linewatch.runtime.config import GrpcConfig
 from linewatch.runtime.errors import ConfigError, NotFound
 from linewatch.runtime.grpc_server import GrpcServer
-from linewatch.testing import operator_channel, secured_grpc
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
+from linewatch_dev.testing import operator_channel, secured_grpc
 
 
 class _Sync(sync_pb2_grpc.SyncServiceServicer):

@@ -2,11 +2,11 @@ import asyncio
 
 import pytest
 
-from linewatch.broker import EmbeddedBroker
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import ConfigError, Unavailable
 from linewatch.runtime.mqtt import MqttClient, MqttMessage, topic_matches
-from linewatch.testing import Mosquitto, free_port
+from linewatch_dev.broker import EmbeddedBroker
+from linewatch_dev.testing import Mosquitto, free_port
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from linewatch.broker import EmbeddedBroker
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import DEFERRED, MqttClient, MqttMessage
-from linewatch.testing import Mosquitto, free_port
+from linewatch_dev.broker import EmbeddedBroker
+from linewatch_dev.testing import Mosquitto, free_port
 
 
 async def test_broker_keeps_packets_over_our_maximum_packet_size(

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import ConfigError, Unavailable
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.testing import free_port, mosquitto_binary, wait_port
+from linewatch_dev.testing import free_port, mosquitto_binary, wait_port
 
 
 def _key() -> ec.EllipticCurvePrivateKey:

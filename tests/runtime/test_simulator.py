@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 
-from linewatch.curves import CURVE_KINDS
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.simulator import SimulatorConfig, run_simulator, telemetry_payload
+from linewatch_dev.curves import CURVE_KINDS
+from linewatch_dev.simulator import SimulatorConfig, run_simulator, telemetry_payload
 
 
 def test_payload_follows_the_spec() -> None:

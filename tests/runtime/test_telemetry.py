@@ -6,7 +6,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from linewatch.runtime import telemetry
-from linewatch.testing import OtlpReceiver
+from linewatch_dev.testing import OtlpReceiver
 
 
 def test_user_properties_round_trip() -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from linewatch.broker import broker_answers
-from linewatch.launcher import SERVICE_PORTS
+from linewatch_dev.broker import broker_answers
+from linewatch_dev.launcher import SERVICE_PORTS
 
 IDLE_S = float(os.environ.get("LINEWATCH_IDLE_S", "300"))
 MARKERS = ("GOAWAY", "too_many_pings", "ENHANCE_YOUR_CALM", "Too many pings")
@@ -43,7 +43,7 @@ async def test_idle_stack_logs_no_goaway(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "linewatch.cli",
+        "linewatch_dev.cli",
         "up",
         "--data-dir",
         str(tmp_path / "state"),

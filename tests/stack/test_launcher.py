@@ -12,8 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from linewatch.broker import broker_answers
-from linewatch.launcher import (
+from linewatch.runtime.config import MqttConfig
+from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch_dev.broker import broker_answers
+from linewatch_dev.launcher import (
     SERVICE_PORTS,
     Component,
     LaunchError,
@@ -21,8 +23,6 @@ from linewatch.launcher import (
     available_services,
     plan,
 )
-from linewatch.runtime.config import MqttConfig
-from linewatch.runtime.mqtt import MqttClient, MqttMessage
 
 
 def test_plan_starts_every_existing_service_then_the_simulator(tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ async def test_up_runs_the_stack_and_ctrl_c_leaves_nothing(tmp_path: Path) -> No
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "linewatch.cli",
+        "linewatch_dev.cli",
         "up",
         "--data-dir",
         str(tmp_path / "state"),
@@ -118,9 +118,9 @@ def test_plan_lets_sync_and_inference_fetch_from_this_machine(
 
 
 def test_plan_accepts_dev_token_as_operator_and_gives_callers_their_own(tmp_path: Path) -> None:
-    from linewatch.launcher import DEV_TOKEN
     from linewatch.runtime.config import ServiceConfig, load_config
     from linewatch.runtime.grpc_auth import client_token, load_callers, token_digest
+    from linewatch_dev.launcher import DEV_TOKEN
 
     comps = {c.name: c for c in plan(data_dir=tmp_path, simulator=False)}
 

@@ -19,10 +19,10 @@ import numpy as np
 import psutil
 import pytest
 
-from linewatch.curves import make_curve
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.testing import free_port, operator_env, operator_grpc_dict, wait_port
+from linewatch_dev.curves import make_curve
+from linewatch_dev.testing import free_port, operator_env, operator_grpc_dict, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 200  # messages per second

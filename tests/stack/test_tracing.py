@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from linewatch.curves import make_curve
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch.runtime.telemetry import inject_user_properties, trace_id_hex
-from linewatch.testing import (
+from linewatch_dev.curves import make_curve
+from linewatch_dev.testing import (
     Mosquitto,
     OtlpReceiver,
     free_port,
@@ -287,7 +287,7 @@ async def test_one_trace_covers_an_ota_device_request_and_the_metadata_sent_back
 async def test_one_trace_covers_a_sync_message_and_its_download(
     receiver: OtlpReceiver, mosquitto: Mosquitto, topic_prefix: str, tmp_path: Path
 ) -> None:
-    from linewatch_sync.testing import ImageServer, Route, image_bytes
+    from linewatch_dev.sync_testing import ImageServer, Route, image_bytes
 
     port = free_port()
     topic = f"{topic_prefix}/sync"

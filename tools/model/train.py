@@ -9,10 +9,10 @@ the services load the exported ONNX file with onnxruntime)::
 
 What it does:
 
-1. Generates curves with :mod:`linewatch.curves` (the generator the simulator uses), with
+1. Generates curves with :mod:`linewatch_dev.curves` (the generator the simulator uses), with
    every raw length from 128 to 512 samples, and augments them (time shift, amplitude
    scale and offset, extra process noise).
-2. Applies the server's preprocessing, :func:`linewatch.curves.preprocess` (linear
+2. Applies the server's preprocessing, :func:`linewatch.model_input.preprocess` (linear
    resample to 256 samples, per-curve z-score).
 3. Trains a small strided 1D CNN (global average + max pooling, softmax head) on the CPU
    with fixed seeds: a few minutes on two cores.
@@ -46,7 +46,7 @@ from torch import nn  # type: ignore[import-not-found, unused-ignore]
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
-from linewatch.curves import CURVE_KINDS, make_curve, preprocess  # noqa: E402
+from linewatch_dev.curves import CURVE_KINDS, make_curve, preprocess  # noqa: E402
 
 INPUT_LENGTH = 256
 RAW_MIN, RAW_MAX = 128, 512
@@ -316,8 +316,8 @@ def report_text(
         f"`probabilities` [batch, {len(labels)}]; {size:,} bytes, sha256 `{sha256}`.",
         f"- Preprocessing (server and training alike): linear resample to {INPUT_LENGTH} "
         "samples, then per-curve z-score `(x - mean) / max(std, 1e-6)` "
-        "(`linewatch.curves.preprocess`).",
-        f"- Data: synthetic curves from `linewatch.curves.make_curve`, raw lengths "
+        "(`linewatch.model_input.preprocess`).",
+        f"- Data: synthetic curves from `linewatch_dev.curves.make_curve`, raw lengths "
         f"{RAW_MIN}..{RAW_MAX}; {n_train:,} training curves (balanced, augmented: time shift, "
         f"amplitude scale/offset, extra noise), {n_heldout:,} held-out curves (balanced, "
         f"seed {args.seed + 1000}, not augmented).",
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
 
     description = (
         "1D CNN that classifies one machine-cycle process curve as ok or as a defect "
-        f"({', '.join(labels[1:])}); trained on synthetic curves from linewatch.curves "
+        f"({', '.join(labels[1:])}); trained on synthetic curves from linewatch_dev.curves "
         "by tools/model/train.py"
     )
     proto = to_onnx(model, labels, description)

@@ -29,11 +29,11 @@ from linewatch_gateway.clients import Backends
 from linewatch_gateway.config import GatewayConfig
 from pydantic import SecretStr
 
-from linewatch.curves import make_curve
 from linewatch.runtime.config import GrpcAuthConfig, GrpcCaller, GrpcConfig, MqttConfig
 from linewatch.runtime.grpc_auth import callers_env
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import TEST_TOKEN, free_port, operator_client, secured_grpc, wait_port
+from linewatch_dev.curves import make_curve
+from linewatch_dev.testing import TEST_TOKEN, free_port, operator_client, secured_grpc, wait_port
 
 ROOT = Path(__file__).resolve().parents[3]
 WRITE_TOKEN = "t-write"

@@ -105,9 +105,9 @@ async def test_dashboard_shows_the_envelope_band_and_the_stretch_that_left(
         pytest.skip("node or Debian chromium is not installed (make system-packages)")
     import numpy as np
 
-    from linewatch.press_cycles import press_cycle
     from linewatch.runtime.config import MqttConfig
     from linewatch.runtime.mqtt import MqttClient
+    from linewatch_dev.press_cycles import press_cycle
 
     stack = live.stack
     root = stack.topic_root

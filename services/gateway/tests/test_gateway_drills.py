@@ -18,8 +18,8 @@ import httpx
 import pytest
 from linewatch_gateway.app import serve
 
-from linewatch.testing import free_port, operator_channel
 from linewatch.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
+from linewatch_dev.testing import free_port, operator_channel
 
 from .conftest import READ_TOKEN, Stack, wait_serving
 from .test_gateway_sse import sse_events, streams_connected

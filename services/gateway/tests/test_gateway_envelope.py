@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from linewatch.press_cycles import PRESS_KINDS, press_cycle
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
+from linewatch_dev.press_cycles import PRESS_KINDS, press_cycle
 
 from .conftest import Stack, auth
 

@@ -75,9 +75,8 @@ async def test_offline_signature_by_an_unknown_key_is_refused(
 
 
 async def test_devices_read_the_keys_from_the_running_gateway(live: Any) -> None:
-    from linewatch_ota.simulator import fetch_published_keys, fetch_signing_keys
-
-    from linewatch.testing import TEST_TOKEN
+    from linewatch_dev.ota_simulator import fetch_published_keys, fetch_signing_keys
+    from linewatch_dev.testing import TEST_TOKEN
 
     published = await fetch_published_keys(live.url)
     assert published

@@ -35,7 +35,7 @@ async def _settled(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
 async def test_png_is_mirrored_and_served_inert_svg_and_html_are_refused(
     client: httpx.AsyncClient, write_headers: dict[str, str]
 ) -> None:
-    from linewatch_sync.testing import ImageServer, Route
+    from linewatch_dev.sync_testing import ImageServer, Route
 
     image = png()
     svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'

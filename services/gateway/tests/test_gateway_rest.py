@@ -238,7 +238,7 @@ async def _serve_bytes(data: bytes) -> asyncio.Server:
 async def test_models_against_the_real_inference_service(
     client: httpx.AsyncClient, write_headers: dict[str, str]
 ) -> None:
-    from linewatch_inference.testing import manifest_dict, onnx_bytes, zip_package
+    from linewatch_dev.inference_testing import manifest_dict, onnx_bytes, zip_package
 
     listing = (await client.get("/v1/models")).json()
     assert [m["name"] for m in listing["items"]] == ["curve-quality"]
@@ -289,7 +289,7 @@ async def _job_state(client: httpx.AsyncClient, job_id: str, states: set[str]) -
 async def test_sync_jobs_and_images_from_the_real_sync_service(
     client: httpx.AsyncClient, write_headers: dict[str, str]
 ) -> None:
-    from linewatch_sync.testing import ImageServer, Route, image_bytes
+    from linewatch_dev.sync_testing import ImageServer, Route, image_bytes
 
     image = image_bytes(1, 4500)
     async with ImageServer() as images:
@@ -481,7 +481,7 @@ async def test_readyz_names_what_is_down(stack: Any) -> None:
     from linewatch_gateway.app import create_app
     from linewatch_gateway.clients import Backends
 
-    from linewatch.testing import free_port
+    from linewatch_dev.testing import free_port
 
     config = stack.config(ota_addr=f"127.0.0.1:{free_port()}")
     backends = Backends.connect(config)
@@ -551,8 +551,8 @@ async def test_firmware_upload_is_streamed_in_chunks(stack: Any) -> None:
     from linewatch_gateway.app import create_app
     from linewatch_gateway.clients import Backends
 
-    from linewatch.testing import operator_channel
     from linewatch.v1 import ota_pb2_grpc
+    from linewatch_dev.testing import operator_channel
 
     config = stack.config()
     backends = Backends.connect(config)

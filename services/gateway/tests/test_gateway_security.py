@@ -13,8 +13,8 @@ from linewatch_gateway.app import serve
 from linewatch_gateway.sse import StreamFilter, StreamHub
 from linewatch_gateway.stream_access import StreamSlots, StreamTokens
 
-from linewatch.testing import free_port, operator_channel
 from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
+from linewatch_dev.testing import free_port, operator_channel
 
 from .conftest import READ_TOKEN, WRITE_TOKEN, Stack, auth, wait_serving
 

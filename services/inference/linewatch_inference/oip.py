@@ -5,9 +5,9 @@ manifest's ``input_name`` (``curve``) of shape ``[batch, samples]``, given eithe
 ``raw_input_contents`` or as typed ``fp32_contents``; one FP32 output (``probabilities``,
 ``[batch, n_labels]``) returned in ``raw_output_contents`` like Triton does. The
 repository extension loads by URL with the parameters ``url``, ``sha256`` or ``md5``
-(base64, the seed-002 form), ``signature`` (ed25519 over the sha256, where signatures
-are required) and, for a bare ``.onnx``, ``manifest``; without ``url`` it (re)loads the
-model's packages from ``model_dir``.
+(base64 of the md5 digest, the legacy form), ``signature`` (ed25519 over the sha256,
+where signatures are required) and, for a bare ``.onnx``, ``manifest``; without ``url`` it
+(re)loads the model's packages from ``model_dir``.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def parse_manifest(text: str | bytes, *, source: str) -> Manifest:
 
 
 def file_digests(path: Path) -> tuple[str, str]:
-    """The hex sha256 and the base64 md5 (the seed-002 form) of a file."""
+    """The hex sha256 and the base64 md5 (the older clients' form) of a file."""
     sha = hashlib.sha256()
     md5 = hashlib.md5()  # noqa: S324 - a checksum format clients send, not security
     with path.open("rb") as fh:

@@ -1,8 +1,8 @@
 """Model input preparation per the manifest: curve length, then normalisation.
 
-Both steps are :mod:`linewatch.curves` functions, the very code the model was trained
-with: :func:`~linewatch.curves.preprocess` (linear resample + per-curve z-score) and
-:func:`~linewatch.curves.resample` (for ``normalization: none``). They run in the event
+Both steps are :mod:`linewatch.model_input` functions, the very code the model was trained
+with: :func:`~linewatch.model_input.preprocess` (linear resample + per-curve z-score) and
+:func:`~linewatch.model_input.resample` (for ``normalization: none``). They run in the event
 loop, per request, so the batcher's worker thread does nothing but onnxruntime runs:
 measured on two cores, moving the z-score into the worker thread (once per coalesced
 batch) cut streaming throughput by about a quarter, as the model thread is the bottleneck.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from linewatch.curves import preprocess, resample
+from linewatch.model_input import preprocess, resample
 from linewatch.runtime.errors import InvalidArgument
 from linewatch_inference.channels import ChannelBatch
 from linewatch_inference.inputs import Curves

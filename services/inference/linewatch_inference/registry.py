@@ -257,7 +257,7 @@ class Registry:
         Args:
             url: ``http(s)://`` address of a ``.zip`` package or a bare ``.onnx``.
             sha256: Hex sha256 of the file; required unless ``md5_base64`` is given.
-            md5_base64: The seed-002 checksum, base64 of the md5 digest.
+            md5_base64: The legacy checksum form: base64 of the md5 digest.
             manifest: For a bare ``.onnx``: the manifest as YAML or JSON text.
             expected_name: When set, the package must be of this model.
             signature: base64 ed25519 over the package sha256 (see :mod:`.signing`).

@@ -13,10 +13,10 @@ import pytest
 from linewatch_inference.app import InferenceServer
 from linewatch_inference.config import InferenceConfig
 from linewatch_inference.metrics import InferenceMetrics
-from linewatch_inference.testing import manifest_dict, onnx_bytes, write_package
 from prometheus_client import CollectorRegistry
 
-from linewatch.testing import secured_grpc
+from linewatch_dev.inference_testing import manifest_dict, onnx_bytes, write_package
+from linewatch_dev.testing import secured_grpc
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

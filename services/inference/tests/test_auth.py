@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from linewatch.runtime.config import GrpcAuthConfig, GrpcCaller
-from linewatch.testing import TEST_TOKEN, assert_every_method_guarded, call_code, secured_grpc
+from linewatch_dev.testing import TEST_TOKEN, assert_every_method_guarded, call_code, secured_grpc
 
 from .conftest import StartServer
 

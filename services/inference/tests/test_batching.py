@@ -11,13 +11,13 @@ import numpy.typing as npt
 import pytest
 from linewatch_inference.batcher import BatcherClosed, DynamicBatcher
 from linewatch_inference.metrics import InferenceMetrics
-from linewatch_inference.testing import LENGTH
 from prometheus_client import CollectorRegistry
 
 from linewatch.runtime.errors import ResourceExhausted
-from linewatch.testing import operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
+from linewatch_dev.inference_testing import LENGTH
+from linewatch_dev.testing import operator_channel
 
 from .conftest import StartServer
 

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
-from linewatch_inference.testing import LENGTH, manifest_dict, onnx_bytes, sha256, zip_package
 
-from linewatch.testing import operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
+from linewatch_dev.inference_testing import LENGTH, manifest_dict, onnx_bytes, sha256, zip_package
+from linewatch_dev.testing import operator_channel
 
 from .conftest import StartServer
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from linewatch_inference.testing import LENGTH, manifest_dict, onnx_bytes, write_package
 
-from linewatch.curves import preprocess, resample
-from linewatch.testing import operator_channel
+from linewatch.model_input import preprocess, resample
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
+from linewatch_dev.inference_testing import LENGTH, manifest_dict, onnx_bytes, write_package
+from linewatch_dev.testing import operator_channel
 
 from .conftest import StartServer
 

@@ -12,19 +12,19 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from linewatch_inference.testing import (
+
+from linewatch.oip import grpc_service_pb2 as oip
+from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
+from linewatch.v1 import inference_pb2 as pb
+from linewatch.v1 import inference_pb2_grpc as pb_grpc
+from linewatch_dev.inference_testing import (
     LENGTH,
     manifest_dict,
     onnx_bytes,
     sha256,
     zip_package,
 )
-
-from linewatch.oip import grpc_service_pb2 as oip
-from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
-from linewatch.testing import operator_channel
-from linewatch.v1 import inference_pb2 as pb
-from linewatch.v1 import inference_pb2_grpc as pb_grpc
+from linewatch_dev.testing import operator_channel
 
 from .conftest import StartServer
 
@@ -117,7 +117,7 @@ async def test_wrong_checksum_keeps_old_version_serving(
     assert "HTTP 404" in (err.value.details() or "")
     assert await predict_labels(api) == ("1", ["ok", "ok", "ok"])
 
-    # The seed-002 checksum (base64 md5) is accepted and swaps the version in place.
+    # The legacy checksum (base64 md5) is accepted and swaps the version in place.
     good_md5 = base64.b64encode(hashlib.md5(package).digest()).decode()
     loaded = await api.LoadModel(pb.LoadModelRequest(url=f"{base}/tiny.zip", md5_base64=good_md5))
     assert loaded.version == "1"

@@ -14,9 +14,9 @@ from linewatch_inference.session import (
     available_providers,
     choose_providers,
 )
-from linewatch_inference.testing import LENGTH, onnx_bytes
 
 from linewatch.runtime.errors import ConfigError, InvalidArgument
+from linewatch_dev.inference_testing import LENGTH, onnx_bytes
 
 
 def test_cuda_first_when_offered() -> None:

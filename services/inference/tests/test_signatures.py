@@ -13,14 +13,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from linewatch_inference.config import InferenceConfig
 from linewatch_inference.signing import PackageVerifier
-from linewatch_inference.testing import manifest_dict, onnx_bytes, sha256, zip_package
 
 from linewatch.oip import grpc_service_pb2 as oip
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
 from linewatch.runtime.errors import InvalidArgument
-from linewatch.testing import operator_channel
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
+from linewatch_dev.inference_testing import manifest_dict, onnx_bytes, sha256, zip_package
+from linewatch_dev.testing import operator_channel
 
 from .conftest import StartServer
 

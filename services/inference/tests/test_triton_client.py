@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from linewatch_inference.testing import LENGTH
 
-from linewatch.curves import CURVE_KINDS, make_batch
-from linewatch.testing import TEST_TOKEN
+from linewatch_dev.curves import CURVE_KINDS, make_batch
+from linewatch_dev.inference_testing import LENGTH
+from linewatch_dev.testing import TEST_TOKEN
 
 from .conftest import StartServer
 

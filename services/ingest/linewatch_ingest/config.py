@@ -1,6 +1,6 @@
 """Configuration of the ingest service (``LINEWATCH_INGEST__<KEY>``).
 
-The shape follows seed 002: named brokers, then rules that refer to them::
+Named brokers, then rules that refer to them by name::
 
     brokers:
       plant: {url: mqtt://127.0.0.1:1883}

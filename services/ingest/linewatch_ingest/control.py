@@ -43,7 +43,7 @@ class IngestController:
     # --- start-up and shutdown -------------------------------------------------------
 
     async def load(self) -> None:
-        """Read the stored rules; seed configured rules the database does not have yet."""
+        """Read the stored rules; add the configured rules the database does not have yet."""
         stored = {rule.name: rule for rule in await self.deps.store.list_rules()}
         for rule in self.deps.config.rules:
             if rule.name not in stored:

@@ -3,7 +3,7 @@
 Such a server takes the model's input tensor as it is and knows nothing of labels, so
 ingest does what the linewatch server otherwise does: each curve (each channel of a
 multi-channel curve, on its own) is resampled to the model's input length and z-scored
-(:func:`linewatch.curves.preprocess`, the code the model was trained with), the batch is
+(:func:`linewatch.model_input.preprocess`, the code the model was trained with), the batch is
 sent as one FP32 tensor ``[batch, input_length]`` (``[batch, channels, input_length]``)
 in ``raw_input_contents``, and the probabilities are read back with the labels from
 configuration (:class:`~linewatch_ingest.config.OipModel`). The input and output names
@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from linewatch.curves import preprocess, resample
+from linewatch.model_input import preprocess, resample
 from linewatch.oip import grpc_service_pb2 as oip
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
 from linewatch.runtime.errors import (

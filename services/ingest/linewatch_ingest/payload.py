@@ -1,4 +1,4 @@
-"""Validation of incoming telemetry (SPEC "Telemetry in") at the edge.
+"""Validation of incoming telemetry at the edge (the payload of docs/topics.md).
 
 :func:`parse_telemetry` turns raw MQTT payload bytes into a :class:`Telemetry` or raises
 :class:`BadPayload` whose message says exactly what is wrong; the pipeline sends those to
@@ -47,7 +47,7 @@ _FORBIDDEN_ID_CHARS = re.compile("[/+#\x00]")
 
 
 class BadPayload(InvalidArgument):
-    """The payload breaks SPEC "Telemetry in"; the message is the reason."""
+    """The payload is not valid telemetry; the message is the reason."""
 
 
 @dataclass(slots=True)

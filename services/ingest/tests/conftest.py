@@ -23,10 +23,10 @@ from linewatch_inference.metrics import InferenceMetrics
 from linewatch_ingest.config import IngestConfig, RuleConfig
 from prometheus_client import CollectorRegistry
 
-from linewatch.curves import make_curve
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.testing import free_port, secured_grpc
+from linewatch_dev.curves import make_curve
+from linewatch_dev.testing import free_port, secured_grpc
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -115,7 +115,7 @@ def curve_payload(
     point: str = "pressure",
     length: int = 256,
 ) -> bytes:
-    """A SPEC telemetry message with a realistic curve."""
+    """A telemetry message with a realistic curve."""
     values = make_curve(kind, length=length, rng=np.random.default_rng(seed))
     body = {
         "device_id": device_id,

@@ -12,9 +12,9 @@ from linewatch_ingest.app import IngestService, running
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import operator_channel
 from linewatch.v1 import common_pb2, ingest_pb2_grpc
 from linewatch.v1 import ingest_pb2 as pb
+from linewatch_dev.testing import operator_channel
 
 from .conftest import Collector, Inference, curve_payload, eventually, ingest_config
 

@@ -20,7 +20,7 @@ from linewatch.runtime.config import (
     MqttConfig,
 )
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import assert_every_method_guarded, free_port, secured_grpc, write_pki
+from linewatch_dev.testing import assert_every_method_guarded, free_port, secured_grpc, write_pki
 
 from .conftest import ROOT, Collector, Inference, curve_payload, demo_rule, ingest_config
 
@@ -102,8 +102,8 @@ async def test_webhook_secrets_reach_only_callers_that_may_write_rules(
     mqtt_url: str, database_url: str, topic_prefix: str, inference: Inference
 ) -> None:
     from linewatch.runtime.config import GrpcAuthConfig, GrpcCaller
-    from linewatch.testing import TEST_TOKEN, operator_channel
     from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
+    from linewatch_dev.testing import TEST_TOKEN, operator_channel
 
     hook = "https://open.feishu.cn/open-apis/bot/v2/hook/secret-hook-token"
     auth = GrpcAuthConfig(

@@ -11,16 +11,16 @@ import pytest
 from linewatch_inference.app import InferenceServer
 from linewatch_inference.config import InferenceConfig
 from linewatch_inference.metrics import InferenceMetrics
-from linewatch_inference.testing import manifest_dict, two_channel_onnx, write_package
 from linewatch_ingest.app import running
 from linewatch_ingest.config import InferenceTarget, OipModel
 from linewatch_ingest.payload import BadPayload, parse_telemetry
 from prometheus_client import CollectorRegistry
 
-from linewatch.press_cycles import press_cycle
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import secured_grpc
+from linewatch_dev.inference_testing import manifest_dict, two_channel_onnx, write_package
+from linewatch_dev.press_cycles import press_cycle
+from linewatch_dev.testing import secured_grpc
 
 from .conftest import Collector, Inference, demo_rule, eventually, ingest_config
 

@@ -15,7 +15,7 @@ from linewatch_ingest.store import Query, TelemetryRow, VerdictRow
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import Mosquitto, Postgres, postgres_bin_dir
+from linewatch_dev.testing import Mosquitto, Postgres, postgres_bin_dir
 
 from .conftest import Collector, Inference, curve_payload, eventually, ingest_config
 

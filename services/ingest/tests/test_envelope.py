@@ -27,14 +27,14 @@ from linewatch_ingest.scorers import EnvelopeScorer
 from linewatch_ingest.windows import judge_windows
 from pydantic import ValidationError
 
-from linewatch.press_cycles import PRESS_KINDS, press_cycle
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.db import Database
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import operator_channel
 from linewatch.v1 import ingest_pb2 as pb
 from linewatch.v1 import ingest_pb2_grpc
+from linewatch_dev.press_cycles import PRESS_KINDS, press_cycle
+from linewatch_dev.testing import operator_channel
 
 from .conftest import Collector, Inference, eventually, ingest_config
 

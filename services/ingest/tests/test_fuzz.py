@@ -22,7 +22,7 @@ from linewatch_ingest.store import DeadLetterRow
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import fuzz_corpus
+from linewatch_dev.testing import fuzz_corpus
 
 from .conftest import Collector, Inference, curve_payload, eventually, ingest_config
 
@@ -47,7 +47,7 @@ _values = st.one_of(
 
 @st.composite
 def telemetry_like(draw: st.DrawFn) -> bytes:
-    """Mostly SPEC-shaped messages with one or more fields broken, some raw garbage."""
+    """Mostly well-formed messages with one or more fields broken, some raw garbage."""
     kind = draw(st.sampled_from(["shaped", "shaped", "shaped", "json", "bytes"]))
     if kind == "bytes":
         return draw(st.binary(max_size=300))

@@ -17,11 +17,11 @@ from linewatch_ingest.app import running
 from linewatch_ingest.config import InferenceTarget, OipModel
 from prometheus_client import CollectorRegistry
 
-from linewatch.curves import CURVE_KINDS
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import secured_grpc
+from linewatch_dev.curves import CURVE_KINDS
+from linewatch_dev.testing import secured_grpc
 
 from .conftest import (
     ROOT,

@@ -9,10 +9,9 @@ Modules:
 - ``statemachine``: legal update transitions, as pure functions.
 - ``rollouts``: create / pause / resume / cancel, counts per state.
 - ``scheduler``: starts queued updates (priority, then age), retries, auto-pause.
-- ``publisher``: the ``metadata`` message, exactly per SPEC.md.
+- ``publisher``: the ``metadata`` message devices receive (docs/devices.md).
 - ``device_protocol``: ``request`` / ``progress`` / ``verify`` intake, batched.
 - ``events``: bounded in-process fan-out for ``StreamOtaEvents``.
 - ``api``: the ``linewatch.v1.OtaService`` servicer; ``app``: the process.
-- ``download_server``: ranged HTTP downloads over ``ReadFirmware`` (tests, demos, bench).
-- ``simulator``: devices that follow the protocol (``linewatch ota simulate``).
+- ``download_server``: ranged HTTP downloads over ``ReadFirmware``.
 """

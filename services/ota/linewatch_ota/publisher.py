@@ -1,4 +1,6 @@
-"""Sends ``ota/{device_id}/metadata`` exactly as SPEC.md describes it."""
+"""Sends ``ota/{device_id}/metadata``: ``update_id``, ``version``, ``url``, ``size``,
+``sha256``, ``chunk_size``, ``priority`` and ``signature`` (base64 ed25519 over the
+sha256), the fields devices rely on (docs/devices.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ tracer = trace.get_tracer(__name__)
 def metadata_payload(
     update: DeviceUpdateRow, fw: FirmwareRow, *, base_url: str, chunk_size: int
 ) -> dict[str, object]:
-    """The metadata message of one update (SPEC: OTA device protocol).
+    """The metadata message of one update (the OTA device protocol's ``metadata``).
 
     ``signature`` (over the sha256) stays for old devices; new ones verify
     ``manifest_signature`` over the canonical JSON of ``manifest`` with the key ``key_id``

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from linewatch_ota.simulator import SimulatedFleet
-from linewatch_ota.testing import OtaRunner
+
+from linewatch_dev.ota_simulator import SimulatedFleet
+from linewatch_dev.ota_testing import OtaRunner
 
 
 @pytest.fixture

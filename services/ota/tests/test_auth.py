@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from linewatch_ota.testing import OtaRunner
-
-from linewatch.testing import assert_every_method_guarded
+from linewatch_dev.ota_testing import OtaRunner
+from linewatch_dev.testing import assert_every_method_guarded
 
 
 async def test_every_ota_method_refuses_missing_and_wrong_tokens(ota: OtaRunner) -> None:

@@ -11,9 +11,9 @@ import grpc
 import httpx
 import pytest
 from linewatch_ota.signing import verify_signature
-from linewatch_ota.testing import OtaRunner
 
 from linewatch.v1 import ota_pb2
+from linewatch_dev.ota_testing import OtaRunner
 
 
 async def test_upload_is_content_addressed_and_signed(ota: OtaRunner) -> None:

@@ -15,12 +15,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from linewatch_ota.device_protocol import InvalidMessage, parse_message
-from linewatch_ota.testing import OtaRunner
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.testing import fuzz_corpus
 from linewatch.v1 import ota_pb2
+from linewatch_dev.ota_testing import OtaRunner
+from linewatch_dev.testing import fuzz_corpus
 
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=70))
 _json = st.recursive(

@@ -12,11 +12,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from linewatch_ota.signing import firmware_manifest
-from linewatch_ota.simulator import SimulatedFleet
-from linewatch_ota.testing import OtaRunner, until
 
 from linewatch.runtime.signatures import canonical_json
 from linewatch.v1 import ota_pb2
+from linewatch_dev.ota_simulator import SimulatedFleet
+from linewatch_dev.ota_testing import OtaRunner, until
 
 U = ota_pb2.UpdateState
 COMPLETED = ota_pb2.ROLLOUT_STATE_COMPLETED

@@ -10,12 +10,12 @@ from typing import Any
 import grpc
 import pytest
 from linewatch_ota.signing import verify_signature
-from linewatch_ota.simulator import Behaviour, SimulatedFleet
-from linewatch_ota.testing import OtaRunner, until
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch.v1 import ota_pb2
+from linewatch_dev.ota_simulator import Behaviour, SimulatedFleet
+from linewatch_dev.ota_testing import OtaRunner, until
 
 RUNNING = ota_pb2.ROLLOUT_STATE_RUNNING
 PAUSED = ota_pb2.ROLLOUT_STATE_PAUSED
@@ -79,7 +79,7 @@ async def test_success_path(ota: OtaRunner, fleets: list[SimulatedFleet]) -> Non
         assert fleet.version_of(device) == "1.3.0"
         update = await state_of(ota, device, rollout.id)
         assert (update.state, update.percent, update.attempts) == (U.UPDATE_STATE_SUCCEEDED, 100, 1)
-    # The metadata is exactly the SPEC's, and the signature checks out.
+    # The metadata has exactly the documented fields, and the signature checks out.
     body = recorder.for_device("ok-0")[0]
     assert set(body) == {
         "update_id", "version", "url", "size", "sha256", "chunk_size", "priority", "signature",

@@ -1,8 +1,8 @@
 """Image URLs at the edge: payload parsing, canonical form, and the cache path.
 
-Both payload formats of SPEC "Image sync" are accepted:
+Both payload formats of image sync (docs/topics.md) are accepted:
 
-- the seed format, a comma-separated list: ``http://h/a.jpg!thumb,http://h/b.jpg``;
+- the plain format, a comma-separated list: ``http://h/a.jpg!thumb,http://h/b.jpg``;
 - JSON: ``{"urls": ["http://h/a.jpg", ...], "work_id": "w-1"}``; an item may also be
   ``{"url": "...", "sha256": "<hex>"}`` to have the download checked against a checksum.
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from linewatch_sync.app import serve
 from linewatch_sync.config import SyncConfig
-from linewatch_sync.testing import ImageServer, RunningSync, StartSync
 
 from linewatch.runtime.config import MqttConfig
-from linewatch.testing import operator_channel, secured_grpc
 from linewatch.v1 import sync_pb2_grpc
+from linewatch_dev.sync_testing import ImageServer, RunningSync, StartSync
+from linewatch_dev.testing import operator_channel, secured_grpc
 
 
 @pytest.fixture

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from linewatch_sync.testing import StartSync
-
-from linewatch.testing import assert_every_method_guarded
+from linewatch_dev.sync_testing import StartSync
+from linewatch_dev.testing import assert_every_method_guarded
 
 
 async def test_every_sync_method_refuses_missing_and_wrong_tokens(start_sync: StartSync) -> None:

@@ -13,10 +13,10 @@ import pytest
 from linewatch_sync.cachefs import CacheFs
 from linewatch_sync.downloader import Downloader
 from linewatch_sync.store import JobRow
-from linewatch_sync.testing import ImageServer, Route, image_bytes
 from linewatch_sync.urls import canonicalise
 
 from linewatch.runtime.fetch import SafeFetcher
+from linewatch_dev.sync_testing import ImageServer, Route, image_bytes
 
 BODY = image_bytes(1, 200_000)
 

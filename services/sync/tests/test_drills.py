@@ -10,9 +10,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from linewatch_sync.drills import kill_mid_download, spawn_python
 
-from linewatch.testing import free_port, wait_port
+from linewatch_dev.sync_drills import kill_mid_download, spawn_python
+from linewatch_dev.testing import free_port, wait_port
 
 IMAGES = 300
 SIZE = 64 * 1024
@@ -22,7 +22,7 @@ SIZE = 64 * 1024
 async def test_killed_mid_download_and_restarted(mqtt_url: str, tmp_path: Path) -> None:
     port = free_port()
     server = await spawn_python(
-        "-m", "linewatch_sync.testing", "--port", str(port), "--count", str(IMAGES),
+        "-m", "linewatch_dev.sync_testing", "--port", str(port), "--count", str(IMAGES),
         "--size", str(SIZE),
     )  # fmt: skip
     try:

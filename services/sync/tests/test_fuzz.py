@@ -13,14 +13,14 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from linewatch_sync.testing import StartSync
 from linewatch_sync.urls import canonicalise, parse_payload
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.testing import fuzz_corpus
 from linewatch.v1 import sync_pb2
+from linewatch_dev.sync_testing import StartSync
+from linewatch_dev.testing import fuzz_corpus
 
 _url = st.one_of(
     st.builds(

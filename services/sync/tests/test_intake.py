@@ -8,7 +8,7 @@ from linewatch_sync.store import JobStore
 
 from linewatch.runtime.db import Database
 from linewatch.runtime.mqtt import MqttMessage
-from linewatch.testing import free_port
+from linewatch_dev.testing import free_port
 
 
 def _store(db: Database) -> JobStore:

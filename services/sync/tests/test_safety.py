@@ -5,9 +5,8 @@ from __future__ import annotations
 import struct
 import zlib
 
-from linewatch_sync.testing import ImageServer, Route, StartSync
-
 from linewatch.v1 import sync_pb2
+from linewatch_dev.sync_testing import ImageServer, Route, StartSync
 
 DONE = sync_pb2.JOB_STATE_DONE
 DEAD = sync_pb2.JOB_STATE_DEAD

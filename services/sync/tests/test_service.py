@@ -10,11 +10,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from linewatch_sync.testing import ImageServer, Route, RunningSync, StartSync, image_bytes
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch.v1 import common_pb2, sync_pb2
+from linewatch_dev.sync_testing import ImageServer, Route, RunningSync, StartSync, image_bytes
 
 DONE = sync_pb2.JOB_STATE_DONE
 DEAD = sync_pb2.JOB_STATE_DEAD

@@ -1,5 +1,7 @@
-"""The dead-letter message every service publishes on ``linewatch/deadletter`` (SPEC):
-one JSON shape for a refused input, whichever service refused it."""
+"""The dead-letter message every service publishes on ``linewatch/deadletter``: one JSON
+shape for a refused input, whichever service refused it (``source``, ``reason``,
+``topic``, ``received_at_ms``, then the payload as text or ``payload_base64``; see
+docs/topics.md)."""
 
 from __future__ import annotations
 

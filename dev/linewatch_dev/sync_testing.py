@@ -5,7 +5,7 @@ few times first, cutting the body off (to exercise Range resume), lying about
 Content-Length, serving HTML, redirecting, or absent (404). Range (``bytes=n-``),
 ``If-Range``, ``If-None-Match`` and keep-alive are supported.
 
-``python -m linewatch_sync.testing --port 8000 --count 1000 --size 102400`` serves
+``python -m linewatch_dev.sync_testing --port 8000 --count 1000 --size 102400`` serves
 ``/img/<i>.jpg`` with the bytes of :func:`image_bytes` (benchmarks run it in its own
 process).
 """
@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
+from linewatch_sync.config import SyncConfig
 
 from linewatch.v1 import common_pb2, sync_pb2, sync_pb2_grpc
-from linewatch_sync.config import SyncConfig
 
 __all__ = ["ImageServer", "Route", "RunningSync", "StartSync", "image_bytes"]
 

@@ -23,8 +23,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from linewatch.broker import broker_answers
 from linewatch.runtime.grpc_auth import callers_env
+from linewatch_dev.broker import broker_answers
+from linewatch_dev.services import load
 
 __all__ = ["Component", "LaunchError", "plan", "up"]
 
@@ -49,7 +50,8 @@ class Component:
     proc: asyncio.subprocess.Process | None = None
 
 
-SERVICE_PORTS = {"inference": 50052, "ingest": 50051, "sync": 50053, "ota": 50054, "gateway": 8080}
+#: Name -> port, in start order (services.toml).
+SERVICE_PORTS = {svc.name: svc.port for svc in load()}
 
 
 def available_services() -> list[str]:
@@ -73,7 +75,7 @@ def plan(
         comps.append(
             Component(
                 "broker",
-                [py, "-m", "linewatch.cli", "broker", "--port", str(broker_port)],
+                [py, "-m", "linewatch_dev.cli", "broker", "--port", str(broker_port)],
                 port=broker_port,
                 url=f"{mqtt_url} (embedded, MQTT 3.1.1)",
             )
@@ -109,7 +111,7 @@ def plan(
         comps.append(
             Component(
                 "simulator",
-                [py, "-m", "linewatch.cli", "simulate", "--broker", mqtt_url, "--rate", "10"],
+                [py, "-m", "linewatch_dev.cli", "simulate", "--broker", mqtt_url, "--rate", "10"],
                 url="publishing plant/<line>/sim-*/telemetry",
                 env=common,
             )

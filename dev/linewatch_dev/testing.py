@@ -1,4 +1,5 @@
-"""Helpers for tests of linewatch and of its services: ports and a private mosquitto.
+"""Helpers for tests of linewatch and of its services: ports, a private Mosquitto and
+PostgreSQL, an OTLP receiver, hypothesis corpora.
 
 Not imported by any service at run time.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from linewatch.broker import EmbeddedBroker, broker_answers
+from linewatch_dev.broker import EmbeddedBroker, broker_answers
 
 __all__ = [
     "TEST_TOKEN",
@@ -323,7 +324,11 @@ class ReceivedSpan:
 
 @contextlib.asynccontextmanager
 async def broker_url() -> AsyncIterator[str]:
-    """The machine's broker at 127.0.0.1:1883 if it answers, else an embedded one."""
+    """``LINEWATCH_TEST_MQTT_URL`` (the test session's broker) when set, else the
+    machine's broker at 127.0.0.1:1883 if it answers, else an embedded one."""
+    if os.environ.get("LINEWATCH_TEST_MQTT_URL"):
+        yield os.environ["LINEWATCH_TEST_MQTT_URL"]
+        return
     if broker_answers("127.0.0.1", 1883):
         yield "mqtt://127.0.0.1:1883"
         return

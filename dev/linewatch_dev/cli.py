@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 import sys
@@ -28,7 +27,7 @@ def _run_until_signal(factory: Callable[[asyncio.Event], Awaitable[Any]]) -> Any
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from linewatch.launcher import up
+    from linewatch_dev.launcher import up
 
     simulator = os.environ.get("LINEWATCH_SIMULATOR", "1") != "0" and not args.no_simulator
     return int(asyncio.run(up(data_dir=Path(args.data_dir), simulator=simulator)))
@@ -36,7 +35,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from linewatch.runtime.errors import Unavailable
-    from linewatch.simulator import SimulatorConfig, run_simulator
+    from linewatch_dev.simulator import SimulatorConfig, run_simulator
 
     config = SimulatorConfig(
         mqtt_url=args.broker,
@@ -57,26 +56,24 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
-    from linewatch.broker import EmbeddedBroker
+    from linewatch_dev.broker import EmbeddedBroker
 
     broker = EmbeddedBroker(host=args.host, port=args.port)
     try:
         _run_until_signal(broker.serve_forever)
     except OSError as exc:
-        print(f"linewatch broker: cannot listen on {args.port}: {exc.strerror}", file=sys.stderr)
+        why = exc.strerror or exc
+        print(f"linewatch broker: cannot listen on {args.port}: {why}", file=sys.stderr)
         return 1
     return 0
 
 
 def _cmd_ota_simulate(args: argparse.Namespace) -> int:
-    try:
-        module = importlib.import_module("linewatch_ota.simulator")
-    except ImportError:
-        print("linewatch ota simulate: the OTA service is not in this checkout", file=sys.stderr)
-        return 1
+    from linewatch_dev.ota_simulator import simulate
+
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
-            module.simulate(mqtt_url=args.broker, devices=args.devices, fail_share=args.fail_share)
+            simulate(mqtt_url=args.broker, devices=args.devices, fail_share=args.fail_share)
         )
     return 0
 

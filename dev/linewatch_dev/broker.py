@@ -32,8 +32,13 @@ class EmbeddedBroker:
         self._broker: object | None = None
 
     async def start(self) -> None:
-        """Start listening."""
+        """Start listening.
+
+        Raises:
+            OSError: the port cannot be bound (taken, or not permitted).
+        """
         from amqtt.broker import Broker
+        from amqtt.errors import BrokerError
 
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
@@ -44,7 +49,14 @@ class EmbeddedBroker:
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         broker = Broker(config)
-        await broker.start()
+        try:
+            await broker.start()
+        except BrokerError as exc:
+            # amqtt wraps the bind error; callers handle a port problem as an OSError
+            cause = exc.__cause__
+            if isinstance(cause, OSError):
+                raise OSError(cause.errno, cause.strerror or str(cause)) from exc
+            raise OSError(f"embedded broker cannot start: {exc}") from exc
         self._broker = broker
         log.info("embedded MQTT broker listening", extra={"fields": {"port": self.port}})
 

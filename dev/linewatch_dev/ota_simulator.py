@@ -1,4 +1,4 @@
-"""Simulated devices that follow the OTA device protocol (SPEC.md) to the letter.
+"""Simulated devices that follow the OTA device protocol (docs/devices.md) to the letter.
 
 Each device announces itself with ``request`` at boot (its version and hardware). On
 ``metadata`` it checks the ``manifest``: its ed25519 ``manifest_signature`` over the
@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 
 import grpc
 import httpx
+from linewatch_ota.signing import verify_signature
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch.runtime.signatures import KeyRing, canonical_json
-from linewatch_ota.signing import verify_signature
 
 __all__ = [
     "Behaviour",

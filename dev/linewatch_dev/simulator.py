@@ -1,8 +1,8 @@
 """A line of simulated machines publishing process curves over MQTT (``linewatch simulate``).
 
 Devices ``sim-<machine>-<n>`` on lines A, B … publish one curve per cycle and point to
-``plant/<line>/<device_id>/telemetry`` (the demo rule's topics), following SPEC
-"Telemetry in". A share of the curves carries a defect (spike, drift, noise, step …);
+``plant/<line>/<device_id>/telemetry`` (the demo rule's topics) in the telemetry format of
+docs/topics.md. A share of the curves carries a defect (spike, drift, noise, step …);
 the true kind travels in ``attrs.sim_kind`` so results can be checked.
 """
 
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linewatch.curves import CURVE_KINDS, make_curve
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
+from linewatch_dev.curves import CURVE_KINDS, make_curve
 
 __all__ = ["SimulatorConfig", "run_simulator", "telemetry_payload"]
 
@@ -69,7 +69,7 @@ def telemetry_payload(
     kind: str,
     ts_ms: int | None = None,
 ) -> bytes:
-    """One SPEC telemetry message as JSON bytes."""
+    """One telemetry message (docs/topics.md) as JSON bytes."""
     body = {
         "device_id": device_id,
         "point": point,

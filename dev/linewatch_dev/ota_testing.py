@@ -12,21 +12,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from linewatch_ota.app import serve
+from linewatch_ota.config import OtaConfig
+from linewatch_ota.download_server import DownloadServer
+from linewatch_ota.store import DeviceRow
+
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.db import Database
-from linewatch.testing import (
+from linewatch.v1 import ota_pb2, ota_pb2_grpc
+from linewatch_dev.ota_simulator import Behaviour, SimulatedFleet, fetch_signing_keys
+from linewatch_dev.testing import (
     TEST_TOKEN,
     free_port,
     operator_channel,
     operator_client,
     secured_grpc,
 )
-from linewatch.v1 import ota_pb2, ota_pb2_grpc
-from linewatch_ota.app import serve
-from linewatch_ota.config import OtaConfig
-from linewatch_ota.download_server import DownloadServer
-from linewatch_ota.simulator import Behaviour, SimulatedFleet, fetch_signing_keys
-from linewatch_ota.store import DeviceRow
 
 __all__ = ["OtaRunner", "until"]
 

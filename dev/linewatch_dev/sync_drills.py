@@ -18,9 +18,9 @@ from typing import Any
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import TEST_TOKEN, free_port, operator_channel, wait_port
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
-from linewatch_sync.testing import image_bytes
+from linewatch_dev.sync_testing import image_bytes
+from linewatch_dev.testing import TEST_TOKEN, free_port, operator_channel, wait_port
 
 __all__ = [
     "SyncProcess",
@@ -131,7 +131,7 @@ async def kill_mid_download(
     mqtt_url: str, base: str, host: str, work: Path, *, count: int, size: int
 ) -> dict[str, Any]:
     """Publish ``count`` image URLs over MQTT (half as JSON documents of 100, half in the
-    seed's comma-separated format), SIGKILL the service once 40 % are done, restart it,
+    plain comma-separated format), SIGKILL the service once 40 % are done, restart it,
     wait for all; the report counts jobs, distinct URLs and missing, wrong, extra and
     partial files (all must come out right), and the seconds from restart to done."""
     topic = f"drill/{uuid.uuid4().hex[:8]}/sync"
@@ -141,7 +141,7 @@ async def kill_mid_download(
     await pub.connect()
     t0 = time.perf_counter()
     try:
-        # Half as JSON documents of 100 URLs, half in the seed's comma-separated format.
+        # Half as JSON documents of 100 URLs, half in the plain comma-separated format.
         for i in range(0, count, 100):
             urls = [f"{base}/img/{j}.jpg!thumb" for j in range(i, min(i + 100, count))]
             if (i // 100) % 2:
