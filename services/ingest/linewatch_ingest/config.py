@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 ENVELOPE = "envelope"
-"""The built-in teach-in model's name (SPEC "Built-in envelope")."""
+"""The built-in teach-in model's name: a rule with this model learns a reference band."""
 
 
 class _Strict(BaseModel):

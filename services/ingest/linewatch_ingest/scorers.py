@@ -2,7 +2,7 @@
 
 :func:`make_scorer` gives the pipeline a :class:`Scorer` for a rule whose model is
 built in (``None``: the rule scores through the inference service). A scorer turns a
-batch of validated curves into verdict objects (SPEC "Verdict out"; the pipeline adds
+batch of validated curves into verdict objects (the published verdict; the pipeline adds
 latency and trace ids), in ingest itself, without the inference hop.
 
 :class:`EnvelopeScorer` keeps one :class:`~linewatch_ingest.envelope.EnvelopeState` per
