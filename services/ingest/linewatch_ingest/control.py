@@ -15,7 +15,7 @@ from linewatch.runtime.errors import FailedPrecondition, InvalidArgument, NotFou
 from linewatch.v1 import ingest_pb2
 from linewatch_ingest.config import RuleConfig
 from linewatch_ingest.pipeline import PipelineDeps, RuleWorker
-from linewatch_ingest.rules import strip_share, validate_rule
+from linewatch_ingest.rules import TopicTemplate, strip_share, validate_rule
 
 __all__ = ["IngestController"]
 
@@ -37,6 +37,11 @@ class IngestController:
         self.running = False
         self.workers = config.workers
 
+    def _validate(self, rule: RuleConfig) -> TopicTemplate:
+        return validate_rule(
+            rule, self._brokers, deadletter_topic=self.deps.config.deadletter_topic
+        )
+
     # --- start-up and shutdown -------------------------------------------------------
 
     async def load(self) -> None:
@@ -44,12 +49,12 @@ class IngestController:
         stored = {rule.name: rule for rule in await self.deps.store.list_rules()}
         for rule in self.deps.config.rules:
             if rule.name not in stored:
-                validate_rule(rule, self._brokers)
+                self._validate(rule)
                 await self.deps.store.create_rule(rule)
                 stored[rule.name] = rule
         for rule in stored.values():
             try:
-                validate_rule(rule, self._brokers)
+                self._validate(rule)
             except InvalidArgument as exc:
                 log.error("stored rule skipped: %s", exc.message)
                 continue
@@ -73,7 +78,7 @@ class IngestController:
     async def _start_rule(self, rule: RuleConfig) -> None:
         if not self.running or not rule.enabled or rule.name in self._workers:
             return
-        template = validate_rule(rule, self._brokers)
+        template = self._validate(rule)
         worker = RuleWorker(
             rule,
             template,
@@ -126,7 +131,7 @@ class IngestController:
             InvalidArgument: the rule cannot work.
             AlreadyExists: the name is taken.
         """
-        validate_rule(rule, self._brokers)
+        self._validate(rule)
         async with self._lock:
             self._check_conflicts(rule)
             await self.deps.store.create_rule(rule)
@@ -141,7 +146,7 @@ class IngestController:
             InvalidArgument: the rule cannot work.
             NotFound: no rule of that name.
         """
-        validate_rule(rule, self._brokers)
+        self._validate(rule)
         async with self._lock:
             if rule.name not in self._rules:
                 raise NotFound(f"no rule {rule.name!r}")

@@ -88,10 +88,7 @@ class Intake:
     async def _record(self, letters: Sequence[DeadLetter]) -> None:
         metrics.REJECTED.labels("message").inc(len(letters))
         await self.store.reject(
-            [
-                (d.topic, "", d.reason, d.payload[:4096].decode("utf-8", "replace"))
-                for d in letters
-            ]
+            [(d.topic, "", d.reason, d.payload[:4096].decode("utf-8", "replace")) for d in letters]
         )
 
     async def commit(self, entries: list[Entry[ParsedPayload]]) -> None:
@@ -101,7 +98,7 @@ class Intake:
         refused_by: list[list[str]] = []
         for entry in entries:
             parsed = entry.value
-            assert parsed is not None  # noqa: S101 - dead letters never reach commit
+            assert parsed is not None
             msg = entry.message
             # the device's trace (MQTT 5 traceparent) continues into the job
             span = tracer.start_span(

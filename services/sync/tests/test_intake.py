@@ -45,9 +45,7 @@ async def test_message_is_queued_when_its_batch_commits(sqlite_url: str) -> None
         store=store, allowed_hosts=(), max_urls=10, on_queued=lambda: woken.append(True)
     )
     try:
-        await intake.commit(
-            [_entry(intake, b'{"urls": ["http://h/a.jpg!t"], "work_id": "w"}')]
-        )
+        await intake.commit([_entry(intake, b'{"urls": ["http://h/a.jpg!t"], "work_id": "w"}')])
         rows, _ = await store.list()
         assert [(r.url, r.cache_path, r.work_id) for r in rows] == [
             ("http://h/a.jpg", "h/a.jpg", "w")

@@ -226,6 +226,19 @@ class Intake(Generic[T]):
         """Whether every session is connected now."""
         return all(c.connected for c in self.clients)
 
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until every session is connected.
+
+        Raises:
+            Unavailable: not all connected after ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                for client in self.clients:
+                    await client.wait_connected()
+        except TimeoutError as exc:
+            raise Unavailable(f"intake {self.name}: not every session connected") from exc
+
     async def start(self, *, wait: bool = False, timeout: float = 10.0) -> None:
         """Start the workers and connect every session.
 
@@ -357,23 +370,28 @@ class Intake(Generic[T]):
             entry: Entry[T] = Entry(msg, None, received, reason=reason)
         else:
             key = self._key(value) if self._key is not None and value is not None else None
-            if key is not None:
-                running = self._inflight.get(key)
-                if running is not None:
-                    # acknowledged together with the one in flight (never if that one fails)
-                    if self._on_duplicate is not None:
-                        self._on_duplicate()
-                    if running.also is None:
-                        running.also = [msg.ack]
-                    else:
-                        running.also.append(msg.ack)
-                    return DEFERRED
+            if key is not None and self._join_running(key, msg):
+                return DEFERRED
             entry = Entry(msg, value, received, key=key)
             if key is not None:
                 self._inflight[key] = entry
         self._pending += 1
         self._queue.put(entry)
         return DEFERRED
+
+    def _join_running(self, key: Hashable, msg: MqttMessage) -> bool:
+        """A message whose key is in flight is acknowledged together with that one
+        (never if that one fails); ``False`` when none is."""
+        running = self._inflight.get(key)
+        if running is None:
+            return False
+        if self._on_duplicate is not None:
+            self._on_duplicate()
+        if running.also is None:
+            running.also = [msg.ack]
+        else:
+            running.also.append(msg.ack)
+        return True
 
     def settle(self, entry: Entry[T]) -> None:
         """The entry is handled: acknowledge it (and its redeliveries)."""

@@ -38,7 +38,7 @@ class Backoff:
         delay = self._next
         self._next = min(self._next * 2, self.cap)
         if self.jitter:
-            delay *= 1 - random.uniform(0, self.jitter)  # noqa: S311 - not for secrets
+            delay *= 1 - random.uniform(0, self.jitter)
         return delay
 
     def reset(self) -> None:
