@@ -222,6 +222,11 @@ class Intake(Generic[T]):
         return self.clients[self._turn]
 
     @property
+    def protocol_version(self) -> int:
+        """The MQTT protocol version the (first) session speaks (5 or 4 for 3.1.1)."""
+        return self.client.protocol_version
+
+    @property
     def connected(self) -> bool:
         """Whether every session is connected now."""
         return all(c.connected for c in self.clients)
@@ -432,14 +437,14 @@ class Intake(Generic[T]):
                 extra={"fields": {"intake": self.name, "topic": letter.topic,
                                   "reason": letter.reason[:500]}},
             )  # fmt: skip
+        if self._on_dead_letter is not None:
+            self._on_dead_letter(len(entries))  # counted when refused, settled once out
         client = self.publisher()
         await retry(
             lambda: self.dead_letters.handle(client, letters),
             stage="deadletter",
             on_error=self._failed,
         )
-        if self._on_dead_letter is not None:
-            self._on_dead_letter(len(entries))
         for entry in entries:
             self.settle(entry)
 
