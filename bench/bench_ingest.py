@@ -14,7 +14,7 @@ latency (device send → verdict received), loss (messages the broker accepted w
 verdict within the drain time), and CPU and peak RSS per process.
 
     .venv/bin/python -m bench.bench_ingest            # loads up to the breaking point
-    .venv/bin/python -m bench.bench_ingest --quick    # two loads, under 60 s
+    .venv/bin/python -m bench.bench_ingest --quick    # the top load per broker
 
 Results go to ``bench/results/ingest.json``. For profiling, ``LINEWATCH_BENCH_CPROFILE=file``
 runs ingest under cProfile and ``LINEWATCH_BENCH_LOGS=dir`` keeps its log there.
@@ -326,6 +326,7 @@ class LoadResult:
     p99_ms: float
     cpu: dict[str, float]
     rss_mb: dict[str, float]
+    broker: str = ""
 
     @property
     def loss(self) -> float:
@@ -388,6 +389,7 @@ def _print(result: LoadResult) -> None:
     rss = " ".join(f"{k}={v:.0f}MB" for k, v in result.rss_mb.items())
     print(
         f"{result.system:9s} offered {result.offered:6d}/s  sustained {result.sustained:8.0f}/s  "
+        f"delivered {result.delivered}/{result.sent}  "
         f"p50 {result.p50_ms:8.1f} ms  p99 {result.p99_ms:8.1f} ms  "
         f"loss {100 * result.loss:5.1f}%  cpu[{cpu}]  rss[{rss}]",
         flush=True,
@@ -442,9 +444,12 @@ async def _run_system(
     return results
 
 
-SYSTEMS = ("linewatch", "linewatch_x2", "baseline")
-"""linewatch_x2: two ingest replicas splitting the topic with a shared subscription."""
-DEFAULT_SYSTEMS = ("linewatch", "baseline")
+SYSTEMS = ("linewatch", "linewatch_x2", "baseline", "relay")
+"""linewatch_x2: two ingest replicas splitting the topic with a shared subscription;
+relay: ``mosquitto_sub | mosquitto_pub``, the limit."""
+DEFAULT_SYSTEMS = ("linewatch", "baseline", "relay")
+SESSIONS = 8
+"""MQTT sessions per rule (ingest's ``sessions``)."""
 DEFAULT_LOADS = [1000, 2500, 5000, 10000, 12500, 15000]
 
 
@@ -468,6 +473,7 @@ def _ingest_yaml(
         "inference": {"target": f"127.0.0.1:{inference_port}"},
         "batch": {"max_size": 256, "max_delay_ms": 5},
         "receive_maximum": 4096,
+        "sessions": SESSIONS,
         "workers": 4,
     }
     if shared:
@@ -544,13 +550,14 @@ async def _run_linewatch(
         # drop ingest's persistent sessions: the broker would go on queueing every message
         # for them, a load the next system measured on the same broker would not have
         for replica in range(replicas):
-            with contextlib.suppress(Exception):
-                async with MqttClient(
-                    MqttConfig(url=broker.url),
-                    client_id=f"bench-ingest-{replica}-demo",
-                    clean_start=True,
-                ):
-                    pass
+            for session in range(SESSIONS):
+                with contextlib.suppress(Exception):
+                    async with MqttClient(
+                        MqttConfig(url=broker.url),
+                        client_id=f"bench-ingest-{replica}-demo-{session}",
+                        clean_start=True,
+                    ):
+                        pass
 
 
 async def _run_baseline(
@@ -571,42 +578,102 @@ async def _run_baseline(
         baseline.stop()
 
 
+async def _run_relay(
+    tmp: Path, broker: Mosquitto, mosq: Proc, loads: list[int], **kw: Any
+) -> list[LoadResult]:
+    """The limit: Mosquitto's own C clients, ``mosquitto_sub | mosquitto_pub``, QoS 1 both
+    ways (the payload is relayed as is; it carries the msg_id the latency is read from)."""
+    port = str(broker.port)
+    read, write = os.pipe()
+    sub = subprocess.Popen(  # noqa: S603
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "bench-relay-sub",
+         "-t", "plant/+/+/telemetry"],
+        stdout=write, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    pub = subprocess.Popen(  # noqa: S603
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "bench-relay-pub",
+         "-t", "plant/relay/c/verdict", "-l"],
+        stdin=read, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(read)
+    os.close(write)
+    procs = [Proc("relay_sub", sub), Proc("relay_pub", pub)]
+    try:
+        await asyncio.sleep(1.0)
+        return await _run_system(
+            "relay", broker=broker, procs=[mosq, *procs], loads=loads, run_base=700, **kw
+        )
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+STOCK = "max_inflight_messages 20\nmax_queued_messages 1000\n"
+"""Mosquitto's defaults (the test broker's config raises the queue; this puts it back)."""
+TUNED = "max_inflight_messages 1000\n"
+"""The broker tuned for linewatch (the Helm chart's broker sets the same)."""
+BROKERS = {"stock": (STOCK, [1000, 10000]), "tuned": (TUNED, [1000, 20000])}
+
+
 async def main(
     quick: bool,
     loads: list[int] | None = None,
     systems: tuple[str, ...] = DEFAULT_SYSTEMS,
     database_url: str = "",
 ) -> list[LoadResult]:
-    """Run each system at each load against one private mosquitto."""
-    loads = loads or ([1000, 3000] if quick else DEFAULT_LOADS)
+    """Run each system at each load against each of two private brokers: a stock
+    Mosquitto (default inflight window and queue) and one tuned for linewatch."""
     kw: dict[str, Any] = {"duration": 4.0 if quick else 8.0, "drain": 3.0, "curves": _curves()}
     results: list[LoadResult] = []
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmpdir:
-        tmp = Path(tmpdir)
-        # mosquitto lets a client have 20 QoS 1 publishes unacknowledged by default; the
-        # verdict stream needs more in flight (the Helm chart's broker sets the same)
-        broker = Mosquitto(tmp, extra_config="max_inflight_messages 1000\n")
-        broker.start()
-        mosq = Proc("mosquitto", broker.proc)  # type: ignore[arg-type]
-        try:
-            if "linewatch" in systems:
-                results += await _run_linewatch(tmp, broker, mosq, loads, **kw)
-            if "linewatch_x2" in systems:
-                results += await _run_linewatch(
-                    tmp, broker, mosq, loads, replicas=2, database_url=database_url, **kw
-                )
-            if "baseline" in systems:
-                results += await _run_baseline(tmp, broker, mosq, loads, **kw)
-        finally:
-            broker.stop()
+    for name, (extra, default_loads) in BROKERS.items():
+        broker_loads = loads or ([default_loads[-1]] if quick else default_loads)
+        print(f"--- {name} broker ({extra.strip().replace(chr(10), ', ')})", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmpdir:
+            tmp = Path(tmpdir)
+            broker = Mosquitto(tmp, extra_config=extra)
+            broker.start()
+            mosq = Proc("mosquitto", broker.proc)  # type: ignore[arg-type]
+            mine: list[LoadResult] = []
+            try:
+                if "linewatch" in systems:
+                    mine += await _run_linewatch(tmp, broker, mosq, broker_loads, **kw)
+                if "linewatch_x2" in systems:
+                    mine += await _run_linewatch(
+                        tmp, broker, mosq, broker_loads, replicas=2,
+                        database_url=database_url, **kw,
+                    )  # fmt: skip
+                if "baseline" in systems:
+                    mine += await _run_baseline(tmp, broker, mosq, broker_loads, **kw)
+                if "relay" in systems:
+                    mine += await _run_relay(tmp, broker, mosq, broker_loads, **kw)
+            finally:
+                broker.stop()
+        for result in mine:
+            result.broker = name
+        _print_ratios(mine)
+        results += mine
     return results
+
+
+def _print_ratios(results: list[LoadResult]) -> None:
+    relay = {r.offered: r for r in results if r.system == "relay"}
+    for r in results:
+        limit = relay.get(r.offered)
+        if r.system != "relay" and limit is not None and limit.sustained:
+            print(
+                f"{r.broker} {r.system} at {r.offered}/s: {100 * r.sustained / limit.sustained:.0f}% "
+                f"of the relay's sustained rate, delivered {r.delivered}/{r.sent}",
+                flush=True,
+            )
 
 
 def _write(results: list[LoadResult], quick: bool) -> None:
     rows: list[dict[str, Any]] = []
     for r in results:
-        note = f"{r.system}, offered {r.offered} msg/s" + (" (quick)" if quick else "")
-        bench = f"ingest_{r.system}"
+        note = f"{r.broker} broker, {r.system}, offered {r.offered} msg/s" + (
+            " (quick)" if quick else ""
+        )
+        bench = f"ingest_{r.broker}_{r.system}"
         rows += [
             {"benchmark": bench, "metric": "sustained", "value": round(r.sustained, 1),
              "unit": "msg/s", "note": note},

@@ -27,9 +27,7 @@ def stock_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         pytest.skip("mosquitto is not installed")
     workdir = tmp_path / "broker"
     workdir.mkdir()
-    broker = Mosquitto(
-        workdir, extra_config="max_inflight_messages 20\nmax_queued_messages 1000\n"
-    )
+    broker = Mosquitto(workdir, extra_config="max_inflight_messages 20\nmax_queued_messages 1000\n")
     broker.start()
     yield broker
     broker.kill()
@@ -75,6 +73,7 @@ async def test_a_flood_of_deep_payloads_is_dead_lettered_one_by_one(
         topic = f"{topic_prefix}/dev-1/progress"
         await pub.publish_many([(topic, DEEP, ())] * FLOOD, timeout=120)
         await pub.publish(f"{topic_prefix}/dev-2/request", b'{"current_version": "1.0.0"}')
+
         async def applied() -> bool:
             return _applied() == before + 1
 

@@ -26,9 +26,7 @@ def stock_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         pytest.skip("mosquitto is not installed")
     workdir = tmp_path / "broker"
     workdir.mkdir()
-    broker = Mosquitto(
-        workdir, extra_config="max_inflight_messages 20\nmax_queued_messages 1000\n"
-    )
+    broker = Mosquitto(workdir, extra_config="max_inflight_messages 20\nmax_queued_messages 1000\n")
     broker.start()
     yield broker
     broker.kill()
