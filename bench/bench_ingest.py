@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -578,26 +579,32 @@ async def _run_baseline(
         baseline.stop()
 
 
-async def _run_relay(
-    tmp: Path, broker: Mosquitto, mosq: Proc, loads: list[int], **kw: Any
-) -> list[LoadResult]:
-    """The limit: Mosquitto's own C clients, ``mosquitto_sub | mosquitto_pub``, QoS 1 both
-    ways (the payload is relayed as is; it carries the msg_id the latency is read from)."""
-    port = str(broker.port)
+def _spawn_relay(broker_port: int) -> list[Proc]:
+    port = str(broker_port)
+    sub_bin = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
+    pub_bin = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
     read, write = os.pipe()
     sub = subprocess.Popen(  # noqa: S603
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "bench-relay-sub",
+        [sub_bin, "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "bench-relay-sub",
          "-t", "plant/+/+/telemetry"],
         stdout=write, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     pub = subprocess.Popen(  # noqa: S603
-        ["mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "bench-relay-pub",
+        [pub_bin, "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "bench-relay-pub",
          "-t", "plant/relay/c/verdict", "-l"],
         stdin=read, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     os.close(read)
     os.close(write)
-    procs = [Proc("relay_sub", sub), Proc("relay_pub", pub)]
+    return [Proc("relay_sub", sub), Proc("relay_pub", pub)]
+
+
+async def _run_relay(
+    tmp: Path, broker: Mosquitto, mosq: Proc, loads: list[int], **kw: Any
+) -> list[LoadResult]:
+    """The limit: Mosquitto's own C clients, ``mosquitto_sub | mosquitto_pub``, QoS 1 both
+    ways (the payload is relayed as is; it carries the msg_id the latency is read from)."""
+    procs = _spawn_relay(broker.port)
     try:
         await asyncio.sleep(1.0)
         return await _run_system(
@@ -660,9 +667,10 @@ def _print_ratios(results: list[LoadResult]) -> None:
     for r in results:
         limit = relay.get(r.offered)
         if r.system != "relay" and limit is not None and limit.sustained:
+            share = 100 * r.sustained / limit.sustained
             print(
-                f"{r.broker} {r.system} at {r.offered}/s: {100 * r.sustained / limit.sustained:.0f}% "
-                f"of the relay's sustained rate, delivered {r.delivered}/{r.sent}",
+                f"{r.broker} {r.system} at {r.offered}/s: {share:.0f}% of the relay's "
+                f"sustained rate, delivered {r.delivered}/{r.sent}",
                 flush=True,
             )
 
