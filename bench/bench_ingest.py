@@ -449,7 +449,7 @@ SYSTEMS = ("linewatch", "linewatch_x2", "baseline", "relay")
 """linewatch_x2: two ingest replicas splitting the topic with a shared subscription;
 relay: ``mosquitto_sub | mosquitto_pub``, the limit."""
 DEFAULT_SYSTEMS = ("linewatch", "baseline", "relay")
-SESSIONS = 8
+SESSIONS = int(os.environ.get("LINEWATCH_BENCH_SESSIONS", "8"))
 """MQTT sessions per rule (ingest's ``sessions``)."""
 DEFAULT_LOADS = [1000, 2500, 5000, 10000, 12500, 15000]
 
@@ -627,12 +627,15 @@ async def main(
     loads: list[int] | None = None,
     systems: tuple[str, ...] = DEFAULT_SYSTEMS,
     database_url: str = "",
+    brokers: tuple[str, ...] = tuple(BROKERS),
 ) -> list[LoadResult]:
     """Run each system at each load against each of two private brokers: a stock
     Mosquitto (default inflight window and queue) and one tuned for linewatch."""
     kw: dict[str, Any] = {"duration": 4.0 if quick else 8.0, "drain": 3.0, "curves": _curves()}
     results: list[LoadResult] = []
     for name, (extra, default_loads) in BROKERS.items():
+        if name not in brokers:
+            continue
         broker_loads = loads or ([default_loads[-1]] if quick else default_loads)
         print(f"--- {name} broker ({extra.strip().replace(chr(10), ', ')})", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmpdir:
@@ -724,6 +727,7 @@ def cli(argv: list[str] | None = None) -> int:
         metavar="URL",
         help="database of the linewatch_x2 replicas (default: a shared SQLite file)",
     )
+    parser.add_argument("--brokers", default=",".join(BROKERS), help="of stock,tuned")
     parser.add_argument("--baseline-worker", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline_worker:
@@ -734,7 +738,12 @@ def cli(argv: list[str] | None = None) -> int:
     systems = tuple(s for s in args.systems.split(",") if s)
     if unknown := set(systems) - set(SYSTEMS):
         parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
-    results = asyncio.run(main(args.quick, args.loads, systems, args.replica_database))
+    brokers = tuple(b for b in args.brokers.split(",") if b)
+    if unknown := set(brokers) - set(BROKERS):
+        parser.error(f"unknown broker(s): {', '.join(sorted(unknown))}")
+    results = asyncio.run(
+        main(args.quick, args.loads, systems, args.replica_database, brokers)
+    )
     _write(results, args.quick)
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
