@@ -20,8 +20,8 @@ recorded). So a crash at any point leaves it unacknowledged and the broker redel
   per second, and a batch's ack delay (batch wait + commit) is milliseconds. With
   ``sessions`` > 1 the intake opens that many MQTT sessions on one shared subscription
   (``$share/<group>/<filter>``) and the broker spreads the topic over them: n windows in
-  flight. ``sessions=1`` subscribes the plain filter (MQTT 3.1.1 brokers without shared
-  subscriptions).
+  flight. A broker that only speaks MQTT 3.1.1 (which may lack shared subscriptions) gets
+  one session on the plain filter; so does ``sessions=1``.
 - **Duplicates in flight.** With ``key``, a message whose key equals one still in flight
   is acknowledged together with that one (never before it), and counted.
 - **Backpressure**: what waits in the queue is what the brokers sent unacknowledged
@@ -177,7 +177,10 @@ class Intake(Generic[T]):
         self._commit = commit
         self.dead_letters = dead_letters
         self.qos = qos
-        self.filters = [_shared(f, sessions, share_group or name) for f in topic_filters]
+        self._plain_filters = list(topic_filters)
+        self._group = share_group or name
+        self.filters = list(topic_filters)
+        """What the sessions subscribe (decided once the first session is connected)."""
         self.clients = [
             MqttClient(
                 broker,
@@ -224,7 +227,7 @@ class Intake(Generic[T]):
     @property
     def protocol_version(self) -> int:
         """The MQTT protocol version the (first) session speaks (5 or 4 for 3.1.1)."""
-        return self.client.protocol_version
+        return int(self.client.protocol_version)
 
     @property
     def connected(self) -> bool:
@@ -247,20 +250,46 @@ class Intake(Generic[T]):
     async def start(self, *, wait: bool = False, timeout: float = 10.0) -> None:
         """Start the workers and connect every session.
 
+        The first session connects first: a broker that speaks MQTT 5 gets ``sessions``
+        sessions on the shared subscription; one that only speaks 3.1.1 (which may not
+        know shared subscriptions) gets one session on the plain filter.
+
         With ``wait`` the first connection must succeed (raises Unavailable); without,
         sessions that cannot connect keep trying in the background.
         """
         self._gate.set()
         self.set_workers(self._target_workers)
+        if wait:
+            await self.clients[0].connect(timeout=timeout)
+            others = await self._subscribe_all()
+            await asyncio.gather(*(c.connect(timeout=timeout) for c in others))
+            return
+        self._connect_tasks = [
+            asyncio.create_task(self._connect_first(), name=f"intake-{self.name}-connect")
+        ]
+
+    async def _subscribe_all(self) -> list[MqttClient]:
+        """Subscribe every session (the first is connected); returns the others."""
+        first = self.clients[0]
+        if first.protocol_version != _MQTT5 and len(self.clients) > 1:
+            log.info(
+                "MQTT 3.1.1 broker: one session on the plain filter",
+                extra={"fields": {"intake": self.name}},
+            )
+            self.clients = [first]
+        shared = len(self.clients) > 1
+        self.filters = [_shared(f, shared, self._group) for f in self._plain_filters]
         for client in self.clients:
             for topic_filter in self.filters:
                 await client.subscribe(topic_filter, self.handle, qos=self.qos)
-        if wait:
-            await asyncio.gather(*(c.connect(timeout=timeout) for c in self.clients))
-            return
-        self._connect_tasks = [
+        return self.clients[1:]
+
+    async def _connect_first(self) -> None:
+        await self._connect(self.clients[0])
+        others = await self._subscribe_all()
+        self._connect_tasks += [
             asyncio.create_task(self._connect(c), name=f"intake-{self.name}-connect")
-            for c in self.clients
+            for c in others
         ]
 
     async def _connect(self, client: MqttClient) -> None:
@@ -497,8 +526,11 @@ class Intake(Generic[T]):
             return
 
 
-def _shared(topic_filter: str, sessions: int, group: str) -> str:
+_MQTT5 = 5
+
+
+def _shared(topic_filter: str, shared: bool, group: str) -> str:
     """The filter each session subscribes: shared when there are several sessions."""
-    if sessions == 1 or topic_filter.startswith("$share/"):
+    if not shared or topic_filter.startswith("$share/"):
         return topic_filter
     return f"$share/{group}/{topic_filter}"

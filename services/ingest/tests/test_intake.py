@@ -12,10 +12,11 @@ from linewatch_ingest.app import running
 from linewatch_ingest.rules import filters_overlap, validate_rule
 from linewatch_ingest.store import DeadLetterRow
 
+from linewatch.broker import EmbeddedBroker
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import Mosquitto, mosquitto_binary
+from linewatch.testing import Mosquitto, free_port, mosquitto_binary
 
 from .conftest import Collector, Inference, curve_payload, demo_rule, eventually, ingest_config
 
@@ -61,6 +62,11 @@ async def test_a_flood_of_deep_payloads_is_dead_lettered_one_by_one(
         worker = ingest.controller.worker("demo")
         assert worker is not None
         await worker.client.wait_connected(5)
+        # MQTT 5: the rule's sessions share one subscription
+        assert len(worker.intake.clients) == config.sessions > 1
+        assert worker.intake.filters == [
+            f"$share/linewatch-ingest-demo/{topic_prefix}/+/+/telemetry"
+        ]
         await pub.publish_many([(topic, DEEP, ())] * FLOOD, timeout=120)
         await pub.publish(f"{topic_prefix}/A/good-1/telemetry", curve_payload("good-1"))
         (verdict,) = await verdicts.wait_for(1, timeout=120)
@@ -135,3 +141,29 @@ async def test_the_api_refuses_a_loop_prone_rule(
             with pytest.raises(InvalidArgument):
                 await ingest.controller.create_rule(rule)
         assert [r.name for r in ingest.controller.list_rules()] == ["demo"]
+
+
+async def test_a_3_1_1_broker_without_shared_subscriptions_still_works(
+    database_url: str, topic_prefix: str, inference: Inference
+) -> None:
+    """The embedded broker (amqtt) speaks 3.1.1 only and knows no ``$share``: the rule's
+    intake falls back to one session on the plain filter."""
+    port = free_port()
+    async with EmbeddedBroker(port=port):
+        url = f"mqtt://127.0.0.1:{port}"
+        config = ingest_config(
+            mqtt_url=url, database_url=database_url, inference=inference, prefix=topic_prefix
+        )
+        assert config.sessions > 1
+        async with (
+            running(config) as ingest,
+            Collector(url, f"{topic_prefix}/+/+/verdict") as verdicts,
+            MqttClient(MqttConfig(url=url), clean_start=True) as pub,
+        ):
+            worker = ingest.controller.worker("demo")
+            assert worker is not None
+            await worker.client.wait_connected(5)
+            assert worker.intake.filters == [f"{topic_prefix}/+/+/telemetry"]
+            await pub.publish(f"{topic_prefix}/A/p-1/telemetry", curve_payload("p-1"))
+            (verdict,) = await verdicts.wait_for(1)
+            assert verdict["device_id"] == "p-1"
