@@ -741,9 +741,7 @@ def cli(argv: list[str] | None = None) -> int:
     brokers = tuple(b for b in args.brokers.split(",") if b)
     if unknown := set(brokers) - set(BROKERS):
         parser.error(f"unknown broker(s): {', '.join(sorted(unknown))}")
-    results = asyncio.run(
-        main(args.quick, args.loads, systems, args.replica_database, brokers)
-    )
+    results = asyncio.run(main(args.quick, args.loads, systems, args.replica_database, brokers))
     _write(results, args.quick)
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0

@@ -73,7 +73,7 @@ async def test_a_flood_of_deep_payloads_is_dead_lettered_one_by_one(
         assert verdict["device_id"] == "good-1"
 
         def counted() -> bool:
-            return ingest.controller.status().rules[0].dead_letters == FLOOD
+            return bool(ingest.controller.status().rules[0].dead_letters == FLOOD)
 
         assert await eventually(lambda: _true(counted()), timeout=60)
         got = await dead.wait_for(FLOOD, timeout=60)

@@ -51,7 +51,7 @@ async def stock_ota(
 
 
 def _applied() -> float:
-    return DEVICE_MESSAGES.labels("request", "applied")._value.get()
+    return float(DEVICE_MESSAGES.labels("request", "applied")._value.get())
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
