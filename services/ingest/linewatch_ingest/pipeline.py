@@ -141,6 +141,7 @@ class RuleWorker:
             on_dead_letter=self._dead_lettered,
         )
         self._done = RecentIds(cfg.dedup_cache)
+        self._deadletter_topic = cfg.deadletter_topic
         self._warm = False
         self.counters = Counters()
         self.state = ingest_pb2.WORKER_STATE_STOPPED
@@ -247,7 +248,7 @@ class RuleWorker:
     def _parse(self, msg: MqttMessage) -> _Tele | None:
         """Validate one message (raises: a dead letter); ``None``: handled before."""
         self.counters.received += 1
-        if msg.topic.startswith(OWN_TOPICS):
+        if msg.topic.startswith(OWN_TOPICS) or msg.topic == self._deadletter_topic:
             return None  # never re-ingest linewatch's own messages
         tele = parse_telemetry(msg.payload)
         if tele.has_msg_id and (tele.device_id, tele.msg_id, tele.ts_ms) in self._done:

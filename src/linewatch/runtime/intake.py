@@ -220,9 +220,14 @@ class Intake(Generic[T]):
         return self.clients[0]
 
     def publisher(self) -> MqttClient:
-        """A session to publish a batch's output on (round robin: their windows add up)."""
-        self._turn = (self._turn + 1) % len(self.clients)
-        return self.clients[self._turn]
+        """A session to publish a batch's output on: the connected ones in turn (their
+        windows add up); the first when none is connected (its publishes wait for it)."""
+        clients = self.clients
+        for _ in range(len(clients)):
+            self._turn = (self._turn + 1) % len(clients)
+            if clients[self._turn].connected:
+                return clients[self._turn]
+        return clients[0]
 
     @property
     def protocol_version(self) -> int:
