@@ -477,6 +477,8 @@ def _ingest_yaml(
         "sessions": SESSIONS,
         "workers": 4,
     }
+    # e.g. LINEWATCH_BENCH_INGEST='{"workers": 8}' to try settings
+    config.update(json.loads(os.environ.get("LINEWATCH_BENCH_INGEST", "{}")))
     if shared:
         # replicas split the demo topic with an MQTT shared subscription
         config["rules"] = [

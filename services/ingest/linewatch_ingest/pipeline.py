@@ -433,8 +433,7 @@ class RuleWorker:
         with tracer.start_as_current_span("publish verdicts", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("messaging.batch.message_count", len(messages))
             # waits across reconnects until the broker acknowledged every verdict
-            client = self.intake.publisher()
-            await client.publish_many(messages, qos=self.rule.qos, timeout=None)
+            await self.intake.publish_spread(messages, qos=self.rule.qos)
 
     async def _archive(self, scored: list[tuple[_Entry, Verdict]]) -> None:
         with tracer.start_as_current_span("archive") as span:

@@ -43,7 +43,7 @@ from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.deadletter import dead_letter_body
 from linewatch.runtime.errors import LinewatchError, Unavailable
 from linewatch.runtime.jsonguard import json_depth_error
-from linewatch.runtime.mqtt import DEFERRED, Ack, MqttClient, MqttMessage
+from linewatch.runtime.mqtt import DEFERRED, Ack, MqttClient, MqttMessage, Outgoing
 from linewatch.runtime.retry import Backoff, retry
 
 __all__ = ["DeadLetter", "DeadLetterPolicy", "Entry", "Intake", "describe_error"]
@@ -228,6 +228,27 @@ class Intake(Generic[T]):
             if clients[self._turn].connected:
                 return clients[self._turn]
         return clients[0]
+
+    async def publish_spread(self, messages: Sequence[Outgoing], *, qos: int = 1) -> None:
+        """Publish a batch's output over every connected session at once (their windows
+        add up; a broker's own inflight window per session, 20 on a stock Mosquitto, would
+        otherwise pace the whole batch). One topic stays on one session, so messages of
+        one topic keep their order. Waits across reconnects until all are acknowledged."""
+        clients = [c for c in self.clients if c.connected] or [self.publisher()]
+        if len(clients) == 1 or len(messages) <= _SPREAD_MIN:
+            await self.publisher().publish_many(messages, qos=qos, timeout=None)
+            return
+        parts: list[list[Outgoing]] = [[] for _ in clients]
+        n = len(clients)
+        for message in messages:
+            parts[hash(message[0]) % n].append(message)
+        await asyncio.gather(
+            *(
+                client.publish_many(part, qos=qos, timeout=None)
+                for client, part in zip(clients, parts, strict=True)
+                if part
+            )
+        )
 
     @property
     def protocol_version(self) -> int:
@@ -532,6 +553,8 @@ class Intake(Generic[T]):
 
 
 _MQTT5 = 5
+_SPREAD_MIN = 16
+"""Batches this small go out on one session."""
 
 
 def _shared(topic_filter: str, shared: bool, group: str) -> str:
