@@ -473,7 +473,7 @@ def _ingest_yaml(
         "brokers": {"default": {"url": f"mqtt://127.0.0.1:{broker_port}"}},
         "inference": {"target": f"127.0.0.1:{inference_port}"},
         "batch": {"max_size": 256, "max_delay_ms": 5},
-        "receive_maximum": 4096,
+        "receive_maximum": max(64, 4096 // SESSIONS),  # per session: 4096 in all
         "sessions": SESSIONS,
         "workers": 4,
     }
