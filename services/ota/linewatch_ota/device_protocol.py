@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -25,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.db import Database
-from linewatch.runtime.intake import DeadLetterPolicy, Entry, Intake
+from linewatch.runtime.intake import DeadLetter, DeadLetterPolicy, Entry, Intake
 from linewatch.runtime.jsonguard import json_depth_error
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch.runtime.telemetry import extract_user_properties
@@ -133,6 +134,13 @@ def parse_message(topic_root: str, topic: str, payload: bytes) -> DeviceMessage:
     return DeviceMessage(device_id=device_id, kind=kind, body=body)
 
 
+async def _count_invalid(letters: Sequence[DeadLetter]) -> None:
+    """Refused device messages are counted by kind (they are logged by the intake)."""
+    for letter in letters:
+        kind = letter.topic.rsplit("/", 1)[-1]
+        DEVICE_MESSAGES.labels(kind if kind in _MODELS else "other", "invalid").inc()
+
+
 @dataclass(slots=True)
 class _Item:
     message: DeviceMessage
@@ -172,10 +180,11 @@ class DeviceIntake:
             topic_filters=[f"{share}{topic_root}/+/{kind}" for kind in _MODELS],
             parse=self._parse,
             commit=self._apply,
-            dead_letters=DeadLetterPolicy(source="ota", topic=deadletter_topic),
+            dead_letters=DeadLetterPolicy(
+                source="ota", topic=deadletter_topic, record=_count_invalid
+            ),
             batch_max=batch_max,
             batch_delay_s=0.002,
-            on_dead_letter=lambda n: DEVICE_MESSAGES.labels("other", "invalid").inc(n),
         )
         self.mqtt: MqttClient = self.intake.client
         """The session metadata is published on."""
