@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel, col, select
 
 from linewatch.runtime.db import Database, service_registry
@@ -269,7 +270,18 @@ class IngestStore:
         PostgreSQL gets ``COPY`` into a per-connection staging table, then one
         ``INSERT … SELECT … ON CONFLICT DO NOTHING``.
         """
-        async with self.db.connect() as conn:
+        async with self.db.engine.connect() as conn:
+            await self.archive_on(conn, telemetry, verdicts)
+
+    async def archive_on(
+        self,
+        conn: AsyncConnection,
+        telemetry: Sequence[tuple[Any, ...]],
+        verdicts: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """:meth:`archive` on a connection the caller holds across transactions (the
+        archive writer's: no pool checkout, ping and reset per transaction)."""
+        async with conn.begin():
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
             if self.db.is_sqlite:
