@@ -5,7 +5,8 @@ The window is bounded: the latest ``dedup_cache`` keys in memory, loaded from th
 archive's latest verdicts at start (so it survives a restart), and for a message the
 broker marks as redelivered (DUP) and memory does not hold, the archive itself (its
 unique ``(rule, device_id, msg_id, ts_ms)``). The same ``msg_id`` with another ``ts``, or
-from another device, is another key: a new message.
+from another device, is another key: a new message. A rule with ``archive: false`` has
+the memory alone (it does not survive a restart).
 """
 
 from __future__ import annotations
