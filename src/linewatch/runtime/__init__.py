@@ -5,5 +5,8 @@ Modules: :mod:`~linewatch.runtime.config` (YAML + env configuration),
 (OpenTelemetry from ``OTEL_*``), :mod:`~linewatch.runtime.grpc_server` (grpc.aio server with
 health, reflection and error mapping), :mod:`~linewatch.runtime.mqtt` (the gmqtt adapter),
 :mod:`~linewatch.runtime.db` (async SQLAlchemy/SQLModel), :mod:`~linewatch.runtime.errors`
-(the exception hierarchy), :mod:`~linewatch.runtime.service` (process entry point).
+(the exception hierarchy), :mod:`~linewatch.runtime.service` (process entry point),
+:mod:`~linewatch.runtime.intake` (the one MQTT intake: parse → batch → commit → acknowledge,
+dead letters), :mod:`~linewatch.runtime.retry` (capped backoff),
+:mod:`~linewatch.runtime.jsonguard` (JSON nesting limit).
 """
