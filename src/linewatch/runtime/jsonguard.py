@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 __all__ = ["MAX_DEPTH", "json_depth_error"]
 
 MAX_DEPTH = 32
@@ -19,6 +21,8 @@ MAX_DEPTH = 32
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEPS = bytes.maketrans(b"[{]}", bytes([1, 1, 255, 255]))
+"""Opening brackets to int8 +1, closing ones to -1."""
 
 
 def json_depth_error(payload: bytes, limit: int = MAX_DEPTH) -> str | None:
@@ -28,13 +32,9 @@ def json_depth_error(payload: bytes, limit: int = MAX_DEPTH) -> str | None:
     """
     if payload.count(b"[") + payload.count(b"{") <= limit:
         return None
-    brackets = _STRING.sub(b"", payload).translate(None, _NOT_BRACKETS)
-    depth = 0
-    for byte in brackets:
-        if byte in b"[{":
-            depth += 1
-            if depth > limit:
-                return f"JSON nested deeper than {limit} levels"
-        else:
-            depth -= 1
+    brackets = _STRING.sub(b"", payload).translate(_STEPS, _NOT_BRACKETS)
+    # each opening bracket is +1, each closing one -1: the running sum is the depth
+    # (vectorised: a payload of millions of brackets costs milliseconds, not seconds)
+    if brackets and int(np.cumsum(np.frombuffer(brackets, dtype=np.int8)).max()) > limit:
+        return f"JSON nested deeper than {limit} levels"
     return None
