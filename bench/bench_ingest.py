@@ -14,7 +14,7 @@ latency (device send → verdict received), loss (messages the broker accepted w
 verdict within the drain time), and CPU and peak RSS per process.
 
     .venv/bin/python -m bench.bench_ingest            # loads up to the breaking point
-    .venv/bin/python -m bench.bench_ingest --quick    # two loads, under 60 s
+    .venv/bin/python -m bench.bench_ingest --quick    # the top load per broker
     .venv/bin/python -m bench.bench_ingest --systems linewatch_off,linewatch_mtls --loads 5000
 
 ``linewatch_off`` runs with gRPC auth off and plaintext; ``linewatch_mtls`` with bearer
@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -338,6 +339,7 @@ class LoadResult:
     p99_ms: float
     cpu: dict[str, float]
     rss_mb: dict[str, float]
+    broker: str = ""
 
     @property
     def loss(self) -> float:
@@ -400,6 +402,7 @@ def _print(result: LoadResult) -> None:
     rss = " ".join(f"{k}={v:.0f}MB" for k, v in result.rss_mb.items())
     print(
         f"{result.system:9s} offered {result.offered:6d}/s  sustained {result.sustained:8.0f}/s  "
+        f"delivered {result.delivered}/{result.sent}  "
         f"p50 {result.p50_ms:8.1f} ms  p99 {result.p99_ms:8.1f} ms  "
         f"loss {100 * result.loss:5.1f}%  cpu[{cpu}]  rss[{rss}]",
         flush=True,
@@ -454,9 +457,12 @@ async def _run_system(
     return results
 
 
-SYSTEMS = ("linewatch", "linewatch_x2", "baseline", "linewatch_off", "linewatch_mtls")
-"""linewatch_x2: two ingest replicas splitting the topic with a shared subscription."""
-DEFAULT_SYSTEMS = ("linewatch", "baseline")
+SYSTEMS = ("linewatch", "linewatch_x2", "baseline", "relay", "linewatch_off", "linewatch_mtls")
+"""linewatch_x2: two ingest replicas splitting the topic with a shared subscription;
+relay: ``mosquitto_sub | mosquitto_pub``, the limit."""
+DEFAULT_SYSTEMS = ("linewatch", "baseline", "relay")
+SESSIONS = int(os.environ.get("LINEWATCH_BENCH_SESSIONS", "8"))
+"""MQTT sessions per rule (ingest's ``sessions``)."""
 DEFAULT_LOADS = [1000, 2500, 5000, 10000, 12500, 15000]
 
 
@@ -480,9 +486,12 @@ def _ingest_yaml(
         "brokers": {"default": {"url": f"mqtt://127.0.0.1:{broker_port}"}},
         "inference": {"target": f"127.0.0.1:{inference_port}"},
         "batch": {"max_size": 256, "max_delay_ms": 5},
-        "receive_maximum": 4096,
+        "receive_maximum": max(64, 4096 // SESSIONS),  # per session: 4096 in all
+        "sessions": SESSIONS,
         "workers": 4,
     }
+    # e.g. LINEWATCH_BENCH_INGEST='{"workers": 8}' to try settings
+    config.update(json.loads(os.environ.get("LINEWATCH_BENCH_INGEST", "{}")))
     if shared:
         # replicas split the demo topic with an MQTT shared subscription
         config["rules"] = [
@@ -564,13 +573,14 @@ async def _run_linewatch(
         # drop ingest's persistent sessions: the broker would go on queueing every message
         # for them, a load the next system measured on the same broker would not have
         for replica in range(replicas):
-            with contextlib.suppress(Exception):
-                async with MqttClient(
-                    MqttConfig(url=broker.url),
-                    client_id=f"bench-ingest-{replica}-demo",
-                    clean_start=True,
-                ):
-                    pass
+            for session in range(SESSIONS):
+                with contextlib.suppress(Exception):
+                    async with MqttClient(
+                        MqttConfig(url=broker.url),
+                        client_id=f"bench-ingest-{replica}-demo-{session}",
+                        clean_start=True,
+                    ):
+                        pass
 
 
 def _security(mode: str, tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
@@ -616,47 +626,176 @@ async def _run_baseline(
         baseline.stop()
 
 
+def _spawn_relay(broker_port: int) -> list[Proc]:
+    port = str(broker_port)
+    sub_bin = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
+    pub_bin = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
+    read, write = os.pipe()
+    sub = subprocess.Popen(  # noqa: S603
+        [sub_bin, "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "bench-relay-sub",
+         "-t", "plant/+/+/telemetry"],
+        stdout=write, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    pub = subprocess.Popen(  # noqa: S603
+        [pub_bin, "-h", "127.0.0.1", "-p", port, "-q", "1", "-i", "bench-relay-pub",
+         "-t", "plant/relay/c/verdict", "-l"],
+        stdin=read, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(read)
+    os.close(write)
+    return [Proc("relay_sub", sub), Proc("relay_pub", pub)]
+
+
+async def _run_relay(
+    tmp: Path, broker: Mosquitto, mosq: Proc, loads: list[int], **kw: Any
+) -> list[LoadResult]:
+    """The limit: Mosquitto's own C clients, ``mosquitto_sub | mosquitto_pub``, QoS 1 both
+    ways (the payload is relayed as is; it carries the msg_id the latency is read from)."""
+    procs = _spawn_relay(broker.port)
+    try:
+        await asyncio.sleep(1.0)
+        return await _run_system(
+            "relay", broker=broker, procs=[mosq, *procs], loads=loads, run_base=700, **kw
+        )
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+async def window_demo(
+    *, rate: int = 10_000, duration: float = 3.0, ack_delay_s: float = 0.01
+) -> list[tuple[int, int, int, float, int]]:
+    """The design in isolation: the runtime's intake on a stock Mosquitto with a commit that
+    takes ``ack_delay_s`` and costs nothing, at 1 and 8 sessions (each announcing a
+    receive maximum of 20, the stock window): committed msg/s and the most messages
+    unacknowledged at once.
+
+    Returns ``(sessions, sent, committed, committed per second, peak unacknowledged)`` rows.
+    """
+    return [await _window_once(n, rate, duration, ack_delay_s) for n in (1, 8)]
+
+
+async def _window_once(
+    sessions: int, rate: int, duration: float, ack_delay_s: float
+) -> tuple[int, int, int, float, int]:
+    from linewatch.runtime.intake import DeadLetterPolicy, Entry, Intake
+
+    with tempfile.TemporaryDirectory(prefix="bench-window-") as tmpdir:
+        broker = Mosquitto(Path(tmpdir), extra_config=STOCK)
+        broker.start()
+        committed = 0
+        peak = 0
+
+        async def commit(entries: list[Entry[bytes]]) -> None:
+            nonlocal committed, peak
+            peak = max(peak, intake.queued + intake.busy)
+            await asyncio.sleep(ack_delay_s)
+            committed += len(entries)
+
+        intake: Intake[bytes] = Intake(
+            name="window",
+            broker=MqttConfig(url=broker.url),
+            client_id="bench-window",
+            topic_filters=["plant/+/+/telemetry"],
+            parse=lambda m: m.payload,
+            commit=commit,
+            dead_letters=DeadLetterPolicy(source="bench", topic=""),
+            sessions=sessions,
+            clean_start=True,
+            receive_maximum=20,
+            workers=16,
+            batch_delay_s=0.001,
+        )
+        pub = RawPublisher(broker.port, _curves(4))
+        try:
+            await intake.start(wait=True)
+            await pub.start()
+            t0 = time.perf_counter()
+            sent = await pub.run(1, rate, duration)
+            await asyncio.sleep(0.5)
+            elapsed = time.perf_counter() - t0
+            return sessions, sent, committed, committed / elapsed, peak
+        finally:
+            await pub.close()
+            await intake.stop(grace=0.5)
+            broker.stop()
+
+
+STOCK = "max_inflight_messages 20\nmax_queued_messages 1000\n"
+"""Mosquitto's defaults (the test broker's config raises the queue; this puts it back)."""
+TUNED = "max_inflight_messages 1000\n"
+"""The broker tuned for linewatch (the Helm chart's broker sets the same)."""
+BROKERS = {"stock": (STOCK, [1000, 10000]), "tuned": (TUNED, [1000, 20000])}
+
+
 async def main(
     quick: bool,
     loads: list[int] | None = None,
     systems: tuple[str, ...] = DEFAULT_SYSTEMS,
     database_url: str = "",
+    brokers: tuple[str, ...] = tuple(BROKERS),
 ) -> list[LoadResult]:
-    """Run each system at each load against one private mosquitto."""
-    loads = loads or ([1000, 3000] if quick else DEFAULT_LOADS)
+    """Run each system at each load against each of two private brokers: a stock
+    Mosquitto (default inflight window and queue) and one tuned for linewatch."""
     kw: dict[str, Any] = {"duration": 4.0 if quick else 8.0, "drain": 3.0, "curves": _curves()}
     results: list[LoadResult] = []
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmpdir:
-        tmp = Path(tmpdir)
-        # mosquitto lets a client have 20 QoS 1 publishes unacknowledged by default; the
-        # verdict stream needs more in flight (the Helm chart's broker sets the same)
-        broker = Mosquitto(tmp, extra_config="max_inflight_messages 1000\n")
-        broker.start()
-        mosq = Proc("mosquitto", broker.proc)  # type: ignore[arg-type]
-        try:
-            if "linewatch" in systems:
-                results += await _run_linewatch(tmp, broker, mosq, loads, **kw)
-            if "linewatch_x2" in systems:
-                results += await _run_linewatch(
-                    tmp, broker, mosq, loads, replicas=2, database_url=database_url, **kw
-                )
-            if "baseline" in systems:
-                results += await _run_baseline(tmp, broker, mosq, loads, **kw)
-            for security in ("off", "mtls"):
-                if f"linewatch_{security}" in systems:
-                    results += await _run_linewatch(
-                        tmp, broker, mosq, loads, security=security, **kw
-                    )
-        finally:
-            broker.stop()
+    for name, (extra, default_loads) in BROKERS.items():
+        if name not in brokers:
+            continue
+        broker_loads = loads or ([default_loads[-1]] if quick else default_loads)
+        print(f"--- {name} broker ({extra.strip().replace(chr(10), ', ')})", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmpdir:
+            tmp = Path(tmpdir)
+            broker = Mosquitto(tmp, extra_config=extra)
+            broker.start()
+            mosq = Proc("mosquitto", broker.proc)  # type: ignore[arg-type]
+            mine: list[LoadResult] = []
+            try:
+                if "linewatch" in systems:
+                    mine += await _run_linewatch(tmp, broker, mosq, broker_loads, **kw)
+                if "linewatch_x2" in systems:
+                    mine += await _run_linewatch(
+                        tmp, broker, mosq, broker_loads, replicas=2,
+                        database_url=database_url, **kw,
+                    )  # fmt: skip
+                if "baseline" in systems:
+                    mine += await _run_baseline(tmp, broker, mosq, broker_loads, **kw)
+                if "relay" in systems:
+                    mine += await _run_relay(tmp, broker, mosq, broker_loads, **kw)
+                for security in ("off", "mtls"):
+                    if f"linewatch_{security}" in systems:
+                        mine += await _run_linewatch(
+                            tmp, broker, mosq, broker_loads, security=security, **kw
+                        )
+            finally:
+                broker.stop()
+        for result in mine:
+            result.broker = name
+        _print_ratios(mine)
+        results += mine
     return results
+
+
+def _print_ratios(results: list[LoadResult]) -> None:
+    relay = {r.offered: r for r in results if r.system == "relay"}
+    for r in results:
+        limit = relay.get(r.offered)
+        if r.system != "relay" and limit is not None and limit.sustained:
+            share = 100 * r.sustained / limit.sustained
+            print(
+                f"{r.broker} {r.system} at {r.offered}/s: {share:.0f}% of the relay's "
+                f"sustained rate, delivered {r.delivered}/{r.sent}",
+                flush=True,
+            )
 
 
 def _write(results: list[LoadResult], quick: bool) -> None:
     rows: list[dict[str, Any]] = []
     for r in results:
-        note = f"{r.system}, offered {r.offered} msg/s" + (" (quick)" if quick else "")
-        bench = f"ingest_{r.system}"
+        note = f"{r.broker} broker, {r.system}, offered {r.offered} msg/s" + (
+            " (quick)" if quick else ""
+        )
+        bench = f"ingest_{r.broker}_{r.system}"
         rows += [
             {"benchmark": bench, "metric": "sustained", "value": round(r.sustained, 1),
              "unit": "msg/s", "note": note},
@@ -699,6 +838,10 @@ def cli(argv: list[str] | None = None) -> int:
         metavar="URL",
         help="database of the linewatch_x2 replicas (default: a shared SQLite file)",
     )
+    parser.add_argument("--brokers", default=",".join(BROKERS), help="of stock,tuned")
+    parser.add_argument(
+        "--window", action="store_true", help="also with --quick: the intake-alone window demo"
+    )
     parser.add_argument("--baseline-worker", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline_worker:
@@ -709,7 +852,18 @@ def cli(argv: list[str] | None = None) -> int:
     systems = tuple(s for s in args.systems.split(",") if s)
     if unknown := set(systems) - set(SYSTEMS):
         parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
-    results = asyncio.run(main(args.quick, args.loads, systems, args.replica_database))
+    brokers = tuple(b for b in args.brokers.split(",") if b)
+    if unknown := set(brokers) - set(BROKERS):
+        parser.error(f"unknown broker(s): {', '.join(sorted(unknown))}")
+    results = asyncio.run(main(args.quick, args.loads, systems, args.replica_database, brokers))
+    if args.window or not args.quick:
+        print("--- the intake alone on a stock broker, commit = 10 ms sleep, 10,000 msg/s offered")
+        for sessions, sent, committed, per_s, peak in asyncio.run(window_demo()):
+            print(
+                f"intake {sessions} session(s), receive maximum 20 each: committed "
+                f"{committed}/{sent}, {per_s:,.0f} msg/s, at most {peak} unacknowledged at once",
+                flush=True,
+            )
     _write(results, args.quick)
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0

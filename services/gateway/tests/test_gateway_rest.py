@@ -141,6 +141,16 @@ async def test_rules_crud_and_errors(
         "/v1/rules/ghost", json=rule | {"name": "ghost"}, headers=write_headers
     )
     assert_error(missing, 404, "not_found")
+    # loop-prone rules: ingest refuses them (INVALID_ARGUMENT), the gateway says 400
+    root = stack.topic_root
+    for loop in (
+        {"source_topic": "linewatch/#"},
+        {"source_topic": f"{root}/loop/+/t", "output_topic": f"{root}/loop/{{1}}/t"},
+    ):
+        refused = await client.post(
+            "/v1/rules", json=rule | {"name": "loop"} | loop, headers=write_headers
+        )
+        assert_error(refused, 400, "invalid_argument")
     bad = await client.post("/v1/rules", json={"name": ""}, headers=write_headers)
     assert_error(bad, 422, "invalid_argument")
     assert_error(await client.get("/v1/rules/bad name!"), 422, "invalid_argument")
@@ -158,6 +168,7 @@ async def test_ingest_control(client: httpx.AsyncClient, write_headers: dict[str
     status = (await client.get("/v1/ingest/status")).json()
     assert status["state"] == "running"
     assert [r["name"] for r in status["rules"]] == ["line"]
+    assert int(status["rules"][0]["duplicates"]) == 0  # counted, never silent
     stopped = await client.post("/v1/ingest/stop", headers=write_headers)
     assert stopped.json()["state"] == "stopped"
     started = await client.post("/v1/ingest/start", headers=write_headers)

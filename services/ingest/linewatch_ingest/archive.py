@@ -4,8 +4,10 @@ Every rule's batch workers hand their telemetry and verdict rows to the
 :class:`ArchiveWriter` and wait for the commit. A single task takes whatever is waiting
 (up to ``max_rows``) and writes it in one transaction. On SQLite this avoids writers
 queueing on the database lock (whose busy handler sleeps); on PostgreSQL it turns many
-small transactions into a few large multi-row inserts. The queue is bounded, so a slow
-database slows the pipeline instead of growing memory.
+small transactions into a few large multi-row inserts. The writer holds one connection
+across transactions (no pool checkout, ping and reset per batch; a failed one is dropped
+and opened again). The queue is bounded, so a slow database slows the pipeline instead of
+growing memory.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from linewatch.runtime.errors import Unavailable
 from linewatch_ingest.store import IngestStore
@@ -37,6 +41,7 @@ class ArchiveWriter:
         self._max_rows = max_rows
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
+        self._conn: AsyncConnection | None = None
 
     def start(self) -> None:
         """Start the writer task."""
@@ -67,6 +72,30 @@ class ArchiveWriter:
         await job.done
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._conn.close())
+                self._conn = None
+
+    async def _connection(self) -> AsyncConnection:
+        """The writer's own connection, held across transactions (opened again after a
+        failure)."""
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = await self._store.db.engine.connect()
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _loop(self) -> None:
         while True:
             jobs = [await self._queue.get()]
             rows = len(jobs[0].telemetry) + len(jobs[0].verdicts)
@@ -77,13 +106,14 @@ class ArchiveWriter:
             telemetry = [row for job in jobs for row in job.telemetry]
             verdicts = [row for job in jobs for row in job.verdicts]
             try:
-                await self._store.archive(telemetry, verdicts)
+                await self._store.archive_on(await self._connection(), telemetry, verdicts)
             except asyncio.CancelledError:
                 for job in jobs:
                     if not job.done.done():
                         job.done.set_exception(Unavailable("archive writer stopped"))
                 raise
             except Exception as exc:
+                await self._drop_connection()  # a fresh one for the retry
                 for job in jobs:
                     if not job.done.done():
                         job.done.set_exception(exc)

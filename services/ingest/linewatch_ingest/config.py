@@ -216,8 +216,15 @@ class IngestConfig(ServiceConfig):
     queue_size: int = Field(default=4096, ge=1)
     """QoS 0 messages waiting for a batch, per rule, beyond which more are dropped (and
     counted). QoS 1/2 rules are bounded by the broker's flow control (``receive_maximum``)."""
-    receive_maximum: int = Field(default=2048, ge=1, le=65535)
-    """Unacknowledged messages the broker may have in flight to each rule."""
+    receive_maximum: int = Field(default=512, ge=1, le=65535)
+    """Unacknowledged messages the broker may have in flight to each of a rule's sessions
+    (a broker's own limit may be lower: a stock Mosquitto's is 20); a rule holds at most
+    ``sessions`` times this many, which bounds its memory and its queueing delay."""
+    sessions: int = Field(default=8, ge=1, le=64)
+    """MQTT sessions per rule on one shared subscription (``$share/linewatch-ingest-<rule>/``):
+    the broker's inflight window per session (Mosquitto's stock ``max_inflight_messages``
+    is 20) times this is what may be unacknowledged at once. 1: the plain filter, for a
+    broker without shared subscriptions."""
     workers: int = Field(default=4, ge=1, le=256)
     """Batches of one rule being scored/published/archived at once."""
     deadletter_topic: str = "linewatch/deadletter"

@@ -16,7 +16,7 @@ from linewatch.v1 import ingest_pb2
 from linewatch_ingest.config import ENVELOPE, RuleConfig
 from linewatch_ingest.envelope_store import EnvelopeStore
 from linewatch_ingest.pipeline import PipelineDeps, RuleWorker
-from linewatch_ingest.rules import strip_share, validate_rule
+from linewatch_ingest.rules import TopicTemplate, strip_share, validate_rule
 from linewatch_ingest.scorers import EnvelopeScorer, make_scorer, not_envelope
 
 __all__ = ["IngestController"]
@@ -40,6 +40,14 @@ class IngestController:
         self.running = False
         self.workers = config.workers
 
+    def _validate(self, rule: RuleConfig) -> TopicTemplate:
+        return validate_rule(
+            rule,
+            self._brokers,
+            self._targets,
+            deadletter_topic=self.deps.config.deadletter_topic,
+        )
+
     # --- start-up and shutdown -------------------------------------------------------
 
     async def load(self) -> None:
@@ -47,12 +55,12 @@ class IngestController:
         stored = {rule.name: rule for rule in await self.deps.store.list_rules()}
         for rule in self.deps.config.rules:
             if rule.name not in stored:
-                validate_rule(rule, self._brokers, self._targets)
+                self._validate(rule)
                 await self.deps.store.create_rule(rule)
                 stored[rule.name] = rule
         for rule in stored.values():
             try:
-                validate_rule(rule, self._brokers, self._targets)
+                self._validate(rule)
             except InvalidArgument as exc:
                 log.error("stored rule skipped: %s", exc.message)
                 continue
@@ -76,7 +84,7 @@ class IngestController:
     async def _start_rule(self, rule: RuleConfig) -> None:
         if not self.running or not rule.enabled or rule.name in self._workers:
             return
-        template = validate_rule(rule, self._brokers, self._targets)
+        template = self._validate(rule)
         worker = RuleWorker(
             rule,
             template,
@@ -129,7 +137,7 @@ class IngestController:
             InvalidArgument: the rule cannot work.
             AlreadyExists: the name is taken.
         """
-        validate_rule(rule, self._brokers, self._targets)
+        self._validate(rule)
         async with self._lock:
             self._check_conflicts(rule)
             await self.deps.store.create_rule(rule)
@@ -144,7 +152,7 @@ class IngestController:
             InvalidArgument: the rule cannot work.
             NotFound: no rule of that name.
         """
-        validate_rule(rule, self._brokers, self._targets)
+        self._validate(rule)
         async with self._lock:
             if rule.name not in self._rules:
                 raise NotFound(f"no rule {rule.name!r}")

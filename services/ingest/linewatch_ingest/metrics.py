@@ -13,6 +13,7 @@ __all__ = [
     "BATCH_SIZE",
     "DEAD_LETTERS",
     "DROPPED",
+    "DUPLICATES",
     "ERRORS",
     "LATENCY",
     "POST_QUEUE",
@@ -26,6 +27,11 @@ __all__ = [
 RECEIVED = Counter("linewatch_ingest_received_total", "Messages received", ["rule"])
 VERDICTS = Counter("linewatch_ingest_verdicts_total", "Verdicts published", ["rule", "label"])
 DEAD_LETTERS = Counter("linewatch_ingest_dead_letters_total", "Messages dead-lettered", ["rule"])
+DUPLICATES = Counter(
+    "linewatch_ingest_duplicates_total",
+    "Redeliveries ((device_id, msg_id, ts) handled before) acknowledged without scoring",
+    ["rule"],
+)
 DROPPED = Counter(
     "linewatch_ingest_dropped_total", "QoS 0 messages dropped: queue_size waiting", ["rule"]
 )

@@ -35,12 +35,22 @@ import orjson
 import simdjson
 
 from linewatch.runtime.errors import InvalidArgument
+from linewatch.runtime.jsonguard import json_depth_error
 
-__all__ = ["MAX_CHANNELS", "MAX_VALUES", "BadPayload", "Telemetry", "parse_telemetry"]
+__all__ = [
+    "MAX_CHANNELS",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_VALUES",
+    "BadPayload",
+    "Telemetry",
+    "parse_telemetry",
+]
 
 MAX_VALUES = 65_536
 MAX_CHANNELS = 16
 _CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+"""Far beyond any valid message (65,536 numbers and their attrs); refused undecoded."""
 MAX_ID_LENGTH = 200
 _MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _FORBIDDEN_ID_CHARS = re.compile("[/+#\x00]")
@@ -185,6 +195,11 @@ def parse_telemetry(payload: bytes, *, fallback_msg_id: str | None = None) -> Te
     Raises:
         BadPayload: what is wrong, naming the field.
     """
+    # before either path: no decoder sees a payload nested too deep or too large
+    if (too_deep := json_depth_error(payload)) is not None:
+        raise BadPayload(too_deep)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise BadPayload(f"payload of {len(payload)} bytes; at most {MAX_PAYLOAD_BYTES}")
     fast = _decode_fast(payload)
     if fast is not None:
         data, samples = fast

@@ -30,6 +30,8 @@ from linewatch_ingest.config import (
 
 __all__ = [
     "TopicTemplate",
+    "check_loops",
+    "filters_overlap",
     "params_from_proto",
     "params_to_proto",
     "rule_from_proto",
@@ -142,13 +144,65 @@ class TopicTemplate:
         return _PLACEHOLDER.sub(sub, self.template)
 
 
+OWN_TOPICS = "linewatch/#"
+"""linewatch's own topics (dead letters, …): no rule may consume them."""
+
+
+def filters_overlap(a: str, b: str) -> bool:
+    """Whether some topic matches both topic filters (``+``, ``#``; a ``$share/<group>/``
+    prefix is not a level; in ``b`` a level holding a placeholder such as ``{device_id}``,
+    ``{point}`` or ``{1}`` stands for any single level, as in an output-topic template)."""
+    la = strip_share(a).split("/")
+    lb = [("+" if "{" in level else level) for level in strip_share(b).split("/")]
+    if la[0].startswith("$") != lb[0].startswith("$") and (
+        la[0] in {"+", "#"} or lb[0] in {"+", "#"}
+    ):
+        return False  # a wildcard first level never matches a $ topic
+    for i in range(max(len(la), len(lb))):
+        x = la[i] if i < len(la) else None
+        y = lb[i] if i < len(lb) else None
+        if x == "#" or y == "#":
+            return True  # '#' also matches its parent level
+        if x is None or y is None:
+            return False
+        if "+" not in (x, y) and x != y:
+            return False
+    return True
+
+
+def check_loops(rule: RuleConfig, deadletter_topic: str = "linewatch/deadletter") -> None:
+    """Refuse a rule that would consume linewatch's own messages or its own output.
+
+    Raises:
+        InvalidArgument: the source filter can match ``linewatch/...``, the dead-letter
+            topic, or the rule's own output topic.
+    """
+    source = rule.source_topic
+    for own in filter(None, (OWN_TOPICS, deadletter_topic)):
+        if filters_overlap(source, own):
+            raise InvalidArgument(
+                f"rule {rule.name!r}: source_topic {source!r} can match {own!r} "
+                "(linewatch's own messages; it would consume them in a loop)"
+            )
+    if filters_overlap(source, rule.output_topic):
+        raise InvalidArgument(
+            f"rule {rule.name!r}: source_topic {source!r} can match its own output_topic "
+            f"{rule.output_topic!r} (it would consume its own verdicts in a loop)"
+        )
+
+
 def validate_rule(
-    rule: RuleConfig, brokers: set[str], targets: set[str] | None = None
+    rule: RuleConfig,
+    brokers: set[str],
+    targets: set[str] | None = None,
+    *,
+    deadletter_topic: str = "linewatch/deadletter",
 ) -> TopicTemplate:
     """Check a rule against the configured brokers; returns its compiled template.
 
     Raises:
-        InvalidArgument: the rule cannot work (unknown broker, bad filter or template).
+        InvalidArgument: the rule cannot work (unknown broker, bad filter or template) or
+            would loop (:func:`check_loops`).
     """
     if rule.broker not in brokers:
         raise InvalidArgument(
@@ -170,7 +224,9 @@ def validate_rule(
             f"rule {rule.name!r}: model_params.windows are judged by the built-in "
             f"{ENVELOPE!r} model only"
         )
-    return TopicTemplate.compile(rule.output_topic, rule.source_topic)
+    template = TopicTemplate.compile(rule.output_topic, rule.source_topic)
+    check_loops(rule, deadletter_topic)
+    return template
 
 
 _MODES = {"pass": ingest_pb2.WINDOW_MODE_PASS, "avoid": ingest_pb2.WINDOW_MODE_AVOID}

@@ -1,8 +1,9 @@
 """The ingest tables (own SQLModel registry) and every query ingest runs.
 
 Tables: ``ingest_rule`` (rules changed at run time), ``ingest_telemetry`` and
-``ingest_verdict`` (the archive; ``(rule, msg_id)`` is unique, which is also what makes a
-redelivered message recognisable after a restart), ``ingest_deadletter`` and
+``ingest_verdict`` (the archive; ``(rule, msg_id, device_id, ts_ms)`` is unique, which is
+also what makes a redelivered message recognisable after a restart: SPEC "Telemetry in"
+keys a redelivery on device, msg_id and ts), ``ingest_deadletter`` and
 ``ingest_alarm``. Archive rows are written many at a time in one transaction
 (SQLAlchemy's multi-row ``INSERT … VALUES`` batches on both databases, with
 ``ON CONFLICT DO NOTHING`` so a replayed batch is harmless). Only parameterised SQL.
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel, col, select
 
 from linewatch.runtime.db import Database, service_registry
@@ -71,7 +73,7 @@ class TelemetryRow(Base, table=True):
 
     __tablename__ = "ingest_telemetry"
     __table_args__ = (
-        sa.UniqueConstraint("rule", "msg_id", name="uq_ingest_telemetry_msg"),
+        sa.Index("uq_ingest_telemetry_key", "rule", "msg_id", "device_id", "ts_ms", unique=True),
         sa.Index("ix_ingest_telemetry_device_ts", "device_id", "ts_ms"),
     )
     id: int | None = _id_column()
@@ -90,7 +92,7 @@ class VerdictRow(Base, table=True):
 
     __tablename__ = "ingest_verdict"
     __table_args__ = (
-        sa.UniqueConstraint("rule", "msg_id", name="uq_ingest_verdict_msg"),
+        sa.Index("uq_ingest_verdict_key", "rule", "msg_id", "device_id", "ts_ms", unique=True),
         sa.Index("ix_ingest_verdict_device_ts", "device_id", "ts_ms"),
     )
     id: int | None = _id_column()
@@ -177,8 +179,26 @@ class IngestStore:
         self.db = db
 
     async def create(self) -> None:
-        """Create or migrate the tables."""
+        """Create or migrate the tables.
+
+        Archives made before duplicates were keyed on ``(device_id, msg_id, ts)`` had
+        ``(rule, msg_id)`` unique: PostgreSQL drops that constraint; SQLite cannot drop
+        it (a table rebuild would), so an old SQLite archive keeps skipping a reused
+        ``msg_id`` (its verdict is still published).
+        """
         await self.db.create_schema(Base.metadata)
+        async with self.db.connect() as conn:
+            for table in ("ingest_telemetry", "ingest_verdict"):
+                if not self.db.is_sqlite:
+                    await conn.execute(
+                        sa.text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS uq_{table}_msg")
+                    )
+                await conn.execute(
+                    sa.text(
+                        f"CREATE UNIQUE INDEX IF NOT EXISTS uq_{table}_key "
+                        f"ON {table} (rule, msg_id, device_id, ts_ms)"
+                    )
+                )
 
     def _insert(self, table: sa.Table) -> Any:
         if self.db.is_sqlite:
@@ -250,7 +270,18 @@ class IngestStore:
         PostgreSQL gets ``COPY`` into a per-connection staging table, then one
         ``INSERT … SELECT … ON CONFLICT DO NOTHING``.
         """
-        async with self.db.connect() as conn:
+        async with self.db.engine.connect() as conn:
+            await self.archive_on(conn, telemetry, verdicts)
+
+    async def archive_on(
+        self,
+        conn: AsyncConnection,
+        telemetry: Sequence[tuple[Any, ...]],
+        verdicts: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """:meth:`archive` on a connection the caller holds across transactions (the
+        archive writer's: no pool checkout, ping and reset per transaction)."""
+        async with conn.begin():
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
             if self.db.is_sqlite:
@@ -301,31 +332,35 @@ class IngestStore:
             "ON CONFLICT DO NOTHING"
         )
 
-    async def processed_msg_ids(self, rule: str, msg_ids: Iterable[str]) -> set[str]:
-        """Those of ``msg_ids`` that already have an archived verdict for ``rule``."""
-        ids = list(msg_ids)
-        if not ids:
+    async def archived_keys(
+        self, rule: str, keys: Iterable[tuple[str, str, int]]
+    ) -> set[tuple[str, str, int]]:
+        """Those of ``keys`` (``(device_id, msg_id, ts_ms)``) with an archived verdict."""
+        wanted = set(keys)
+        if not wanted:
             return set()
         table = VerdictRow.__table__  # type: ignore[attr-defined]
         async with self.db.connect() as conn:
             rows = await conn.execute(
-                sa.select(table.c.msg_id).where(table.c.rule == rule, table.c.msg_id.in_(ids))
+                sa.select(table.c.device_id, table.c.msg_id, table.c.ts_ms).where(
+                    table.c.rule == rule, table.c.msg_id.in_(sorted({k[1] for k in wanted}))
+                )
             )
-            return {row.msg_id for row in rows}
+            return {key for row in rows if (key := (row[0], row[1], row[2])) in wanted}
 
-    async def recent_msg_ids(self, rule: str, limit: int) -> list[str]:
-        """The ``msg_id`` of the rule's latest ``limit`` verdicts, oldest first."""
+    async def recent_keys(self, rule: str, limit: int) -> list[tuple[str, str, int]]:
+        """``(device_id, msg_id, ts_ms)`` of the rule's latest ``limit`` verdicts."""
         if limit <= 0:
             return []
         table = VerdictRow.__table__  # type: ignore[attr-defined]
         async with self.db.connect() as conn:
             rows = await conn.execute(
-                sa.select(table.c.msg_id)
+                sa.select(table.c.device_id, table.c.msg_id, table.c.ts_ms)
                 .where(table.c.rule == rule)
                 .order_by(table.c.id.desc())
                 .limit(limit)
             )
-            return [row.msg_id for row in rows][::-1]
+            return [(row[0], row[1], row[2]) for row in rows]
 
     async def add_dead_letters(self, rows: Sequence[dict[str, Any]]) -> None:
         """Store dead letters."""

@@ -71,14 +71,14 @@ async def test_rule_crud_is_applied_live_and_persisted(
 
         updated = pb.Rule()
         updated.CopyFrom(second)
-        updated.output_topic = f"{p}/out/v2/{{1}}"
+        updated.output_topic = f"{p}/out/v2/{{1}}/verdict"
         await stub.UpdateRule(pb.UpdateRuleRequest(rule=updated))
         got = await stub.GetRule(pb.GetRuleRequest(name="second"))
-        assert got.rule.output_topic == f"{p}/out/v2/{{1}}"
+        assert got.rule.output_topic == f"{p}/out/v2/{{1}}/verdict"
         await _connected(ingest, "second")
         await pub.publish(f"{p}/L1/press-9/raw", curve_payload("press-9", msg_id="a2"))
         await out.wait_for(2)
-        assert out.messages[1].topic == f"{p}/out/v2/L1"
+        assert out.messages[1].topic == f"{p}/out/v2/L1/verdict"
 
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.CreateRule(pb.CreateRuleRequest(rule=second))

@@ -6,7 +6,8 @@ import asyncio
 import time
 
 import pytest
-from linewatch_ingest.batching import BatchQueue
+
+from linewatch.runtime.batchqueue import BatchQueue
 
 
 async def test_a_full_batch_is_handed_out_at_once() -> None:
@@ -108,16 +109,19 @@ def test_batch_histogram_exports_what_a_prometheus_histogram_does() -> None:
 
 
 def test_recent_ids_remember_at_least_half_and_at_most_all() -> None:
-    from linewatch_ingest.batching import RecentIds
+    from linewatch_ingest.dedup import RecentIds
+
+    def key(i: int) -> tuple[str, str, int]:
+        return ("press-01", str(i), 1000)
 
     ids = RecentIds(10)
     for start in range(0, 100, 3):
-        ids.add_all(str(i) for i in range(start, start + 3))
+        ids.add_all(key(i) for i in range(start, start + 3))
         newest = start + 3
-        assert all(str(i) in ids for i in range(max(0, newest - 5), newest))  # latest half
+        assert all(key(i) in ids for i in range(max(0, newest - 5), newest))  # latest half
         assert len(ids) <= 10 + 3  # a generation may overshoot by one batch
-    assert "0" not in ids
+    assert key(0) not in ids
     none = RecentIds(0)
-    none.add_all(["a"])
-    assert "a" not in none
+    none.add_all([key(1)])
+    assert key(1) not in none
     assert len(none) == 0

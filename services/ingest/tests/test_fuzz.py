@@ -171,7 +171,7 @@ def test_fast_path_takes_the_usual_payload() -> None:
 
 def _expected(payloads: list[bytes]) -> tuple[int, int]:
     """(verdicts, dead letters) the pipeline must produce for these payloads."""
-    seen: set[str] = set()
+    seen: set[tuple[str, str, int]] = set()
     verdicts = dead = 0
     for payload in payloads:
         try:
@@ -179,9 +179,10 @@ def _expected(payloads: list[bytes]) -> tuple[int, int]:
         except BadPayload:
             dead += 1
             continue
-        if tele.has_msg_id and tele.msg_id in seen:
-            continue  # a duplicate: acknowledged, not scored again
-        seen.add(tele.msg_id)
+        key = (tele.device_id, tele.msg_id, tele.ts_ms)
+        if tele.has_msg_id and key in seen:
+            continue  # a redelivery (SPEC: same device, msg_id and ts): not scored again
+        seen.add(key)
         verdicts += 1
     return verdicts, dead
 

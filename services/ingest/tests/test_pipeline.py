@@ -217,46 +217,66 @@ async def test_every_kind_of_bad_payload_is_dead_lettered(
 async def test_redelivered_messages_are_not_scored_twice(
     mqtt_url: str, database_url: str, topic_prefix: str, inference: Inference
 ) -> None:
+    """SPEC "Telemetry in": a redelivery is (device_id, msg_id, ts) equal to a handled
+    message; the same msg_id with another ts, or from another device, is a new message."""
     config = ingest_config(
         mqtt_url=mqtt_url, database_url=database_url, inference=inference, prefix=topic_prefix
     )
+
+    def payload(device: str, msg_id: str, ts: int) -> bytes:
+        body = json.loads(curve_payload(device, msg_id=msg_id))
+        body["ts"] = ts
+        return json.dumps(body).encode()
+
+    original = payload("dup-1", "seq-1", 1_763_800_000_000)
     async with MqttClient(MqttConfig(url=mqtt_url), clean_start=True) as pub:
         async with (
             running(config) as ingest,
             Collector(mqtt_url, f"{topic_prefix}/+/+/verdict") as verdicts,
         ):
             await ingest.controller.worker("demo").client.wait_connected(5)  # type: ignore[union-attr]
-            for i in range(5):
-                payload = curve_payload("dup-1", msg_id="same-id", seed=i)
-                await pub.publish(f"{topic_prefix}/A/dup-1/telemetry", payload)
+            for _ in range(4):  # the same message, four times
+                await pub.publish(f"{topic_prefix}/A/dup-1/telemetry", original)
+            # the device restarted its counter: seq-1 again, with a new ts
             await pub.publish(
-                f"{topic_prefix}/A/dup-1/telemetry", curve_payload("dup-1", msg_id="other")
+                f"{topic_prefix}/A/dup-1/telemetry", payload("dup-1", "seq-1", 1_763_800_009_000)
             )
-            await verdicts.wait_for(2)
+            # another device with the same msg_id and even the same ts
+            await pub.publish(
+                f"{topic_prefix}/A/dup-2/telemetry", payload("dup-2", "seq-1", 1_763_800_000_000)
+            )
+            await verdicts.wait_for(3)
             await eventually(
                 lambda: _async(ingest.controller.status().rules[0].received >= 6), timeout=10
             )
-            assert sorted(v["msg_id"] for v in verdicts.payloads()) == ["other", "same-id"]
-        # a fresh ingest process (empty memory) recognises the id from the archive
+            got = sorted((v["device_id"], v["msg_id"], v["ts"]) for v in verdicts.payloads())
+            assert got == [
+                ("dup-1", "seq-1", 1_763_800_000_000),
+                ("dup-1", "seq-1", 1_763_800_009_000),
+                ("dup-2", "seq-1", 1_763_800_000_000),
+            ]
+            assert await eventually(
+                lambda: _async(ingest.controller.status().rules[0].duplicates == 3), timeout=10
+            )
+        # a fresh ingest process (empty memory) recognises the message from the archive
         async with (
             running(config) as ingest,
             Collector(mqtt_url, f"{topic_prefix}/+/+/verdict") as verdicts,
         ):
             await ingest.controller.worker("demo").client.wait_connected(5)  # type: ignore[union-attr]
-            await pub.publish(
-                f"{topic_prefix}/A/dup-1/telemetry", curve_payload("dup-1", msg_id="same-id")
-            )
+            await pub.publish(f"{topic_prefix}/A/dup-1/telemetry", original)
             await pub.publish(
                 f"{topic_prefix}/A/dup-1/telemetry", curve_payload("dup-1", msg_id="third")
             )
-            got = await verdicts.wait_for(1)
+            got_again = await verdicts.wait_for(1)
             await eventually(
                 lambda: _async(ingest.controller.status().rules[0].received >= 2), timeout=10
             )
-            assert [v["msg_id"] for v in got] == ["third"]
+            assert [v["msg_id"] for v in got_again] == ["third"]
+            assert ingest.controller.status().rules[0].duplicates == 1
             store = ingest.store
-            assert await eventually(lambda: _is(store.count(VerdictRow), 3))
-            assert await ingest.store.count(TelemetryRow) == 3
+            assert await eventually(lambda: _is(store.count(VerdictRow), 4))
+            assert await ingest.store.count(TelemetryRow) == 4
 
 
 async def _async(value: object) -> object:

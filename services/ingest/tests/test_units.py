@@ -172,3 +172,31 @@ def test_batch_result_reads_packed_and_per_curve_scores_alike() -> None:
         BatchResult.from_proto(packed, 4)
     with pytest.raises(Unavailable, match="scores for 2 curves"):
         BatchResult.from_proto(plain, 2)
+
+
+def test_live_verdict_records_carry_the_envelope_of_envelope_rules_only() -> None:
+    from linewatch_ingest.payload import Telemetry
+    from linewatch_ingest.verdicts import stream_records
+    from opentelemetry.trace import INVALID_SPAN
+
+    tele = Telemetry("d", "p", 1000, np.zeros(4, np.float32), "m")
+    base = {
+        "model": "m", "model_version": "1", "label": "ok", "ok": True, "scores": {"ok": 1.0},
+        "latency_ms": 1.0, "trace_id": "", "_topic": "out/d",
+    }  # fmt: skip
+    envelope = {"outside": [3, 9], "max_deviation": 2.5, "learned": 50, "teach_in": 50}
+    records, _ = stream_records(
+        "r",
+        [
+            (tele, "in/d", None, base),
+            (tele, "in/d", None, {**base, "label": "out_of_envelope", "envelope": envelope}),
+        ],
+        INVALID_SPAN,
+        verdicts=True,
+        telemetry=False,
+    )
+    plain, judged = records
+    assert not plain.HasField("envelope")
+    assert list(judged.envelope.outside) == [3, 9]
+    assert judged.envelope.max_deviation == 2.5
+    assert judged.envelope.learned == 50

@@ -12,7 +12,6 @@ from pydantic import SecretStr
 from linewatch.runtime.db import Database, default_sqlite_url
 from linewatch.runtime.grpc_auth import internal_caller
 from linewatch.runtime.grpc_server import GrpcServer
-from linewatch.runtime.mqtt import MqttClient
 from linewatch.v1 import ota_pb2, ota_pb2_grpc
 from linewatch_ota.api import OtaApi
 from linewatch_ota.catalog import Catalog
@@ -66,7 +65,18 @@ async def serve(
     write_lock = asyncio.Lock()
     rollouts = Rollouts(db=db, catalog=catalog, events=events, write_lock=write_lock)
     client_id = config.mqtt.client_id or f"linewatch-ota-{socket.gethostname()}"
-    mqtt = MqttClient(config.mqtt, client_id=client_id)
+    intake = DeviceIntake(
+        broker=config.mqtt,
+        client_id=client_id,
+        db=db,
+        catalog=catalog,
+        events=events,
+        write_lock=write_lock,
+        topic_root=config.topic_root,
+        shared_group=config.shared_group,
+        deadletter_topic=config.deadletter_topic,
+    )
+    mqtt = intake.mqtt
     publisher = MetadataPublisher(
         mqtt=mqtt,
         catalog=catalog,
@@ -82,18 +92,8 @@ async def serve(
         write_lock=write_lock,
         tick_interval_s=config.tick_interval_s,
     )
-    intake = DeviceIntake(
-        mqtt=mqtt,
-        db=db,
-        catalog=catalog,
-        publisher=publisher,
-        events=events,
-        scheduler=scheduler,
-        write_lock=write_lock,
-        topic_root=config.topic_root,
-        shared_group=config.shared_group,
-        deadletter_topic=config.deadletter_topic,
-    )
+    intake.publisher = publisher
+    intake.scheduler = scheduler
     api = OtaApi(
         catalog=catalog,
         rollouts=rollouts,
@@ -112,8 +112,7 @@ async def serve(
     server.add(ota_pb2_grpc.add_OtaServiceServicer_to_server, api, SERVICE_NAME)
     downloads: DownloadServer | None = None
     try:
-        await intake.subscribe()
-        await mqtt.connect()
+        await intake.start()
         port = await server.start()
         if config.http_port:
             downloads = DownloadServer(
@@ -130,12 +129,11 @@ async def serve(
         log.info("ota serving", extra={"fields": {"grpc_port": port}})
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(stop))
-            group.create_task(intake.run(stop))
             await stop.wait()
     finally:
         if downloads is not None:
             await downloads.stop()
         await server.stop()
         with contextlib.suppress(Exception):
-            await mqtt.disconnect()
+            await intake.stop()
         await db.close()

@@ -1,9 +1,10 @@
 """MQTT intake of the device protocol: ``request``, ``progress`` and ``verify``.
 
-Each message is validated at the edge (a bad one is logged with its reason, counted and
-acknowledged: redelivering it would not make it valid). Valid ones go through a bounded
-queue to one writer that applies them in batches, one transaction per batch; a message is
-acknowledged to the broker only after its batch committed, so a crash loses nothing.
+Through the runtime's intake (:class:`linewatch.runtime.intake.Intake`): each message is
+validated at the edge (a bad one, however malformed, is dead-lettered with its reason,
+counted and acknowledged: redelivering it would not make it valid). Valid ones are
+applied in batches, one transaction per batch; a message is acknowledged to the broker
+only after its batch committed (a failed batch is retried), so a crash loses nothing.
 Duplicates and out-of-order messages change nothing (see :mod:`linewatch_ota.statemachine`).
 
 A ``request`` records what the device runs and on which hardware (``ota_devices``); an
@@ -14,10 +15,10 @@ re-sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -27,9 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.db import Database
-from linewatch.runtime.deadletter import dead_letter_body
-from linewatch.runtime.errors import Unavailable
+from linewatch.runtime.intake import DeadLetter, DeadLetterPolicy, Entry, Intake
+from linewatch.runtime.jsonguard import json_depth_error
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch.runtime.telemetry import extract_user_properties
 from linewatch.v1 import ota_pb2
@@ -122,9 +124,11 @@ def parse_message(topic_root: str, topic: str, payload: bytes) -> DeviceMessage:
         raise InvalidMessage(str(exc)) from exc
     if len(payload) > MAX_PAYLOAD:
         raise InvalidMessage(f"{kind}: payload larger than {MAX_PAYLOAD} bytes")
+    if (too_deep := json_depth_error(payload)) is not None:
+        raise InvalidMessage(f"{kind}: {too_deep}")
     try:
         data = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidMessage(f"{kind}: payload is not JSON") from exc
     if not isinstance(data, dict):
         raise InvalidMessage(f"{kind}: payload must be a JSON object")
@@ -137,68 +141,75 @@ def parse_message(topic_root: str, topic: str, payload: bytes) -> DeviceMessage:
     return DeviceMessage(device_id=device_id, kind=kind, body=body)
 
 
+async def _count_invalid(letters: Sequence[DeadLetter]) -> None:
+    """Refused device messages are counted by kind (they are logged by the intake)."""
+    for letter in letters:
+        kind = letter.topic.rsplit("/", 1)[-1]
+        DEVICE_MESSAGES.labels(kind if kind in _MODELS else "other", "invalid").inc()
+
+
 @dataclass(slots=True)
 class _Item:
     message: DeviceMessage
-    done: asyncio.Future[None]
     span: Span
 
 
 class DeviceIntake:
-    """Subscribes to the device topics and applies what devices report."""
+    """Subscribes to the device topics (through the runtime's intake) and applies what
+    devices report, one transaction per batch."""
 
     def __init__(
         self,
         *,
-        mqtt: MqttClient,
+        broker: MqttConfig,
+        client_id: str,
         db: Database,
         catalog: Catalog,
-        publisher: MetadataPublisher,
         events: EventHub,
-        scheduler: Scheduler,
         write_lock: asyncio.Lock,
         topic_root: str,
         shared_group: str = "",
         deadletter_topic: str = "",
         batch_max: int = 500,
-        queue_size: int = 5000,
     ) -> None:
-        self.mqtt = mqtt
-        self.deadletter_topic = deadletter_topic
         self.db = db
         self.catalog = catalog
-        self.publisher = publisher
         self.events = events
-        self.scheduler = scheduler
         self.write_lock = write_lock
         self.topic_root = topic_root
-        self.shared_group = shared_group
-        self.batch_max = batch_max
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
+        self.publisher: MetadataPublisher | None = None
+        self.scheduler: Scheduler | None = None
+        share = f"$share/{shared_group}/" if shared_group else ""
+        self.intake: Intake[_Item] = Intake(
+            name="ota",
+            broker=broker,
+            client_id=client_id,
+            topic_filters=[f"{share}{topic_root}/+/{kind}" for kind in _MODELS],
+            parse=self._parse,
+            commit=self._apply,
+            dead_letters=DeadLetterPolicy(
+                source="ota", topic=deadletter_topic, record=_count_invalid
+            ),
+            batch_max=batch_max,
+            batch_delay_s=0.002,
+        )
+        self.mqtt: MqttClient = self.intake.client
+        """The session metadata is published on."""
 
-    async def subscribe(self) -> None:
-        """Subscribe to ``<root>/+/request|progress|verify``."""
-        share = f"$share/{self.shared_group}/" if self.shared_group else ""
-        for kind in _MODELS:
-            await self.mqtt.subscribe(f"{share}{self.topic_root}/+/{kind}", self._on_message)
+    async def start(self) -> None:
+        """Subscribe to ``<root>/+/request|progress|verify`` and connect.
 
-    async def _on_message(self, message: MqttMessage) -> None:
-        try:
-            parsed = parse_message(self.topic_root, message.topic, message.payload)
-        except InvalidMessage as exc:
-            kind = message.topic.rsplit("/", 1)[-1]
-            DEVICE_MESSAGES.labels(kind if kind in _MODELS else "other", "invalid").inc()
-            log.warning(
-                "device message rejected",
-                extra={"fields": {"topic": message.topic, "reason": str(exc)}},
-            )
-            if self.deadletter_topic:
-                body = dead_letter_body(
-                    source="ota", topic=message.topic, payload=message.payload, reason=str(exc)
-                )
-                # acknowledged only once the dead letter is out (waits across reconnects)
-                await self.mqtt.publish(self.deadletter_topic, body, qos=1, timeout=None)
-            return
+        Raises:
+            Unavailable: the broker cannot be reached.
+        """
+        await self.intake.start(wait=True)
+
+    async def stop(self) -> None:
+        """Finish the batch in hand; the rest stays unacknowledged (redelivered later)."""
+        await self.intake.stop(grace=1.0)
+
+    def _parse(self, message: MqttMessage) -> _Item:
+        parsed = parse_message(self.topic_root, message.topic, message.payload)
         # the device's trace (its MQTT 5 traceparent) continues through the apply and
         # into the metadata sent back
         span = tracer.start_span(
@@ -211,65 +222,11 @@ class DeviceIntake:
                 "linewatch.device_id": parsed.device_id,
             },
         )
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        try:
-            await self._queue.put(_Item(parsed, done, span))
-            await done  # acknowledged only once applied
-        except BaseException as exc:
-            span.record_exception(exc)
-            raise
-        finally:
-            span.end()
+        span.end()
+        return _Item(parsed, span)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Apply queued messages in batches until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                async with asyncio.timeout(0.5):
-                    first = await self._queue.get()
-            except TimeoutError:
-                continue
-            batch = [first]
-            while len(batch) < self.batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            if await self._apply_until_done(batch, stop):
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_result(None)
-            else:
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(Unavailable("OTA service stopping"))
-        self._abandon_queued()
-
-    async def _apply_until_done(self, batch: list[_Item], stop: asyncio.Event) -> bool:
-        """Apply a batch, retrying with backoff (e.g. while the database is down).
-
-        Failing the messages instead would leave them unacknowledged until the next
-        connection (the broker redelivers only then). False when stopped first.
-        """
-        delay = 0.1
-        while True:
-            try:
-                await self._apply(batch)
-                return True
-            except Exception:
-                log.exception("applying device messages failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await stop.wait()
-            if stop.is_set():
-                return False
-            delay = min(delay * 2, 5.0)
-
-    def _abandon_queued(self) -> None:
-        """At shutdown: leave what is still queued unacknowledged (redelivered later)."""
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if not item.done.done():
-                item.done.set_exception(Unavailable("OTA service stopping"))
-
-    async def _apply(self, batch: list[_Item]) -> None:
+    async def _apply(self, entries: list[Entry[_Item]]) -> None:
+        batch = [e.value for e in entries if e.value is not None]
         with tracer.start_as_current_span(
             "ota apply device messages",
             links=[Link(item.span.get_span_context()) for item in batch],
@@ -301,9 +258,11 @@ class DeviceIntake:
             resend = [row for row in resend if row not in refused]
         for row in changed:
             self.events.publish(ota_pb2.StreamOtaEventsResponse(device_update=update_pb(row)))
-        if any(is_terminal(row.state) for row in changed) or len(resend) < len(booted):
+        if self.scheduler is not None and (
+            any(is_terminal(row.state) for row in changed) or len(resend) < len(booted)
+        ):
             self.scheduler.wake()
-        if resend:
+        if resend and self.publisher is not None:
             await self.publisher.send(resend, reason="request", contexts=contexts)
 
     async def _apply_reports(

@@ -10,7 +10,6 @@ import socket
 from linewatch.runtime.db import Database, default_sqlite_url
 from linewatch.runtime.fetch import SafeFetcher
 from linewatch.runtime.grpc_server import GrpcServer
-from linewatch.runtime.mqtt import MqttClient
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
 from linewatch_sync import metrics
 from linewatch_sync.api import SyncApi
@@ -64,7 +63,6 @@ async def serve(
     await store.create_schema()
     cache = CacheFs(config.resolved_cache_dir())
     client_id = config.mqtt.client_id or f"linewatch-sync-{worker_id}"
-    mqtt = MqttClient(config.mqtt, client_id=client_id)
     async with contextlib.AsyncExitStack() as stack:
         # One small pool per group of worker slots (httpcore scans a pool per request).
         pools = max(1, config.concurrency // CLIENT_SLOTS)
@@ -101,8 +99,13 @@ async def serve(
             allowed_hosts=config.allowed_hosts,
             max_urls=config.max_urls_per_request,
             on_queued=worker.wake,
-            mqtt=mqtt,
             deadletter_topic=config.deadletter_topic,
+        )
+        mqtt = intake.attach_mqtt(
+            config.mqtt,
+            client_id=client_id,
+            topics=config.topics,
+            shared_group=config.shared_group,
         )
         server = GrpcServer(config=config.grpc, service="sync")
         server.add(
@@ -111,10 +114,7 @@ async def serve(
             SERVICE_NAME,
         )
         try:
-            share = f"$share/{config.shared_group}/" if config.shared_group else ""
-            for topic in config.topics:
-                await mqtt.subscribe(f"{share}{topic}", intake.handle, qos=1)
-            await mqtt.connect()
+            await mqtt.start(wait=True)
             port = await server.start()
             if ready is not None and not ready.done():
                 ready.set_result(port)
@@ -129,5 +129,5 @@ async def serve(
         finally:
             await server.stop()
             with contextlib.suppress(Exception):
-                await mqtt.disconnect()
+                await mqtt.stop(grace=1.0)
             await db.close()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 from linewatch.runtime.errors import InvalidArgument
+from linewatch.runtime.jsonguard import json_depth_error
 from linewatch_sync.cachefs import validate_cache_path
 
 __all__ = [
@@ -96,6 +97,8 @@ def parse_payload(payload: bytes, *, max_urls: int = 10000) -> ParsedPayload:
     if not text:
         raise InvalidArgument("payload is empty")
     if text.startswith("{"):
+        if (too_deep := json_depth_error(payload)) is not None:
+            raise InvalidArgument(f"payload refused: {too_deep}")
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from linewatch_sync.intake import Intake
 from linewatch_sync.store import JobStore
 
 from linewatch.runtime.db import Database
+from linewatch.runtime.intake import Entry
 from linewatch.runtime.mqtt import MqttMessage
 from linewatch_dev.testing import free_port
 
@@ -17,19 +20,23 @@ def _store(db: Database) -> JobStore:
     )
 
 
-async def test_database_down_means_no_ack() -> None:
-    """The handler raises (→ no PUBACK, the broker redelivers) rather than drop the URLs."""
+def _entry(intake: Intake, payload: bytes) -> Entry:  # type: ignore[type-arg]
+    message = MqttMessage(topic="sync", payload=payload, qos=1)
+    return Entry(message, intake.parse(message), time.perf_counter())
+
+
+async def test_database_down_means_the_commit_fails() -> None:
+    """The commit raises (→ retried by the intake, no PUBACK meanwhile) rather than drop."""
     db = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none")
     intake = Intake(store=_store(db), allowed_hosts=(), max_urls=10)
-    message = MqttMessage(topic="sync", payload=b"http://h/a.jpg", qos=1)
     try:
-        with pytest.raises(ConnectionRefusedError):  # surfaced to the MQTT adapter
-            await intake.handle(message)
+        with pytest.raises(ConnectionRefusedError):
+            await intake.commit([_entry(intake, b"http://h/a.jpg")])
     finally:
         await db.close()
 
 
-async def test_message_is_queued_before_handle_returns(sqlite_url: str) -> None:
+async def test_message_is_queued_when_its_batch_commits(sqlite_url: str) -> None:
     db = Database(sqlite_url)
     store = _store(db)
     await store.create_schema()
@@ -38,11 +45,7 @@ async def test_message_is_queued_before_handle_returns(sqlite_url: str) -> None:
         store=store, allowed_hosts=(), max_urls=10, on_queued=lambda: woken.append(True)
     )
     try:
-        await intake.handle(
-            MqttMessage(
-                topic="sync", payload=b'{"urls": ["http://h/a.jpg!t"], "work_id": "w"}', qos=1
-            )
-        )
+        await intake.commit([_entry(intake, b'{"urls": ["http://h/a.jpg!t"], "work_id": "w"}')])
         rows, _ = await store.list()
         assert [(r.url, r.cache_path, r.work_id) for r in rows] == [
             ("http://h/a.jpg", "h/a.jpg", "w")

@@ -10,5 +10,8 @@ that clients and servers agree on), :mod:`~linewatch.runtime.mqtt` (the MQTT cli
 (the exception hierarchy), :mod:`~linewatch.runtime.service` (process entry point),
 :mod:`~linewatch.runtime.fetch` (SSRF-safe HTTP fetching), :mod:`~linewatch.runtime.content`
 (raster images by magic bytes), :mod:`~linewatch.runtime.signatures` (ed25519 key rings,
-canonical JSON).
+canonical JSON),
+:mod:`~linewatch.runtime.intake` (the one MQTT intake: parse → batch → commit → acknowledge,
+dead letters), :mod:`~linewatch.runtime.retry` (capped backoff),
+:mod:`~linewatch.runtime.jsonguard` (JSON nesting limit).
 """

@@ -213,7 +213,7 @@ class DeleteRuleResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class RuleStatus(_message.Message):
-    __slots__ = ("name", "state", "messages_per_s", "verdicts_per_s", "received", "verdicts", "dead_letters", "pre_queue", "post_queue", "last_error", "lag_ms")
+    __slots__ = ("name", "state", "messages_per_s", "verdicts_per_s", "received", "verdicts", "dead_letters", "pre_queue", "post_queue", "last_error", "lag_ms", "duplicates")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_PER_S_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +225,7 @@ class RuleStatus(_message.Message):
     POST_QUEUE_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: WorkerState
     messages_per_s: float
@@ -236,7 +237,8 @@ class RuleStatus(_message.Message):
     post_queue: int
     last_error: str
     lag_ms: float
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., messages_per_s: _Optional[float] = ..., verdicts_per_s: _Optional[float] = ..., received: _Optional[int] = ..., verdicts: _Optional[int] = ..., dead_letters: _Optional[int] = ..., pre_queue: _Optional[int] = ..., post_queue: _Optional[int] = ..., last_error: _Optional[str] = ..., lag_ms: _Optional[float] = ...) -> None: ...
+    duplicates: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., messages_per_s: _Optional[float] = ..., verdicts_per_s: _Optional[float] = ..., received: _Optional[int] = ..., verdicts: _Optional[int] = ..., dead_letters: _Optional[int] = ..., pre_queue: _Optional[int] = ..., post_queue: _Optional[int] = ..., last_error: _Optional[str] = ..., lag_ms: _Optional[float] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
 class GetIngestStatusRequest(_message.Message):
     __slots__ = ()

@@ -1,4 +1,4 @@
-"""The queue between the MQTT handler and the batch workers, and the memory of handled ids.
+"""The queue between an MQTT intake's handler and its batch workers.
 
 ``asyncio.Queue`` wakes a waiting getter for every item put; a batch worker gathering
 up to 256 messages would be woken up to 256 times per batch. :class:`BatchQueue` wakes a
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
 from typing import Generic, TypeVar
 
-__all__ = ["BatchQueue", "RecentIds"]
+__all__ = ["BatchQueue"]
 
 T = TypeVar("T")
 
@@ -92,34 +91,3 @@ class BatchQueue(Generic[T]):
             timer.cancel()
             if self._filling is not None and self._filling[1] is fut:
                 self._filling = None
-
-
-class RecentIds:
-    """The ids handled most recently: at least the last ``capacity // 2``, at most
-    ``capacity`` (0: none).
-
-    Two generations of sets: a lookup or an insert is a set operation or two, and when
-    the newer generation is full the older one is dropped whole, instead of evicting
-    one id per insert as an LRU would (which cost more than the lookups it serves).
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self._generation = max(1, capacity // 2)
-        self._enabled = capacity > 0
-        self._new: set[str] = set()
-        self._old: set[str] = set()
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._new or item in self._old
-
-    def __len__(self) -> int:
-        return len(self._new) + len(self._old - self._new)
-
-    def add_all(self, ids: Iterable[str]) -> None:
-        """Remember ``ids`` (the oldest generation goes once the newest is full)."""
-        if not self._enabled:
-            return
-        self._new.update(ids)
-        if len(self._new) >= self._generation:
-            self._old = self._new
-            self._new = set()
