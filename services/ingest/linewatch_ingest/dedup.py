@@ -1,4 +1,4 @@
-"""Which messages were handled already (SPEC "Telemetry in": a redelivery is a message
+"""Which messages were handled already (a redelivery is a message
 whose ``device_id``, ``msg_id`` and ``ts`` all equal those of one already handled).
 
 The window is bounded: the latest ``dedup_cache`` keys in memory, loaded from the

@@ -8,7 +8,7 @@ a message is acknowledged (PUBACK) only once its verdict is published and its ar
 written, or once it is dead-lettered. So a crash at any point leaves it unacknowledged and
 the broker redelivers it.
 
-Duplicates (SPEC "Telemetry in"): a message whose ``(device_id, msg_id, ts)`` equals one
+Duplicates: a message whose ``(device_id, msg_id, ts)`` equals one
 handled before is acknowledged without being scored again and counted
 (:mod:`linewatch_ingest.dedup`); one equal to a message still in flight is acknowledged
 with it.

@@ -2,8 +2,8 @@
 
 Tables: ``ingest_rule`` (rules changed at run time), ``ingest_telemetry`` and
 ``ingest_verdict`` (the archive; ``(rule, msg_id, device_id, ts_ms)`` is unique, which is
-also what makes a redelivered message recognisable after a restart: SPEC "Telemetry in"
-keys a redelivery on device, msg_id and ts), ``ingest_deadletter`` and
+also what makes a redelivered message recognisable after a restart: a redelivery has the
+device, msg_id and ts of one handled before), ``ingest_deadletter`` and
 ``ingest_alarm``. Archive rows are written many at a time in one transaction
 (SQLAlchemy's multi-row ``INSERT … VALUES`` batches on both databases, with
 ``ON CONFLICT DO NOTHING`` so a replayed batch is harmless). Only parameterised SQL.

@@ -19,7 +19,7 @@ from linewatch_ingest.store import scores_json
 __all__ = ["archive_rows", "stream_records", "trace_id", "verdicts"]
 
 Verdict = dict[str, Any]
-"""One curve's SPEC verdict: ``device_id``, ``point``, ``ts``, ``msg_id``, ``model``,
+"""One curve's published verdict: ``device_id``, ``point``, ``ts``, ``msg_id``, ``model``,
 ``model_version``, ``label``, ``scores``, ``ok``, ``latency_ms``, ``trace_id``; rules on the
 built-in ``envelope`` model add ``envelope`` (``outside`` [first, last] or null,
 ``max_deviation``, ``learned``, ``teach_in``, ``windows``), carried into the MQTT verdict
@@ -36,7 +36,7 @@ def trace_id(span: Span) -> str:
 def verdicts(
     teles: list[tuple[Telemetry, Span | None]], result: BatchResult, batch_span: Span
 ) -> list[Verdict]:
-    """The SPEC verdict of every curve of a batch (``latency_ms`` filled in later)."""
+    """The published verdict of every curve of a batch (``latency_ms`` filled in later)."""
     labels = result.labels
     model, version = result.model, result.version
     batch_trace_id = trace_id(batch_span)

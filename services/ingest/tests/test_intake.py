@@ -12,11 +12,11 @@ from linewatch_ingest.app import running
 from linewatch_ingest.rules import filters_overlap, validate_rule
 from linewatch_ingest.store import DeadLetterRow
 
-from linewatch.broker import EmbeddedBroker
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.testing import Mosquitto, free_port, mosquitto_binary
+from linewatch_dev.broker import EmbeddedBroker
+from linewatch_dev.testing import Mosquitto, free_port, mosquitto_binary
 
 from .conftest import Collector, Inference, curve_payload, demo_rule, eventually, ingest_config
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from linewatch_ota.metrics import DEVICE_MESSAGES
-from linewatch_ota.testing import OtaRunner, until
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.testing import Mosquitto, mosquitto_binary
+from linewatch_dev.ota_testing import OtaRunner, until
+from linewatch_dev.testing import Mosquitto, mosquitto_binary
 
 FLOOD = 1200
 DEEP = b'{"update_id": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from linewatch_sync.testing import ImageServer, Route, StartSync, image_bytes
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.testing import Mosquitto, mosquitto_binary
+from linewatch_dev.sync_testing import ImageServer, Route, StartSync, image_bytes
+from linewatch_dev.testing import Mosquitto, mosquitto_binary
 
 FLOOD = 1200
 DEEP = b'{"urls": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"

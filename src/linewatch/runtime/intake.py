@@ -10,7 +10,7 @@ recorded). So a crash at any point leaves it unacknowledged and the broker redel
   dead letter, which is published, recorded and then acknowledged like any other entry.
   JSON nested deeper than :data:`~linewatch.runtime.jsonguard.MAX_DEPTH` is refused before
   ``parse`` runs.
-- **One dead-letter policy** (:class:`DeadLetterPolicy`): the SPEC body on the dead-letter
+- **One dead-letter policy** (:class:`DeadLetterPolicy`): the documented body on the dead-letter
   topic, an optional ``record`` of the batch's dead letters in the service's database.
 - **One retry policy**: a failing commit or dead-letter step is retried with capped
   backoff (:func:`~linewatch.runtime.retry.retry`); nothing accepted is dropped.
@@ -104,7 +104,7 @@ Recorder = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterPolicy:
-    """Where refused messages go: the SPEC body on ``topic`` (every service's), and
+    """Where refused messages go: the documented dead-letter body on ``topic`` (every service's), and
     ``record`` (the service's own table, optional). A dead letter is acknowledged only
     once both are done."""
 

@@ -1,4 +1,4 @@
-"""Limits a JSON payload must keep before any parser sees it (SPEC: no payload, however
+"""Limits a JSON payload must keep before any parser sees it (no payload, however
 malformed, may stop a service).
 
 Every JSON decoder recurses per nesting level (the standard library's raises
