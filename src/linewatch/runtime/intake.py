@@ -104,9 +104,9 @@ Recorder = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterPolicy:
-    """Where refused messages go: the documented dead-letter body on ``topic`` (every service's), and
-    ``record`` (the service's own table, optional). A dead letter is acknowledged only
-    once both are done."""
+    """Where refused messages go: the documented dead-letter body on ``topic`` (every
+    service's), and ``record`` (the service's own table, optional). A dead letter is
+    acknowledged only once both are done."""
 
     source: str
     topic: str = "linewatch/deadletter"
