@@ -10,10 +10,11 @@ import socket
 from linewatch.runtime.db import Database, default_sqlite_url
 from linewatch.runtime.grpc_server import GrpcServer
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.v1 import ota_pb2, ota_pb2_grpc
+from linewatch.v1 import devices_pb2, devices_pb2_grpc, ota_pb2, ota_pb2_grpc
 from linewatch_ota.api import OtaApi
 from linewatch_ota.catalog import Catalog
 from linewatch_ota.config import OtaConfig
+from linewatch_ota.devices_wiring import DevicesPart, start_devices
 from linewatch_ota.device_protocol import DeviceIntake
 from linewatch_ota.download_server import DownloadServer
 from linewatch_ota.events import EventHub
@@ -28,6 +29,7 @@ __all__ = ["serve"]
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = ota_pb2.DESCRIPTOR.services_by_name["OtaService"].full_name
+DEVICES_SERVICE_NAME = devices_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name
 
 
 async def serve(
@@ -91,10 +93,18 @@ async def serve(
     )
     server = GrpcServer(config=config.grpc, service="ota")
     server.add(ota_pb2_grpc.add_OtaServiceServicer_to_server, api, SERVICE_NAME)
+    devices: DevicesPart | None = None
+    if config.devices.enabled:
+        devices = start_devices(config, db, client_id=client_id)
+        server.add(
+            devices_pb2_grpc.add_DeviceServiceServicer_to_server, devices.api, DEVICES_SERVICE_NAME
+        )
     downloads: DownloadServer | None = None
     try:
         await intake.subscribe()
         await mqtt.connect()
+        if devices is not None:
+            await devices.connect()
         port = await server.start()
         if config.http_port:
             downloads = DownloadServer(
@@ -107,6 +117,8 @@ async def serve(
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(stop))
             group.create_task(intake.run(stop))
+            if devices is not None:
+                group.create_task(devices.commands.run(stop))
             await stop.wait()
     finally:
         if downloads is not None:
@@ -114,4 +126,7 @@ async def serve(
         await server.stop()
         with contextlib.suppress(Exception):
             await mqtt.disconnect()
+        if devices is not None:
+            with contextlib.suppress(Exception):
+                await devices.mqtt.disconnect()
         await db.close()

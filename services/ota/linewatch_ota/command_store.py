@@ -114,9 +114,6 @@ class CommandStore:
             for row in rows:
                 row.seq = self._seq()
                 session.add(row)
-            await session.commit()
-            for row in rows:
-                await session.refresh(row)
         return list(rows)
 
     async def get(self, command_id: str, device_id: str | None = None) -> CommandRow:
@@ -165,8 +162,6 @@ class CommandStore:
             row.finished_at = now
             row.deadline = None
             session.add(row)
-            await session.commit()
-            await session.refresh(row)
         return row
 
     async def sweep(self, now: float) -> list[CommandRow]:
@@ -201,8 +196,6 @@ class CommandStore:
                 row.finished_at = now
                 row.deadline = None
                 session.add(row)
-            if changed:
-                await session.commit()
         return list(changed)
 
     async def claim(
@@ -245,8 +238,6 @@ class CommandStore:
                 claimed.append(row)
                 if len(claimed) >= limit:
                     break
-            if claimed:
-                await session.commit()
         return claimed
 
     async def unsend(self, command_ids: Sequence[str]) -> None:
@@ -266,7 +257,6 @@ class CommandStore:
                 row.sent_at = None
                 row.deadline = None
                 session.add(row)
-            await session.commit()
 
     async def finish(self, outcomes: Sequence[Outcome], now: float) -> tuple[list[CommandRow], int]:
         """Apply device answers; returns (changed rows, answers ignored).
@@ -300,8 +290,6 @@ class CommandStore:
                 row.deadline = None
                 session.add(row)
                 changed.append(row)
-            if changed:
-                await session.commit()
         return changed, ignored
 
     # --- inventory ------------------------------------------------------------------
@@ -317,4 +305,3 @@ class CommandStore:
         async with self.db.session() as session:
             for row in rows:
                 await session.merge(row)
-            await session.commit()

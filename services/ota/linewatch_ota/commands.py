@@ -343,6 +343,8 @@ class DeviceCommands:
 
     async def _on_status(self, message: MqttMessage) -> None:
         device_id = self._device_of(message.topic, self.config.topic_root)
+        if device_id is not None and not message.payload:
+            return  # a retained status cleared
         status = message.payload[:64].decode("utf-8", "replace").strip().strip('"').lower()
         if device_id is None or status not in {"online", "offline"}:
             await self._reject(message, "status", "status: expected online or offline")
@@ -430,8 +432,10 @@ class DeviceCommands:
     # --- the loops -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Dispatch, sweep, apply results and flush presence until ``stop`` is set."""
-        await self.inventory.load()
+        """Dispatch, sweep, apply results and flush presence until ``stop`` is set.
+
+        The inventory must be loaded first (:meth:`Inventory.load`, before subscribing).
+        """
         self._wake.set()  # queued commands of devices already online (after a restart)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._apply_results(stop))

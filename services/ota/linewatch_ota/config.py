@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from linewatch.runtime.config import GrpcConfig, MqttConfig, ServiceConfig
+from linewatch_ota.devices_config import DevicesConfig
 
 __all__ = ["OtaConfig"]
 
@@ -41,6 +42,8 @@ class OtaConfig(ServiceConfig):
     groups: dict[str, list[str]] = Field(default_factory=dict)
     #: Serve ranged firmware downloads directly on this port (0 = off; the gateway does it).
     http_port: int = Field(default=0, ge=0, le=65535)
+    #: Device commands, presence and inventory (the DeviceService).
+    devices: DevicesConfig = DevicesConfig()
 
     def resolved_firmware_dir(self) -> Path:
         """The directory firmware images live in."""

@@ -87,7 +87,7 @@ class Inventory:
     async def load(self) -> None:
         """Read the inventory back from the database (at start)."""
         for row in await self.store.load_devices():
-            self._devices[row.device_id] = DeviceState.from_row(row)
+            self._devices.setdefault(row.device_id, DeviceState.from_row(row))
 
     def __len__(self) -> int:
         return len(self._devices)
