@@ -14,8 +14,8 @@ from linewatch.v1 import devices_pb2, devices_pb2_grpc, ota_pb2, ota_pb2_grpc
 from linewatch_ota.api import OtaApi
 from linewatch_ota.catalog import Catalog
 from linewatch_ota.config import OtaConfig
-from linewatch_ota.devices_wiring import DevicesPart, start_devices
 from linewatch_ota.device_protocol import DeviceIntake
+from linewatch_ota.devices_wiring import DevicesPart, start_devices
 from linewatch_ota.download_server import DownloadServer
 from linewatch_ota.events import EventHub
 from linewatch_ota.publisher import MetadataPublisher

@@ -146,9 +146,7 @@ def _first_error(exc: ValidationError, what: str) -> InvalidDeviceMessage:
     return InvalidDeviceMessage(f"{what}: {where}: {err['msg']}")
 
 
-def parse_result(
-    topic_root: str, topic: str, payload: bytes
-) -> tuple[str, str, bool, str, str]:
+def parse_result(topic_root: str, topic: str, payload: bytes) -> tuple[str, str, bool, str, str]:
     """``(device_id, command_id, ok, result_json, error)`` of a result message.
 
     Raises:
@@ -163,7 +161,9 @@ def parse_result(
         or parts[n + 1] != "commands"
         or parts[n + 3] != "result"
     ):
-        raise InvalidDeviceMessage(f"topic {topic!r}: expected {topic_root}/<device>/commands/<id>/result")
+        raise InvalidDeviceMessage(
+            f"topic {topic!r}: expected {topic_root}/<device>/commands/<id>/result"
+        )
     device_id, command_id = parts[n], parts[n + 2]
     try:
         validate_device_id(device_id)
@@ -316,9 +316,7 @@ class DeviceCommands:
         for topic in self.config.telemetry_topics:
             await self.mqtt.subscribe(topic, self._on_telemetry, qos=0)
         if self.config.projector_topic:
-            await self.mqtt.subscribe(
-                self._filter(self.config.projector_topic), self._on_projector
-            )
+            await self.mqtt.subscribe(self._filter(self.config.projector_topic), self._on_projector)
 
     async def _reject(self, message: MqttMessage, kind: str, reason: str) -> None:
         COMMAND_MESSAGES.labels(kind, "invalid").inc()
@@ -388,7 +386,7 @@ class DeviceCommands:
         except InvalidArgument:
             return
         point = data.get("point")
-        points = [point] if isinstance(point, str) else []
+        points: list[str | None] = [point] if isinstance(point, str) else []
         channels = data.get("channels")
         if isinstance(channels, dict):
             points += [k for k in channels if isinstance(k, str)]
@@ -518,9 +516,7 @@ class DeviceCommands:
             while len(batch) < 500 and not self._results.empty():
                 batch.append(self._results.get_nowait())
             try:
-                changed, ignored = await self.store.finish(
-                    [p.outcome for p in batch], time.time()
-                )
+                changed, ignored = await self.store.finish([p.outcome for p in batch], time.time())
             except Exception as exc:
                 log.exception("applying command results failed")
                 for p in batch:

@@ -92,8 +92,7 @@ class DeviceApi(devices_pb2_grpc.DeviceServiceServicer):
         now = time.time()
         pending = await self.store.pending_counts(s.device_id for s in states)
         return [
-            device_pb(s, online=s.online(now), pending=pending.get(s.device_id, 0))
-            for s in states
+            device_pb(s, online=s.online(now), pending=pending.get(s.device_id, 0)) for s in states
         ]
 
     async def ListDevices(  # noqa: N802

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped,unused-ignore]
 
 from linewatch.v1 import devices_pb2
 from linewatch_ota.command_store import CommandRow

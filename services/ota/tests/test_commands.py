@@ -333,7 +333,7 @@ async def test_inventory_fields(
 
     async def offline() -> bool:
         d = (await devices.stub.GetDevice(S.GetDeviceRequest(device_id="inv-2"))).device
-        return d.status == "offline"
+        return bool(d.status == "offline")
 
     await until(offline, what="inv-2 offline")
     two = (await devices.stub.GetDevice(S.GetDeviceRequest(device_id="inv-2"))).device
@@ -368,7 +368,12 @@ async def test_response_topic_and_correlation_data(
     )
     host, port = mqtt_url.removeprefix("mqtt://").rsplit(":", 1)
     subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    raw.on_subscribe = lambda *a: subscribed.done() or subscribed.set_result(None)
+
+    def on_subscribe(*_: Any) -> None:
+        if not subscribed.done():
+            subscribed.set_result(None)
+
+    raw.on_subscribe = on_subscribe
     await raw.connect(host, int(port))
     try:
         raw.subscribe(f"{devices.root}/mqtt5-1/commands", qos=1)
@@ -379,7 +384,7 @@ async def test_response_topic_and_correlation_data(
     finally:
         await raw.disconnect()
     body = json.loads(payload)
-    assert body["id"] == cmd.id and body["name"] == "power_on" and body["params"] == {}
+    assert (body["id"], body["name"], body["params"]) == (cmd.id, "power_on", {})
     assert body["expires_at"] == cmd.expires_at.ToMilliseconds()
     assert props["response_topic"] == [f"{devices.root}/mqtt5-1/commands/{cmd.id}/result"]
     assert props["correlation_data"] == [cmd.id.encode()]
