@@ -16,7 +16,7 @@ from linewatch_gateway.config import GatewayConfig
 from linewatch_gateway.errors import install_error_handlers
 from linewatch_gateway.hubs import make_hubs
 from linewatch_gateway.middleware import BodyLimit, HttpMetrics
-from linewatch_gateway.routes import firmware, health, ingest, models, ota, stream, sync
+from linewatch_gateway.routes import devices, firmware, health, ingest, models, ota, stream, sync
 from linewatch_gateway.sse import StreamHub
 
 __all__ = ["UvicornServer", "close_streams", "create_app", "serve"]
@@ -63,7 +63,7 @@ def create_app(config: GatewayConfig, backends: Backends) -> FastAPI:
         tokens=config.tokens, read_tokens=config.read_tokens, read_auth=config.read_auth
     )
     install_error_handlers(app)
-    for module in (ingest, models, sync, firmware, ota, stream, health):
+    for module in (ingest, models, sync, firmware, ota, devices, stream, health):
         app.include_router(module.router)
     app.add_middleware(
         BodyLimit,

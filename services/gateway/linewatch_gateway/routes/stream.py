@@ -1,4 +1,4 @@
-"""Server-Sent Events routes: ``/v1/stream/{verdicts,telemetry,alarms,ota}``."""
+"""Server-Sent Events routes: ``/v1/stream/{verdicts,telemetry,alarms,ota,commands}``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from linewatch_gateway.sse import StreamFilter, StreamHub
 
 router = APIRouter(tags=["streams"])
 
-StreamKind = Literal["verdicts", "telemetry", "alarms", "ota"]
+StreamKind = Literal["verdicts", "telemetry", "alarms", "ota", "commands"]
 
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
