@@ -222,6 +222,7 @@ async def stack(
         devices=DevicesConfig(
             topic_root=f"{topic_prefix}/devices",
             projector_topic=f"{topic_prefix}/projector-remote-control",
+            telemetry_topics=[f"{topic_prefix}/+/+/telemetry"],
             tick_interval_s=0.1,
         ),
     )
