@@ -88,6 +88,8 @@ def plan(
             url = f"grpc://127.0.0.1:{port}"
         if name == "ingest":
             env[f"{prefix}BROKERS__DEFAULT__URL"] = mqtt_url
+            if "ota" in available_services():  # alarm rules' device commands
+                env[f"{prefix}DEVICES_ADDR"] = f"127.0.0.1:{SERVICE_PORTS['ota']}"
         elif name in {"sync", "ota"}:
             env[f"{prefix}MQTT__URL"] = mqtt_url
         comps.append(Component(name, [py, "-m", f"linewatch_{name}"], port, url, env))
