@@ -111,3 +111,31 @@ async def test_command_events_stream(live: Any) -> None:
     finally:
         with contextlib.suppress(Exception):
             await fleet.stop()
+
+
+async def test_alarm_commands_in_rules(client: httpx.AsyncClient) -> None:
+    rule = {
+        "name": "acting",
+        "source_topic": "plant/+/+/acting",
+        "model": "curve-quality",
+        "output_topic": "plant/{1}/{2}/acted",
+        "alarm": {
+            "threshold": 3,
+            "window_s": 60,
+            "on_raise": {"name": "stop_press", "params": {"why": "defects"}},
+            "on_clear": {"name": "resume", "devices": ["plc-1"]},
+            "command_cooldown_s": 30,
+        },
+    }
+    made = await client.post("/v1/rules", json=rule, headers=auth())
+    assert made.status_code == 201, made.text
+    got = (await client.get("/v1/rules/acting", headers=auth())).json()
+    alarm = got["alarm"]
+    assert alarm["on_raise"]["name"] == "stop_press"
+    assert json.loads(alarm["on_raise"]["params_json"]) == {"why": "defects"}
+    assert alarm["on_raise"]["devices"] == []
+    assert alarm["on_clear"]["devices"] == ["plc-1"]
+    assert alarm["command_cooldown_s"] == 30
+    bad = dict(rule, name="bad", alarm={"threshold": 1, "on_raise": {"name": ""}})
+    assert (await client.post("/v1/rules", json=bad, headers=auth())).status_code == 422
+    await client.delete("/v1/rules/acting", headers=auth())
