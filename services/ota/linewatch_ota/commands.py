@@ -241,6 +241,7 @@ class DeviceCommands:
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(publish_concurrency)
         self._results: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=10_000)
+        self._last_sweep = 0.0
 
     # --- the API side ------------------------------------------------------------------
 
@@ -461,10 +462,13 @@ class DeviceCommands:
 
     async def _tick(self) -> None:
         now = time.time()
-        swept = await self.store.sweep(now)
-        for row in swept:
-            COMMANDS.labels(row.state).inc()
-        self._publish_events(swept)
+        # expiry and timeouts once per tick interval; delivery on every wake
+        if now - self._last_sweep >= self.config.tick_interval_s:
+            self._last_sweep = now
+            swept = await self.store.sweep(now)
+            for row in swept:
+                COMMANDS.labels(row.state).inc()
+            self._publish_events(swept)
         online = self.inventory.online_ids(now)
         DEVICES_ONLINE.set(len(online))
         if not self.mqtt.connected:
