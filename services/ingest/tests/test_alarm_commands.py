@@ -107,3 +107,60 @@ async def test_alarm_sends_a_command_once_per_raise(
     finally:
         with contextlib.suppress(Exception):
             await fleet.stop()
+
+
+async def test_cooldown_holds_back_the_next_raise_command(
+    mqtt_url: str, database_url: str, topic_prefix: str, inference: Inference, ota: OtaRunner
+) -> None:
+    p = topic_prefix
+    fleet = CommandFleet(mqtt_url=mqtt_url, device_ids=["cool-dev"], topic_root=f"{p}/devices")
+    await fleet.start()
+    alarm = AlarmRuleConfig(
+        threshold=3,
+        window_s=1,
+        on_raise=AlarmCommandConfig(name="reject_part"),
+        command_cooldown_s=3600,
+    )
+    config = ingest_config(
+        mqtt_url=mqtt_url,
+        database_url=database_url,
+        inference=inference,
+        prefix=p,
+        rules=[demo_rule(p, alarm=alarm)],
+        devices_addr=f"127.0.0.1:{ota.grpc_port}",
+    )
+    try:
+        async with (
+            running(config) as ingest,
+            MqttClient(MqttConfig(url=mqtt_url), clean_start=True) as pub,
+        ):
+            worker = ingest.controller.worker("demo")
+            assert worker is not None
+            await worker.client.wait_connected(5)
+            await asyncio.sleep(0.2)
+            for round_ in range(2):
+                for i in range(4):
+                    await pub.publish(
+                        f"{p}/A/cool-dev/telemetry",
+                        curve_payload("cool-dev", kind="spike", seed=10 * round_ + i),
+                    )
+
+                async def raised_and_cleared(n: int = round_ + 1) -> bool:
+                    rows = (await ingest.store.query_alarms(Query(state="cleared"))).rows
+                    return len(rows) == n
+
+                assert await eventually(raised_and_cleared, timeout=20)
+
+            # two raises, one command: the second fell within the cool-down
+            async def first_recorded() -> bool:
+                rows = (await ingest.store.query_alarms(Query())).rows
+                return any(r.commands for r in rows) and bool(fleet.received("cool-dev"))
+
+            assert await eventually(first_recorded, timeout=10)
+            rows = (await ingest.store.query_alarms(Query())).rows
+            assert len(rows) == 2
+            assert sorted(bool(r.commands) for r in rows) == [False, True]
+            assert fleet.received_names("cool-dev") == ["reject_part"]
+    finally:
+        with contextlib.suppress(Exception):
+            await fleet.stop()
