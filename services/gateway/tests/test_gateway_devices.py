@@ -72,6 +72,18 @@ async def test_commands_and_inventory_over_rest(live: Any) -> None:
             assert device["online"] is True
             assert device["status"] == "online"
             assert device["pending_commands"] == 0
+            assert device["open_alarms"] == []
+            # a defective curve through the real pipeline raises the stack rule's alarm
+            await stack.publish([("gw-dev-1", "A", "spike")])
+            async with asyncio.timeout(30):
+                while True:
+                    device = (await http.get("/v1/devices/gw-dev-1", headers=auth())).json()
+                    if device["open_alarms"]:
+                        break
+                    await asyncio.sleep(0.1)
+            (open_alarm,) = device["open_alarms"]
+            assert (open_alarm["rule"], open_alarm["state"]) == ("line", "active")
+            assert device["points"] == ["pressure"]
             page = (await http.get("/v1/devices?prefix=gw-dev-", headers=auth())).json()
             assert [d["device_id"] for d in page["items"]] == ["gw-dev-1"]
             assert (await http.get("/v1/devices/never-seen", headers=auth())).status_code == 404

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from linewatch.v1 import common_pb2, devices_pb2
+from linewatch.v1 import common_pb2, devices_pb2, ingest_pb2
 from linewatch_gateway.clients import Backends
 from linewatch_gateway.convert import enum_value, message_to_dict
 from linewatch_gateway.errors import ApiError
@@ -77,6 +77,12 @@ class DeviceOut(BaseModel):
     points: list[str]
     attributes: dict[str, str]
     pending_commands: int
+
+
+class DeviceDetailOut(DeviceOut):
+    """A device with its open alarms (from ingest; null while ingest does not answer)."""
+
+    open_alarms: list[dict[str, Any]] | None = None
 
 
 class DevicePage(BaseModel):
@@ -176,12 +182,26 @@ async def list_devices(
     }
 
 
-@router.get("/v1/devices/{device_id}", dependencies=Read, response_model=DeviceOut)
+@router.get("/v1/devices/{device_id}", dependencies=Read, response_model=DeviceDetailOut)
 async def get_device(b: B, device_id: DeviceId) -> Any:
-    """One device: presence, firmware and hardware, points, attributes, pending commands."""
+    """One device: presence, firmware and hardware, points, attributes, pending commands,
+    open alarms."""
     resp = await b.call(
         "ota", b.devices.GetDevice, devices_pb2.GetDeviceRequest(device_id=device_id)
     )
     if not resp.HasField("device"):
         raise ApiError(404, "not_found", f"device {device_id!r} not known")
-    return message_to_dict(resp.device)
+    out = message_to_dict(resp.device)
+    alarms = ingest_pb2.QueryAlarmsRequest(
+        filter=ingest_pb2.ArchiveFilter(
+            device_id=device_id, page=common_pb2.PageRequest(page_size=100)
+        ),
+        state=ingest_pb2.ALARM_STATE_ACTIVE,
+    )
+    try:
+        found = await b.call("ingest", b.ingest.QueryAlarms, alarms)
+    except ApiError:
+        out["open_alarms"] = None  # the inventory still answers while ingest is away
+    else:
+        out["open_alarms"] = [message_to_dict(a) for a in found.records]
+    return out
