@@ -210,15 +210,24 @@ class CommandStore:
         if not online:
             return []
         async with self.db.session() as session:
-            rows = (
-                await session.exec(
-                    select(CommandRow)
-                    .where(col(CommandRow.state).in_(PENDING_COMMAND_STATES))
-                    .order_by(col(CommandRow.seq))
-                    .limit(limit * 4)
-                    .with_for_update()
-                )
-            ).all()
+            # only online devices' rows (in chunks: IN lists stay short), so commands
+            # waiting for offline devices never crowd out those that can go now
+            ids = sorted(online)
+            rows: list[CommandRow] = []
+            for i in range(0, len(ids), 1000):
+                rows += (
+                    await session.exec(
+                        select(CommandRow)
+                        .where(
+                            col(CommandRow.state).in_(PENDING_COMMAND_STATES),
+                            col(CommandRow.device_id).in_(ids[i : i + 1000]),
+                        )
+                        .order_by(col(CommandRow.seq))
+                        .limit(limit * 4)
+                        .with_for_update()
+                    )
+                ).all()
+            rows.sort(key=lambda r: r.seq)
             in_flight: dict[str, int] = {}
             for row in rows:
                 if row.state == "sent":
