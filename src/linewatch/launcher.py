@@ -92,7 +92,19 @@ def plan(
                 env[f"{prefix}DEVICES_ADDR"] = f"127.0.0.1:{SERVICE_PORTS['ota']}"
         elif name in {"sync", "ota"}:
             env[f"{prefix}MQTT__URL"] = mqtt_url
+        if name == "ota":  # the demo telemetry feeds the device inventory (read-only)
+            env[f"{prefix}DEVICES__TELEMETRY_TOPICS"] = "[plant/+/+/telemetry]"
         comps.append(Component(name, [py, "-m", f"linewatch_{name}"], port, url, env))
+    if simulator and "ota" in available_services():
+        comps.append(
+            Component(
+                "device-simulator",
+                [py, "-m", "linewatch.cli", "devices", "simulate", "--broker", mqtt_url,
+                 "--devices", "6"],
+                url="devices dev-0000…dev-0005 answering devices/<id>/commands",
+                env=common,
+            )
+        )  # fmt: skip
     if simulator:
         comps.append(
             Component(
