@@ -388,3 +388,32 @@ async def test_response_topic_and_correlation_data(
     assert body["expires_at"] == cmd.expires_at.ToMilliseconds()
     assert props["response_topic"] == [f"{devices.root}/mqtt5-1/commands/{cmd.id}/result"]
     assert props["correlation_data"] == [cmd.id.encode()]
+
+
+async def test_commands_for_offline_devices_never_crowd_out_online_ones(
+    database_url: str,
+) -> None:
+    from linewatch_ota.command_store import CommandRow, CommandStore
+    from linewatch_ota.store import Base
+
+    from linewatch.runtime.db import Database
+
+    db = Database(database_url)
+    await db.create_schema(Base.metadata)
+    try:
+        store = CommandStore(db)
+
+        def row(device: str, n: int) -> CommandRow:
+            return CommandRow(
+                id=f"{device}-{n}".replace("-", ""), device_id=device, seq=0, name="x",
+                state="queued", timeout_s=30, expires_at=1e12, created_at=1.0,
+            )  # fmt: skip
+
+        await store.create([row("away", n) for n in range(20)] + [row("here", 0), row("here", 1)])
+        # a small claim window: the 20 older commands of the offline device come first
+        claimed = await store.claim({"here"}, max_in_flight=1, now=2.0, limit=1)
+        assert [c.id for c in claimed] == ["here0"]
+        # one in flight: the next waits until the first is answered
+        assert await store.claim({"here"}, max_in_flight=1, now=2.0, limit=1) == []
+    finally:
+        await db.close()
