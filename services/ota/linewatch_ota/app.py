@@ -13,11 +13,12 @@ from linewatch.runtime.db import Database, default_sqlite_url
 from linewatch.runtime.grpc_auth import internal_caller
 from linewatch.runtime.grpc_server import GrpcServer
 from linewatch.runtime.mqtt import MqttClient
-from linewatch.v1 import ota_pb2, ota_pb2_grpc
+from linewatch.v1 import devices_pb2, devices_pb2_grpc, ota_pb2, ota_pb2_grpc
 from linewatch_ota.api import OtaApi
 from linewatch_ota.catalog import Catalog
 from linewatch_ota.config import OtaConfig
 from linewatch_ota.device_protocol import DeviceIntake
+from linewatch_ota.devices_wiring import DevicesPart, start_devices
 from linewatch_ota.download_server import DownloadServer
 from linewatch_ota.events import EventHub
 from linewatch_ota.publisher import MetadataPublisher
@@ -31,6 +32,7 @@ __all__ = ["serve"]
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = ota_pb2.DESCRIPTOR.services_by_name["OtaService"].full_name
+DEVICES_SERVICE_NAME = devices_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name
 
 
 async def serve(
@@ -110,10 +112,18 @@ async def serve(
     )
     server = GrpcServer(config=config.grpc, service="ota", extra_callers=[reader])
     server.add(ota_pb2_grpc.add_OtaServiceServicer_to_server, api, SERVICE_NAME)
+    devices: DevicesPart | None = None
+    if config.devices.enabled:
+        devices = start_devices(config, db, client_id=client_id)
+        server.add(
+            devices_pb2_grpc.add_DeviceServiceServicer_to_server, devices.api, DEVICES_SERVICE_NAME
+        )
     downloads: DownloadServer | None = None
     try:
         await intake.subscribe()
         await mqtt.connect()
+        if devices is not None:
+            await devices.connect()
         port = await server.start()
         if config.http_port:
             downloads = DownloadServer(
@@ -131,6 +141,8 @@ async def serve(
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(stop))
             group.create_task(intake.run(stop))
+            if devices is not None:
+                group.create_task(devices.commands.run(stop))
             await stop.wait()
     finally:
         if downloads is not None:
@@ -138,4 +150,7 @@ async def serve(
         await server.stop()
         with contextlib.suppress(Exception):
             await mqtt.disconnect()
+        if devices is not None:
+            with contextlib.suppress(Exception):
+                await devices.mqtt.disconnect()
         await db.close()
