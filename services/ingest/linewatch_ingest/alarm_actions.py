@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client import Counter
 
+from linewatch.runtime.config import GrpcClientConfig
+from linewatch.runtime.grpc_auth import open_channel
 from linewatch.v1 import devices_pb2, devices_pb2_grpc
 from linewatch_ingest.config import AlarmCommandConfig, AlarmRuleConfig
 from linewatch_ingest.store import IngestStore
@@ -46,18 +48,22 @@ class _Job:
 
 
 class AlarmActions:
-    """Sends alarm commands to the DeviceService at ``target`` (host:port)."""
+    """Sends alarm commands to the DeviceService at ``target`` (host:port), as the
+    caller ``client`` names (ingest's ``grpc.client``: its token, TLS); the OTA service
+    must accept that token with the ``ingest`` role (which may call ``SendCommand``)."""
 
     def __init__(
         self,
         store: IngestStore,
         target: str,
+        client: GrpcClientConfig | None = None,
         *,
         timeout_s: float = 5.0,
         queue_size: int = 10_000,
     ) -> None:
         self._store = store
         self._target = target
+        self._client = client or GrpcClientConfig()
         self._timeout_s = timeout_s
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         self._last_sent: dict[tuple[str, str, str], float] = {}
@@ -83,7 +89,7 @@ class AlarmActions:
         if not self._target:
             stub = None
         else:
-            self._channel = grpc.aio.insecure_channel(self._target)
+            self._channel = open_channel(self._target, self._client)
             stub = devices_pb2_grpc.DeviceServiceStub(self._channel)
         try:
             while True:

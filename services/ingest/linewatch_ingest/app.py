@@ -79,7 +79,7 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         store,
         config.webhook,
         stream=alarm_stream,
-        actions=AlarmActions(store, config.devices_addr),
+        actions=AlarmActions(store, config.devices_addr, config.grpc.client),
     )
     alarm_task = asyncio.create_task(alarms.run(), name="alarms")
     archive = ArchiveWriter(store)

@@ -25,7 +25,7 @@ __all__ = [
     "PENDING_COMMAND_STATES",
     "CommandRow",
     "CommandStore",
-    "DeviceRow",
+    "InventoryRow",
     "Outcome",
 ]
 
@@ -71,10 +71,14 @@ class CommandRow(Base, table=True):
     error: str = Field(default="", sa_type=sa.Text)
 
 
-class DeviceRow(Base, table=True):
-    """What the inventory knows of one device (written behind the in-memory presence)."""
+class InventoryRow(Base, table=True):
+    """What the inventory knows of one device (written behind the in-memory presence).
 
-    __tablename__ = "ota_devices"
+    Not ``ota_devices`` (:class:`linewatch_ota.store.InventoryRow`, what the update guard
+    reads from OTA requests): the inventory is written behind, the guard's row in the
+    request's transaction."""
+
+    __tablename__ = "ota_inventory"
 
     device_id: str = Field(primary_key=True, max_length=128)
     status: str = Field(default="", max_length=16)
@@ -303,11 +307,11 @@ class CommandStore:
 
     # --- inventory ------------------------------------------------------------------
 
-    async def load_devices(self) -> list[DeviceRow]:
+    async def load_devices(self) -> list[InventoryRow]:
         async with self.db.session() as session:
-            return list((await session.exec(select(DeviceRow))).all())
+            return list((await session.exec(select(InventoryRow))).all())
 
-    async def save_devices(self, rows: Sequence[DeviceRow]) -> None:
+    async def save_devices(self, rows: Sequence[InventoryRow]) -> None:
         """Upsert the given devices (merge by primary key)."""
         if not rows:
             return

@@ -1,4 +1,4 @@
-"""Device presence and inventory, kept in memory and written behind to ``ota_devices``.
+"""Device presence and inventory, kept in memory and written behind to ``ota_inventory``.
 
 A device is online while its retained ``devices/{id}/status`` says ``online`` (its will
 says ``offline``) or while it has published anything within the last
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from linewatch.runtime.errors import NotFound
-from linewatch_ota.command_store import CommandStore, DeviceRow
+from linewatch_ota.command_store import CommandStore, InventoryRow
 
 __all__ = ["ONLINE_WINDOW_S", "DeviceState", "Inventory"]
 
@@ -45,8 +45,8 @@ class DeviceState:
             return True
         return self.last_traffic is not None and now - self.last_traffic < ONLINE_WINDOW_S
 
-    def row(self) -> DeviceRow:
-        return DeviceRow(
+    def row(self) -> InventoryRow:
+        return InventoryRow(
             device_id=self.device_id,
             status=self.status,
             last_seen=self.last_seen,
@@ -58,7 +58,7 @@ class DeviceState:
         )
 
     @classmethod
-    def from_row(cls, row: DeviceRow) -> DeviceState:
+    def from_row(cls, row: InventoryRow) -> DeviceState:
         points = json.loads(row.points_json or "[]")
         attrs = json.loads(row.attributes_json or "{}")
         return cls(
