@@ -91,7 +91,7 @@ def plan(
             f"{prefix}DATA_DIR": str(data_dir),
         }
         callers = {"operator": ("operator", token), "gateway": ("gateway", internal["gateway"])}
-        if name == "inference":
+        if name in {"inference", "ota"}:  # ota: alarm rules' device commands (SendCommand)
             callers["ingest"] = ("ingest", internal["ingest"])
         env.update(callers_env(name, callers, internal.get(name, "")))
         if name == "gateway":
