@@ -1,4 +1,4 @@
-"""Simulated devices that answer device commands (SPEC: Device commands and inventory).
+"""Simulated devices that answer device commands.
 
 Many devices share one MQTT connection. A device announces itself with a retained
 ``devices/{id}/status`` ``online`` (``offline`` when it goes away), receives

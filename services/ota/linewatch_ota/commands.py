@@ -1,4 +1,4 @@
-"""Device commands with acknowledgement, presence from MQTT, and the seed-001 fan-out.
+"""Device commands with acknowledgement, presence from MQTT, the remote-control fan-out.
 
 The component has its own MQTT connection (so its subscriptions never overlap the OTA
 intake's). It reads:
@@ -7,7 +7,7 @@ intake's). It reads:
 - ``devices/{id}/commands/{cmd}/result`` (the device's answer),
 - ``ota/{id}/request`` (firmware version and hardware), and the configured telemetry
   topics (points and attributes), read-only, for presence,
-- the seed-001 ``projector-remote-control`` topic.
+- the ``projector-remote-control`` topic (one command per listed projector).
 
 A command is written ``queued``; the dispatcher claims the oldest queued commands of online
 devices (at most ``max_in_flight`` sent per device, in order), marks them ``sent`` in the
@@ -182,7 +182,7 @@ def parse_result(topic_root: str, topic: str, payload: bytes) -> tuple[str, str,
 
 
 def parse_projector(payload: bytes) -> tuple[str, list[str], dict[str, Any]]:
-    """``(command, devices, params)`` of a seed-001 ``projector-remote-control`` message."""
+    """``(command, devices, params)`` of a ``projector-remote-control`` message."""
     data = _load_object(payload, "projector-remote-control", MAX_PARAMS_BYTES)
     try:
         msg = _ProjectorMsg.model_validate(data)

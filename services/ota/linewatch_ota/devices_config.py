@@ -18,7 +18,7 @@ class DevicesConfig(BaseModel):
     topic_root: str = Field(default="devices", pattern=r"^[^#+]+$")
     #: Telemetry topics read (read-only) for presence, points and attributes.
     telemetry_topics: list[str] = Field(default_factory=list, max_length=64)
-    #: The seed-001 topic whose messages become one command per listed projector ("" = off).
+    #: The remote-control topic whose messages become one command per listed projector ("" = off).
     projector_topic: str = Field(default="projector-remote-control", pattern=r"^[^#+]*$")
     default_timeout_s: int = Field(default=30, ge=1, le=86_400)
     default_expires_s: int = Field(default=3600, ge=1, le=86_400 * 30)
