@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from linewatch_dev.devices_simulator import CommandFleet
 
-from linewatch_dev.broker import broker_answers
-from linewatch_dev.testing import free_port
 from linewatch.v1 import common_pb2, devices_pb2, devices_pb2_grpc
+from linewatch_dev.broker import broker_answers
+from linewatch_dev.devices_simulator import CommandFleet
+from linewatch_dev.testing import free_port
 
 RESULTS = Path(__file__).parent / "results" / "devices.json"
 FINAL = {

@@ -148,8 +148,10 @@ def test_plan_accepts_dev_token_as_operator_and_gives_callers_their_own(tmp_path
         assert ingest.allows("/linewatch.v1.InferenceService/PredictStream")
         assert not ingest.allows("/linewatch.v1.InferenceService/LoadModel")
     if "ota" in comps and "ingest" in comps:  # alarm rules send device commands
-        assert comps["ingest"].env["LINEWATCH_INGEST__DEVICES_ADDR"].endswith(
-            f":{SERVICE_PORTS['ota']}"
+        assert (
+            comps["ingest"]
+            .env["LINEWATCH_INGEST__DEVICES_ADDR"]
+            .endswith(f":{SERVICE_PORTS['ota']}")
         )
         config = load_config(ServiceConfig, service="ota", environ=grpc_env("ota"))
         ingest = {c.name: c for c in load_callers(config.grpc.auth)}["ingest"]

@@ -196,10 +196,9 @@ DEVICE_SCRIPT = Path(__file__).parent / "browser" / "device.mjs"
 async def test_device_page_shows_inventory_and_sends_a_command(live: Any, tmp_path: Path) -> None:
     if shutil.which("node") is None or shutil.which("chromium") is None:
         pytest.skip("node or Debian chromium is not installed (make system-packages)")
-    from linewatch_dev.devices_simulator import CommandFleet
-
     from linewatch.runtime.config import MqttConfig
     from linewatch.runtime.mqtt import MqttClient
+    from linewatch_dev.devices_simulator import CommandFleet
 
     stack = live.stack
     fleet = CommandFleet(

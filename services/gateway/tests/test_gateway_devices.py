@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import httpx
+
 from linewatch_dev.devices_simulator import CommandBehaviour, CommandFleet
 
 from .conftest import auth

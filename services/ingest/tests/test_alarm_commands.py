@@ -11,12 +11,12 @@ import pytest
 from linewatch_ingest.app import running
 from linewatch_ingest.config import AlarmCommandConfig, AlarmRuleConfig
 from linewatch_ingest.store import Query
-from linewatch_dev.devices_simulator import CommandFleet
 from linewatch_ota.devices_config import DevicesConfig
-from linewatch_dev.ota_testing import OtaRunner
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
+from linewatch_dev.devices_simulator import CommandFleet
+from linewatch_dev.ota_testing import OtaRunner
 
 from .conftest import Inference, curve_payload, demo_rule, eventually, ingest_config
 

@@ -35,18 +35,8 @@ SERVICE_NAME = ota_pb2.DESCRIPTOR.services_by_name["OtaService"].full_name
 DEVICES_SERVICE_NAME = devices_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name
 
 
-async def serve(
-    config: OtaConfig, stop: asyncio.Event, *, ready: asyncio.Future[int] | None = None
-) -> None:
-    """Run the OTA service until ``stop`` is set.
-
-    Args:
-        config: the validated configuration.
-        stop: set it to shut down gracefully.
-        ready: when given, receives the bound gRPC port once serving (tests).
-    """
-    db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
-    await db.create_schema(Base.metadata)
+async def _catalog(config: OtaConfig, db: Database) -> Catalog:
+    """The firmware catalog with its keys; signs the manifests of older images."""
     own = (
         await asyncio.to_thread(
             SigningKey.load_or_create, config.resolved_signing_key_path(), config.signing_key_id
@@ -64,6 +54,22 @@ async def serve(
     signed = await catalog.sign_unsigned()
     if signed:
         log.info("signed the manifests of %d older firmware images", signed)
+    return catalog
+
+
+async def serve(
+    config: OtaConfig, stop: asyncio.Event, *, ready: asyncio.Future[int] | None = None
+) -> None:
+    """Run the OTA service until ``stop`` is set.
+
+    Args:
+        config: the validated configuration.
+        stop: set it to shut down gracefully.
+        ready: when given, receives the bound gRPC port once serving (tests).
+    """
+    db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
+    await db.create_schema(Base.metadata)
+    catalog = await _catalog(config, db)
     events = EventHub()
     write_lock = asyncio.Lock()
     rollouts = Rollouts(db=db, catalog=catalog, events=events, write_lock=write_lock)

@@ -45,7 +45,9 @@ async def test_ingest_role_may_send_device_commands_only(
         assert code not in {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
         for name in ("CancelCommand", "ListCommands", "GetDevice"):
             method = (f"/linewatch.v1.DeviceService/{name}", False, False)
-            assert await call_code(target, method, INGEST_TOKEN) == grpc.StatusCode.PERMISSION_DENIED
+            assert (
+                await call_code(target, method, INGEST_TOKEN) == grpc.StatusCode.PERMISSION_DENIED
+            )
         rollout = ("/linewatch.v1.OtaService/CreateRollout", False, False)
         assert await call_code(target, rollout, INGEST_TOKEN) == grpc.StatusCode.PERMISSION_DENIED
     finally:

@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import pytest
-from linewatch_dev.devices_simulator import CommandBehaviour, CommandFleet
 from linewatch_ota.commands import (
     InvalidDeviceMessage,
     json_depth,
@@ -20,11 +19,12 @@ from linewatch_ota.commands import (
     parse_result,
 )
 from linewatch_ota.devices_config import DevicesConfig
-from linewatch_dev.ota_testing import OtaRunner, until
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
 from linewatch.v1 import common_pb2, devices_pb2, devices_pb2_grpc
+from linewatch_dev.devices_simulator import CommandBehaviour, CommandFleet
+from linewatch_dev.ota_testing import OtaRunner, until
 
 S = devices_pb2
 
