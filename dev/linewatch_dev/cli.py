@@ -1,4 +1,5 @@
-"""The ``linewatch`` command: ``up``, ``simulate``, ``broker``, ``ota simulate``."""
+"""The ``linewatch`` command: ``up``, ``simulate``, ``broker``, ``ota simulate``,
+``devices simulate``."""
 
 from __future__ import annotations
 
@@ -78,6 +79,21 @@ def _cmd_ota_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_devices_simulate(args: argparse.Namespace) -> int:
+    from linewatch_dev.devices_simulator import simulate
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            simulate(
+                mqtt_url=args.broker,
+                devices=args.devices,
+                fail_share=args.fail_share,
+                slow_share=args.slow_share,
+            )
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="linewatch", description=__doc__)
@@ -110,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=10)
     p.add_argument("--fail-share", type=float, default=0.0)
     p.set_defaults(func=_cmd_ota_simulate)
+
+    p = sub.add_parser("devices", help="device-command tools")
+    devices = p.add_subparsers(dest="devices_command", required=True)
+    p = devices.add_parser("simulate", help="devices that answer commands (some slow, failing)")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    p.add_argument("--devices", type=int, default=10)
+    p.add_argument("--fail-share", type=float, default=0.1)
+    p.add_argument("--slow-share", type=float, default=0.1)
+    p.set_defaults(func=_cmd_devices_simulate)
     return parser
 
 

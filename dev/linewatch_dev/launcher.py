@@ -91,7 +91,7 @@ def plan(
             f"{prefix}DATA_DIR": str(data_dir),
         }
         callers = {"operator": ("operator", token), "gateway": ("gateway", internal["gateway"])}
-        if name == "inference":
+        if name in {"inference", "ota"}:  # ota: alarm rules' device commands (SendCommand)
             callers["ingest"] = ("ingest", internal["ingest"])
         env.update(callers_env(name, callers, internal.get(name, "")))
         if name == "gateway":
@@ -101,12 +101,26 @@ def plan(
             url = f"grpc://127.0.0.1:{port}  (gRPC token: {token})"
         if name == "ingest":
             env[f"{prefix}BROKERS__DEFAULT__URL"] = mqtt_url
+            if "ota" in available_services():  # alarm rules' device commands
+                env[f"{prefix}DEVICES_ADDR"] = f"127.0.0.1:{SERVICE_PORTS['ota']}"
         elif name in {"sync", "ota"}:
             env[f"{prefix}MQTT__URL"] = mqtt_url
         if name in {"sync", "inference"} and f"{prefix}ALLOWED_NETWORKS" not in os.environ:
             # the demo fetches from this machine; a deployment allows nothing non-public
             env[f"{prefix}ALLOWED_NETWORKS"] = "127.0.0.0/8"
+        if name == "ota":  # the demo telemetry feeds the device inventory (read-only)
+            env[f"{prefix}DEVICES__TELEMETRY_TOPICS"] = "[plant/+/+/telemetry]"
         comps.append(Component(name, [py, "-m", f"linewatch_{name}"], port, url, env))
+    if simulator and "ota" in available_services():
+        comps.append(
+            Component(
+                "device-simulator",
+                [py, "-m", "linewatch_dev.cli", "devices", "simulate", "--broker", mqtt_url,
+                 "--devices", "6"],
+                url="devices dev-0000…dev-0005 answering devices/<id>/commands",
+                env=common,
+            )
+        )  # fmt: skip
     if simulator:
         comps.append(
             Component(

@@ -1,6 +1,7 @@
 """The chart's broker ACL (deploy/helm/linewatch/files/mosquitto-acl.conf, the very file the
 chart renders) on a real Mosquitto with a password file: no anonymous client, and a
-device cannot forge another device's OTA ``verify`` (the OTA service never sees it)."""
+device cannot forge another device's OTA ``verify`` (the OTA service never sees it), and
+device commands reach only their device."""
 
 from __future__ import annotations
 
@@ -109,4 +110,48 @@ async def test_anonymous_and_wrong_password_are_refused(broker: Mosquitto) -> No
         right = ("-u", "press-01", "-P", USERS["press-01"])
         assert await asyncio.to_thread(_pub, broker, "ota/press-01/request", payload, *right) == 0
     finally:
+        broker.kill()
+
+
+async def test_device_commands_reach_only_their_device(broker: Mosquitto) -> None:
+    """OTA sends commands to devices/<id>/commands and reads every device's results and
+    seed 001's projector-remote-control; a device gets only its own commands and cannot
+    forge another device's result."""
+    results: list[str] = []
+    to_01: list[str] = []
+    got = asyncio.Event()
+
+    async def on_result(message: MqttMessage) -> None:
+        results.append(message.topic)
+        got.set()
+
+    async def on_command(message: MqttMessage) -> None:
+        to_01.append(message.topic)
+        got.set()
+
+    def client(user: str) -> MqttClient:
+        return MqttClient(MqttConfig(url=broker.url, username=user, password=USERS[user]))
+
+    ota, press = client("linewatch-ota"), client("press-01")
+    try:
+        await ota.connect()
+        await press.connect()
+        await ota.subscribe("devices/+/commands/+/result", on_result, qos=1)
+        await ota.subscribe("projector-remote-control", on_result, qos=1)
+        await press.subscribe("devices/+/commands", on_command, qos=1)  # + : only its own
+        await ota.publish("devices/press-02/commands", b'{"id": "c2"}', qos=1)
+        await ota.publish("devices/press-01/commands", b'{"id": "c1"}', qos=1)
+        await asyncio.wait_for(got.wait(), 20)
+        assert to_01 == ["devices/press-01/commands"]
+        got.clear()
+        as_02 = ("-u", "press-02", "-P", USERS["press-02"])
+        forged = {"ok": True}
+        await asyncio.to_thread(_pub, broker, "devices/press-01/commands/c1/result", forged, *as_02)
+        own = "devices/press-02/commands/c2/result"
+        assert await asyncio.to_thread(_pub, broker, own, forged, *as_02) == 0
+        await asyncio.wait_for(got.wait(), 20)
+        assert results == [own]
+    finally:
+        await press.disconnect()
+        await ota.disconnect()
         broker.kill()

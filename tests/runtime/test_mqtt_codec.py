@@ -41,8 +41,10 @@ from linewatch.runtime.mqtt_codec import (
     Unsubscribe,
     Will,
     decode,
+    decode_properties,
     decode_varint,
     encode,
+    encode_property_values,
     encode_varint,
 )
 
@@ -338,3 +340,31 @@ def test_encode_refuses_what_cannot_go_on_the_wire() -> None:
         encode(Connack(properties=Properties(receive_maximum=70_000)))
     with pytest.raises(ProtocolError, match="UTF-8"):
         encode(Publish("\ud800", b""))
+
+
+@SETTINGS
+@given(
+    response_topic=text.filter(bool),
+    correlation_data=st.binary(max_size=40),
+    users=st.lists(st.tuples(text, text), max_size=3).map(tuple),
+    packet_id=pid,
+)
+def test_request_response_properties_round_trip(
+    response_topic: str, correlation_data: bytes, users: tuple[tuple[str, str], ...], packet_id: int
+) -> None:
+    """A device command's PUBLISH: response topic and correlation data (the client joins
+    them with the user properties into one block) decode back unchanged."""
+    block = encode_property_values(
+        Properties(response_topic=response_topic, correlation_data=correlation_data)
+    ) + encode_property_values(Properties(user_properties=users))
+    decoded, end = decode_properties(encode_varint(len(block)) + block, 0)
+    want = Properties(
+        response_topic=response_topic, correlation_data=correlation_data, user_properties=users
+    )
+    assert decoded == want
+    assert end == len(encode_varint(len(block))) + len(block)
+    packet = Publish("devices/d1/commands", b"{}", 1, False, False, packet_id, want)
+    wire = encode(packet, MQTT_5)
+    length, start = decode_varint(wire, 1)
+    assert start + length == len(wire)
+    assert decode(wire[0], wire[start:], MQTT_5) == packet

@@ -147,4 +147,16 @@ def test_plan_accepts_dev_token_as_operator_and_gives_callers_their_own(tmp_path
         assert ingest.digest == token_digest(seen_tokens["ingest"])
         assert ingest.allows("/linewatch.v1.InferenceService/PredictStream")
         assert not ingest.allows("/linewatch.v1.InferenceService/LoadModel")
+    if "ota" in comps and "ingest" in comps:  # alarm rules send device commands
+        assert (
+            comps["ingest"]
+            .env["LINEWATCH_INGEST__DEVICES_ADDR"]
+            .endswith(f":{SERVICE_PORTS['ota']}")
+        )
+        config = load_config(ServiceConfig, service="ota", environ=grpc_env("ota"))
+        ingest = {c.name: c for c in load_callers(config.grpc.auth)}["ingest"]
+        assert ingest.digest == token_digest(seen_tokens["ingest"])
+        assert ingest.allows("/linewatch.v1.DeviceService/SendCommand")
+        assert not ingest.allows("/linewatch.v1.DeviceService/CancelCommand")
+        assert not ingest.allows("/linewatch.v1.OtaService/CreateRollout")
     assert DEV_TOKEN not in {seen_tokens.get("gateway"), seen_tokens.get("ingest")}

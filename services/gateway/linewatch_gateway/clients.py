@@ -11,7 +11,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from linewatch.runtime.grpc_auth import open_channel
-from linewatch.v1 import inference_pb2_grpc, ingest_pb2_grpc, ota_pb2_grpc, sync_pb2_grpc
+from linewatch.v1 import (
+    devices_pb2_grpc,
+    inference_pb2_grpc,
+    ingest_pb2_grpc,
+    ota_pb2_grpc,
+    sync_pb2_grpc,
+)
 from linewatch_gateway.config import GatewayConfig
 from linewatch_gateway.errors import from_grpc
 
@@ -33,6 +39,8 @@ class Backends:
     inference: Any
     sync: Any
     ota: Any
+    #: The OTA service's DeviceService (commands and inventory), on the OTA channel.
+    devices: Any = None
     timeout_s: float = 10.0
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
 
@@ -52,6 +60,7 @@ class Backends:
             inference=inference_pb2_grpc.InferenceServiceStub(channels["inference"]),
             sync=sync_pb2_grpc.SyncServiceStub(channels["sync"]),
             ota=ota_pb2_grpc.OtaServiceStub(channels["ota"]),
+            devices=devices_pb2_grpc.DeviceServiceStub(channels["ota"]),
             timeout_s=config.backend_timeout_s,
             channels=channels,
         )

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from linewatch.v1 import ingest_pb2, ota_pb2
+from linewatch.v1 import devices_pb2, ingest_pb2, ota_pb2
 from linewatch_gateway.clients import Backends
 from linewatch_gateway.config import GatewayConfig
-from linewatch_gateway.convert import message_to_dict
+from linewatch_gateway.convert import enum_name, message_to_dict
 from linewatch_gateway.sse import StreamHub
 
 __all__ = ["STREAM_KINDS", "make_hubs"]
 
-STREAM_KINDS = ("verdicts", "telemetry", "alarms", "ota")
+STREAM_KINDS = ("verdicts", "telemetry", "alarms", "ota", "commands")
 
 
 def _verdict(resp: Any) -> tuple[str, dict[str, Any], tuple[str, ...], str, str]:
@@ -46,6 +46,18 @@ def _ota(resp: Any) -> tuple[str, dict[str, Any], tuple[str, ...], str, str] | N
     return None
 
 
+def _command(resp: Any) -> tuple[str, dict[str, Any], tuple[str, ...], str, str]:
+    from linewatch_gateway.routes.devices import command_dict
+
+    c = resp.command
+    return "command", command_dict(c), (c.device_id,), "", enum_name_of_state(c.state)
+
+
+def enum_name_of_state(state: int) -> str:
+    """A command state's short name (the stream's ``label`` filter)."""
+    return enum_name(devices_pb2.CommandState.DESCRIPTOR, state)
+
+
 def make_hubs(config: GatewayConfig, backends: Backends) -> dict[str, StreamHub]:
     """One hub per stream kind, not yet running."""
     opts: dict[str, Any] = {
@@ -77,6 +89,12 @@ def make_hubs(config: GatewayConfig, backends: Backends) -> dict[str, StreamHub]
             "ota",
             lambda: backends.ota.StreamOtaEvents(ota_pb2.StreamOtaEventsRequest()),
             _ota,
+            **opts,
+        ),
+        "commands": StreamHub(
+            "commands",
+            lambda: backends.devices.StreamCommandEvents(devices_pb2.StreamCommandEventsRequest()),
+            _command,
             **opts,
         ),
     }

@@ -217,6 +217,7 @@ async def stack(
     from linewatch_ingest.config import AlarmRuleConfig, InferenceTarget, IngestConfig, RuleConfig
     from linewatch_ota.app import serve as serve_ota
     from linewatch_ota.config import OtaConfig
+    from linewatch_ota.devices_config import DevicesConfig
     from linewatch_sync.app import serve as serve_sync
     from linewatch_sync.config import SyncConfig
 
@@ -242,6 +243,12 @@ async def stack(
         data_dir=tmp_path / "ota",
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'ota.db'}",
         tick_interval_s=0.2,
+        devices=DevicesConfig(
+            topic_root=f"{topic_prefix}/devices",
+            projector_topic=f"{topic_prefix}/projector-remote-control",
+            telemetry_topics=[f"{topic_prefix}/+/+/telemetry"],
+            tick_interval_s=0.1,
+        ),
     )
     ota_port, ota, stop = await _start_with_ready(serve_ota, ota_config)
     ingest_config = IngestConfig(

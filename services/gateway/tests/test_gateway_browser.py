@@ -188,3 +188,82 @@ async def test_dashboard_shows_the_envelope_band_and_the_stretch_that_left(
     assert result["learning"] == TEACH_IN
     assert result["cardBands"] >= 1
     assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+DEVICE_SCRIPT = Path(__file__).parent / "browser" / "device.mjs"
+
+
+async def test_device_page_shows_inventory_and_sends_a_command(live: Any, tmp_path: Path) -> None:
+    if shutil.which("node") is None or shutil.which("chromium") is None:
+        pytest.skip("node or Debian chromium is not installed (make system-packages)")
+    from linewatch.runtime.config import MqttConfig
+    from linewatch.runtime.mqtt import MqttClient
+    from linewatch_dev.devices_simulator import CommandFleet
+
+    stack = live.stack
+    fleet = CommandFleet(
+        mqtt_url=stack.mqtt_url, device_ids=["sim-9"], topic_root=f"{stack.topic_root}/devices"
+    )
+    await fleet.start()
+    try:
+        pub = MqttClient(MqttConfig(url=stack.mqtt_url), clean_start=True)
+        await pub.connect()
+        try:
+            body = {"current_version": "1.2.0", "hw": "rev-b"}
+            await pub.publish(f"{stack.ota_topic_root}/sim-9/request", json.dumps(body))
+        finally:
+            await pub.disconnect()
+        await stack.publish([("sim-9", "A", "ok")])
+        async with httpx.AsyncClient(base_url=live.url) as http, asyncio.timeout(30):
+            while True:  # the inventory and the archived verdict are there before the page
+                device = (await http.get("/v1/devices/sim-9")).json()
+                verdicts = (await http.get("/v1/verdicts?device=sim-9")).json()
+                if device.get("firmware_version") and device.get("points") and verdicts["items"]:
+                    break
+                await asyncio.sleep(0.1)
+        shot = tmp_path / "device.png"
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            str(DEVICE_SCRIPT),
+            live.url + "/#device=sim-9",
+            str(shot),
+            str(tmp_path / "profile"),
+            WRITE_TOKEN,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        try:
+            async with asyncio.timeout(90):
+                line = await proc.stdout.readline()
+                if line.strip() != b"connected":
+                    err = await proc.stderr.read()
+                    raise AssertionError(f"page did not connect: {line!r} {err!r}")
+                out = (await proc.stdout.readline()).decode()
+                err = await proc.stderr.read()
+                assert out.startswith("result "), f"{out!r} {err.decode()[-2000:]}"
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    finally:
+        await fleet.stop()
+    result = json.loads(out[len("result ") :])
+    assert result["errors"] == []
+    assert result["title"] == "sim-9"
+    assert result["online"].startswith("online")
+    assert (result["firmware"], result["hardware"], result["points"]) == (
+        "1.2.0",
+        "rev-b",
+        "pressure",
+    )
+    assert result["commands"] == 1
+    assert result["command"][:2] == ["power_on", "succeeded"]
+    assert '"device":"sim-9"' in result["command"][2]
+    assert result["verdicts"] >= 1
+    assert "sim-9" in result["listed"]
+    assert fleet.received_names("sim-9") == ["power_on"]
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -41,6 +41,8 @@ WRITES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/ota/rollouts/r1/pause", None),
     ("POST", "/v1/ota/rollouts/r1/resume", None),
     ("POST", "/v1/ota/rollouts/r1/cancel", None),
+    ("POST", "/v1/devices/d1/commands", {"name": "power_on"}),
+    ("POST", "/v1/devices/d1/commands/c1/cancel", None),
 ]
 
 

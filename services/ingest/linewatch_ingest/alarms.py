@@ -30,6 +30,7 @@ import httpx
 
 from linewatch.runtime.fanout import FanOut
 from linewatch.v1 import ingest_pb2
+from linewatch_ingest.alarm_actions import AlarmActions
 from linewatch_ingest.config import AlarmRuleConfig, WebhookConfig
 from linewatch_ingest.metrics import WEBHOOKS
 from linewatch_ingest.store import AlarmRow, IngestStore
@@ -119,8 +120,10 @@ class AlarmEngine:
         *,
         stream: FanOut[ingest_pb2.AlarmRecord] | None = None,
         queue_size: int = 10_000,
+        actions: AlarmActions | None = None,
     ) -> None:
         self._store = store
+        self._actions = actions
         self._config = config
         self._stream = stream
         self._tracks: dict[tuple[str, str], _Track] = {}
@@ -188,6 +191,8 @@ class AlarmEngine:
                 tg.create_task(self._record_loop())
                 tg.create_task(self._deliver_loop())
                 tg.create_task(self._sweep_loop())
+                if self._actions is not None:
+                    tg.create_task(self._actions.run())
         finally:
             await self._http.aclose()
 
@@ -225,6 +230,7 @@ class AlarmEngine:
                         await self._store.set_alarm_delivery(alarm_id, "none")
                     await self._announce(alarm_id)
                     self._deliver("alarm.raised", alarm_id, event.alarm_rule)
+                    self._act("raise", alarm_id, event)
                 else:
                     alarm_id_or_none = active.pop(key, None)
                     if alarm_id_or_none is None:
@@ -232,9 +238,14 @@ class AlarmEngine:
                     await self._store.clear_alarm(alarm_id_or_none)
                     await self._announce(alarm_id_or_none)
                     self._deliver("alarm.cleared", alarm_id_or_none, event.alarm_rule)
+                    self._act("clear", alarm_id_or_none, event)
             except Exception as exc:
                 self.last_error = f"alarm record failed: {exc!r}"
                 log.exception("alarm record failed")
+
+    def _act(self, kind: str, alarm_id: int, event: _Event) -> None:
+        if self._actions is not None:
+            self._actions.submit(kind, alarm_id, event.rule, event.device_id, event.alarm_rule)
 
     async def _announce(self, alarm_id: int) -> None:
         if self._stream is not None and self._stream.subscribers:

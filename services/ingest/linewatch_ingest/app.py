@@ -14,6 +14,7 @@ from linewatch.runtime.fanout import FanOut
 from linewatch.runtime.grpc_server import GrpcServer
 from linewatch.runtime.telemetry import setup_telemetry
 from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
+from linewatch_ingest.alarm_actions import AlarmActions
 from linewatch_ingest.alarms import AlarmEngine
 from linewatch_ingest.api import IngestServicer
 from linewatch_ingest.archive import ArchiveWriter
@@ -74,7 +75,12 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
     verdicts: FanOut[ingest_pb2.VerdictRecord] = FanOut(buffer=config.stream_buffer)
     telemetry: FanOut[ingest_pb2.TelemetryRecord] = FanOut(buffer=config.stream_buffer)
     alarm_stream: FanOut[ingest_pb2.AlarmRecord] = FanOut(buffer=config.stream_buffer)
-    alarms = AlarmEngine(store, config.webhook, stream=alarm_stream)
+    alarms = AlarmEngine(
+        store,
+        config.webhook,
+        stream=alarm_stream,
+        actions=AlarmActions(store, config.devices_addr, config.grpc.client),
+    )
     alarm_task = asyncio.create_task(alarms.run(), name="alarms")
     archive = ArchiveWriter(store)
     archive.start()

@@ -23,6 +23,7 @@ from linewatch.runtime.config import GrpcConfig, MqttConfig, ServiceConfig
 
 __all__ = [
     "ENVELOPE",
+    "AlarmCommandConfig",
     "AlarmRuleConfig",
     "BatchConfig",
     "InferenceTarget",
@@ -42,6 +43,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AlarmCommandConfig(_Strict):
+    """A device command an alarm sends (through the OTA service's DeviceService)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    params: dict[str, object] = Field(default_factory=dict)
+    devices: tuple[str, ...] = Field(default=(), max_length=1000)
+    """Send to these devices (a group); empty: the device that raised the alarm."""
+    timeout_s: int = Field(default=0, ge=0, le=86_400)
+    expires_s: int = Field(default=0, ge=0, le=86_400 * 30)
+
+
 class AlarmRuleConfig(_Strict):
     """Raise an alarm when a device has ``threshold`` not-ok verdicts in ``window_s``."""
 
@@ -51,6 +63,12 @@ class AlarmRuleConfig(_Strict):
     webhook_url: str = ""
     webhook_format: str = Field(default="generic", pattern="^(generic|feishu)$")
     webhook_secret: str = ""
+    on_raise: AlarmCommandConfig | None = None
+    """A device command sent once per raise."""
+    on_clear: AlarmCommandConfig | None = None
+    """A device command sent once per clear."""
+    command_cooldown_s: int = Field(default=0, ge=0, le=86_400)
+    """After a command went to a device for this rule, none again for so long."""
 
 
 _SIDE = "^(any|left|right|top|bottom)$"
@@ -213,6 +231,9 @@ class IngestConfig(ServiceConfig):
     """Further inference servers, by name, that rules may choose with ``target``."""
     batch: BatchConfig = BatchConfig()
     webhook: WebhookConfig = WebhookConfig()
+    devices_addr: str = ""
+    """The OTA service's gRPC address (its DeviceService) for alarm commands; empty:
+    alarm commands are not sent (and say so in the alarm)."""
     queue_size: int = Field(default=4096, ge=1)
     """QoS 0 messages waiting for a batch, per rule, beyond which more are dropped (and
     counted). QoS 1/2 rules are bounded by the broker's flow control (``receive_maximum``)."""

@@ -98,4 +98,5 @@ def alarm_record(row: AlarmRow) -> ingest_pb2.AlarmRecord:
         raised_at=_ts(row.raised_at_ms),
         cleared_at=_ts(row.cleared_at_ms),
         delivery=row.delivery,
+        command_ids=[c for c in row.commands.split(",") if c],
     )

@@ -12,6 +12,7 @@ model and an output topic template. Placeholders in the template:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from linewatch.runtime.errors import InvalidArgument
 from linewatch.v1 import ingest_pb2
 from linewatch_ingest.config import (
     ENVELOPE,
+    AlarmCommandConfig,
     AlarmRuleConfig,
     ModelParams,
     MonitorWindow,
@@ -298,6 +300,37 @@ def params_from_proto(msg: ingest_pb2.ModelParams) -> dict[str, object]:
     }
 
 
+def _command_to_proto(cmd: AlarmCommandConfig | None) -> ingest_pb2.AlarmCommand | None:
+    if cmd is None:
+        return None
+    return ingest_pb2.AlarmCommand(
+        name=cmd.name,
+        params_json=json.dumps(cmd.params, separators=(",", ":")),
+        devices=list(cmd.devices),
+        timeout_s=cmd.timeout_s,
+        expires_s=cmd.expires_s,
+    )
+
+
+def _command_from_proto(alarm: ingest_pb2.AlarmRule, which: str) -> dict[str, object] | None:
+    if not alarm.HasField(which):
+        return None
+    cmd = getattr(alarm, which)
+    try:
+        params = json.loads(cmd.params_json) if cmd.params_json else {}
+    except (RecursionError, ValueError) as exc:
+        raise InvalidArgument(f"rule.alarm.{which}.params_json: not JSON") from exc
+    if not isinstance(params, dict):
+        raise InvalidArgument(f"rule.alarm.{which}.params_json: must be a JSON object")
+    return {
+        "name": cmd.name,
+        "params": params,
+        "devices": tuple(cmd.devices),
+        "timeout_s": cmd.timeout_s,
+        "expires_s": cmd.expires_s,
+    }
+
+
 def rule_to_proto(rule: RuleConfig) -> ingest_pb2.Rule:
     """The API form of a rule."""
     alarm = rule.alarm
@@ -316,6 +349,9 @@ def rule_to_proto(rule: RuleConfig) -> ingest_pb2.Rule:
             webhook_url=alarm.webhook_url,
             webhook_format=alarm.webhook_format,
             webhook_secret=alarm.webhook_secret,
+            on_raise=_command_to_proto(alarm.on_raise),
+            on_clear=_command_to_proto(alarm.on_clear),
+            command_cooldown_s=alarm.command_cooldown_s,
         ),
         enabled=rule.enabled,
         model_params=params_to_proto(rule.model_params),
@@ -349,6 +385,9 @@ def rule_from_proto(msg: ingest_pb2.Rule) -> RuleConfig:
             "webhook_url": msg.alarm.webhook_url,
             "webhook_format": msg.alarm.webhook_format or "generic",
             "webhook_secret": msg.alarm.webhook_secret,
+            "on_raise": _command_from_proto(msg.alarm, "on_raise"),
+            "on_clear": _command_from_proto(msg.alarm, "on_clear"),
+            "command_cooldown_s": msg.alarm.command_cooldown_s,
         }
     try:
         return RuleConfig(

@@ -139,6 +139,8 @@ class AlarmRow(Base, table=True):
     raised_at_ms: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, index=True))
     cleared_at_ms: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
     delivery: str = "pending"
+    #: Device command ids the alarm sent, comma-separated.
+    commands: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +412,15 @@ class IngestStore:
             await conn.execute(
                 sa.update(table).where(table.c.id == alarm_id).values(delivery=delivery)
             )
+
+    async def add_alarm_commands(self, alarm_id: int, command_ids: list[str]) -> None:
+        """Record device commands an alarm sent."""
+        async with self.db.session() as session:
+            row = await session.get(AlarmRow, alarm_id, with_for_update=True)
+            if row is None:
+                return
+            row.commands = ",".join([*filter(None, row.commands.split(",")), *command_ids])
+            session.add(row)
 
     async def get_alarm(self, alarm_id: int) -> AlarmRow:
         """One alarm.

@@ -12,11 +12,12 @@ from pydantic import SecretStr
 from linewatch.runtime.db import Database, default_sqlite_url
 from linewatch.runtime.grpc_auth import internal_caller
 from linewatch.runtime.grpc_server import GrpcServer
-from linewatch.v1 import ota_pb2, ota_pb2_grpc
+from linewatch.v1 import devices_pb2, devices_pb2_grpc, ota_pb2, ota_pb2_grpc
 from linewatch_ota.api import OtaApi
 from linewatch_ota.catalog import Catalog
 from linewatch_ota.config import OtaConfig
 from linewatch_ota.device_protocol import DeviceIntake
+from linewatch_ota.devices_wiring import DevicesPart, start_devices
 from linewatch_ota.download_server import DownloadServer
 from linewatch_ota.events import EventHub
 from linewatch_ota.publisher import MetadataPublisher
@@ -30,20 +31,11 @@ __all__ = ["serve"]
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = ota_pb2.DESCRIPTOR.services_by_name["OtaService"].full_name
+DEVICES_SERVICE_NAME = devices_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name
 
 
-async def serve(
-    config: OtaConfig, stop: asyncio.Event, *, ready: asyncio.Future[int] | None = None
-) -> None:
-    """Run the OTA service until ``stop`` is set.
-
-    Args:
-        config: the validated configuration.
-        stop: set it to shut down gracefully.
-        ready: when given, receives the bound gRPC port once serving (tests).
-    """
-    db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
-    await db.create_schema(Base.metadata)
+async def _catalog(config: OtaConfig, db: Database) -> Catalog:
+    """The firmware catalog with its keys; signs the manifests of older images."""
     own = (
         await asyncio.to_thread(
             SigningKey.load_or_create, config.resolved_signing_key_path(), config.signing_key_id
@@ -61,6 +53,22 @@ async def serve(
     signed = await catalog.sign_unsigned()
     if signed:
         log.info("signed the manifests of %d older firmware images", signed)
+    return catalog
+
+
+async def serve(
+    config: OtaConfig, stop: asyncio.Event, *, ready: asyncio.Future[int] | None = None
+) -> None:
+    """Run the OTA service until ``stop`` is set.
+
+    Args:
+        config: the validated configuration.
+        stop: set it to shut down gracefully.
+        ready: when given, receives the bound gRPC port once serving (tests).
+    """
+    db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
+    await db.create_schema(Base.metadata)
+    catalog = await _catalog(config, db)
     events = EventHub()
     write_lock = asyncio.Lock()
     rollouts = Rollouts(db=db, catalog=catalog, events=events, write_lock=write_lock)
@@ -110,9 +118,17 @@ async def serve(
     )
     server = GrpcServer(config=config.grpc, service="ota", extra_callers=[reader])
     server.add(ota_pb2_grpc.add_OtaServiceServicer_to_server, api, SERVICE_NAME)
+    devices: DevicesPart | None = None
+    if config.devices.enabled:
+        devices = start_devices(config, db, client_id=client_id)
+        server.add(
+            devices_pb2_grpc.add_DeviceServiceServicer_to_server, devices.api, DEVICES_SERVICE_NAME
+        )
     downloads: DownloadServer | None = None
     try:
         await intake.start()
+        if devices is not None:
+            await devices.connect()
         port = await server.start()
         if config.http_port:
             downloads = DownloadServer(
@@ -129,6 +145,8 @@ async def serve(
         log.info("ota serving", extra={"fields": {"grpc_port": port}})
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(stop))
+            if devices is not None:
+                group.create_task(devices.commands.run(stop))
             await stop.wait()
     finally:
         if downloads is not None:
@@ -136,4 +154,7 @@ async def serve(
         await server.stop()
         with contextlib.suppress(Exception):
             await intake.stop()
+        if devices is not None:
+            with contextlib.suppress(Exception):
+                await devices.mqtt.disconnect()
         await db.close()

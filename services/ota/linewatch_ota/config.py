@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from linewatch.runtime.config import GrpcConfig, MqttConfig, ServiceConfig
 from linewatch.runtime.signatures import KEY_ID_PATTERN
+from linewatch_ota.devices_config import DevicesConfig
 
 __all__ = ["OtaConfig"]
 
@@ -52,6 +53,8 @@ class OtaConfig(ServiceConfig):
     groups: dict[str, list[str]] = Field(default_factory=dict)
     #: Serve ranged firmware downloads directly on this port (0 = off; the gateway does it).
     http_port: int = Field(default=0, ge=0, le=65535)
+    #: Device commands, presence and inventory (the DeviceService).
+    devices: DevicesConfig = DevicesConfig()
 
     @model_validator(mode="after")
     def _some_key(self) -> OtaConfig:

@@ -20,7 +20,8 @@ Roles (``GrpcCaller.role``) and what they may call:
 operator    everything
 gateway     every ``linewatch.v1`` method (the REST API fronts all of them)
 ingest      scoring only: ``InferenceService/Predict*``, OIP ``ModelInfer``
-            and the OIP liveness/metadata calls
+            and the OIP liveness/metadata calls; and ``DeviceService/SendCommand``
+            (alarms that act), nothing else of the OTA service
 read-only   Get*/List*/Query*/Stream*/Read* and OIP status/metadata/index
 ==========  ==============================================================
 
@@ -94,6 +95,7 @@ ROLE_METHODS: dict[str, tuple[str, ...]] = {
     "ingest": (
         "/linewatch.v1.InferenceService/Predict",
         "/linewatch.v1.InferenceService/PredictStream",
+        "/linewatch.v1.DeviceService/SendCommand",  # alarm rules' on_raise/on_clear
         f"{_OIP}ModelInfer",
         *_OIP_STATUS,
     ),

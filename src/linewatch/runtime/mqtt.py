@@ -79,6 +79,7 @@ from linewatch.runtime.mqtt_codec import (
     decode,
     decode_properties,
     encode,
+    encode_property_values,
     encode_varint,
 )
 from linewatch.runtime.mqtt_session import PublishBatch, Session
@@ -799,15 +800,34 @@ class MqttClient:
         retain: bool = False,
         user_properties: Sequence[tuple[str, str]] = (),
         timeout: float | None = 30.0,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
     ) -> None:
         """Publish and, for QoS ≥ 1, wait for the broker's acknowledgement.
 
+        ``response_topic`` and ``correlation_data`` set the MQTT 5 request/response
+        properties (dropped on a 3.1.1 connection, which has no properties).
+
         Raises:
+            InvalidArgument: the topic or response topic is empty or holds a wildcard.
             Unavailable: not connected, or no acknowledgement within ``timeout``; the
                 message stays queued and is re-sent after a reconnect.
         """
+        extra = b""
+        if response_topic is not None or correlation_data is not None:
+            if response_topic is not None and (
+                not response_topic or "+" in response_topic or "#" in response_topic
+            ):
+                raise InvalidArgument(f"bad response topic {response_topic!r}")
+            extra = encode_property_values(
+                Properties(response_topic=response_topic, correlation_data=correlation_data)
+            )
         await self.publish_many(
-            [(topic, payload, user_properties)], qos=qos, retain=retain, timeout=timeout
+            [(topic, payload, user_properties)],
+            qos=qos,
+            retain=retain,
+            timeout=timeout,
+            _extra_properties=extra,
         )
 
     async def publish_many(
@@ -817,6 +837,7 @@ class MqttClient:
         qos: int = 1,
         retain: bool = False,
         timeout: float | None = 30.0,
+        _extra_properties: bytes = b"",
     ) -> None:
         """Publish several messages in order; returns once the broker acknowledged all.
 
@@ -837,7 +858,9 @@ class MqttClient:
                     key = id(user_properties)
                     properties = encoded.get(key)
                     if properties is None:
-                        properties = encoded[key] = self._properties(user_properties)
+                        properties = encoded[key] = self._properties(
+                            user_properties, _extra_properties
+                        )
                     body = payload.encode() if isinstance(payload, str) else bytes(payload)
                     topic_bytes = _topic_bytes(topic)
                     if self._connected.is_set():
@@ -891,11 +914,11 @@ class MqttClient:
             session.track(mid, packet, batch)
         conn.write(packet)
 
-    def _properties(self, user_properties: Sequence[tuple[str, str]]) -> bytes:
+    def _properties(self, user_properties: Sequence[tuple[str, str]], extra: bytes = b"") -> bytes:
         """The PUBLISH properties block (MQTT 5), or nothing (3.1.1 has none)."""
         if self.protocol_version != MQTT_5:
             return b""
-        block = b"".join(
+        block = extra + b"".join(
             b"\x26" + _utf8(str(name)) + _utf8(str(value)) for name, value in user_properties
         )
         return encode_varint(len(block)) + block

@@ -61,6 +61,7 @@ __all__ = [
     "decode_varint",
     "encode",
     "encode_properties",
+    "encode_property_values",
     "encode_string",
     "encode_varint",
 ]
@@ -308,6 +309,12 @@ def encode_properties(props: Properties) -> bytes:
     """The properties block: its length (varint) and the properties."""
     if props is _NO_PROPERTIES or props.empty():
         return b"\x00"
+    block = encode_property_values(props)
+    return encode_varint(len(block)) + block
+
+
+def encode_property_values(props: Properties) -> bytes:
+    """The properties without the block's length (to join with others into one block)."""
     out: list[bytes] = []
     for name in _PROPERTY_ORDER:
         value = getattr(props, name)
@@ -317,8 +324,7 @@ def encode_properties(props: Properties) -> bytes:
                 out.append(bytes((pid,)) + _encode_value(kind, name, item))
         elif value is not None:
             out.append(bytes((pid,)) + _encode_value(kind, name, value))
-    block = b"".join(out)
-    return encode_varint(len(block)) + block
+    return b"".join(out)
 
 
 def decode_properties(  # noqa: PLR0912 (one branch per kind)

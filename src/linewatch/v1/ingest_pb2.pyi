@@ -79,18 +79,38 @@ class Broker(_message.Message):
     def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
 
 class AlarmRule(_message.Message):
-    __slots__ = ("threshold", "window_s", "webhook_url", "webhook_format", "webhook_secret")
+    __slots__ = ("threshold", "window_s", "webhook_url", "webhook_format", "webhook_secret", "on_raise", "on_clear", "command_cooldown_s")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_FORMAT_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
+    ON_RAISE_FIELD_NUMBER: _ClassVar[int]
+    ON_CLEAR_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_COOLDOWN_S_FIELD_NUMBER: _ClassVar[int]
     threshold: int
     window_s: int
     webhook_url: str
     webhook_format: str
     webhook_secret: str
-    def __init__(self, threshold: _Optional[int] = ..., window_s: _Optional[int] = ..., webhook_url: _Optional[str] = ..., webhook_format: _Optional[str] = ..., webhook_secret: _Optional[str] = ...) -> None: ...
+    on_raise: AlarmCommand
+    on_clear: AlarmCommand
+    command_cooldown_s: int
+    def __init__(self, threshold: _Optional[int] = ..., window_s: _Optional[int] = ..., webhook_url: _Optional[str] = ..., webhook_format: _Optional[str] = ..., webhook_secret: _Optional[str] = ..., on_raise: _Optional[_Union[AlarmCommand, _Mapping]] = ..., on_clear: _Optional[_Union[AlarmCommand, _Mapping]] = ..., command_cooldown_s: _Optional[int] = ...) -> None: ...
+
+class AlarmCommand(_message.Message):
+    __slots__ = ("name", "params_json", "devices", "timeout_s", "expires_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    params_json: str
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    timeout_s: int
+    expires_s: int
+    def __init__(self, name: _Optional[str] = ..., params_json: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[int] = ..., expires_s: _Optional[int] = ...) -> None: ...
 
 class MonitorWindow(_message.Message):
     __slots__ = ("name", "x_axis", "x_min", "x_max", "y_min", "y_max", "mode", "enter", "exit")
@@ -438,7 +458,7 @@ class DeadLetterRecord(_message.Message):
     def __init__(self, id: _Optional[int] = ..., topic: _Optional[str] = ..., reason: _Optional[str] = ..., payload: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class AlarmRecord(_message.Message):
-    __slots__ = ("id", "rule", "device_id", "state", "message", "count", "raised_at", "cleared_at", "delivery")
+    __slots__ = ("id", "rule", "device_id", "state", "message", "count", "raised_at", "cleared_at", "delivery", "command_ids")
     ID_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -448,6 +468,7 @@ class AlarmRecord(_message.Message):
     RAISED_AT_FIELD_NUMBER: _ClassVar[int]
     CLEARED_AT_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_IDS_FIELD_NUMBER: _ClassVar[int]
     id: int
     rule: str
     device_id: str
@@ -457,7 +478,8 @@ class AlarmRecord(_message.Message):
     raised_at: _timestamp_pb2.Timestamp
     cleared_at: _timestamp_pb2.Timestamp
     delivery: str
-    def __init__(self, id: _Optional[int] = ..., rule: _Optional[str] = ..., device_id: _Optional[str] = ..., state: _Optional[_Union[AlarmState, str]] = ..., message: _Optional[str] = ..., count: _Optional[int] = ..., raised_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivery: _Optional[str] = ...) -> None: ...
+    command_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., rule: _Optional[str] = ..., device_id: _Optional[str] = ..., state: _Optional[_Union[AlarmState, str]] = ..., message: _Optional[str] = ..., count: _Optional[int] = ..., raised_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivery: _Optional[str] = ..., command_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class QueryTelemetryRequest(_message.Message):
     __slots__ = ("filter",)

@@ -193,7 +193,8 @@ A generated secret value kept across upgrades: dict "root" $ "secret" name "key"
 
 {{/*
 The callers a gRPC server accepts, as sha256 digests (the servers never hold another
-service's token): dict "root" $ "name" "inference".
+service's token): dict "root" $ "name" "inference". Ingest's token is accepted by
+inference (scoring) and OTA (its role allows DeviceService/SendCommand only: alarms that act).
 */}}
 {{- define "linewatch.grpcCallers" -}}
 {{- $root := .root }}
@@ -201,7 +202,7 @@ service's token): dict "root" $ "name" "inference".
 {{- $callers = append $callers (printf "{name: gateway, role: gateway, sha256: %s}" (include "linewatch.grpcToken" (dict "root" $root "caller" "gateway") | sha256sum)) }}
 {{- $callers = append $callers (printf "{name: operator, role: operator, sha256: %s}" (include "linewatch.grpcToken" (dict "root" $root "caller" "operator") | sha256sum)) }}
 {{- $callers = append $callers (printf "{name: read-only, role: read-only, sha256: %s}" (include "linewatch.grpcToken" (dict "root" $root "caller" "readonly") | sha256sum)) }}
-{{- if eq .name "inference" }}
+{{- if has .name (list "inference" "ota") }}
 {{- $callers = append $callers (printf "{name: ingest, role: ingest, sha256: %s}" (include "linewatch.grpcToken" (dict "root" $root "caller" "ingest") | sha256sum)) }}
 {{- end }}
 {{- printf "[%s]" (join ", " $callers) }}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -39,6 +40,28 @@ RuleOut = model_for(ingest_pb2.Rule.DESCRIPTOR)
 StatusOut = model_for(ingest_pb2.GetIngestStatusResponse.DESCRIPTOR)
 
 
+class AlarmCommandBody(BaseModel):
+    """A device command an alarm sends (to the alarming device, or to `devices`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    params: dict[str, Any] = Field(default_factory=dict)
+    devices: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    timeout_s: int = Field(0, ge=0, le=86_400)
+    expires_s: int = Field(0, ge=0, le=86_400 * 30)
+
+    def to_proto(self) -> ingest_pb2.AlarmCommand:
+        return ingest_pb2.AlarmCommand(
+            name=self.name,
+            params_json=json.dumps(self.params, separators=(",", ":")),
+            devices=self.devices,
+            timeout_s=self.timeout_s,
+            expires_s=self.expires_s,
+        )
+
+
 class AlarmBody(BaseModel):
     """Raise an alarm after `threshold` not-ok verdicts within `window_s` per device."""
 
@@ -57,6 +80,17 @@ class AlarmBody(BaseModel):
         max_length=512,
         description="Write-only: reads show `***` when set; writing `***` keeps it.",
     )
+    on_raise: AlarmCommandBody | None = Field(None, description="A command sent per raise.")
+    on_clear: AlarmCommandBody | None = Field(None, description="A command sent per clear.")
+    command_cooldown_s: int = Field(0, ge=0, le=86_400)
+
+    def to_proto(self) -> ingest_pb2.AlarmRule:
+        out = ingest_pb2.AlarmRule(**self.model_dump(exclude={"on_raise", "on_clear"}))
+        if self.on_raise is not None:
+            out.on_raise.CopyFrom(self.on_raise.to_proto())
+        if self.on_clear is not None:
+            out.on_clear.CopyFrom(self.on_clear.to_proto())
+        return out
 
 
 Side = Literal["any", "left", "right", "top", "bottom"]
@@ -168,7 +202,7 @@ class RuleBody(BaseModel):
             target=self.target,
         )
         if self.alarm is not None:
-            rule.alarm.CopyFrom(ingest_pb2.AlarmRule(**self.alarm.model_dump()))
+            rule.alarm.CopyFrom(self.alarm.to_proto())
         if self.model_params is not None:
             rule.model_params.CopyFrom(self.model_params.to_proto())
         return rule

@@ -1,5 +1,5 @@
-"""Server-Sent Events routes: ``/v1/stream/{verdicts,telemetry,alarms,ota}`` and the
-stream token (``POST /v1/stream/token``)."""
+"""Server-Sent Events routes: ``/v1/stream/{verdicts,telemetry,alarms,ota,commands}`` and
+the stream token (``POST /v1/stream/token``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from linewatch_gateway.stream_access import StreamSlots, StreamTokens
 
 router = APIRouter(tags=["streams"])
 
-StreamKind = Literal["verdicts", "telemetry", "alarms", "ota"]
+StreamKind = Literal["verdicts", "telemetry", "alarms", "ota", "commands"]
 
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {

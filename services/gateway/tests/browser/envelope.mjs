@@ -24,7 +24,7 @@ try {
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   await page.goto(url, { waitUntil: "load" });
-  await page.waitForFunction(() => document.querySelectorAll("#streams .dot.on").length === 4, null, { timeout: 20000 });
+  await page.waitForFunction(() => document.querySelectorAll("#streams .dot").length >= 4 && document.querySelectorAll("#streams .dot:not(.on)").length === 0, null, { timeout: 20000 });
   console.log("connected");
   const expected = Number(await nextLine());
   await page.waitForFunction((n) => Number(document.getElementById("verdict-count").dataset.count) >= n, expected, { timeout: 30000 });

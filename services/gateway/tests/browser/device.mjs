@@ -1,0 +1,55 @@
+// The dashboard's device page in headless Debian chromium (playwright-core).
+// Usage: node device.mjs <url-with-#device=id> <screenshot.png> <user-data-dir> <token>
+// Prints "connected" once every SSE stream is open and the device page shows the
+// inventory; then sends a command with the form (write token), waits until the live
+// command stream shows it succeeded, takes the screenshot and prints "result <json>".
+import { chromium } from "playwright-core";
+
+const [url, shot, userDataDir, token] = process.argv.slice(2);
+
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"],
+  viewport: { width: 1400, height: 1400 },
+});
+const errors = [];
+try {
+  const page = context.pages()[0] || (await context.newPage());
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  await page.goto(url, { waitUntil: "load" });
+  await page.waitForFunction(() => document.querySelectorAll("#streams .dot").length >= 5 && document.querySelectorAll("#streams .dot:not(.on)").length === 0, null, { timeout: 20000 });
+  await page.waitForSelector('#device-info td[data-field="firmware"]', { timeout: 15000 });
+  console.log("connected");
+  await page.fill("#token", token);
+  await page.fill("#cmd-name", "power_on");
+  await page.fill("#cmd-params", '{"level": 2}');
+  await page.click("#cmd-send");
+  await page.waitForSelector("#device-commands td.state-succeeded", { timeout: 20000 });
+  await page.waitForSelector("#devices tr[data-device].sel", { timeout: 10000 });
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: shot, fullPage: true });
+  const result = await page.evaluate(() => {
+    const field = (k) => { const td = document.querySelector(`#device-info td[data-field="${k}"]`); return td ? td.textContent : null; };
+    const row = document.querySelector("#device-commands tbody tr[data-command]");
+    return {
+      title: document.getElementById("device-title").textContent,
+      online: document.getElementById("device-online").textContent,
+      firmware: field("firmware"),
+      hardware: field("hardware"),
+      points: field("points"),
+      commands: document.querySelectorAll("#device-commands tbody tr[data-command]").length,
+      command: row ? [...row.cells].slice(1, 4).map((c) => c.textContent) : null,
+      verdicts: document.querySelectorAll("#device-verdicts tbody tr td.state-running, #device-verdicts tbody tr td.state-stopped").length,
+      listed: [...document.querySelectorAll("#devices tr[data-device]")].map((r) => r.dataset.device),
+    };
+  });
+  console.log("result " + JSON.stringify({ ...result, errors }));
+} catch (e) {
+  console.error(String(e), JSON.stringify(errors));
+  throw e;
+} finally {
+  await context.close();
+}
