@@ -154,7 +154,9 @@ async def test_rules_crud_and_errors(
         )
         assert_error(refused, 400, "invalid_argument")
     bad = await client.post("/v1/rules", json={"name": ""}, headers=write_headers)
-    assert_error(bad, 422, "invalid_argument")
+    assert_error(bad, 400, "invalid_argument")  # ingest checks rules: the reason is its own
+    shape = await client.post("/v1/rules", json={"name": 5, "nope": 1}, headers=write_headers)
+    assert_error(shape, 422, "invalid_argument")  # not a rule's shape: the gateway refuses
     assert_error(await client.get("/v1/rules/bad name!"), 422, "invalid_argument")
     assert_error(await client.get("/v1/nothing-here"), 404, "not_found")
 

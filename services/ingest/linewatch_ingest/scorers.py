@@ -2,8 +2,8 @@
 
 :func:`make_scorer` gives the pipeline a :class:`Scorer` for a rule whose model is
 built in (``None``: the rule scores through the inference service). A scorer turns a
-batch of validated curves into verdict objects (the published verdict; the pipeline adds
-latency and trace ids), in ingest itself, without the inference hop.
+batch of validated curves into :class:`~linewatch_ingest.verdicts.Verdict` objects (the
+pipeline adds latency and trace ids), in ingest itself, without the inference hop.
 
 :class:`EnvelopeScorer` keeps one :class:`~linewatch_ingest.envelope.EnvelopeState` per
 (device, point) of its rule, loaded from the database on its first batch; the state of
@@ -23,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 
 from linewatch.runtime.errors import FailedPrecondition
-from linewatch.v1 import ingest_pb2
 from linewatch_ingest.config import ENVELOPE, RuleConfig
 from linewatch_ingest.envelope import (
     Band,
@@ -34,6 +33,7 @@ from linewatch_ingest.envelope import (
 )
 from linewatch_ingest.envelope_store import EnvelopeStore, StoredEnvelope
 from linewatch_ingest.payload import Telemetry
+from linewatch_ingest.verdicts import Verdict
 from linewatch_ingest.windows import WindowResult, judge_windows
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "LABEL_OUT_OF_WINDOW",
     "EnvelopeScorer",
     "Scorer",
-    "envelope_record",
     "make_scorer",
     "not_envelope",
 ]
@@ -60,7 +59,7 @@ Key = tuple[str, str]
 class Scorer(Protocol):
     """Scores a batch in ingest (the seam beside the inference client)."""
 
-    async def score(self, curves: Sequence[Telemetry]) -> list[dict[str, Any]]:
+    async def score(self, curves: Sequence[Telemetry]) -> list[Verdict]:
         """One verdict object per curve, in order."""
         ...
 
@@ -142,13 +141,13 @@ class EnvelopeScorer:
         """The envelope of one device and point, if it has seen a curve."""
         return self.states.get((device_id, point))
 
-    async def score(self, curves: Sequence[Telemetry]) -> list[dict[str, Any]]:
+    async def score(self, curves: Sequence[Telemetry]) -> list[Verdict]:
         """Judge a batch; curves still teaching are taught (and saved) first."""
         await self.load()
         async with self._lock:  # teach-in and its write in batch order
             return await self._score(curves)
 
-    async def _score(self, curves: Sequence[Telemetry]) -> list[dict[str, Any]]:
+    async def _score(self, curves: Sequence[Telemetry]) -> list[Verdict]:
         p = self.params
         values = [c.values for c in curves]
         x = resample_batch(values, p.length)
@@ -280,10 +279,10 @@ class EnvelopeScorer:
         learned: npt.NDArray[np.int64],
         window_ok: npt.NDArray[np.bool_],
         window_results: list[list[WindowResult]],
-    ) -> list[dict[str, Any]]:
+    ) -> list[Verdict]:
         teach_in = self.params.teach_in
         devs = np.round(dev.astype(np.float64), 4).tolist()
-        out: list[dict[str, Any]] = []
+        out: list[Verdict] = []
         for i, c in enumerate(curves):
             envelope: dict[str, Any] = {
                 "outside": None,
@@ -307,20 +306,18 @@ class EnvelopeScorer:
             else:
                 label, good = LABEL_OUT_OF_ENVELOPE, False
             out.append(
-                {
-                    "device_id": c.device_id,
-                    "point": c.point,
-                    "ts": c.ts_ms,
-                    "msg_id": c.msg_id,
-                    "model": ENVELOPE,
-                    "model_version": MODEL_VERSION,
-                    "label": label,
-                    "scores": {"max_deviation": devs[i]},
-                    "ok": good,
-                    "latency_ms": 0.0,
-                    "trace_id": "",
-                    "envelope": envelope,
-                }
+                Verdict(
+                    c.device_id,
+                    c.point,
+                    c.ts_ms,
+                    c.msg_id,
+                    ENVELOPE,
+                    MODEL_VERSION,
+                    label,
+                    {"max_deviation": devs[i]},
+                    good,
+                    envelope=envelope,
+                )
             )
         return out
 
@@ -328,16 +325,3 @@ class EnvelopeScorer:
 def not_envelope(rule: RuleConfig) -> FailedPrecondition:
     """The error for an envelope call on a rule that scores with another model."""
     return FailedPrecondition(f"rule {rule.name!r} scores with {rule.model!r}, not {ENVELOPE!r}")
-
-
-def envelope_record(envelope: dict[str, Any] | None) -> ingest_pb2.EnvelopeVerdict | None:
-    """The stream form of a verdict's ``envelope`` object (``None`` for other models)."""
-    if envelope is None:
-        return None
-    return ingest_pb2.EnvelopeVerdict(
-        outside=envelope["outside"] or [],
-        max_deviation=envelope["max_deviation"],
-        learned=envelope["learned"],
-        teach_in=envelope["teach_in"],
-        windows=[ingest_pb2.WindowVerdict(**w) for w in envelope.get("windows", ())],
-    )

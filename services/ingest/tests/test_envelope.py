@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 import numpy as np
@@ -24,6 +25,7 @@ from linewatch_ingest.envelope_store import EnvelopeStore
 from linewatch_ingest.payload import Telemetry
 from linewatch_ingest.rules import rule_from_proto, rule_to_proto
 from linewatch_ingest.scorers import EnvelopeScorer
+from linewatch_ingest.verdicts import Verdict
 from linewatch_ingest.windows import judge_windows
 from pydantic import ValidationError
 
@@ -155,6 +157,11 @@ def test_windows_and_params_are_validated() -> None:
     assert rule_from_proto(rule_to_proto(back)) == back
 
 
+def _env(v: Verdict) -> dict[str, Any]:
+    assert v.envelope is not None
+    return v.envelope
+
+
 def _tele(values: np.ndarray, device: str = "press-1", point: str = "force") -> Telemetry:
     return Telemetry(device, point, int(time.time() * 1000), values, uuid.uuid4().hex)
 
@@ -179,35 +186,35 @@ async def test_scorer_learns_then_judges_and_survives_a_restart(database_url: st
         rule = _rule(teach_in=12, windows=[window.model_dump()])
         scorer = EnvelopeScorer(rule, EnvelopeStore(db))
         first = await scorer.score([_tele(press_cycle("ok", rng)) for _ in range(8)])
-        assert [v["label"] for v in first] == ["learning"] * 8
-        assert all(v["ok"] for v in first)
-        assert [v["envelope"]["learned"] for v in first] == list(range(1, 9))
+        assert [v.label for v in first] == ["learning"] * 8
+        assert all(v.ok for v in first)
+        assert [_env(v)["learned"] for v in first] == list(range(1, 9))
         # a cycle that misses the window is not taught
         low = press_cycle("ok", rng) * 0.5
         [missed] = await scorer.score([_tele(low)])
-        assert missed["label"] == "out_of_window"
-        assert not missed["ok"]
-        assert missed["envelope"]["windows"][0]["reason"] == "not entered"
+        assert missed.label == "out_of_window"
+        assert not missed.ok
+        assert _env(missed)["windows"][0]["reason"] == "not entered"
         # a restart continues teach-in from the database
         scorer = EnvelopeScorer(rule, EnvelopeStore(db))
         mixed = await scorer.score([_tele(press_cycle("ok", rng)) for _ in range(6)])
-        assert [v["label"] for v in mixed] == ["learning"] * 4 + ["ok"] * 2
+        assert [v.label for v in mixed] == ["learning"] * 4 + ["ok"] * 2
         scorer = EnvelopeScorer(rule, EnvelopeStore(db))
         step = press_cycle("step", rng)
         [bad, good] = await scorer.score([_tele(step), _tele(press_cycle("ok", rng))])
-        assert bad["label"] == "out_of_envelope"
-        assert not bad["ok"]
-        assert bad["envelope"]["outside"][0] <= bad["envelope"]["outside"][1]
-        assert bad["envelope"]["max_deviation"] > 1
-        assert good["label"] == "ok"
-        assert good["envelope"]["outside"] is None
+        assert bad.label == "out_of_envelope"
+        assert not bad.ok
+        assert _env(bad)["outside"][0] <= _env(bad)["outside"][1]
+        assert _env(bad)["max_deviation"] > 1
+        assert good.label == "ok"
+        assert _env(good)["outside"] is None
         # another device teaches its own band
         [other] = await scorer.score([_tele(press_cycle("ok", rng), device="press-2")])
-        assert other["label"] == "learning"
+        assert other.label == "learning"
         assert await scorer.reset("press-1") == 1
         [again] = await scorer.score([_tele(press_cycle("ok", rng))])
-        assert again["label"] == "learning"
-        assert again["envelope"]["learned"] == 1
+        assert again.label == "learning"
+        assert _env(again)["learned"] == 1
         fresh = EnvelopeScorer(rule, EnvelopeStore(db))
         await fresh.load()
         state = fresh.state("press-1", "force")

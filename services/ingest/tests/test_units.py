@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from linewatch_ingest.alarms import feishu_body, feishu_sign
 from linewatch_ingest.config import IngestConfig, RuleConfig
@@ -176,27 +177,44 @@ def test_batch_result_reads_packed_and_per_curve_scores_alike() -> None:
 
 def test_live_verdict_records_carry_the_envelope_of_envelope_rules_only() -> None:
     from linewatch_ingest.payload import Telemetry
-    from linewatch_ingest.verdicts import stream_records
+    from linewatch_ingest.verdicts import Verdict, stream_records
     from opentelemetry.trace import INVALID_SPAN
 
     tele = Telemetry("d", "p", 1000, np.zeros(4, np.float32), "m")
-    base = {
-        "model": "m", "model_version": "1", "label": "ok", "ok": True, "scores": {"ok": 1.0},
-        "latency_ms": 1.0, "trace_id": "", "_topic": "out/d",
-    }  # fmt: skip
+    base = Verdict("d", "p", 1000, "m", "m", "1", "ok", {"ok": 1.0}, True, 1.0, "", topic="out/d")
     envelope = {"outside": [3, 9], "max_deviation": 2.5, "learned": 50, "teach_in": 50}
+    judged_v = Verdict(
+        "d", "p", 1000, "m", "m", "1", "out_of_envelope", {"ok": 1.0}, False, 1.0, "",
+        envelope=envelope, topic="out/d",
+    )  # fmt: skip
     records, _ = stream_records(
         "r",
-        [
-            (tele, "in/d", None, base),
-            (tele, "in/d", None, {**base, "label": "out_of_envelope", "envelope": envelope}),
-        ],
+        [(tele, "in/d", None, base), (tele, "in/d", None, judged_v)],
         INVALID_SPAN,
         verdicts=True,
         telemetry=False,
     )
     plain, judged = records
     assert not plain.HasField("envelope")
+    assert plain.topic == "out/d"
     assert list(judged.envelope.outside) == [3, 9]
     assert judged.envelope.max_deviation == 2.5
     assert judged.envelope.learned == 50
+
+
+def test_a_verdict_owns_its_json_and_archive_row() -> None:
+    from linewatch_ingest.store import VERDICT_COLUMNS
+    from linewatch_ingest.verdicts import Verdict
+
+    v = Verdict("d", "p", 1000, "m1", "m", "1", "ok", {"ok": 0.9}, True, 1.5, "ab", topic="o/d")
+    body = orjson.loads(v.to_json())
+    assert body == {
+        "device_id": "d", "point": "p", "ts": 1000, "msg_id": "m1", "model": "m",
+        "model_version": "1", "label": "ok", "scores": {"ok": 0.9}, "ok": True,
+        "latency_ms": 1.5, "trace_id": "ab",
+    }  # fmt: skip
+    v.envelope = {"outside": [2, 5], "max_deviation": 1.25, "learned": 3, "teach_in": 3}
+    assert orjson.loads(v.to_json())["envelope"]["outside"] == [2, 5]
+    row = dict(zip(VERDICT_COLUMNS, v.to_row("r", "{}"), strict=True))
+    assert (row["rule"], row["topic"], row["ts_ms"]) == ("r", "o/d", 1000)
+    assert orjson.loads(row["scores"]) == {"ok": 0.9}

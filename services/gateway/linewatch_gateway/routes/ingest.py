@@ -1,4 +1,10 @@
-"""Ingest: rules CRUD, worker control and the archive queries."""
+"""Ingest: rules CRUD, worker control and the archive queries.
+
+A rule's fields are checked by ingest, the service that owns rules: the request models
+here give their shape only (types, unknown fields refused, what a proto ``uint32`` can
+hold), and ingest answers a rule it cannot take with INVALID_ARGUMENT and the reason,
+which is the REST 400's message. So REST and gRPC accept and refuse the same rules.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +43,9 @@ B = Annotated[Backends, Depends(backends)]
 RuleName = Annotated[str, Path(pattern=NAME_PATTERN, description="The rule name.")]
 
 RuleOut = model_for(ingest_pb2.Rule.DESCRIPTOR)
+
+_U32 = 2**32 - 1
+"""The largest value of a proto ``uint32`` (a shape limit, not a rule)."""
 StatusOut = model_for(ingest_pb2.GetIngestStatusResponse.DESCRIPTOR)
 
 
@@ -66,8 +75,8 @@ class AlarmBody(BaseModel):
     """Raise an alarm after `threshold` not-ok verdicts within `window_s` per device."""
 
     model_config = ConfigDict(extra="forbid")
-    threshold: int = Field(3, ge=1, le=1_000_000)
-    window_s: int = Field(60, ge=1, le=86_400 * 30)
+    threshold: int = Field(0, ge=0, le=_U32, description="0: no alarm.")
+    window_s: int = Field(60, ge=0, le=_U32, description="0: 60.")
     webhook_url: str = Field(
         "",
         max_length=2048,
@@ -101,12 +110,12 @@ class WindowBody(BaseModel):
     """A monitoring window: a box over (time, value) the curve must pass or must avoid."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=NAME_PATTERN, max_length=64)
+    name: str
     x_axis: Literal["fraction", "index"] = "fraction"
-    x_min: float = Field(allow_inf_nan=False)
-    x_max: float = Field(allow_inf_nan=False)
-    y_min: float = Field(allow_inf_nan=False)
-    y_max: float = Field(allow_inf_nan=False)
+    x_min: float
+    x_max: float
+    y_min: float
+    y_max: float
     mode: Literal["pass", "avoid"] = "pass"
     enter: Side = "left"
     exit: Side = "right"
@@ -134,11 +143,11 @@ class ModelParamsBody(BaseModel):
     """Parameters of the built-in `envelope` model."""
 
     model_config = ConfigDict(extra="forbid")
-    teach_in: int = Field(50, ge=2, le=10_000)
-    width: float = Field(4.0, gt=0, le=1000, allow_inf_nan=False)
-    length: int = Field(256, ge=16, le=4096)
-    max_shift: float = Field(0.03, ge=0, le=0.25, allow_inf_nan=False)
-    windows: list[WindowBody] = Field(default_factory=list, max_length=32)
+    teach_in: int = Field(50, ge=0, le=_U32)
+    width: float = 4.0
+    length: int = Field(256, ge=0, le=_U32)
+    max_shift: float = 0.03
+    windows: list[WindowBody] = Field(default_factory=list)
 
     def to_proto(self) -> ingest_pb2.ModelParams:
         """The proto parameters."""
@@ -172,20 +181,18 @@ class RuleBody(BaseModel):
             ]
         },
     )
-    name: str = Field(pattern=NAME_PATTERN)
-    broker: str = Field("default", max_length=128)
-    source_topic: str = Field(min_length=1, max_length=1024)
-    model: str = Field(min_length=1, max_length=128)
-    model_version: str = Field("", max_length=64)
-    output_topic: str = Field("", max_length=1024)
-    qos: int = Field(1, ge=0, le=2)
+    name: str = Field(description="1-100 characters of `A-Z a-z 0-9 _ . -`.")
+    broker: str = "default"
+    source_topic: str = Field("", description="Required: an MQTT topic filter.")
+    model: str = Field("", description="Required: a model name (or `envelope`).")
+    model_version: str = ""
+    output_topic: str = Field("", description="Required: a topic template.")
+    qos: int = Field(1, ge=0, le=_U32)
     archive: bool = True
     alarm: AlarmBody | None = None
     enabled: bool = True
     model_params: ModelParamsBody | None = None
-    target: str = Field(
-        "", max_length=64, description="A configured inference target (empty: the default)."
-    )
+    target: str = Field("", description="A configured inference target (empty: the default).")
 
     def to_proto(self) -> ingest_pb2.Rule:
         """The proto rule."""
