@@ -4,18 +4,22 @@ The shipped ``curve-quality`` model has to judge any smooth process curve, not o
 cycle shape, so the training script (``tools/model/train.py``) draws its curves here:
 
 * families: the simulator's machine cycle (:mod:`linewatch.curves`), sums of sines, damped
-  oscillations, exponential charge / decay, ramps and trapezoids with rounded corners,
-  sawtooth with rounded edges, random smooth curves (Gaussian-process samples through random
-  Fourier features, smoothed random walks) and sums of two of them;
+  oscillations, exponential charge / decay, ramps and trapezoids with rounded or sharp
+  corners, sawtooth with rounded edges, random smooth curves (Gaussian-process samples
+  through random Fourier features, smoothed random walks), multi-scale rough curves with a
+  power-law spectrum, and sums of two of them;
 * every raw length from :data:`RAW_MIN` to :data:`RAW_MAX`, any offset and scale, sampling
   jitter (samples taken at uneven times), white or coloured noise of its own level, and
   sometimes a quantised sensor;
 * defects sized by the curve itself (``spread`` = the clean curve's standard deviation,
-  ``noise`` = its own noise level): a ``spike`` is one to three impulses, one to three
-  samples wide, 3 to 10 spreads high; a ``step`` is a level shift of 1 to 4 spreads over one
-  or two samples that persists to the end; ``noise`` is a burst over 10 to 60 % of the curve
-  with a standard deviation of 0.2 to 0.8 spreads (and at least six times its own noise);
-  ``drift`` is a trend that starts part-way and grows to 1.5 to 4 spreads by the end.
+  ``local`` = its own noise and roughness together, see :func:`add_defect`): a ``spike`` is
+  one to three impulses, one to three samples wide, 3.5 to 10 spreads (and 8 to 14 local
+  scales) high; a ``step`` is a level shift of 1.2 to 4 spreads (8 to 14 local scales) over
+  one or two samples that persists to the end; ``noise`` is a burst over 10 to 60 % of the
+  curve with a standard deviation of 0.3 to 0.8 spreads (3.5 to 6 local scales);
+  ``drift`` is a trend that starts part-way and grows to 1.5 to 4 spreads by the end (used
+  for the press cycle, whose shape is known; the training script takes the machine cycle's
+  own drift for ``curve-quality``).
 
 A good curve is therefore anything smooth with its own steady noise; what the model must
 find is what does not belong to it. numpy only: torch is not needed to make the data.
@@ -35,6 +39,7 @@ __all__ = [
     "RAW_MAX",
     "RAW_MIN",
     "add_defect",
+    "roughness",
     "clean_family_curve",
     "family_curve",
     "press_cycle",
@@ -127,7 +132,9 @@ def _trapezoid(t: F64, rng: np.random.Generator) -> F64:
     if rng.random() < 0.5:  # plateaus: hold the level on every other segment
         values[1::2] = values[0::2][: len(values[1::2])]
     out: F64 = np.interp(t, knots, values)
-    return _gauss_smooth(out, float(rng.uniform(0.8, 4.0)) * len(t) / 256)
+    # Rounded corners, or sharp ones (outlines, piecewise-linear set points).
+    width = float(rng.uniform(0.8, 4.0)) if rng.random() < 0.7 else 0.0
+    return _gauss_smooth(out, width * len(t) / 256)
 
 
 def _sawtooth(t: F64, rng: np.random.Generator) -> F64:
@@ -160,6 +167,22 @@ def _walk(t: F64, rng: np.random.Generator) -> F64:
     return _gauss_smooth(walk, float(rng.uniform(0.8, 6.0)) * len(t) / 256)
 
 
+def _fractal(t: F64, rng: np.random.Generator) -> F64:
+    """A multi-scale rough curve with a power-law spectrum (terrain, turbulent flow): its
+    fine structure is everywhere alike, which is what tells it from a burst of noise."""
+    n = len(t)
+    beta = rng.uniform(1.5, 3.5)
+    k = np.arange(1, n // 2 + 1, dtype=np.float64)
+    spectrum = np.zeros(n // 2 + 1, dtype=np.complex128)
+    spectrum[1:] = k ** (-beta / 2) * np.exp(2j * np.pi * rng.uniform(0, 1, size=len(k)))
+    spectrum[1:] *= rng.rayleigh(1.0, size=len(k))
+    # Synthesised on twice the length and cut, so the curve is not periodic.
+    long = np.fft.irfft(np.concatenate([spectrum, np.zeros(n // 2 + 1)]), n=2 * n)
+    start = int(rng.integers(0, n))
+    out: F64 = long[start : start + n]
+    return out
+
+
 def _cycle(t: F64, rng: np.random.Generator) -> F64:
     """The simulator's machine cycle (its own small process noise included)."""
     return make_curve("ok", length=len(t), rng=rng)
@@ -174,6 +197,7 @@ FAMILIES: dict[str, Callable[[F64, np.random.Generator], F64]] = {
     "sawtooth": _sawtooth,
     "gp": _gp,
     "walk": _walk,
+    "fractal": _fractal,
 }
 """The clean curve families, by name."""
 
@@ -196,7 +220,7 @@ def clean_family_curve(length: int, rng: np.random.Generator) -> tuple[F64, floa
         x = x + rng.uniform(-2.0, 2.0) * t
     x = x / max(float(x.std()), 1e-9)
     # Noise level relative to the spread: log-uniform, from a very clean sensor to a rough one.
-    noise = float(np.exp(rng.uniform(np.log(0.002), np.log(0.08))))
+    noise = float(np.exp(rng.uniform(np.log(0.002), np.log(0.1))))
     scale = float(np.exp(rng.uniform(np.log(0.01), np.log(1000.0))))
     offset = float(rng.uniform(-5.0, 5.0)) * scale * float(rng.uniform(0, 10))
     return offset + scale * x, noise * scale
@@ -212,28 +236,40 @@ def _noise(length: int, sigma: float, rng: np.random.Generator) -> F64:
     return noise
 
 
+def roughness(x: F64) -> float:
+    """The sample-to-sample variation of a curve: std of its first difference / sqrt(2)."""
+    return float(np.diff(x).std()) / np.sqrt(2.0)
+
+
 def add_defect(
     kind: str, x: F64, spread: float, noise: float, rng: np.random.Generator
 ) -> F64:
-    """``x`` with one defect of ``kind``, sized by the curve's ``spread`` and ``noise``."""
+    """``x`` with one defect of ``kind``, sized by the curve itself.
+
+    ``spread`` is the clean curve's standard deviation, ``noise`` its own noise level; with
+    its roughness (:func:`roughness`) that gives the local scale, ``sqrt(noise² + rough²)``.
+    Every defect is at least a given number of spreads *and* of local scales, so it stands
+    out of the curve it sits on whatever the curve's shape.
+    """
     n = len(x)
     idx = np.arange(n, dtype=np.float64)
+    local = float(np.hypot(noise, roughness(x)))
     out = x.copy()
     if kind == "spike":
         for _ in range(int(rng.integers(1, 4))):
             at = int(rng.integers(int(0.02 * n), int(0.98 * n)))
             half = 0 if rng.random() < 0.6 else int(rng.integers(1, 3))
-            height = max(spread * rng.uniform(3.0, 10.0), 10 * noise) * _sign(rng, 0.7)
-            out += height * np.clip(1.0 - np.abs(idx - at) / (half + 1.0), 0.0, None)
+            height = max(spread * rng.uniform(3.5, 10.0), local * rng.uniform(8.0, 14.0))
+            out += height * _sign(rng, 0.7) * np.clip(1.0 - np.abs(idx - at) / (half + 1.0), 0, None)
     elif kind == "step":
         at = int(rng.integers(int(0.1 * n), int(0.9 * n)))
-        shift = max(spread * rng.uniform(1.0, 4.0), 12 * noise) * _sign(rng)
+        shift = max(spread * rng.uniform(1.2, 4.0), local * rng.uniform(8.0, 14.0)) * _sign(rng)
         edge = int(rng.integers(0, 2))
         out += shift * np.clip((idx - at + 1) / (edge + 1.0), 0.0, 1.0)
     elif kind == "noise":
         width = int(n * rng.uniform(0.1, 0.6))
         start = int(rng.integers(0, n - width + 1))
-        sigma = max(spread * rng.uniform(0.2, 0.8), 6 * noise)
+        sigma = max(spread * rng.uniform(0.3, 0.8), local * rng.uniform(3.5, 6.0))
         out[start : start + width] += rng.normal(0.0, sigma, size=width)
     elif kind == "drift":
         start = rng.uniform(0.0, 0.6)
