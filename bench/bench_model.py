@@ -39,9 +39,7 @@ RESULTS = ROOT / "bench" / "results" / "model.json"
 SEED = 15
 
 
-def results(
-    scorer: Scorer | None = None, *, n: int = 60, seed: int = SEED
-) -> list[DatasetResult]:
+def results(scorer: Scorer | None = None, *, n: int = 60, seed: int = SEED) -> list[DatasetResult]:
     """Per data set results of ``scorer`` (default: the shipped curve-quality model)."""
     return evaluate(scorer or onnx_scorer(PACKAGE), n=n, seed=seed)
 
@@ -50,7 +48,7 @@ def rows(model: str, found: Sequence[DatasetResult]) -> list[dict[str, Any]]:
     """Bench rows (``bench/results/*.json`` format) for one model's results."""
     out: list[dict[str, Any]] = []
     for r in found:
-        note = f"{model}; {r.curves} curves × {r.length} samples, {r.domain}"
+        note = f"{model}; {r.curves} curves x {r.length} samples, {r.domain}"
         out.append(
             {
                 "benchmark": "model",

@@ -75,9 +75,7 @@ def test_accuracy_on_fresh_cycles(session: Any, manifest: dict[str, Any]) -> Non
     """300 new press cycles of mixed lengths, half defective (a defect on one channel)."""
     rng = np.random.default_rng(SEED)
     labels = np.where(rng.random(300) < 0.5, 0, rng.integers(1, len(CURVE_KINDS), size=300))
-    cycles = [
-        press_cycle(CURVE_KINDS[label], int(rng.integers(150, 500)), rng) for label in labels
-    ]
+    cycles = [press_cycle(CURVE_KINDS[label], int(rng.integers(150, 500)), rng) for label in labels]
     x = _inputs(cycles, manifest["input_length"])
     (probs,) = session.run([manifest["output_name"]], {manifest["input_name"]: x})
     pred = probs.argmax(axis=1)
@@ -91,8 +89,6 @@ def test_channels_are_not_interchangeable(session: Any, manifest: dict[str, Any]
     cycles = [press_cycle("ok", 300, rng) for _ in range(50)]
     x = _inputs(cycles, manifest["input_length"])
     (right,) = session.run([manifest["output_name"]], {manifest["input_name"]: x})
-    (swapped,) = session.run(
-        [manifest["output_name"]], {manifest["input_name"]: x[:, ::-1].copy()}
-    )
+    (swapped,) = session.run([manifest["output_name"]], {manifest["input_name"]: x[:, ::-1].copy()})
     assert float((right.argmax(axis=1) == 0).mean()) >= 0.95
-    assert float((swapped.argmax(axis=1) == 0).mean()) < float((right.argmax(axis=1) == 0).mean())
+    assert float((swapped.argmax(axis=1) == 0).mean()) <= 0.8

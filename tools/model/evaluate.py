@@ -41,15 +41,15 @@ def section(results: list[DatasetResult], *, n: int, seed: int) -> list[str]:
         r.clean_ok >= TARGET and all(r.flagged[k] >= TARGET for k in TARGET_DEFECTS)
         for r in results
     )
-    lines = [
+    return [
         HEADING,
         "",
         "Recorded series nobody here generated, read from files public packages ship: "
-        f"{sources}. Each series is z-scored to a sensor range (mean 50, σ 10) and judged "
+        f"{sources}. Each series is z-scored to a sensor range (mean 50, sigma 10) and judged "
         "clean and with one injected defect of each kind (injected here only, never in "
-        "training): `spike` one sample ± 6 σ; `step` a 2 σ level shift from a point in the "
-        "middle 60 % to the end; `noise` a burst of white noise of 0.5 σ over 20 % of the "
-        "curve; `drift` a linear drift from a point in the first half, 3 σ by the end. A "
+        "training): `spike` one sample ± 6 sigma; `step` a 2 sigma level shift from a point in the "
+        "middle 60 % to the end; `noise` a burst of white noise of 0.5 sigma over 20 % of the "
+        "curve; `drift` a linear drift from a point in the first half, 3 sigma by the end. A "
         "defective curve counts as flagged when its label is anything but `ok`.",
         "",
         f"{n} curves per data set (fewer where a set has fewer), seed {seed}; "
@@ -70,7 +70,6 @@ def section(results: list[DatasetResult], *, n: int, seed: int) -> list[str]:
         "model is for; on the simulator's machine cycles, whose shape the model knows, "
         "drift is found (see the held-out table).",
     ]
-    return lines
 
 
 def rewrite(report: Path, lines: list[str]) -> None:
@@ -78,9 +77,7 @@ def rewrite(report: Path, lines: list[str]) -> None:
     text = report.read_text(encoding="utf-8").splitlines()
     if HEADING in text:
         start = text.index(HEADING)
-        end = next(
-            (i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text)
-        )
+        end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text))
         text = [*text[:start], *lines, "", *text[end:]]
     else:
         text = [*text, "", *lines]

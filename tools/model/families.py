@@ -13,10 +13,10 @@ cycle shape, so the training script (``tools/model/train.py``) draws its curves 
   sometimes a quantised sensor;
 * defects sized by the curve itself (``spread`` = the clean curve's standard deviation,
   ``local`` = its own noise and roughness together, see :func:`add_defect`): a ``spike`` is
-  one to three impulses, one to three samples wide, 3.5 to 10 spreads (and 8 to 14 local
-  scales) high; a ``step`` is a level shift of 1.2 to 4 spreads (8 to 14 local scales) over
+  one to three impulses, one to three samples wide, 3.5 to 10 spreads (and 10 to 16 local
+  scales) high; a ``step`` is a level shift of 1.2 to 4 spreads (10 to 16 local scales) over
   one or two samples that persists to the end; ``noise`` is a burst over 10 to 60 % of the
-  curve with a standard deviation of 0.3 to 0.8 spreads (3.5 to 6 local scales);
+  curve with a standard deviation of 0.3 to 0.8 spreads (4 to 7 local scales);
   ``drift`` is a trend that starts part-way and grows to 1.5 to 4 spreads by the end (used
   for the press cycle, whose shape is known; the training script takes the machine cycle's
   own drift for ``curve-quality``).
@@ -39,10 +39,10 @@ __all__ = [
     "RAW_MAX",
     "RAW_MIN",
     "add_defect",
-    "roughness",
     "clean_family_curve",
     "family_curve",
     "press_cycle",
+    "roughness",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -180,6 +180,12 @@ def _fractal(t: F64, rng: np.random.Generator) -> F64:
     long = np.fft.irfft(np.concatenate([spectrum, np.zeros(n // 2 + 1)]), n=2 * n)
     start = int(rng.integers(0, n))
     out: F64 = long[start : start + n]
+    if rng.random() < 0.6:
+        # Intermittent roughness: the fine structure is stronger in some stretches (a rocky
+        # slope, a turbulent spell), so sample-to-sample changes are heavy-tailed.
+        coarse = _gauss_smooth(out, 3.0 * n / 256)
+        envelope = np.exp(rng.uniform(0.3, 1.2) * _gp(t, rng))
+        out = coarse + (out - coarse) * envelope
     return out
 
 
@@ -238,12 +244,10 @@ def _noise(length: int, sigma: float, rng: np.random.Generator) -> F64:
 
 def roughness(x: F64) -> float:
     """The sample-to-sample variation of a curve: std of its first difference / sqrt(2)."""
-    return float(np.diff(x).std()) / np.sqrt(2.0)
+    return float(np.diff(x).std() / np.sqrt(2.0))
 
 
-def add_defect(
-    kind: str, x: F64, spread: float, noise: float, rng: np.random.Generator
-) -> F64:
+def add_defect(kind: str, x: F64, spread: float, noise: float, rng: np.random.Generator) -> F64:
     """``x`` with one defect of ``kind``, sized by the curve itself.
 
     ``spread`` is the clean curve's standard deviation, ``noise`` its own noise level; with
@@ -259,21 +263,23 @@ def add_defect(
         for _ in range(int(rng.integers(1, 4))):
             at = int(rng.integers(int(0.02 * n), int(0.98 * n)))
             half = 0 if rng.random() < 0.6 else int(rng.integers(1, 3))
-            height = max(spread * rng.uniform(3.5, 10.0), local * rng.uniform(8.0, 14.0))
-            out += height * _sign(rng, 0.7) * np.clip(1.0 - np.abs(idx - at) / (half + 1.0), 0, None)
+            height = max(spread * rng.uniform(3.5, 10.0), local * rng.uniform(10.0, 16.0))
+            out += (
+                height * _sign(rng, 0.7) * np.clip(1.0 - np.abs(idx - at) / (half + 1.0), 0, None)
+            )
     elif kind == "step":
         at = int(rng.integers(int(0.1 * n), int(0.9 * n)))
-        shift = max(spread * rng.uniform(1.2, 4.0), local * rng.uniform(8.0, 14.0)) * _sign(rng)
+        shift = max(spread * rng.uniform(1.2, 4.0), local * rng.uniform(10.0, 16.0)) * _sign(rng)
         edge = int(rng.integers(0, 2))
         out += shift * np.clip((idx - at + 1) / (edge + 1.0), 0.0, 1.0)
     elif kind == "noise":
         width = int(n * rng.uniform(0.1, 0.6))
         start = int(rng.integers(0, n - width + 1))
-        sigma = max(spread * rng.uniform(0.3, 0.8), local * rng.uniform(3.5, 6.0))
+        sigma = max(spread * rng.uniform(0.3, 0.8), local * rng.uniform(4.0, 7.0))
         out[start : start + width] += rng.normal(0.0, sigma, size=width)
     elif kind == "drift":
-        start = rng.uniform(0.0, 0.6)
-        u = np.clip((idx / (n - 1) - start) / (1.0 - start), 0.0, None)
+        begin = float(rng.uniform(0.0, 0.6))
+        u = np.clip((idx / (n - 1) - begin) / (1.0 - begin), 0.0, None)
         out += spread * rng.uniform(1.5, 4.0) * _sign(rng) * u ** rng.uniform(0.8, 1.8)
     elif kind != "ok":
         raise ValueError(f"unknown curve kind {kind!r}; expected one of {CURVE_KINDS}")
@@ -326,7 +332,9 @@ def press_cycle(kind: str, length: int, rng: np.random.Generator) -> F64:
     pressure = idle + approach + force * rng.uniform(3.0, 8.0)
     pressure = idle + (pressure - idle) * (1.0 - _smoothstep((t - release) / 0.05))
     channels = np.stack([pressure, force])
-    noises = [float(c.std()) * float(np.exp(rng.uniform(np.log(0.003), np.log(0.03)))) for c in channels]
+    noises = [
+        float(c.std()) * float(np.exp(rng.uniform(np.log(0.003), np.log(0.03)))) for c in channels
+    ]
     if kind != "ok":
         ch = 0 if kind == "drift" or rng.random() < 0.5 else 1
         channels[ch] = add_defect(kind, channels[ch], float(channels[ch].std()), noises[ch], rng)

@@ -486,7 +486,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--train-per-class",
         type=int,
-        default=6000,
+        default=5000,
         help=f"training curves per defect kind ({OK_WEIGHT} times as many good ones)",
     )
     p.add_argument("--heldout-per-class", type=int, default=1000)
