@@ -40,6 +40,7 @@ import numpy.typing as npt
 __all__ = [
     "DATASETS",
     "DEFECTS",
+    "WHOLE_ROWS",
     "Case",
     "DatasetResult",
     "cases",
@@ -75,6 +76,14 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset("Tecator", "NIR absorbance spectra (meat)", "sktime: Tecator"),
     Dataset("Terrain", "elevation profiles (DEM)", "matplotlib: jacksboro_fault_dem.npz"),
 )
+"""The data sets the targets hold for."""
+
+WHOLE_ROWS = Dataset(
+    "TerrainRows",
+    "elevation profiles, whole 403-sample rows (downsampled)",
+    "matplotlib: jacksboro_fault_dem.npz",
+)
+"""Terrain's rows uncut: reported to show what downsampling a rough curve costs."""
 
 
 def _package_dir(name: str) -> Path:
@@ -109,10 +118,12 @@ def _read_ts(path: Path) -> list[F64]:
 
 def load(name: str) -> list[F64]:
     """Every recorded series of data set ``name`` (raw values, file order)."""
-    if name == "Terrain":
+    if name in ("Terrain", WHOLE_ROWS.name):
         path = _package_dir("matplotlib") / "mpl-data" / "sample_data" / "jacksboro_fault_dem.npz"
         with np.load(path) as data:
             dem = np.asarray(data["elevation"], dtype=np.float64)
+        if name == WHOLE_ROWS.name:
+            return list(dem[::4])
         # A terrain profile has no natural length: each row is cut into two halves of 201
         # and 202 samples (whole rows would be downsampled to the model's 256 samples, which
         # roughens them and shrinks single-sample spikes; see REPORT.md).
@@ -202,7 +213,7 @@ def evaluate(
     """Judge ``n`` recorded curves per data set, clean and with each defect, with ``scorer``."""
     results = []
     names = list(datasets) if datasets is not None else [d.name for d in DATASETS]
-    domains = {d.name: d.domain for d in DATASETS}
+    domains = {d.name: d.domain for d in (*DATASETS, WHOLE_ROWS)}
     for name in names:
         batch = cases(name, n, seed=seed)
         ok = np.asarray(scorer([c.curve for c in batch]), dtype=bool)

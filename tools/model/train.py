@@ -78,6 +78,10 @@ class Spec:
     channels: tuple[str, ...]
     """Input channel names; one channel means input [batch, length] and no manifest key."""
     description: str
+    train_per_class: int
+    """Default training curves per defect kind."""
+    epochs: int
+    """Default training epochs."""
 
 
 SPECS = {
@@ -87,6 +91,8 @@ SPECS = {
         "1D CNN that classifies one process curve of any smooth shape as ok or as a defect "
         "(spike, drift, noise, step); trained on synthetic curves of many families "
         "(tools/model/families.py) by tools/model/train.py",
+        train_per_class=3000,
+        epochs=7,
     ),
     "press-cycle": Spec(
         "press-cycle",
@@ -94,6 +100,8 @@ SPECS = {
         "1D CNN that classifies one press-fit cycle (hydraulic pressure and press force, "
         "two channels) as ok or as a defect on either channel (spike, drift, noise, step); "
         "trained on synthetic press cycles by tools/model/train.py --model press-cycle",
+        train_per_class=1500,
+        epochs=6,
     ),
 }
 
@@ -486,11 +494,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--train-per-class",
         type=int,
-        default=5000,
-        help=f"training curves per defect kind ({OK_WEIGHT} times as many good ones)",
+        default=None,
+        help=f"training curves per defect kind ({OK_WEIGHT} times as many good ones; "
+        "default: the model's own)",
     )
     p.add_argument("--heldout-per-class", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=None, help="default: the model's own")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -503,6 +512,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.out is None:
         args.out = REPO / "models" / args.model
+    spec = SPECS[args.model]
+    if args.train_per_class is None:
+        args.train_per_class = spec.train_per_class
+    if args.epochs is None:
+        args.epochs = spec.epochs
     try:
         args.out_display = args.out.resolve().relative_to(REPO)
     except ValueError:
