@@ -13,10 +13,10 @@ cycle shape, so the training script (``tools/model/train.py``) draws its curves 
   sometimes a quantised sensor;
 * defects sized by the curve itself (``spread`` = the clean curve's standard deviation,
   ``local`` = its own noise and roughness together, see :func:`add_defect`): a ``spike`` is
-  one to three impulses, one to three samples wide, 3.5 to 10 spreads (and 10 to 16 local
-  scales) high; a ``step`` is a level shift of 1.2 to 4 spreads (10 to 16 local scales) over
+  one to three impulses, one to three samples wide, 3.5 to 10 spreads (and 8 to 14 local
+  scales) high; a ``step`` is a level shift of 1.2 to 4 spreads (8 to 14 local scales) over
   one or two samples that persists to the end; ``noise`` is a burst over 10 to 60 % of the
-  curve with a standard deviation of 0.3 to 0.8 spreads (4 to 7 local scales);
+  curve with a standard deviation of 0.3 to 0.8 spreads (3.5 to 6 local scales);
   ``drift`` is a trend that starts part-way and grows to 1.5 to 4 spreads by the end (used
   for the press cycle, whose shape is known; the training script takes the machine cycle's
   own drift for ``curve-quality``).
@@ -263,19 +263,19 @@ def add_defect(kind: str, x: F64, spread: float, noise: float, rng: np.random.Ge
         for _ in range(int(rng.integers(1, 4))):
             at = int(rng.integers(int(0.02 * n), int(0.98 * n)))
             half = 0 if rng.random() < 0.6 else int(rng.integers(1, 3))
-            height = max(spread * rng.uniform(3.5, 10.0), local * rng.uniform(10.0, 16.0))
+            height = max(spread * rng.uniform(3.5, 10.0), local * rng.uniform(8.0, 14.0))
             out += (
                 height * _sign(rng, 0.7) * np.clip(1.0 - np.abs(idx - at) / (half + 1.0), 0, None)
             )
     elif kind == "step":
         at = int(rng.integers(int(0.1 * n), int(0.9 * n)))
-        shift = max(spread * rng.uniform(1.2, 4.0), local * rng.uniform(10.0, 16.0)) * _sign(rng)
+        shift = max(spread * rng.uniform(1.2, 4.0), local * rng.uniform(8.0, 14.0)) * _sign(rng)
         edge = int(rng.integers(0, 2))
         out += shift * np.clip((idx - at + 1) / (edge + 1.0), 0.0, 1.0)
     elif kind == "noise":
         width = int(n * rng.uniform(0.1, 0.6))
         start = int(rng.integers(0, n - width + 1))
-        sigma = max(spread * rng.uniform(0.3, 0.8), local * rng.uniform(4.0, 7.0))
+        sigma = max(spread * rng.uniform(0.3, 0.8), local * rng.uniform(3.5, 6.0))
         out[start : start + width] += rng.normal(0.0, sigma, size=width)
     elif kind == "drift":
         begin = float(rng.uniform(0.0, 0.6))

@@ -82,6 +82,8 @@ class Spec:
     """Default training curves per defect kind."""
     epochs: int
     """Default training epochs."""
+    heldout_per_class: int
+    """Default held-out curves per defect kind (they do not change the model)."""
 
 
 SPECS = {
@@ -91,8 +93,9 @@ SPECS = {
         "1D CNN that classifies one process curve of any smooth shape as ok or as a defect "
         "(spike, drift, noise, step); trained on synthetic curves of many families "
         "(tools/model/families.py) by tools/model/train.py",
-        train_per_class=3000,
-        epochs=7,
+        train_per_class=5000,
+        epochs=10,
+        heldout_per_class=500,
     ),
     "press-cycle": Spec(
         "press-cycle",
@@ -102,6 +105,7 @@ SPECS = {
         "trained on synthetic press cycles by tools/model/train.py --model press-cycle",
         train_per_class=1500,
         epochs=6,
+        heldout_per_class=1000,
     ),
 }
 
@@ -401,7 +405,8 @@ def report_text(
             f"- Data: synthetic curves, raw lengths {RAW_MIN}..{RAW_MAX}: "
             f"{1 - SIM_SHARE:.0%} from `tools/model/families.py` (machine cycles, sines, damped "
             "oscillations, exponential charge/decay, ramps and trapezoids, rounded sawtooth, "
-            "Gaussian-process samples, smoothed random walks, sums of two; sampling jitter, "
+            "Gaussian-process samples, smoothed random walks, multi-scale rough curves with a "
+            "power-law spectrum, sums of two; sampling jitter, "
             "white or coloured noise, quantisation; every defect sized by the curve's own "
             "spread and noise), "
             f"{SIM_SHARE:.0%} the simulator's own from `linewatch.curves.make_curve` "
@@ -498,7 +503,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"training curves per defect kind ({OK_WEIGHT} times as many good ones; "
         "default: the model's own)",
     )
-    p.add_argument("--heldout-per-class", type=int, default=1000)
+    p.add_argument("--heldout-per-class", type=int, default=None, help="default: the model's own")
     p.add_argument("--epochs", type=int, default=None, help="default: the model's own")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=4e-3)
@@ -517,6 +522,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.train_per_class = spec.train_per_class
     if args.epochs is None:
         args.epochs = spec.epochs
+    if args.heldout_per_class is None:
+        args.heldout_per_class = spec.heldout_per_class
     try:
         args.out_display = args.out.resolve().relative_to(REPO)
     except ValueError:
