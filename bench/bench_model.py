@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="30 curves per data set")
     parser.add_argument("--curves", type=int, default=0, help="curves per data set")
     args = parser.parse_args()
-    n = args.curves or (30 if args.quick else 60)
+    n = args.curves or (30 if args.quick else 80)
     started = time.perf_counter()
     found = results(n=n)
     print("\n".join(markdown_table(found, model="curve-quality")))
