@@ -39,7 +39,7 @@ RESULTS = ROOT / "bench" / "results" / "model.json"
 SEED = 15
 
 
-def results(scorer: Scorer | None = None, *, n: int = 60, seed: int = SEED) -> list[DatasetResult]:
+def results(scorer: Scorer | None = None, *, n: int = 80, seed: int = SEED) -> list[DatasetResult]:
     """Per data set results of ``scorer`` (default: the shipped curve-quality model)."""
     return evaluate(scorer or onnx_scorer(PACKAGE), n=n, seed=seed)
 
