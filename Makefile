@@ -87,10 +87,12 @@ run: setup ## The whole stack on this machine (embedded defaults) + the simulato
 	$(VENV)/bin/linewatch up
 
 .PHONY: model
-model: ## Rebuild the shipped curve-quality model (torch on CPU, separate venv)
+model: setup ## Rebuild the shipped models (torch on CPU, separate venv) and their reports
 	@test -x .venv-model/bin/python || $(PYTHON) -m venv .venv-model
 	.venv-model/bin/pip install -q --require-hashes -r tools/model/requirements.txt
 	.venv-model/bin/python tools/model/train.py --out models/curve-quality
+	$(PY) tools/model/evaluate.py --package models/curve-quality
+	.venv-model/bin/python tools/model/train.py --model press-cycle --out models/press-cycle
 
 .PHONY: bench
 bench: setup ## Run the benchmarks; prints figures and writes bench/results/

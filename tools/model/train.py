@@ -1,4 +1,4 @@
-"""Train the curve-quality model on synthetic curves and export it as an ONNX model package.
+"""Train a curve model on synthetic curves and export it as an ONNX model package.
 
 Run it from the repository root in the model venv (torch is a build-time dependency only;
 the services load the exported ONNX file with onnxruntime)::
@@ -6,21 +6,34 @@ the services load the exported ONNX file with onnxruntime)::
     python3 -m venv .venv-model
     .venv-model/bin/pip install --require-hashes -r tools/model/requirements.txt
     .venv-model/bin/python tools/model/train.py --out models/curve-quality
+    .venv-model/bin/python tools/model/train.py --model press-cycle --out models/press-cycle
+
+Two models, made the same way:
+
+* ``curve-quality`` (one channel): judges any smooth process curve. Its curves come from
+  many families (:mod:`tools.model.families`: the simulator's machine cycle, sines, damped
+  oscillations, exponential charge / decay, ramps and trapezoids, rounded sawtooth, random
+  smooth curves, random walks, sums of two) with every defect sized by the curve it sits on;
+  a quarter are the simulator's own curves and defects (:mod:`linewatch_dev.curves`), augmented
+  (time shift, amplitude scale and offset, extra process noise).
+* ``press-cycle`` (two channels, ``pressure`` and ``force`` of one press-fit cycle): input
+  ``[batch, 2, 256]``, each channel resampled and z-scored on its own; the manifest names
+  the channels (``channels: [pressure, force]``).
 
 What it does:
 
-1. Generates curves with :mod:`linewatch_dev.curves` (the generator the simulator uses), with
-   every raw length from 128 to 512 samples, and augments them (time shift, amplitude
-   scale and offset, extra process noise).
+1. Generates the curves, every raw length from ``RAW_MIN`` to ``RAW_MAX`` samples.
 2. Applies the server's preprocessing, :func:`linewatch.model_input.preprocess` (linear
-   resample to 256 samples, per-curve z-score).
+   resample to 256 samples, per-curve z-score), to each channel.
 3. Trains a small strided 1D CNN (global average + max pooling, softmax head) on the CPU
    with fixed seeds: a few minutes on two cores.
 4. Evaluates on a held-out set generated from a different seed and prints per-class
    accuracy and the confusion matrix.
-5. Writes ``model.onnx`` (opset 17; input ``curve`` [batch, 256] float32, output
-   ``probabilities`` [batch, n_classes], softmax inside the graph), ``manifest.yaml`` and
-   ``REPORT.md`` into ``--out``.
+5. Writes ``model.onnx`` (opset 17; input ``curve`` [batch, 256] or [batch, channels, 256]
+   float32, output ``probabilities`` [batch, n_classes], softmax inside the graph),
+   ``manifest.yaml`` and ``REPORT.md`` into ``--out``. The recorded real-series section of
+   ``curve-quality``'s REPORT.md is written by ``tools/model/evaluate.py`` (onnxruntime, in
+   the project venv), which ``make model`` runs next.
 
 The ONNX graph is written with ``onnx.helper`` from the trained weights (batch norm folded
 into the convolutions), so the file depends on no exporter version, and it is checked
@@ -44,31 +57,74 @@ from onnx.reference import ReferenceEvaluator
 from torch import nn  # type: ignore[import-not-found, unused-ignore]
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "src"))
+sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 from linewatch_dev.curves import CURVE_KINDS, make_curve, preprocess  # noqa: E402
+from tools.model.families import RAW_MAX, RAW_MIN, family_curve, press_cycle  # noqa: E402
 
 INPUT_LENGTH = 256
-RAW_MIN, RAW_MAX = 128, 512
 OPSET = 17
-NAME = "curve-quality"
+SIM_SHARE = 0.25
+"""The share of curve-quality's curves that are the simulator's own (linewatch_dev.curves)."""
+OK_WEIGHT = 2
+"""Good curves per defective curve of one kind, so that "ok" is the commonest class."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One model the script makes."""
+
+    name: str
+    channels: tuple[str, ...]
+    """Input channel names; one channel means input [batch, length] and no manifest key."""
+    description: str
+    train_per_class: int
+    """Default training curves per defect kind."""
+    epochs: int
+    """Default training epochs."""
+    heldout_per_class: int
+    """Default held-out curves per defect kind (they do not change the model)."""
+
+
+SPECS = {
+    "curve-quality": Spec(
+        "curve-quality",
+        ("curve",),
+        "1D CNN that classifies one process curve of any smooth shape as ok or as a defect "
+        "(spike, drift, noise, step); trained on synthetic curves of many families "
+        "(tools/model/families.py) by tools/model/train.py",
+        train_per_class=5000,
+        epochs=10,
+        heldout_per_class=500,
+    ),
+    "press-cycle": Spec(
+        "press-cycle",
+        ("pressure", "force"),
+        "1D CNN that classifies one press-fit cycle (hydraulic pressure and press force, "
+        "two channels) as ok or as a defect on either channel (spike, drift, noise, step); "
+        "trained on synthetic press cycles by tools/model/train.py --model press-cycle",
+        train_per_class=1500,
+        epochs=6,
+        heldout_per_class=1000,
+    ),
+}
 
 
 @dataclass(frozen=True)
 class Arch:
     """The CNN's shape: one (channels, kernel) pair per strided conv layer."""
 
-    layers: tuple[tuple[int, int], ...] = ((16, 7), (24, 5), (32, 5), (32, 3), (32, 3))
+    layers: tuple[tuple[int, int], ...] = ((24, 7), (32, 5), (48, 5), (48, 3), (64, 3))
     stride: int = 2
 
 
 class CurveNet(nn.Module):  # type: ignore[misc, unused-ignore]
     """Strided 1D CNN with global average + max pooling and a linear head."""
 
-    def __init__(self, n_classes: int, arch: Arch) -> None:
+    def __init__(self, n_classes: int, arch: Arch, in_channels: int = 1) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
-        c_in = 1
+        c_in = in_channels
         for c_out, k in arch.layers:
             blocks += [
                 nn.Conv1d(c_in, c_out, k, stride=arch.stride, padding=k // 2, bias=False),
@@ -80,8 +136,8 @@ class CurveNet(nn.Module):  # type: ignore[misc, unused-ignore]
         self.head = nn.Linear(2 * c_in, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a [batch, length] input."""
-        h = self.features(x.unsqueeze(1))
+        """Logits for a [batch, length] or [batch, channels, length] input."""
+        h = self.features(x.unsqueeze(1) if x.dim() == 2 else x)
         pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
         return self.head(pooled)
 
@@ -98,27 +154,49 @@ def _shift(x: np.ndarray, shift: int) -> np.ndarray:
     return np.concatenate([x[-shift:], np.full(-shift, x[-1])])
 
 
-def generate(per_class: int, *, seed: int, augment: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Balanced, preprocessed data set: ``per_class`` curves of every kind.
+def _sim_curve(kind: str, length: int, rng: np.random.Generator, augment: bool) -> np.ndarray:
+    """One of the simulator's curves (linewatch_dev.curves), augmented when asked."""
+    x = make_curve(kind, length=length, rng=rng)
+    if augment:
+        max_shift = int(0.08 * length)
+        x = _shift(x, int(rng.integers(-max_shift, max_shift + 1)))
+        x = x * rng.uniform(0.3, 3.0) + rng.uniform(-50.0, 50.0)
+        x = x + rng.normal(0.0, rng.uniform(0.0, 0.004) * np.ptp(x), size=length)
+    return x
 
-    Each curve has a raw length drawn from 128..512 and is resampled to the model's input
-    length by the server's preprocessing.  With ``augment`` the raw curve is also shifted
-    in time (up to ±8 %), scaled (0.3 to 3 times) and offset, and given extra process noise.
+
+def generate(
+    spec: Spec, per_class: int, *, seed: int, augment: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A preprocessed data set: ``per_class`` curves of every defect, ``OK_WEIGHT`` times as
+    many good ones, raw lengths drawn from RAW_MIN..RAW_MAX.
+
+    ``curve-quality``: a ``SIM_SHARE`` of the curves are the simulator's (augmented when
+    ``augment``: shifted up to ±8 %, scaled 0.3 to 3 times and offset, extra process noise),
+    and so are all ``drift`` curves (a slow trend is a defect only against a known shape);
+    the rest come from :func:`tools.model.families.family_curve`. ``press-cycle``:
+    :func:`tools.model.families.press_cycle`, each channel preprocessed on its own.
     """
     rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(len(CURVE_KINDS), dtype=np.int64), per_class)
+    counts = [per_class * (OK_WEIGHT if k == "ok" else 1) for k in CURVE_KINDS]
+    labels = np.repeat(np.arange(len(CURVE_KINDS), dtype=np.int64), counts)
     rng.shuffle(labels)
+    n_ch = len(spec.channels)
     raw: list[np.ndarray] = []
     for label in labels:
+        kind = CURVE_KINDS[label]
         length = int(rng.integers(RAW_MIN, RAW_MAX + 1))
-        x = make_curve(CURVE_KINDS[label], length=length, rng=rng)
-        if augment:
-            max_shift = int(0.08 * length)
-            x = _shift(x, int(rng.integers(-max_shift, max_shift + 1)))
-            x = x * rng.uniform(0.3, 3.0) + rng.uniform(-50.0, 50.0)
-            x = x + rng.normal(0.0, rng.uniform(0.0, 0.004) * np.ptp(x), size=length)
-        raw.append(x)
-    return preprocess(raw, length=INPUT_LENGTH), labels
+        if n_ch > 1:
+            raw.extend(press_cycle(kind, length, rng))
+        elif kind == "drift" or rng.random() < SIM_SHARE:
+            # A drift is only a defect against a known shape: that of the machine cycle.
+            raw.append(_sim_curve(kind, length, rng, augment))
+        else:
+            raw.append(family_curve(kind, length, rng))
+    x = preprocess(raw, length=INPUT_LENGTH)
+    if n_ch > 1:
+        x = x.reshape(len(labels), n_ch, INPUT_LENGTH)
+    return x, labels
 
 
 # --------------------------------------------------------------------------- training
@@ -207,12 +285,17 @@ def _folded_convs(model: CurveNet) -> list[tuple[np.ndarray, np.ndarray, int, in
     return out
 
 
-def to_onnx(model: CurveNet, labels: tuple[str, ...], description: str) -> onnx.ModelProto:
-    """Build the inference graph: curve [N, L] -> probabilities [N, classes]."""
+def to_onnx(model: CurveNet, labels: tuple[str, ...], spec: Spec) -> onnx.ModelProto:
+    """Build the inference graph: curve [N, L] (or [N, C, L]) -> probabilities [N, classes]."""
     model.eval()
-    inits: list[TensorProto] = [numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1")]
-    nodes = [helper.make_node("Unsqueeze", ["curve", "axis1"], ["x0"], name="unsqueeze")]
-    prev = "x0"
+    n_ch = len(spec.channels)
+    inits: list[TensorProto] = []
+    nodes = []
+    prev = "curve"
+    if n_ch == 1:
+        inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"))
+        nodes.append(helper.make_node("Unsqueeze", ["curve", "axis1"], ["x0"], name="unsqueeze"))
+        prev = "x0"
     for i, (w, b, k, stride) in enumerate(_folded_convs(model)):
         inits += [
             numpy_helper.from_array(w, f"conv{i}.w"),
@@ -241,10 +324,11 @@ def to_onnx(model: CurveNet, labels: tuple[str, ...], description: str) -> onnx.
         helper.make_node("Gemm", ["pooled", "head.w", "head.b"], ["logits"], name="head", transB=1),
         helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1),
     ]
+    shape: list[str | int] = ["batch", INPUT_LENGTH] if n_ch == 1 else ["batch", n_ch, INPUT_LENGTH]
     graph = helper.make_graph(
         nodes,
-        "curve_quality",
-        [helper.make_tensor_value_info("curve", TensorProto.FLOAT, ["batch", INPUT_LENGTH])],
+        spec.name.replace("-", "_"),
+        [helper.make_tensor_value_info("curve", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(labels)])],
         initializer=inits,
     )
@@ -252,10 +336,13 @@ def to_onnx(model: CurveNet, labels: tuple[str, ...], description: str) -> onnx.
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="linewatch tools/model/train.py",
-        doc_string=description,
+        doc_string=spec.description,
     )
     m.ir_version = 8  # opset 17 era; readable by every onnxruntime >= 1.13
-    helper.set_model_props(m, {"labels": ",".join(labels), "input_length": str(INPUT_LENGTH)})
+    props = {"labels": ",".join(labels), "input_length": str(INPUT_LENGTH)}
+    if n_ch > 1:
+        props["channels"] = ",".join(spec.channels)
+    helper.set_model_props(m, props)
     onnx.checker.check_model(m, full_check=True)
     return m
 
@@ -264,28 +351,38 @@ def to_onnx(model: CurveNet, labels: tuple[str, ...], description: str) -> onnx.
 
 
 def manifest_text(
-    sha256: str, labels: tuple[str, ...], description: str, acc: dict[str, float], n: int
+    sha256: str, labels: tuple[str, ...], spec: Spec, acc: dict[str, float], n: int
 ) -> str:
     """The model package manifest (YAML), in the documented key order."""
     accs = ", ".join(f"{k}: {v:.4f}" for k, v in acc.items())
+    channels = f"channels: [{', '.join(spec.channels)}]\n" if len(spec.channels) > 1 else ""
     return (
-        f"name: {NAME}\n"
+        f"name: {spec.name}\n"
         'version: "1"\n'
         "file: model.onnx\n"
         f"sha256: {sha256}\n"
         "input_name: curve\n"
         "output_name: probabilities\n"
         f"input_length: {INPUT_LENGTH}\n"
+        f"{channels}"
         "resample: linear\n"
         "normalization: zscore\n"
         f"labels: [{', '.join(labels)}]\n"
         "ok_labels: [ok]\n"
-        f'description: "{description}"\n'
+        f'description: "{spec.description}"\n'
         f"metrics: {{heldout_accuracy: {{{accs}}}, heldout_samples: {n}}}\n"
     )
 
 
+REAL_SERIES_HEADING = "## Recorded real series"
+REAL_SERIES_PLACEHOLDER = (
+    "Not measured yet: `make model` (or `.venv/bin/python tools/model/evaluate.py`) writes "
+    "this section."
+)
+
+
 def report_text(
+    spec: Spec,
     labels: tuple[str, ...],
     acc: dict[str, float],
     cm: np.ndarray,
@@ -300,27 +397,51 @@ def report_text(
 ) -> str:
     """REPORT.md: how the model was made and how it scores on the held-out set."""
     overall = float(np.trace(cm) / cm.sum())
+    n_ch = len(spec.channels)
+    flag = "" if spec.name == "curve-quality" else f" --model {spec.name}"
+    shape = f"[batch, {INPUT_LENGTH}]" if n_ch == 1 else f"[batch, {n_ch}, {INPUT_LENGTH}]"
+    if n_ch == 1:
+        data = (
+            f"- Data: synthetic curves, raw lengths {RAW_MIN}..{RAW_MAX}: "
+            f"{1 - SIM_SHARE:.0%} from `tools/model/families.py` (machine cycles, sines, damped "
+            "oscillations, exponential charge/decay, ramps and trapezoids, rounded sawtooth, "
+            "Gaussian-process samples, smoothed random walks, multi-scale rough curves with a "
+            "power-law spectrum, sums of two; sampling jitter, "
+            "white or coloured noise, quantisation; every defect sized by the curve's own "
+            "spread and noise), "
+            f"{SIM_SHARE:.0%} the simulator's own from `linewatch_dev.curves.make_curve` "
+            "(augmented: time shift, amplitude scale/offset, extra noise)."
+        )
+    else:
+        data = (
+            f"- Data: synthetic press-fit cycles from `tools/model/families.py` `press_cycle`, "
+            f"raw lengths {RAW_MIN}..{RAW_MAX}, channels {', '.join(spec.channels)}; a "
+            "defect sits on one channel (drift: a pressure-sensor drift), sized by that "
+            "channel's spread and noise."
+        )
     lines = [
-        f"# {NAME} model report",
+        f"# {spec.name} model report",
         "",
         "Generated by `tools/model/train.py`; rebuild with",
         "",
         "```sh",
-        f".venv-model/bin/python tools/model/train.py --out {args.out_display}",
+        f".venv-model/bin/python tools/model/train.py{flag} --out {args.out_display}",
         "```",
         "",
         f"- Architecture: 1D CNN, {len(Arch().layers)} strided conv layers "
         f"(channels {', '.join(str(c) for c, _ in Arch().layers)}), global average + max "
         f"pooling, linear head, softmax; {params:,} parameters.",
-        f"- ONNX: opset {OPSET}, input `curve` [batch, {INPUT_LENGTH}] float32, output "
-        f"`probabilities` [batch, {len(labels)}]; {size:,} bytes, sha256 `{sha256}`.",
+        f"- ONNX: opset {OPSET}, input `curve` {shape} float32"
+        + (f" (channels {', '.join(spec.channels)})" if n_ch > 1 else "")
+        + f", output `probabilities` [batch, {len(labels)}]; {size:,} bytes, "
+        f"sha256 `{sha256}`.",
         f"- Preprocessing (server and training alike): linear resample to {INPUT_LENGTH} "
         "samples, then per-curve z-score `(x - mean) / max(std, 1e-6)` "
-        "(`linewatch.model_input.preprocess`).",
-        f"- Data: synthetic curves from `linewatch_dev.curves.make_curve`, raw lengths "
-        f"{RAW_MIN}..{RAW_MAX}; {n_train:,} training curves (balanced, augmented: time shift, "
-        f"amplitude scale/offset, extra noise), {n_heldout:,} held-out curves (balanced, "
-        f"seed {args.seed + 1000}, not augmented).",
+        "(`linewatch.model_input.preprocess`)"
+        + (", each channel on its own." if n_ch > 1 else "."),
+        data,
+        f"- {n_train:,} training curves ({OK_WEIGHT} good ones per defective one of each kind), "
+        f"{n_heldout:,} held-out curves (the same mix, seed {args.seed + 1000}, not augmented).",
         f"- Training: {args.epochs} epochs, batch {args.batch_size}, AdamW one-cycle lr "
         f"{args.lr}, seed {args.seed}, {args.threads} CPU thread(s); {seconds:.0f} s "
         "including data generation.",
@@ -333,7 +454,12 @@ def report_text(
     for i, label in enumerate(labels):
         lines.append(f"| {label} | {acc[label]:.4f} | {int(cm[i].sum())} |")
     lines += [f"| **all** | **{overall:.4f}** | {int(cm.sum())} |", ""]
+    is_ok = cm[0, 0] / cm[0].sum()
+    flagged = 1.0 - cm[1:, 0].sum() / cm[1:].sum()
     lines += [
+        f"Good curves judged ok: {is_ok:.2%}; defective curves flagged (any label but ok): "
+        f"{flagged:.2%}.",
+        "",
         "## Confusion matrix",
         "",
         "Rows: true class; columns: predicted class.",
@@ -343,16 +469,21 @@ def report_text(
     ]
     for i, label in enumerate(labels):
         lines.append(f"| {label} | " + " | ".join(str(int(v)) for v in cm[i]) + " |")
+    if n_ch == 1:
+        lines += ["", REAL_SERIES_HEADING, "", REAL_SERIES_PLACEHOLDER]
     lines += [
         "",
         "## Limits",
         "",
-        "- The figures are for synthetic curves from the same generator the simulator uses; "
-        "they say the model separates those defect kinds, not how it fares on a real "
-        "machine's curves.",
-        f"- Trained on raw lengths {RAW_MIN}..{RAW_MAX}. Much shorter curves (under about "
-        "100 samples) are upsampled and lose narrow spikes and sample-to-sample noise; "
-        "much longer ones resample fine.",
+        "- A reference-free model judges a curve by itself: a defect is what does not belong "
+        "to the curve it sits on (an outlier sample, a jump, a burst of noise, a trend that "
+        "bends the curve away late). A slow drift over the whole curve, or a shape that is "
+        "wrong for this machine but smooth, looks like a good curve of another shape: for "
+        "those a reference band learned from the machine's own good cycles (`envelope`) is "
+        "the right tool.",
+        f"- Trained on raw lengths {RAW_MIN}..{RAW_MAX}. Much shorter curves are upsampled "
+        "(narrow spikes widen); much longer ones are downsampled linearly, which can shrink "
+        "a single-sample spike by up to half the length ratio.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -363,11 +494,18 @@ def report_text(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=REPO / "models" / NAME, help="output folder")
+    p.add_argument("--model", choices=sorted(SPECS), default="curve-quality")
+    p.add_argument("--out", type=Path, default=None, help="output folder (models/<model>)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-per-class", type=int, default=4000)
-    p.add_argument("--heldout-per-class", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument(
+        "--train-per-class",
+        type=int,
+        default=None,
+        help=f"training curves per defect kind ({OK_WEIGHT} times as many good ones; "
+        "default: the model's own)",
+    )
+    p.add_argument("--heldout-per-class", type=int, default=None, help="default: the model's own")
+    p.add_argument("--epochs", type=int, default=None, help="default: the model's own")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -378,6 +516,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="fail (exit 1, nothing written) if any class scores below this on the held-out set",
     )
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = REPO / "models" / args.model
+    spec = SPECS[args.model]
+    if args.train_per_class is None:
+        args.train_per_class = spec.train_per_class
+    if args.epochs is None:
+        args.epochs = spec.epochs
+    if args.heldout_per_class is None:
+        args.heldout_per_class = spec.heldout_per_class
     try:
         args.out_display = args.out.resolve().relative_to(REPO)
     except ValueError:
@@ -411,14 +558,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     labels = CURVE_KINDS
+    spec = SPECS[args.model]
 
-    print(f"generating {args.train_per_class} x {len(labels)} training curves ...", flush=True)
-    x_train, y_train = generate(args.train_per_class, seed=args.seed, augment=True)
-    print(f"generating {args.heldout_per_class} x {len(labels)} held-out curves ...", flush=True)
-    x_test, y_test = generate(args.heldout_per_class, seed=args.seed + 1000, augment=False)
+    print(f"{spec.name}: generating {args.train_per_class} per defect kind ...", flush=True)
+    x_train, y_train = generate(spec, args.train_per_class, seed=args.seed, augment=True)
+    print(f"generating {args.heldout_per_class} per defect kind, held out ...", flush=True)
+    x_test, y_test = generate(spec, args.heldout_per_class, seed=args.seed + 1000, augment=False)
     print(f"data ready in {time.monotonic() - t0:.1f} s", flush=True)
 
-    model = CurveNet(len(labels), Arch())
+    model = CurveNet(len(labels), Arch(), in_channels=len(spec.channels))
     params = sum(int(p.numel()) for p in model.parameters())
     print(f"model: {params} parameters", flush=True)
     train(
@@ -433,12 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     probs = predict(model, x_test)
     acc, cm = evaluate(labels, y_test, probs)
 
-    description = (
-        "1D CNN that classifies one machine-cycle process curve as ok or as a defect "
-        f"({', '.join(labels[1:])}); trained on synthetic curves from linewatch_dev.curves "
-        "by tools/model/train.py"
-    )
-    proto = to_onnx(model, labels, description)
+    proto = to_onnx(model, labels, spec)
     outputs = ReferenceEvaluator(proto).run(["probabilities"], {"curve": x_test[:256]})
     ref = np.asarray(outputs["probabilities"] if isinstance(outputs, dict) else outputs[0])
     diff = float(np.abs(ref - probs[:256]).max())
@@ -460,10 +603,11 @@ def main(argv: list[str] | None = None) -> int:
     sha256 = hashlib.sha256(data).hexdigest()
     seconds = time.monotonic() - t0
     (out / "manifest.yaml").write_text(
-        manifest_text(sha256, labels, description, acc, len(y_test)), encoding="utf-8"
+        manifest_text(sha256, labels, spec, acc, len(y_test)), encoding="utf-8"
     )
     (out / "REPORT.md").write_text(
         report_text(
+            spec,
             labels,
             acc,
             cm,

@@ -256,7 +256,8 @@ async def test_models_against_the_real_inference_service(
     from linewatch_dev.inference_testing import manifest_dict, onnx_bytes, zip_package
 
     listing = (await client.get("/v1/models")).json()
-    assert [m["name"] for m in listing["items"]] == ["curve-quality"]
+    # models/ ships curve-quality and the two-channel example press-cycle.
+    assert [m["name"] for m in listing["items"]] == ["curve-quality", "press-cycle"]
     shipped = (await client.get("/v1/models/curve-quality")).json()
     assert shipped["versions"][0]["state"] == "ready"
     assert shipped["versions"][0]["labels"][0] == "ok"
