@@ -147,7 +147,9 @@ async def test_envelope_rule_over_rest_judges_an_unseen_family(
     gone = await client.get(
         "/v1/rules/press/envelope", params={"device_id": "press-3", "point": "force"}
     )
-    assert gone.status_code == 404
+    # the taught band is gone; a curve the broker redelivered after the restart (this rule
+    # archives nothing, so it is new to the restarted ingest) may have started a new one
+    assert gone.status_code == 404 or not gone.json()["ready"], gone.text
     other = await client.post("/v1/rules/line/envelope/reset", headers=auth())
     assert other.status_code in (409, 400), other.text
 

@@ -21,13 +21,13 @@ try {
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   await page.goto(url, { waitUntil: "load" });
   await page.waitForFunction(() => document.querySelectorAll("#streams .dot").length >= 5 && document.querySelectorAll("#streams .dot:not(.on)").length === 0, null, { timeout: 20000 });
-  await page.waitForSelector('#device-info td[data-field="firmware"]', { timeout: 15000 });
+  await page.waitForSelector('#device-info td[data-field="firmware"]', { timeout: 45000 });
   console.log("connected");
   await page.fill("#token", token);
   await page.fill("#cmd-name", "power_on");
   await page.fill("#cmd-params", '{"level": 2}');
   await page.click("#cmd-send");
-  await page.waitForSelector("#device-commands td.state-succeeded", { timeout: 20000 });
+  await page.waitForSelector("#device-commands td.state-succeeded", { timeout: 45000 });
   await page.waitForSelector("#devices tr[data-device].sel", { timeout: 10000 });
   await page.waitForTimeout(300);
   await page.screenshot({ path: shot, fullPage: true });

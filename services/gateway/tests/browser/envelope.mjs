@@ -28,8 +28,8 @@ try {
   console.log("connected");
   const expected = Number(await nextLine());
   await page.waitForFunction((n) => Number(document.getElementById("verdict-count").dataset.count) >= n, expected, { timeout: 30000 });
-  await page.waitForSelector("#curves .curve.bad polygon.band", { timeout: 15000 });
-  await page.waitForSelector("#curves .curve.bad polyline.outside", { timeout: 15000 });
+  await page.waitForSelector("#curves .curve.bad polygon.band", { timeout: 45000 });
+  await page.waitForSelector("#curves .curve.bad polyline.outside", { timeout: 45000 });
   const row = page.locator("#verdicts tbody tr", { hasText: "out_of_envelope" }).first();
   await row.click();
   await page.waitForSelector("#detail polygon.band", { timeout: 10000 });
