@@ -245,7 +245,8 @@ class IngestConfig(ServiceConfig):
     """MQTT sessions per rule on one shared subscription (``$share/linewatch-ingest-<rule>/``):
     the broker's inflight window per session (Mosquitto's stock ``max_inflight_messages``
     is 20) times this is what may be unacknowledged at once. 1: the plain filter, for a
-    broker without shared subscriptions."""
+    broker without shared subscriptions. Rules on the built-in ``envelope`` always use one
+    session: teach-in needs a device's cycles in the order the broker has them."""
     workers: int = Field(default=4, ge=1, le=256)
     """Batches of one rule being scored/published/archived at once."""
     deadletter_topic: str = "linewatch/deadletter"

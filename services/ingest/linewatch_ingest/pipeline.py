@@ -121,7 +121,9 @@ class RuleWorker:
                 extra={"rule": rule.name},
             ),
             qos=rule.qos,
-            sessions=cfg.sessions,
+            # a teach-in model learns from a device's cycles in order: one session keeps
+            # the broker's order (a shared subscription spreads it over sessions)
+            sessions=1 if self.scorer is not None else cfg.sessions,
             share_group=f"linewatch-ingest-{rule.name}",
             receive_maximum=cfg.receive_maximum,
             batch_max=cfg.batch.max_size,
