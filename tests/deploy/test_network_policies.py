@@ -17,6 +17,7 @@ INTENDED = {
     ("gateway", "sync", 50053),
     ("gateway", "ota", 50054),
     ("ingest", "inference", 50052),
+    ("ingest", "ota", 50054),  # alarm actions send device commands
     ("ingest", "mosquitto", 1883),
     ("sync", "mosquitto", 1883),
     ("ota", "mosquitto", 1883),
