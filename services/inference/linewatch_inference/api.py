@@ -15,6 +15,8 @@ from opentelemetry.trace import SpanKind
 from linewatch.runtime.errors import InvalidArgument, LinewatchError
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
+from linewatch_inference.callers import caller_name
+from linewatch_inference.catalog import PromotionRow
 from linewatch_inference.channels import decode_channel_batch
 from linewatch_inference.inputs import decode_curves
 from linewatch_inference.metrics import InferenceMetrics
@@ -25,7 +27,7 @@ from linewatch_inference.shadow import ShadowScorer
 
 tracer = trace.get_tracer(__name__)
 
-__all__ = ["InferenceApi", "model_message"]
+__all__ = ["InferenceApi", "model_message", "promotion_message"]
 
 Context = Any  # grpc.aio.ServicerContext
 
@@ -41,6 +43,7 @@ def _version_message(served: ServedVersion) -> pb.ModelVersion:
         ok_labels=m.ok_labels,
         source_url=served.source_url,
         channels=m.channels,
+        loaded_by=served.loaded_by,
     )
     message.loaded_at.FromDatetime(served.loaded_at)
     return message
@@ -62,7 +65,18 @@ def model_message(entry: ModelEntry) -> pb.Model:
         latest_version=latest.version if latest else "",
         versions=versions,
         shadow_version=entry.shadow,
+        promoted_version=entry.promoted,
+        promoted_ready=entry.promoted_ready(),
     )
+
+
+def promotion_message(row: PromotionRow) -> pb.Promotion:
+    """One promotion as a ``linewatch.v1.Promotion``."""
+    message = pb.Promotion(
+        name=row.name, from_version=row.from_version, to_version=row.to_version, by=row.by
+    )
+    message.at.FromDatetime(row.at)
+    return message
 
 
 def _scores(
@@ -234,10 +248,30 @@ class InferenceApi(pb_grpc.InferenceServiceServicer):
             md5_base64=request.md5_base64,
             manifest=request.manifest,
             signature=request.signature,
+            by=caller_name(),
         )
         return pb.LoadModelResponse(
             model=model_message(self._registry.entry(served.name)), version=served.version
         )
+
+    async def PromoteModel(  # noqa: N802 - gRPC method name
+        self, request: pb.PromoteModelRequest, context: Context
+    ) -> pb.PromoteModelResponse:
+        """Make a loaded version the promoted one (rollback: promote an older one)."""
+        if not request.version:
+            raise InvalidArgument("version is required")
+        row = await self._registry.promote(request.name, request.version, by=caller_name())
+        return pb.PromoteModelResponse(
+            model=model_message(self._registry.entry(request.name)),
+            promotion=promotion_message(row),
+        )
+
+    async def ListPromotions(  # noqa: N802 - gRPC method name
+        self, request: pb.ListPromotionsRequest, context: Context
+    ) -> pb.ListPromotionsResponse:
+        """Every promotion of a model, newest first."""
+        rows = await self._registry.promotions(request.name)
+        return pb.ListPromotionsResponse(promotions=[promotion_message(r) for r in rows])
 
     async def UnloadModel(  # noqa: N802 - gRPC method name
         self, request: pb.UnloadModelRequest, context: Context
@@ -259,10 +293,9 @@ class InferenceApi(pb_grpc.InferenceServiceServicer):
         """How often the shadow agreed with the served version."""
         stats = self._shadow.stats(request.name)
         entry = self._registry.entry(request.name)
-        latest = entry.latest()
         return pb.GetShadowStatsResponse(
             name=request.name,
-            version=stats.primary_version or (latest.version if latest else ""),
+            version=stats.primary_version or entry.promoted,
             shadow_version=stats.shadow_version,
             compared=stats.compared,
             agreed=stats.agreed,

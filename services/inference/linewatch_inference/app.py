@@ -7,11 +7,13 @@ import logging
 
 from linewatch.oip import grpc_service_pb2 as oip
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
+from linewatch.runtime.db import Database, default_sqlite_url
 from linewatch.runtime.grpc_server import GrpcServer
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 from linewatch_inference.api import InferenceApi
 from linewatch_inference.config import InferenceConfig
+from linewatch_inference.converge import Converger
 from linewatch_inference.metrics import InferenceMetrics
 from linewatch_inference.oip import OipServicer
 from linewatch_inference.registry import Registry
@@ -39,9 +41,11 @@ class InferenceServer:
     def __init__(self, config: InferenceConfig, *, metrics: InferenceMetrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or InferenceMetrics()
+        self.db = Database(config.database_url or default_sqlite_url(config.data_dir, "inference"))
         self.registry = Registry(
-            config, metrics=self.metrics, state_dir=config.data_dir / "inference"
+            config, metrics=self.metrics, state_dir=config.data_dir / "inference", db=self.db
         )
+        self.converger = Converger(self.registry, poll_s=config.registry_poll_s)
         self.shadow = ShadowScorer(
             self.registry, metrics=self.metrics, queue_size=config.shadow_queue_size
         )
@@ -74,8 +78,11 @@ class InferenceServer:
         )
 
     async def start(self) -> int:
-        """Load the models, then serve; returns the gRPC port."""
+        """Load the models (``model_dir``, then what the registry database has), then
+        serve; returns the gRPC port."""
         await self.registry.start()
+        await self.converger.run_once()
+        self.converger.start()
         self.shadow.start()
         return await self.grpc.start()
 
@@ -83,8 +90,10 @@ class InferenceServer:
         """Stop taking calls, let running ones finish, then close every model."""
         self.oip.ready = False
         await self.grpc.stop()
+        await self.converger.stop()
         await self.shadow.stop()
         await self.registry.close()
+        await self.db.close()
 
 
 async def serve(config: InferenceConfig, stop: asyncio.Event) -> None:

@@ -38,11 +38,11 @@ def default_intra_op_threads(cores: int) -> int:
 class InferenceConfig(ServiceConfig):
     """Settings of the inference service; defaults suit ``make run`` on a laptop.
 
-    Registry state (models loaded by URL, versions unloaded, shadows) is kept in a JSON
-    file under ``data_dir/inference`` beside the verified packages it names: the state is
-    a handful of records with a single writer, and keeping it next to the package files in
-    one volume means both move (or are wiped) together, with no database to run at the
-    edge.
+    The model registry (versions, the promoted version per model, promotion history, and
+    the files of packages loaded by URL) lives in ``database_url``: empty means
+    ``<data_dir>/inference.db`` (SQLite, one replica); replicas share one PostgreSQL
+    database and converge on it within ``registry_poll_s``. Verified packages are unpacked
+    under ``data_dir/inference`` (a cache each replica refills from the database).
     """
 
     grpc: GrpcConfig = GrpcConfig(port=50052)
@@ -67,6 +67,9 @@ class InferenceConfig(ServiceConfig):
     serve_linewatch_api: bool = True
     """Serve ``linewatch.v1.InferenceService`` (PredictStream …) beside the Open Inference
     Protocol; off: OIP only, as a Triton or KServe endpoint answers (clients fall back)."""
+    registry_poll_s: float = Field(default=1.0, gt=0, le=300)
+    """How often a replica reads the registry database to take versions, promotions,
+    unloads and shadows made through another replica."""
     download_timeout_s: float = Field(default=120.0, gt=0)
     max_package_mb: int = Field(default=512, ge=1)
     allowed_networks: AllowedNetworks = ()

@@ -1,5 +1,6 @@
-"""The index of served models: each model name with its served versions, failed loads and
-shadow, and the lookups callers make (a named version, or the latest)."""
+"""The index of served models: each model name with its served versions, failed loads,
+promoted and shadow version, and the lookups callers make (a named version, the promoted
+one, or the latest)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from linewatch.runtime.errors import NotFound
+from linewatch.runtime.errors import NotFound, Unavailable
 from linewatch_inference.batcher import DynamicBatcher
 from linewatch_inference.package import Manifest, version_key
 from linewatch_inference.session import ModelSession
@@ -29,6 +30,7 @@ class ServedVersion:
     package_dir: Path
     source_url: str = ""
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    loaded_by: str = ""
 
     @property
     def name(self) -> str:
@@ -41,13 +43,19 @@ class ServedVersion:
 
 @dataclass
 class ModelEntry:
-    """A model name with its served versions, failed loads and shadow."""
+    """A model name with its served versions, failed loads, promoted and shadow version."""
 
     name: str
     versions: dict[str, ServedVersion] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     """Why the last load of a version failed ("" for a version that could not be read)."""
     shadow: str = ""
+    promoted: str = ""
+    """What calls without a version score with (the registry database's, on every replica)."""
+
+    def promoted_ready(self) -> bool:
+        """Whether this replica serves the promoted version."""
+        return bool(self.promoted) and self.promoted in self.versions
 
     def latest(self) -> ServedVersion | None:
         """The version served when none is asked for: the highest, in natural order."""
@@ -84,10 +92,6 @@ class ModelIndex:
         self._models.clear()
         return served
 
-    def shadows(self) -> dict[str, str]:
-        """The shadow version of each model that has one."""
-        return {e.name: e.shadow for e in self._models.values() if e.shadow}
-
     def entry(self, name: str) -> ModelEntry:
         """One model.
 
@@ -101,12 +105,22 @@ class ModelIndex:
         return entry
 
     def resolve(self, name: str, version: str = "") -> ServedVersion:
-        """The served version ``version`` of ``name`` (``""``/``latest``: the latest).
+        """The served version ``version`` of ``name`` (``""``: the promoted one,
+        ``latest``: the highest).
 
         Raises:
             NotFound: No such model, or no such version being served.
+            Unavailable: The promoted version is not loaded on this replica (yet).
         """
         entry = self.entry(name)
+        if not version and entry.promoted:
+            served = entry.versions.get(entry.promoted)
+            if served is None:
+                raise Unavailable(
+                    f"model {name!r}: the promoted version {entry.promoted!r} is not loaded "
+                    "on this replica yet"
+                )
+            return served
         if version in ("", LATEST):
             served = entry.latest()
             if served is None:

@@ -20,6 +20,7 @@ import numpy as np
 from linewatch.oip import grpc_service_pb2 as oip
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
 from linewatch.runtime.errors import InvalidArgument, LinewatchError, NotFound
+from linewatch_inference.callers import caller_name
 from linewatch_inference.channels import decode_channel_tensor, input_shape
 from linewatch_inference.inputs import decode_tensor
 from linewatch_inference.metrics import InferenceMetrics
@@ -99,12 +100,15 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(  # noqa: N802 - gRPC method name
         self, request: oip.ModelReadyRequest, context: Context
     ) -> oip.ModelReadyResponse:
-        """Whether the model (at the version, or any) is being served."""
+        """Whether this replica serves the model's promoted version (with a version:
+        that version)."""
         try:
-            self._registry.resolve(request.name, request.version)
+            entry = self._registry.entry(request.name)
         except NotFound:
             return oip.ModelReadyResponse(ready=False)
-        return oip.ModelReadyResponse(ready=True)
+        if request.version:
+            return oip.ModelReadyResponse(ready=request.version in entry.versions)
+        return oip.ModelReadyResponse(ready=entry.promoted_ready())
 
     async def ServerMetadata(  # noqa: N802 - gRPC method name
         self, request: oip.ServerMetadataRequest, context: Context
@@ -243,9 +247,10 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
                 manifest=_param(params, "manifest"),
                 expected_name=request.model_name,
                 signature=_param(params, "signature"),
+                by=caller_name(),
             )
         else:
-            await self._registry.load_dir_package(request.model_name)
+            await self._registry.load_dir_package(request.model_name, by=caller_name())
         return oip.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(  # noqa: N802 - gRPC method name

@@ -1,15 +1,19 @@
-"""The model registry: packages loaded from a folder at start and by URL at run time.
+"""The model registry: packages loaded from a folder at start and by URL at run time,
+recorded in the database every replica shares (:mod:`.catalog`).
 
 Every load follows the same path: the package is staged (:mod:`.staging`: downloaded to a
 temporary file, checksum and signature verified, unpacked), its manifest validated, an
-onnxruntime session opened and a warm-up run checked against the manifest; only then is
-the version swapped into the index (:mod:`.index`), under the lock, in one assignment.
-Any failure leaves the serving version untouched and is recorded as the version's
-``reason``. A swapped-out version's batcher finishes its queued requests before it
-closes, so callers lose nothing.
+onnxruntime session opened and a warm-up run checked against the manifest
+(:mod:`.opening`); only then is the version recorded in the database (with its file, for
+a load by URL) and swapped into the index (:mod:`.index`), under the lock, in one
+assignment. Any failure leaves the serving version untouched and is recorded as the
+version's ``reason``. A swapped-out version's batcher finishes its queued requests before
+it closes, so callers lose nothing.
 
-State (packages loaded by URL, versions unloaded, shadows) is a JSON file
-(:mod:`.state`); packages loaded by URL are kept, verified, under ``state_dir``.
+Promotion: loading never changes what calls without a version score with; each model has
+one promoted version (the first loaded under its name), moved by :meth:`Registry.promote`.
+Other replicas pick up versions, promotions, unloads and shadows within ``registry_poll_s``
+(:mod:`.converge`).
 """
 
 from __future__ import annotations
@@ -20,40 +24,35 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from linewatch.runtime.errors import InvalidArgument, LinewatchError, NotFound
-from linewatch_inference.batcher import DynamicBatcher
-from linewatch_inference.channels import input_shape
+from linewatch.runtime.db import Database
+from linewatch.runtime.errors import FailedPrecondition, InvalidArgument, LinewatchError, NotFound
+from linewatch_inference.catalog import Catalog, PromotionRow, VersionRecord
 from linewatch_inference.config import InferenceConfig
 from linewatch_inference.index import LATEST, ModelEntry, ModelIndex, ServedVersion
 from linewatch_inference.metrics import InferenceMetrics
+from linewatch_inference.opening import open_version
 from linewatch_inference.package import version_key
-from linewatch_inference.session import ModelSession, available_providers, choose_providers
+from linewatch_inference.session import available_providers, choose_providers
 from linewatch_inference.signing import PackageVerifier
 from linewatch_inference.staging import Staged, Stager, check_model_url
-from linewatch_inference.state import RegistryState
 
 __all__ = ["LATEST", "ModelEntry", "Registry", "ServedVersion", "check_model_url"]
 
 log = logging.getLogger(__name__)
 
 
-def _reason(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, LinewatchError) else f"{type(exc).__name__}: {exc}"
-
-
 class Registry:
-    """Model versions by name, loaded, swapped and unloaded safely.
+    """Model versions by name, loaded, promoted, swapped and unloaded safely.
 
     Args:
         config: The service configuration (batching, threads, limits, ``model_dir``).
         metrics: Where loads and versions are counted.
-        state_dir: Where the state file and packages loaded by URL live.
+        state_dir: Where verified package folders are unpacked.
+        db: The registry database (shared by every replica).
     """
 
     def __init__(
-        self, config: InferenceConfig, *, metrics: InferenceMetrics, state_dir: Path
+        self, config: InferenceConfig, *, metrics: InferenceMetrics, state_dir: Path, db: Database
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -63,16 +62,19 @@ class Registry:
         self.verifier = PackageVerifier.from_config(config)
         self.index = ModelIndex()
         self.stager = Stager(config, state_dir=state_dir, verifier=self.verifier)
-        self.state = RegistryState(state_dir)
-        self._lock = asyncio.Lock()
+        self.catalog = Catalog(db)
+        self.lock = asyncio.Lock()
+        """Held while the index and the database change together (and while converging)."""
         self._retired: set[asyncio.Task[None]] = set()
 
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every package in ``model_dir``, then those the state file remembers."""
-        self.stager.clean()
-        state = self.state.read()
+        """Create the tables and serve every package in ``model_dir`` the database does
+        not say was unloaded (the versions loaded by URL follow when converging)."""
+        await asyncio.to_thread(self.stager.clean)
+        await self.catalog.create()
+        snapshot = await self.catalog.snapshot()
         log.info(
             "opening models",
             extra={"fields": {"providers": self.providers, "intra_op_threads": self.threads}},
@@ -83,21 +85,16 @@ class Registry:
                 log.error("model package %s not loaded: %s", path, reason)
                 self.metrics.loads.labels(outcome="failed").inc()
                 continue
-            if (staged.manifest.name, staged.manifest.version) in self.state.unloaded:
+            row = snapshot.versions.get((staged.manifest.name, staged.manifest.version))
+            if row is not None and (row.state == "unloaded" or row.kind == "url"):
                 self.stager.discard(staged)
                 continue
             with contextlib.suppress(LinewatchError):
-                await self._open_and_swap(staged)
-        for record in state.get("url_packages", []):
-            await self._restore_url_package(record)
-        for name, version in state.get("shadows", {}).items():
-            entry = self.index.get(name)
-            if entry is not None:
-                entry.shadow = version
+                await self._open_and_swap(staged, keep=True)
 
     async def close(self) -> None:
         """Finish queued requests of every version and stop their workers."""
-        async with self._lock:
+        async with self.lock:
             served = self.index.clear()
         for version in served:
             await version.batcher.close()
@@ -115,14 +112,21 @@ class Registry:
         return self.index.entry(name)
 
     def resolve(self, name: str, version: str = "") -> ServedVersion:
-        """The served version ``version`` of ``name`` (``""``/``latest``: the latest;
-        raises ``NotFound``)."""
+        """The served version ``version`` of ``name`` (``""``: the promoted one; ``latest``:
+        the highest; raises ``NotFound``, or ``Unavailable`` while the promoted version is
+        not loaded here yet)."""
         return self.index.resolve(name, version)
 
-    # --- loading ---------------------------------------------------------------------
+    async def promotions(self, name: str) -> list[PromotionRow]:
+        """Who promoted which version of ``name`` when, newest first."""
+        self.entry(name)
+        return await self.catalog.promotions(name)
 
-    async def load_dir_package(self, name: str) -> ServedVersion:
-        """(Re)load the packages of model ``name`` found in ``model_dir``; the latest wins.
+    # --- changes ---------------------------------------------------------------------
+
+    async def load_dir_package(self, name: str, *, by: str = "") -> ServedVersion:
+        """(Re)load the packages of model ``name`` found in ``model_dir``; returns the
+        highest version.
 
         Raises:
             NotFound: ``model_dir`` has no package of that model.
@@ -136,10 +140,7 @@ class Registry:
                     self.stager.discard(staged)
         if not found:
             raise NotFound(f"no package of model {name!r} in {self.config.model_dir}")
-        served: list[ServedVersion] = []
-        for staged in found:
-            self.state.unloaded.discard((name, staged.manifest.version))
-            served.append(await self._open_and_swap(staged))
+        served = [await self._open_and_swap(staged, by=by) for staged in found]
         return max(served, key=lambda s: version_key(s.version))
 
     async def load_url(
@@ -151,16 +152,15 @@ class Registry:
         manifest: str = "",
         expected_name: str = "",
         signature: str = "",
+        by: str = "",
     ) -> ServedVersion:
-        """Download a package, verify its checksum (and signature), and serve it.
+        """Download a package, verify its checksum (and signature), and serve it. It is
+        promoted only when it is the first version of its model.
 
-        Args:
-            url: ``http(s)://`` address of a ``.zip`` package or a bare ``.onnx``.
-            sha256: Hex sha256 of the file; required unless ``md5_base64`` is given.
-            md5_base64: The legacy checksum form: base64 of the md5 digest.
-            manifest: For a bare ``.onnx``: the manifest as YAML or JSON text.
-            expected_name: When set, the package must be of this model.
-            signature: base64 ed25519 over the package sha256 (see :mod:`.signing`).
+        Args: ``url`` (``http(s)://``, a ``.zip`` package or a bare ``.onnx``), ``sha256``
+        (hex; or the legacy ``md5_base64``), ``manifest`` (for a bare ``.onnx``: YAML or
+        JSON), ``expected_name`` (the package must be of this model), ``signature``
+        (base64 ed25519 over the sha256, :mod:`.signing`), ``by`` (who loads it).
 
         Raises:
             InvalidArgument: Missing or wrong checksum, bad manifest, broken model.
@@ -181,34 +181,50 @@ class Registry:
                 )
         except LinewatchError as exc:
             if expected_name:
-                self._record_failure(expected_name, "", exc.message)
+                self.record_failure(expected_name, "", exc.message)
             else:
                 self.metrics.loads.labels(outcome="failed").inc()
             raise
-        return await self._open_and_swap(staged, url_package=True)
+        return await self._open_and_swap(staged, by=by)
+
+    async def promote(self, name: str, version: str, *, by: str = "") -> PromotionRow:
+        """Make ``version`` what calls without a version score with, on every replica.
+
+        Raises:
+            NotFound: No such model, or that version is not loaded.
+        """
+        async with self.lock:
+            entry = self.entry(name)
+            if version not in entry.versions:
+                raise NotFound(f"model {name!r} has no version {version!r} loaded to promote")
+            row = await self.catalog.promote(name, version, by)
+            entry.promoted = version
+        log.info(
+            "model version promoted",
+            extra={"fields": {"model": name, "from": row.from_version, "to": version, "by": by}},
+        )
+        return row
 
     async def unload(self, name: str, version: str = "") -> None:
-        """Stop serving one version of ``name`` (or every version when ``version`` is empty).
+        """Stop serving one version of ``name`` (or every version when ``version`` is
+        empty), on every replica.
 
         Raises:
             NotFound: No such model or version.
+            FailedPrecondition: The version is the promoted one and others remain.
         """
-        async with self._lock:
+        async with self.lock:
             entry = self.entry(name)
             if version and version not in entry.versions:
                 raise NotFound(f"model {name!r} has no version {version!r} being served")
+            if version and version == entry.promoted and len(entry.versions) > 1:
+                raise FailedPrecondition(
+                    f"model {name!r} version {version!r} is promoted: promote another "
+                    "version before unloading it"
+                )
             versions = [version] if version else list(entry.versions)
-            removed = [entry.versions.pop(v) for v in versions]
-            for v in versions:
-                self.state.unload(name, v)
-            if entry.shadow in versions or not entry.versions:
-                entry.shadow = ""
-            if not entry.versions and not entry.failures:
-                self.index.remove(name)
-            self.metrics.versions_loaded.labels(model=name).set(len(entry.versions))
-            await asyncio.to_thread(self._write_state)
-        for served in removed:
-            self._retire(served, delete_files=served.source_url != "")
+            await self.catalog.unload(name, versions)
+            self.drop_local(entry, versions)
         log.info("model unloaded", extra={"fields": {"model": name, "versions": versions}})
 
     async def set_shadow(self, name: str, shadow_version: str) -> ModelEntry:
@@ -217,20 +233,53 @@ class Registry:
         Raises:
             NotFound: No such model or version.
         """
-        async with self._lock:
+        async with self.lock:
             entry = self.entry(name)
             if shadow_version and shadow_version not in entry.versions:
                 raise NotFound(f"model {name!r} has no version {shadow_version!r} to shadow")
+            await self.catalog.set_shadow(name, shadow_version)
             entry.shadow = shadow_version
-            await asyncio.to_thread(self._write_state)
         return entry
 
-    # --- internals -------------------------------------------------------------------
+    # --- used by the converger (under the lock) ------------------------------------
 
-    def _write_state(self) -> None:
-        self.state.write(self.index.shadows())
+    def open_staged(self, staged: Staged, by: str = "") -> ServedVersion:
+        """Open a staged package (blocking)."""
+        return open_version(
+            staged,
+            config=self.config,
+            metrics=self.metrics,
+            threads=self.threads,
+            providers=self.providers,
+            loaded_by=by,
+        )
 
-    def _record_failure(self, name: str, version: str, reason: str) -> None:
+    def swap_in(self, served: ServedVersion) -> None:
+        """Serve ``served`` (its batcher started), retiring a version it replaces."""
+        entry = self.index.add(served.name)
+        old = entry.versions.get(served.version)
+        entry.versions[served.version] = served
+        entry.failures.pop(served.version, None)
+        entry.failures.pop("", None)
+        self.metrics.versions_loaded.labels(model=served.name).set(len(entry.versions))
+        if old is not None:
+            self._retire(old, delete_files=old.package_dir != served.package_dir)
+
+    def drop_local(self, entry: ModelEntry, versions: list[str]) -> None:
+        """Stop serving ``versions`` here (what another replica unloaded, or this one)."""
+        removed = [entry.versions.pop(v) for v in versions if v in entry.versions]
+        if entry.shadow in versions:
+            entry.shadow = ""
+        if entry.promoted in versions and not entry.versions:
+            entry.promoted = ""
+        if not entry.versions and not entry.failures:
+            self.index.remove(entry.name)
+        self.metrics.versions_loaded.labels(model=entry.name).set(len(entry.versions))
+        for served in removed:
+            self._retire(served, delete_files=served.source_url.startswith("http"))
+
+    def record_failure(self, name: str, version: str, reason: str) -> None:
+        """A load of ``name`` (``version``, ``""`` if unknown) failed for ``reason``."""
         self.index.add(name).failures[version] = reason
         self.metrics.loads.labels(outcome="failed").inc()
         log.warning(
@@ -238,74 +287,41 @@ class Registry:
             extra={"fields": {"model": name, "version": version, "reason": reason}},
         )
 
-    def _open(self, staged: Staged) -> ServedVersion:
-        """Open a session and check a warm-up run against the manifest (blocking)."""
-        m = staged.manifest
-        session = ModelSession(
-            staged.package_dir / m.file,
-            input_name=m.input_name,
-            output_name=m.output_name,
-            intra_op_threads=self.threads,
-            providers=self.providers,
-        )
-        try:
-            shape = input_shape(m.channels, m.input_length, 2)
-            out = session.run(np.zeros(shape, dtype=np.float32))
-        except Exception as exc:
-            raise InvalidArgument(
-                f"model {m.name} version {m.version} fails on a {list(shape)} input: "
-                f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc!r}"
-            ) from exc
-        if out.shape != (2, len(m.labels)):
-            raise InvalidArgument(
-                f"model {m.name} version {m.version}: output {m.output_name!r} has shape "
-                f"{list(out.shape)} for 2 curves; the manifest's {len(m.labels)} labels need "
-                f"[2, {len(m.labels)}]"
-            )
-        batcher = DynamicBatcher(
-            session.run,
-            model=m.name,
-            version=m.version,
-            max_batch_size=self.config.max_batch_size,
-            max_queue_delay_s=self.config.max_queue_delay_ms / 1000.0,
-            max_queue_size=self.config.max_queue_size,
-            metrics=self.metrics,
-        )
-        return ServedVersion(
-            m, session, batcher, staged.sha256, staged.package_dir, staged.source_url
-        )
+    # --- internals -------------------------------------------------------------------
 
-    async def _open_and_swap(self, staged: Staged, *, url_package: bool = False) -> ServedVersion:
+    async def _open_and_swap(
+        self, staged: Staged, *, by: str = "", keep: bool = False
+    ) -> ServedVersion:
         m = staged.manifest
         try:
-            served = await asyncio.to_thread(self._open, staged)
+            served = await asyncio.to_thread(self.open_staged, staged, by)
         except LinewatchError as exc:
-            self._record_failure(m.name, m.version, exc.message)
-            if url_package:
+            self.record_failure(m.name, m.version, exc.message)
+            if staged.blob is not None:
                 shutil.rmtree(staged.package_dir, ignore_errors=True)
             raise
+        record = VersionRecord(
+            name=m.name,
+            version=m.version,
+            sha256=staged.sha256,
+            manifest_json=m.model_dump_json(),
+            kind="dir" if staged.blob is None else "url",
+            source_url=staged.source_url,
+            bare_manifest=staged.bare_manifest,
+            signature=staged.signature,
+            loaded_by=by,
+        )
         served.batcher.start()
-        async with self._lock:
-            entry = self.index.add(m.name)
-            old = entry.versions.get(m.version)
-            entry.versions[m.version] = served
-            entry.failures.pop(m.version, None)
-            entry.failures.pop("", None)
-            record = {
-                "name": m.name,
-                "version": m.version,
-                "sha256": staged.sha256,
-                "source_url": staged.source_url,
-                "dir": staged.package_dir.name,
-            }
-            self.state.serving(m.name, m.version, record if url_package else None)
-            self.metrics.versions_loaded.labels(model=m.name).set(len(entry.versions))
-            await asyncio.to_thread(self._write_state)
+        async with self.lock:
+            try:
+                promoted = await self.catalog.record(record, staged.blob, keep=keep)
+            except BaseException:
+                await served.batcher.close()
+                raise
+            self.swap_in(served)
+            if promoted:
+                self.index.entry(m.name).promoted = m.version
         self.metrics.loads.labels(outcome="ok").inc()
-        if old is not None:
-            self._retire(
-                old, delete_files=old.source_url != "" and old.package_dir != served.package_dir
-            )
         log.info(
             "model serving",
             extra={
@@ -314,7 +330,7 @@ class Registry:
                     "version": m.version,
                     "sha256": staged.sha256,
                     "providers": served.session.providers,
-                    "replaced": old is not None,
+                    "promoted": promoted,
                 }
             },
         )
@@ -331,10 +347,3 @@ class Registry:
         task = asyncio.get_running_loop().create_task(retire())
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
-
-    async def _restore_url_package(self, record: dict[str, str]) -> None:
-        try:
-            staged = self.stager.stored(record)
-            await self._open_and_swap(staged, url_package=True)
-        except (OSError, KeyError, LinewatchError) as exc:
-            log.error("stored model package %s not restored: %s", record, _reason(exc))

@@ -49,6 +49,10 @@ class Staged:
     package_dir: Path
     sha256: str
     source_url: str = ""
+    blob: bytes | None = None
+    """The file loaded by URL, as verified (what the registry database keeps)."""
+    bare_manifest: str = ""
+    signature: str = ""
 
 
 def _mkstemp(folder: Path) -> tuple[int, str]:
@@ -114,17 +118,19 @@ class Stager:
         if staged.package_dir.is_relative_to(self.state_dir):
             shutil.rmtree(staged.package_dir, ignore_errors=True)
 
-    def stored(self, record: dict[str, str]) -> Staged:
-        """A package loaded by URL before, as the state file records it (blocking).
-
-        Raises:
-            OSError, KeyError, LinewatchError: the record or its folder is unusable.
-        """
-        package_dir = self.state_dir / "packages" / record["name"] / record["dir"]
-        manifest = parse_manifest(
-            (package_dir / MANIFEST_NAME).read_bytes(), source=str(package_dir)
-        )
-        return Staged(manifest, package_dir, record["sha256"], record["source_url"])
+    def from_blob(
+        self, data: bytes, *, url: str, sha256: str, manifest: str, signature: str
+    ) -> Staged:
+        """Stage a package read from the registry database, verified again (blocking)."""
+        downloads = self.state_dir / "downloads"
+        fd, tmp_name = _mkstemp(downloads)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            return self._stage(tmp, url, sha256, "", manifest, signature=signature)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     async def fetch(
         self, url: str, *, sha256: str, md5_base64: str, manifest: str, signature: str
@@ -163,6 +169,7 @@ class Stager:
         signature: str,
     ) -> Staged:
         """Verify a downloaded file and turn it into a package folder (blocking)."""
+        blob = tmp.read_bytes()
         got_sha, got_md5 = file_digests(tmp)
         # the digest of what was downloaded is not repeated: it would tell a caller
         # something about a response it may not see
@@ -175,6 +182,7 @@ class Stager:
         self.verifier.check(got_sha, signature)
         staging = self.state_dir / "packages" / f".staging-{uuid.uuid4().hex}"
         try:
+            bare = ""
             if zipfile.is_zipfile(tmp):
                 manifest = read_zip_package(tmp, staging, max_bytes=self._max_bytes)
             else:
@@ -184,6 +192,7 @@ class Stager:
                         "or send a .zip package with manifest.yaml inside"
                     )
                 manifest = parse_manifest(manifest_text, source="manifest parameter")
+                bare = manifest_text
                 staging.mkdir(parents=True)
                 (staging / MANIFEST_NAME).write_text(manifest_text, encoding="utf-8")
                 tmp.replace(staging / manifest.file)
@@ -198,7 +207,15 @@ class Stager:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return Staged(manifest, final, got_sha, source_url=url)
+        return Staged(
+            manifest,
+            final,
+            got_sha,
+            source_url=url,
+            blob=blob,
+            bare_manifest=bare,
+            signature=signature,
+        )
 
     async def _download(self, url: str, out: Any) -> None:
         check_model_url(url)

@@ -59,8 +59,10 @@ async def test_hot_swap_under_load_loses_no_request(
 
     async def swap() -> None:
         await started.wait()
-        # A new version becomes latest, and version 1 is replaced in place, mid-stream.
+        # A new version is loaded and promoted, and version 1 is replaced in place,
+        # mid-stream.
         await api.LoadModel(pb.LoadModelRequest(url=f"{base}/v2.zip", sha256=sha256(v2)))
+        await api.PromoteModel(pb.PromoteModelRequest(name="tiny", version="2"))
         await api.LoadModel(pb.LoadModelRequest(url=f"{base}/v1b.zip", sha256=sha256(v1b)))
         swapped.set()
 

@@ -76,7 +76,14 @@ async def test_load_zip_by_url_with_sha256(
     assert loaded.version == "2"
     assert loaded.model.latest_version == "2"
     assert sorted(v.version for v in loaded.model.versions) == ["1", "2"]
-    # `latest` by default, and the old version is still there by number.
+    # Loading does not change what calls without a version score with: 1 is promoted.
+    assert loaded.model.promoted_version == "1"
+    assert await predict_labels(api) == ("1", ["ok", "ok", "ok"])
+    assert await predict_labels(api, "2") == ("2", ["bad", "bad", "bad"])
+    promoted = await api.PromoteModel(pb.PromoteModelRequest(name="tiny", version="2"))
+    assert promoted.model.promoted_version == "2"
+    assert (promoted.promotion.from_version, promoted.promotion.to_version) == ("1", "2")
+    assert promoted.promotion.by == "test"  # the caller secured_grpc names
     assert await predict_labels(api) == ("2", ["bad", "bad", "bad"])
     assert await predict_labels(api, "1") == ("1", ["ok", "ok", "ok"])
 
@@ -206,12 +213,16 @@ async def test_bare_onnx_with_manifest_and_oip_load_persist_across_restart(
         ("tiny", "3", "READY"),
     ]
     api = stub(port, channel_factory)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.UnloadModel(pb.UnloadModelRequest(name="tiny", version="1"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await api.PromoteModel(pb.PromoteModelRequest(name="tiny", version="3"))
     await api.UnloadModel(pb.UnloadModelRequest(name="tiny", version="1"))
     await api.SetShadow(pb.SetShadowRequest(name="tiny", shadow_version="3"))
     await server.stop()
 
-    # A new process on the same data dir: version 3 back (from its verified copy, not
-    # the URL), version 1 still unloaded although its package is in model_dir.
+    # A new process on the same database: version 3 back (from its verified blob, not
+    # the URL), promoted, version 1 still unloaded although its package is in model_dir.
     (www / "tiny-3.onnx").unlink()
     _, port2 = await start_server(model_dir, data_dir=data_dir)
     api2 = stub(port2, channel_factory)
@@ -220,6 +231,12 @@ async def test_bare_onnx_with_manifest_and_oip_load_persist_across_restart(
     assert restored.versions[0].source_url == f"{base}/tiny-3.onnx"
     assert restored.versions[0].sha256 == sha256(model)
     assert restored.shadow_version == "3"
+    assert restored.promoted_version == "3"
+    history = await api2.ListPromotions(pb.ListPromotionsRequest(name="tiny"))
+    assert [(p.from_version, p.to_version, p.by) for p in history.promotions] == [
+        ("1", "3", "test"),
+        ("", "1", "registry"),
+    ]
     assert await predict_labels(api2) == ("3", ["worse", "worse", "worse"])
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await predict_labels(api2, "1")

@@ -107,7 +107,7 @@ class PredictResponse(_message.Message):
     def __init__(self, result: _Optional[_Union[BatchScores, _Mapping]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("version", "state", "reason", "sha256", "input_length", "labels", "ok_labels", "source_url", "loaded_at", "channels")
+    __slots__ = ("version", "state", "reason", "sha256", "input_length", "labels", "ok_labels", "source_url", "loaded_at", "loaded_by", "channels")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class ModelVersion(_message.Message):
     OK_LABELS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_URL_FIELD_NUMBER: _ClassVar[int]
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    LOADED_BY_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     version: str
     state: ModelState
@@ -127,20 +128,25 @@ class ModelVersion(_message.Message):
     ok_labels: _containers.RepeatedScalarFieldContainer[str]
     source_url: str
     loaded_at: _timestamp_pb2.Timestamp
+    loaded_by: str
     channels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., sha256: _Optional[str] = ..., input_length: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., ok_labels: _Optional[_Iterable[str]] = ..., source_url: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., channels: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, version: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., sha256: _Optional[str] = ..., input_length: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., ok_labels: _Optional[_Iterable[str]] = ..., source_url: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., loaded_by: _Optional[str] = ..., channels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "latest_version", "versions", "shadow_version")
+    __slots__ = ("name", "latest_version", "versions", "shadow_version", "promoted_version", "promoted_ready")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_READY_FIELD_NUMBER: _ClassVar[int]
     name: str
     latest_version: str
     versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
     shadow_version: str
-    def __init__(self, name: _Optional[str] = ..., latest_version: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., shadow_version: _Optional[str] = ...) -> None: ...
+    promoted_version: str
+    promoted_ready: bool
+    def __init__(self, name: _Optional[str] = ..., latest_version: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., shadow_version: _Optional[str] = ..., promoted_version: _Optional[str] = ..., promoted_ready: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -233,3 +239,45 @@ class GetShadowStatsResponse(_message.Message):
     agreed: int
     agreement_rate: float
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., shadow_version: _Optional[str] = ..., compared: _Optional[int] = ..., agreed: _Optional[int] = ..., agreement_rate: _Optional[float] = ...) -> None: ...
+
+class PromoteModelRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class PromoteModelResponse(_message.Message):
+    __slots__ = ("model", "promotion")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    promotion: Promotion
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., promotion: _Optional[_Union[Promotion, _Mapping]] = ...) -> None: ...
+
+class Promotion(_message.Message):
+    __slots__ = ("name", "from_version", "to_version", "by", "at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    from_version: str
+    to_version: str
+    by: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., by: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListPromotionsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListPromotionsResponse(_message.Message):
+    __slots__ = ("promotions",)
+    PROMOTIONS_FIELD_NUMBER: _ClassVar[int]
+    promotions: _containers.RepeatedCompositeFieldContainer[Promotion]
+    def __init__(self, promotions: _Optional[_Iterable[_Union[Promotion, _Mapping]]] = ...) -> None: ...

@@ -77,6 +77,16 @@ class InferenceServiceStub:
                 request_serializer=linewatch_dot_v1_dot_inference__pb2.GetShadowStatsRequest.SerializeToString,
                 response_deserializer=linewatch_dot_v1_dot_inference__pb2.GetShadowStatsResponse.FromString,
                 _registered_method=True)
+        self.PromoteModel = channel.unary_unary(
+                '/linewatch.v1.InferenceService/PromoteModel',
+                request_serializer=linewatch_dot_v1_dot_inference__pb2.PromoteModelRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_inference__pb2.PromoteModelResponse.FromString,
+                _registered_method=True)
+        self.ListPromotions = channel.unary_unary(
+                '/linewatch.v1.InferenceService/ListPromotions',
+                request_serializer=linewatch_dot_v1_dot_inference__pb2.ListPromotionsRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_inference__pb2.ListPromotionsResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -142,6 +152,21 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteModel(self, request, context):
+        """Make a loaded version the one calls without a version (and rules without a pinned
+        version) score with; rolling back is promoting an older version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPromotions(self, request, context):
+        """Every promotion of a model, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +209,16 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.GetShadowStats,
                     request_deserializer=linewatch_dot_v1_dot_inference__pb2.GetShadowStatsRequest.FromString,
                     response_serializer=linewatch_dot_v1_dot_inference__pb2.GetShadowStatsResponse.SerializeToString,
+            ),
+            'PromoteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteModel,
+                    request_deserializer=linewatch_dot_v1_dot_inference__pb2.PromoteModelRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_inference__pb2.PromoteModelResponse.SerializeToString,
+            ),
+            'ListPromotions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPromotions,
+                    request_deserializer=linewatch_dot_v1_dot_inference__pb2.ListPromotionsRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_inference__pb2.ListPromotionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -405,6 +440,60 @@ class InferenceService:
             '/linewatch.v1.InferenceService/GetShadowStats',
             linewatch_dot_v1_dot_inference__pb2.GetShadowStatsRequest.SerializeToString,
             linewatch_dot_v1_dot_inference__pb2.GetShadowStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.InferenceService/PromoteModel',
+            linewatch_dot_v1_dot_inference__pb2.PromoteModelRequest.SerializeToString,
+            linewatch_dot_v1_dot_inference__pb2.PromoteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPromotions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.InferenceService/ListPromotions',
+            linewatch_dot_v1_dot_inference__pb2.ListPromotionsRequest.SerializeToString,
+            linewatch_dot_v1_dot_inference__pb2.ListPromotionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
