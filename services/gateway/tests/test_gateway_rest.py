@@ -33,6 +33,7 @@ WRITES: list[tuple[str, str, Any]] = [
     ("PUT", "/v1/ingest/workers", {"workers": 2}),
     ("POST", "/v1/models", {"url": "http://x/m.onnx", "sha256": "0" * 64}),
     ("DELETE", "/v1/models/m", None),
+    ("POST", "/v1/models/m/promote", {"version": "2"}),
     ("POST", "/v1/sync/jobs", {"urls": ["http://x/a.jpg"]}),
     ("POST", "/v1/sync/jobs/j1/retry", None),
     ("POST", "/v1/firmware", None),
@@ -88,6 +89,8 @@ async def test_every_spec_path_is_in_openapi(client: httpx.AsyncClient) -> None:
         "/v1/alarms",
         "/v1/models",
         "/v1/models/{name}",
+        "/v1/models/{name}/promote",
+        "/v1/models/{name}/promotions",
         "/v1/sync/jobs",
         "/v1/sync/jobs/{job_id}/retry",
         "/v1/images/{path}",
@@ -283,10 +286,56 @@ async def test_models_against_the_real_inference_service(
         assert loaded.status_code == 201, loaded.text
         assert loaded.json()["version"] == "1"
         assert loaded.json()["model"]["name"] == name
+        assert loaded.json()["model"]["promoted_version"] == "1"  # the first is promoted
+        package2 = zip_package(onnx_bytes(), manifest_dict(name=name, version="2"))
+        server2 = await _serve_bytes(package2)
+        port2 = server2.sockets[0].getsockname()[1]
+        try:
+            second = await client.post(
+                "/v1/models",
+                json={
+                    "url": f"http://127.0.0.1:{port2}/{name}-2.zip",
+                    "sha256": hashlib.sha256(package2).hexdigest(),
+                },
+                headers=write_headers,
+            )
+        finally:
+            server2.close()
+            await server2.wait_closed()
+        assert second.status_code == 201, second.text
+        assert second.json()["model"]["promoted_version"] == "1"  # loading changes nothing
     finally:
         server.close()
         await server.wait_closed()
     assert (await client.get(f"/v1/models/{name}")).json()["versions"][0]["state"] == "ready"
+    no_write = await client.post(f"/v1/models/{name}/promote", json={"version": "2"})
+    assert no_write.status_code == 401
+    bad = await client.post(
+        f"/v1/models/{name}/promote", json={"version": "../x"}, headers=write_headers
+    )
+    assert_error(bad, 422, "invalid_argument")
+    absent = await client.post(
+        f"/v1/models/{name}/promote", json={"version": "9"}, headers=write_headers
+    )
+    assert_error(absent, 404, "not_found")
+    promoted = await client.post(
+        f"/v1/models/{name}/promote", json={"version": "2"}, headers=write_headers
+    )
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["model"]["promoted_version"] == "2"
+    assert promoted.json()["promotion"]["from_version"] == "1"
+    rollback = await client.post(
+        f"/v1/models/{name}/promote", json={"version": "1"}, headers=write_headers
+    )
+    assert rollback.json()["model"]["promoted_version"] == "1"
+    history = (await client.get(f"/v1/models/{name}/promotions")).json()["items"]
+    assert [(h["from_version"], h["to_version"]) for h in history] == [
+        ("2", "1"),
+        ("1", "2"),
+        ("", "1"),
+    ]
+    assert history[0]["by"]
+    assert history[0]["at"]
     gone = await client.delete(f"/v1/models/{name}", headers=write_headers)
     assert gone.status_code == 204
     after = await client.get(f"/v1/models/{name}")

@@ -346,14 +346,15 @@ class Catalog:
         """A package file, verified against its sha256.
 
         Raises:
-            FailedPrecondition: Missing, or its bytes do not hash to ``sha256``.
+            NotFound: Not there (the version was unloaded or replaced meanwhile).
+            FailedPrecondition: Its bytes do not hash to ``sha256``.
         """
         async with self.db.connect() as conn:
             data = (
                 await conn.execute(sa.select(_PACKAGE.c.data).where(_PACKAGE.c.sha256 == sha256))
             ).scalar_one_or_none()
         if data is None:
-            raise FailedPrecondition(f"package {sha256} is not in the registry database")
+            raise NotFound(f"package {sha256} is not in the registry database")
         if hashlib.sha256(data).hexdigest() != sha256:
             raise FailedPrecondition(f"package {sha256} in the registry database is corrupt")
         return bytes(data)

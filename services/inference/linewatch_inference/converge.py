@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 
-from linewatch.runtime.errors import LinewatchError
+from linewatch.runtime.errors import LinewatchError, NotFound
 from linewatch_inference.catalog import Snapshot, VersionRecord
 from linewatch_inference.registry import Registry
 
@@ -60,8 +60,8 @@ class Converger:
     async def run_once(self) -> None:
         """Read the catalog once and apply it."""
         reg = self.registry
-        snapshot = await reg.catalog.snapshot()
-        async with reg.lock:
+        async with reg.lock:  # every local change is made with its database write under it
+            snapshot = await reg.catalog.snapshot()
             self._drop_gone(snapshot)
             self._apply_models(snapshot)
             wanted = [
@@ -110,6 +110,9 @@ class Converger:
         key = (row.name, row.version)
         try:
             blob = await reg.catalog.blob(row.sha256)
+        except NotFound:
+            return  # unloaded or replaced since the snapshot: the next poll sees it
+        try:
             staged = await asyncio.to_thread(
                 reg.stager.from_blob,
                 blob,

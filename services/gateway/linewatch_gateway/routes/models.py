@@ -101,3 +101,41 @@ async def unload_model(
     req = inference_pb2.UnloadModelRequest(name=name, version=version)
     await b.call("inference", b.inference.UnloadModel, req)
     return Response(status_code=204)
+
+
+class PromoteBody(BaseModel):
+    """The version to promote (rollback: an older one)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": "2"}]})
+    version: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+PromotionOut = model_for(inference_pb2.Promotion.DESCRIPTOR)
+
+
+class PromoteOut(BaseModel):
+    """The model after the promotion, and the promotion recorded."""
+
+    model: ModelOut  # type: ignore[valid-type]
+    promotion: PromotionOut  # type: ignore[valid-type]
+
+
+@router.post("/v1/models/{name}/promote", dependencies=Write, response_model=PromoteOut)
+async def promote_model(b: B, name: ModelName, body: PromoteBody) -> Any:
+    """Make a loaded version the one rules without a pinned version score with, on every
+    inference replica; rolling back is promoting an older version."""
+    req = inference_pb2.PromoteModelRequest(name=name, version=body.version)
+    resp = await b.call("inference", b.inference.PromoteModel, req)
+    return {"model": message_to_dict(resp.model), "promotion": message_to_dict(resp.promotion)}
+
+
+@router.get(
+    "/v1/models/{name}/promotions",
+    dependencies=Read,
+    response_model=page_model(inference_pb2.Promotion.DESCRIPTOR),
+)
+async def list_promotions(b: B, name: ModelName, page: PageParams) -> Any:
+    """Who promoted which version when (and from which), newest first."""
+    req = inference_pb2.ListPromotionsRequest(name=name)
+    resp = await b.call("inference", b.inference.ListPromotions, req)
+    return local_page(list(resp.promotions), page)
