@@ -56,6 +56,8 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         protocol=config.inference.protocol,
         models=config.inference.models,
         client=config.grpc.client,
+        streams=config.inference.streams,
+        rebalance_s=config.inference.rebalance_s,
     )
     await inference.start()
     targets = {
@@ -67,6 +69,8 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
             protocol=t.protocol,
             models=t.models,
             client=config.grpc.client,
+            streams=t.streams,
+            rebalance_s=t.rebalance_s,
         )
         for name, t in config.targets.items()
     }

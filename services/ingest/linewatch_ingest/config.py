@@ -194,6 +194,14 @@ class InferenceTarget(_Strict):
     max_inflight: int = Field(default=64, ge=1)
     """Batches on the stream awaiting answers at once."""
     retry_max_delay_s: float = Field(default=5.0, gt=0)
+    streams: int = Field(default=1, ge=1, le=64)
+    """PredictStream streams kept open. With a ``dns:///<headless service>:<port>`` target
+    (every inference replica's address, balanced round robin) set it to at least the
+    replica count: each stream lands on a replica, and one going away costs only the
+    batches on its stream (they are resent on the others)."""
+    rebalance_s: float = Field(default=0.0, ge=0)
+    """Drain and reopen each stream after about this long (0: never), so that streams
+    spread again over replicas that came back or were added; nothing in flight is lost."""
 
 
 class WebhookConfig(_Strict):

@@ -1,11 +1,17 @@
-"""Client of ``linewatch.v1.InferenceService.PredictStream``: one long-lived bidi stream.
+"""Client of ``linewatch.v1.InferenceService.PredictStream``: long-lived bidi streams.
 
-Batches from every rule share the stream, each tagged with its own ``batch_id``; answers
-may come back in any order and are matched by id. When the stream breaks (the inference
-service restarted, the network dropped) every batch waiting on it fails with
-:class:`~linewatch.runtime.errors.Unavailable` and a fresh stream is opened with capped
-backoff; callers resend (the pipeline retries a batch until it is scored, it never drops
-one). A batch without an answer within ``timeout_s`` fails the same way.
+Batches from every rule share the streams (``streams`` of them, one by default), each
+tagged with its own ``batch_id``; answers may come back in any order and are matched by
+id. When a stream breaks (the inference replica restarted or went away, the network
+dropped) every batch written to it fails with :class:`~linewatch.runtime.errors.Unavailable`
+(every waiting batch, when no other stream is open) and a fresh stream is opened with
+capped backoff; callers resend (the pipeline retries a batch until it is scored, it never
+drops one). A batch without an answer within ``timeout_s`` fails the same way.
+
+Replicas: a ``dns:///<headless service>:<port>`` target resolves to every replica's
+address and the channel balances calls over them round robin (``round_robin`` LB policy);
+with ``streams`` ≥ the replica count each stream lands on its own replica, batches go to
+whichever stream is free, and a replica going away costs only the batches on its stream.
 
 With ``protocol="oip"``, or ``"auto"`` once the server answers the stream with
 UNIMPLEMENTED (a Triton or KServe endpoint, or a linewatch server with the linewatch.v1
@@ -119,8 +125,12 @@ class InferenceClient:
         protocol: str = "auto",
         models: Mapping[str, OipModel] | None = None,
         client: GrpcClientConfig | None = None,
+        streams: int = 1,
+        rebalance_s: float = 0.0,
     ) -> None:
         self.target = target
+        self.streams = max(1, streams)
+        self.rebalance_s = rebalance_s
         self.client = client
         self.protocol = protocol
         self._models = dict(models or {})
@@ -134,8 +144,9 @@ class InferenceClient:
         self._pending: dict[int, asyncio.Future[inference_pb2.PredictStreamResponse]] = {}
         self._outbox: asyncio.Queue[inference_pb2.PredictStreamRequest] = asyncio.Queue()
         self._channel: grpc.aio.Channel | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._connected = asyncio.Event()
+        self._open_streams = 0
         self.last_error = ""
         self.reconnects = 0
 
@@ -146,25 +157,30 @@ class InferenceClient:
 
     async def start(self) -> None:
         """Open the channel and keep a stream running in the background."""
-        self._channel = open_channel(
-            self.target,
-            self.client,
-            options=[
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", int(self.retry_max_delay_s * 1000)),
-            ],
-        )
+        options: list[tuple[str, int | str]] = [
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", int(self.retry_max_delay_s * 1000)),
+        ]
+        if self.target.startswith(("dns:", "ipv4:", "ipv6:")):
+            # every address the name resolves to (a headless Service: each replica), or
+            # the listed ones (`ipv4:10.0.0.1:50052,10.0.0.2:50052`)
+            options.append(("grpc.lb_policy_name", "round_robin"))
+        self._channel = open_channel(self.target, self.client, options=options)
         self._oip = OipClient(self._channel, self._models, timeout_s=self.timeout_s)
         if not self.use_oip:
-            self._task = asyncio.create_task(self._run(), name="inference-stream")
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"inference-stream-{i}")
+                for i in range(self.streams)
+            ]
 
     async def close(self) -> None:
-        """Stop the stream; waiting batches fail with Unavailable."""
-        if self._task is not None:
-            self._task.cancel()
+        """Stop the streams; waiting batches fail with Unavailable."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
         self._fail_pending("inference client closed")
         if self._channel is not None:
             await self._channel.close()
@@ -246,18 +262,22 @@ class InferenceClient:
             name, served, spec.labels, probabilities, index, [ok_by_index[i] for i in index]
         )
 
-    def _fail_pending(self, reason: str) -> None:
-        for fut in self._pending.values():
-            if not fut.done():
+    def _fail_pending(self, reason: str, only: set[int] | None = None) -> None:
+        """Fail the batches in ``only`` (``None``: every waiting batch)."""
+        for batch_id, fut in self._pending.items():
+            if (only is None or batch_id in only) and not fut.done():
                 fut.set_exception(Unavailable(reason))
-        while not self._outbox.empty():
-            self._outbox.get_nowait()
+        if only is None:
+            while not self._outbox.empty():
+                self._outbox.get_nowait()
 
     async def _run(self) -> None:
         failures = 0
         while True:
+            written: set[int] = set()
             try:
-                await self._one_stream()
+                if await self._one_stream(written):
+                    continue  # drained to rebalance: reopen at once (maybe elsewhere)
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -275,39 +295,64 @@ class InferenceClient:
             except Exception as exc:
                 self.last_error = repr(exc)
                 log.exception("inference stream failed")
-            self._connected.clear()
-            self._fail_pending(f"inference stream broke: {self.last_error}")
+            reason = f"inference stream broke: {self.last_error}"
+            self._fail_pending(reason, written if self._open_streams else None)
             failures += 1
             self.reconnects += 1
             delay = min(self.retry_max_delay_s, 0.1 * 2 ** min(failures, 10))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
-    async def _one_stream(self) -> None:
+    async def _one_stream(self, written: set[int]) -> bool:
+        """Run one stream until it breaks (raises) or, after ``rebalance_s``, until it is
+        drained (returns True: every batch written to it answered, none lost);
+        ``written``: the batches sent on it and not answered yet."""
         assert self._channel is not None
         stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
         call = stub.PredictStream(wait_for_ready=True)
+        loop = asyncio.get_running_loop()
+        draining = False
 
         async def writer() -> None:
             while True:
                 request = await self._outbox.get()
+                if draining:
+                    self._outbox.put_nowait(request)  # another stream takes it
+                    return
                 if request.batch_id in self._pending:
+                    written.add(request.batch_id)
                     await call.write(request)
 
+        await call.wait_for_connection()
         write_task = asyncio.create_task(writer())
+        self._open_streams += 1
+        self._connected.set()
+        drain_at = loop.time() + self.rebalance_s * random.uniform(0.75, 1.25)
         try:
-            await call.wait_for_connection()
-            self._connected.set()
             log.info("inference stream open", extra={"fields": {"target": self.target}})
             while True:
+                if self.rebalance_s and not draining and loop.time() > drain_at:
+                    draining = True  # the writer stops at its next batch
+                if draining and not written:
+                    # every batch written is answered; the writer holds none (a batch in
+                    # hand is in `written` until answered), so stopping it loses nothing
+                    write_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await write_task
+                    await call.done_writing()
+                    return True
                 response = await call.read()
                 if response is grpc.aio.EOF:
                     raise Unavailable("inference stream ended")
+                written.discard(response.batch_id)
                 fut = self._pending.get(response.batch_id)
                 if fut is not None and not fut.done():
                     fut.set_result(response)
                 if write_task.done():
                     write_task.result()
         finally:
+            self._open_streams -= 1
+            if not self._open_streams:
+                self._connected.clear()
             write_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, Exception):
                 await write_task
