@@ -52,6 +52,7 @@ def _apply(db: str) -> subprocess.CompletedProcess[str]:
         "-v",
         f"db={db}",
         *("-v", "ingest_password=pw-i", "-v", "sync_password=pw-s", "-v", "ota_password=pw-o"),
+        *("-v", "inference_password=pw-n"),
         "-f",
         str(SQL),
     )
