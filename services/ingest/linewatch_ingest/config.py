@@ -133,7 +133,9 @@ class RuleConfig(_Strict):
     broker: str = "default"
     source_topic: str = Field(min_length=1)
     model: str = Field(min_length=1)
-    model_version: str = ""
+    model_version: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,31})?$")
+    """Pin the rule to this version of its model; empty: the promoted version (moved by
+    ``POST /v1/models/{name}/promote``). Verdicts name the version that scored them."""
     output_topic: str = Field(min_length=1)
     qos: int = Field(default=1, ge=0, le=2)
     archive: bool = True

@@ -185,7 +185,9 @@ class RuleBody(BaseModel):
     broker: str = "default"
     source_topic: str = Field("", description="Required: an MQTT topic filter.")
     model: str = Field("", description="Required: a model name (or `envelope`).")
-    model_version: str = ""
+    model_version: str = Field(
+        "", description="Pin a model version; empty: the model's promoted version."
+    )
     output_topic: str = Field("", description="Required: a topic template.")
     qos: int = Field(1, ge=0, le=_U32)
     archive: bool = True
