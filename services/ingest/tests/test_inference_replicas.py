@@ -88,7 +88,9 @@ class Replica:
         await asyncio.to_thread(wait_port, self.port, 60.0)
 
     async def model(self) -> pb.Model:
-        return (await self.api.GetModel(pb.GetModelRequest(name="curve-quality"))).model
+        response = await self.api.GetModel(pb.GetModelRequest(name="curve-quality"))
+        model: pb.Model = response.model
+        return model
 
     async def ready(self) -> bool:
         answer = await self.oip.ModelReady(oip.ModelReadyRequest(name="curve-quality"))
