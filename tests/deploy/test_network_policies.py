@@ -22,6 +22,7 @@ INTENDED = {
     ("sync", "mosquitto", 1883),
     ("ota", "mosquitto", 1883),
     ("ingest", "postgresql", 5432),
+    ("inference", "postgresql", 5432),  # the model registry
     ("sync", "postgresql", 5432),
     ("ota", "postgresql", 5432),
     ("db-roles", "postgresql", 5432),  # the job applying files/postgres-roles.sql
