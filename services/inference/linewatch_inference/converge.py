@@ -110,9 +110,6 @@ class Converger:
         key = (row.name, row.version)
         try:
             blob = await reg.catalog.blob(row.sha256)
-        except NotFound:
-            return  # unloaded or replaced since the snapshot: the next poll sees it
-        try:
             staged = await asyncio.to_thread(
                 reg.stager.from_blob,
                 blob,
@@ -122,6 +119,8 @@ class Converger:
                 signature=row.signature,
             )
             served = await asyncio.to_thread(reg.open_staged, staged, row.loaded_by)
+        except NotFound:
+            return  # unloaded or replaced since the snapshot: the next poll sees it
         except LinewatchError as exc:
             self._failed[key] = row.sha256
             reg.record_failure(row.name, row.version, exc.message)
