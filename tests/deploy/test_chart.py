@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.deploy.conftest import SERVICES, deploy_json, run_deploy_tool
@@ -90,3 +92,30 @@ def test_external_broker_and_database_replace_the_in_chart_ones() -> None:
     }
     assert env["LINEWATCH_INGEST__BROKERS__DEFAULT__URL"] == "mqtt://emqx:1883"
     assert env["LINEWATCH_INGEST__DATABASE_URL"] == "postgresql+asyncpg://u:p@db/lw"
+
+
+def test_inference_replicas_share_the_database_and_ingest_balances_over_them() -> None:
+    objects = deploy_json("tools.chart_check.render_one")["objects"]
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+
+    def env(name: str) -> dict[str, Any]:
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e for e in container["env"]}
+
+    assert "LINEWATCH_INFERENCE__DATABASE_URL" in env("linewatch-inference")
+    ingest = env("linewatch-ingest")
+    assert (
+        ingest["LINEWATCH_INGEST__INFERENCE__TARGET"]["value"]
+        == "dns:///linewatch-inference-headless:50052"
+    )
+    assert int(ingest["LINEWATCH_INGEST__INFERENCE__STREAMS"]["value"]) >= 2
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    assert services["linewatch-inference-headless"]["spec"]["clusterIP"] == "None"
+
+
+def test_replicas_without_a_shared_database_are_refused() -> None:
+    proc = run_deploy_tool(
+        "tools.chart_check.render_one", "--set-json", '{"postgresql": {"enabled": false}}'
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "needs the database they share" in proc.stderr
