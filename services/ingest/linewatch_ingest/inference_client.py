@@ -149,6 +149,8 @@ class InferenceClient:
         self._open_streams = 0
         self.last_error = ""
         self.reconnects = 0
+        self.rebalances = 0
+        """Streams drained and reopened after ``rebalance_s``."""
 
     @property
     def connected(self) -> bool:
@@ -277,6 +279,7 @@ class InferenceClient:
             written: set[int] = set()
             try:
                 if await self._one_stream(written):
+                    self.rebalances += 1
                     continue  # drained to rebalance: reopen at once (maybe elsewhere)
                 failures = 0
             except asyncio.CancelledError:

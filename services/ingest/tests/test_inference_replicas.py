@@ -231,6 +231,38 @@ async def test_promotion_reaches_both_replicas_and_a_killed_one_loses_nothing(
         )
 
 
+async def test_streams_drained_and_reopened_lose_no_batch(
+    mqtt_url: str, database_url: str, topic_prefix: str, replicas: list[Replica]
+) -> None:
+    a, b = replicas
+    target = Inference(Path())
+    config = ingest_config(
+        mqtt_url=mqtt_url, database_url=database_url, inference=target, prefix=topic_prefix
+    )
+    config = config.model_copy(
+        update={
+            "inference": config.inference.model_copy(
+                update={
+                    "target": f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}",
+                    "streams": 2,
+                    "rebalance_s": 0.2,
+                }
+            )
+        }
+    )
+    async with (
+        running(config) as ingest,
+        Collector(mqtt_url, f"{topic_prefix}/+/+/verdict") as verdicts,
+        MqttClient(MqttConfig(url=mqtt_url), clean_start=True) as pub,
+    ):
+        await ingest.controller.worker("demo").client.wait_connected(5)  # type: ignore[union-attr]
+        sent = await _publish(pub, topic_prefix, 200, delay=0.01)
+        got = await verdicts.wait_for(len(sent), timeout=60)
+        assert {v["msg_id"] for v in got} == set(sent)
+        assert ingest.inference.rebalances > 0
+        assert ingest.inference.reconnects == 0  # drained, never broken
+
+
 async def _has_version(replica: Replica, version: str) -> bool:
     try:
         model = await replica.model()
