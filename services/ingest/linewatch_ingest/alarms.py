@@ -20,8 +20,9 @@ URL). Windows are swept once a second.
 State survives restarts: at start the active alarms are read back and tracked as active
 (their window's history is not kept, so they are held for one window after the restart),
 then clear as usual: a device that stays OK (or silent) clears its ``verdicts`` alarm one
-window after the restart, a silent device's ``no_data`` alarm stays until it sends again, and escalations not yet sent still go out
-(once: ``escalated_at_ms`` is recorded before the call). Acknowledging
+window after the restart, a silent device's ``no_data`` alarm stays until it sends again,
+and escalations not yet sent still go out (once: ``escalated_at_ms`` is recorded before
+the call). Acknowledging
 (:meth:`AlarmEngine.acknowledge`) records who, when and a note, stops the escalation and
 is announced on the alarm stream like every state change.
 """
