@@ -335,15 +335,9 @@ def _command_from_proto(alarm: ingest_pb2.AlarmRule, which: str) -> dict[str, ob
 
 
 _LIFECYCLE = {
-    "severity",
-    "no_data_s",
-    "deadletter_threshold",
-    "deadletter_window_s",
-    "escalate_after_s",
-    "escalate_webhook_url",
-    "escalate_webhook_format",
-    "escalate_webhook_secret",
-}
+    "severity", "no_data_s", "deadletter_threshold", "deadletter_window_s", "escalate_after_s",
+    "escalate_webhook_url", "escalate_webhook_format", "escalate_webhook_secret",
+}  # fmt: skip
 """Alarm fields with the same name and meaning in the config and the proto."""
 
 
