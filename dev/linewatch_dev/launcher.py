@@ -105,9 +105,11 @@ def plan(
                 env[f"{prefix}DEVICES_ADDR"] = f"127.0.0.1:{SERVICE_PORTS['ota']}"
         elif name in {"sync", "ota"}:
             env[f"{prefix}MQTT__URL"] = mqtt_url
-        if name in {"sync", "inference"} and f"{prefix}ALLOWED_NETWORKS" not in os.environ:
-            # the demo fetches from this machine; a deployment allows nothing non-public
-            env[f"{prefix}ALLOWED_NETWORKS"] = "127.0.0.0/8"
+        # the demo fetches from (and posts webhooks to) this machine; a deployment allows
+        # nothing non-public
+        networks = {"sync": "", "inference": "", "ingest": "WEBHOOK__"}.get(name)
+        if networks is not None and f"{prefix}{networks}ALLOWED_NETWORKS" not in os.environ:
+            env[f"{prefix}{networks}ALLOWED_NETWORKS"] = "127.0.0.0/8"
         if name == "ota":  # the demo telemetry feeds the device inventory (read-only)
             env[f"{prefix}DEVICES__TELEMETRY_TOPICS"] = "[plant/+/+/telemetry]"
         comps.append(Component(name, [py, "-m", f"linewatch_{name}"], port, url, env))

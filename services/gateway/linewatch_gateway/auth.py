@@ -11,6 +11,7 @@ with a bearer token in the URL.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Annotated
 
@@ -20,7 +21,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from linewatch_gateway.errors import ApiError
 from linewatch_gateway.stream_access import StreamTokens
 
-__all__ = ["Authorizer", "require_read", "require_stream", "require_write"]
+__all__ = [
+    "Authorizer",
+    "WriteSubject",
+    "require_read",
+    "require_stream",
+    "require_write",
+    "token_subject",
+]
 
 _bearer = HTTPBearer(auto_error=False, description="A token from the gateway configuration.")
 _REALM = 'Bearer realm="linewatch"'
@@ -73,6 +81,25 @@ async def require_write(request: Request, credentials: Credentials) -> None:
     """Dependency of every write route."""
     authorizer: Authorizer = request.app.state.authorizer
     authorizer.check(credentials, write=True)
+
+
+def token_subject(token: str) -> str:
+    """Who a token is, for records such as an alarm's acknowledgement: ``token:`` and the
+    first 12 hex digits of its sha256 (names the token, never reveals it)."""
+    return "token:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
+
+
+async def write_subject(request: Request, credentials: Credentials) -> str:
+    """Dependency of writes that record who made them: checks the write token and
+    returns its subject (``anonymous`` when the gateway has no tokens configured)."""
+    authorizer: Authorizer = request.app.state.authorizer
+    authorizer.check(credentials, write=True)
+    if credentials is None or not credentials.credentials:
+        return "anonymous"
+    return token_subject(credentials.credentials)
+
+
+WriteSubject = Annotated[str, Depends(write_subject)]
 
 
 async def require_read(request: Request, credentials: Credentials) -> None:

@@ -15,14 +15,22 @@ from linewatch.v1 import ingest_pb2
 __all__ = ["MASK", "is_redacted_url", "keep_secrets", "redact_rule", "redact_url"]
 
 
+_HOOKS = (
+    ("webhook_url", "webhook_secret"),
+    ("escalate_webhook_url", "escalate_webhook_secret"),
+)
+"""The (URL, secret) field pairs of an alarm rule; both are write-only."""
+
+
 def redact_rule(rule: ingest_pb2.Rule) -> ingest_pb2.Rule:
     """A copy of ``rule`` safe to show to a reader."""
     out = ingest_pb2.Rule()
     out.CopyFrom(rule)
     if out.HasField("alarm"):
-        if out.alarm.webhook_secret:
-            out.alarm.webhook_secret = MASK
-        out.alarm.webhook_url = redact_url(out.alarm.webhook_url)
+        for url_field, secret_field in _HOOKS:
+            if getattr(out.alarm, secret_field):
+                setattr(out.alarm, secret_field, MASK)
+            setattr(out.alarm, url_field, redact_url(getattr(out.alarm, url_field)))
     return out
 
 
@@ -35,13 +43,18 @@ def keep_secrets(new: ingest_pb2.Rule, stored: ingest_pb2.Rule | None) -> None:
     if not new.HasField("alarm"):
         return
     stored_alarm = stored.alarm if stored is not None and stored.HasField("alarm") else None
-    if new.alarm.webhook_secret == MASK:
-        if stored_alarm is None or not stored_alarm.webhook_secret:
-            raise ValueError("alarm.webhook_secret: '***' keeps the stored secret; none is set")
-        new.alarm.webhook_secret = stored_alarm.webhook_secret
-    if is_redacted_url(new.alarm.webhook_url):
-        if stored_alarm is None or redact_url(stored_alarm.webhook_url) != new.alarm.webhook_url:
-            raise ValueError(
-                "alarm.webhook_url: a redacted URL keeps the stored one only when it matches it"
-            )
-        new.alarm.webhook_url = stored_alarm.webhook_url
+    for url_field, secret_field in _HOOKS:
+        if getattr(new.alarm, secret_field) == MASK:
+            if stored_alarm is None or not getattr(stored_alarm, secret_field):
+                raise ValueError(
+                    f"alarm.{secret_field}: '***' keeps the stored secret; none is set"
+                )
+            setattr(new.alarm, secret_field, getattr(stored_alarm, secret_field))
+        url = getattr(new.alarm, url_field)
+        if is_redacted_url(url):
+            if stored_alarm is None or redact_url(getattr(stored_alarm, url_field)) != url:
+                raise ValueError(
+                    f"alarm.{url_field}: a redacted URL keeps the stored one only when it "
+                    "matches it"
+                )
+            setattr(new.alarm, url_field, getattr(stored_alarm, url_field))

@@ -86,6 +86,9 @@ async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
     assert result["lines"] == 2
     assert result["rollouts"] == 1
     assert result["alarms"] == 2
+    (acked,) = result["acked"]
+    assert "acknowledged by token:" in acked
+    assert "checked on the line" in acked
     assert result["ingest"] == "stopped"
     async with httpx.AsyncClient(base_url=live.url) as http:
         assert (await http.get("/v1/ingest/status")).json()["state"] == "stopped"

@@ -1,113 +1,102 @@
-"""Alarms: "N not-ok verdicts within M seconds per device" → a webhook, cleared later.
+"""Alarms: not-ok verdicts, silent devices and dead letters → webhooks, until cleared.
+
+Three kinds, each per alarm rule (``AlarmRuleConfig``) with its ``severity``:
+
+- ``verdicts``: ``threshold`` not-ok verdicts of a device within ``window_s``; clears
+  when the count within the window drops below the threshold;
+- ``no_data``: a device seen since ingest started sent nothing for ``no_data_s``; clears
+  with its next verdict;
+- ``deadletters``: ``deadletter_threshold`` dead letters of the rule within
+  ``deadletter_window_s`` (device ``""``); clears like ``verdicts``.
 
 :meth:`AlarmEngine.observe` is called by the pipeline for every verdict; it only updates
 in-memory windows (cheap, never blocks) and queues raise/clear events. A background task
-records events in the alarm table and delivers webhooks: one call when an alarm is raised
-and one when it clears (never more while it stays active), per rule rate-limited, retried
-with exponential backoff, the outcome recorded as ``delivery`` (``sent``, ``failed`` or
-``none`` without a URL). An alarm clears when its device's not-ok count within the window
-drops below the threshold (checked on each verdict and once a second).
+records events in the alarm table and queues webhooks (:mod:`linewatch_ingest.webhooks`):
+one call when an alarm is raised and one when it clears, and one more, the escalation,
+when it is still active and unacknowledged ``escalate_after_s`` after it was raised. The
+raise's outcome is recorded as ``delivery`` (``sent``, ``failed``, or ``none`` without a
+URL). Windows are swept once a second.
 
-Webhook formats: ``generic`` posts a JSON object (see :func:`generic_body`); ``feishu``
-posts the Feishu/Lark custom-bot text message, signed with the bot's secret
-(``sign = base64(hmac_sha256(key=f"{timestamp}\\n{secret}", msg=b""))``).
+State survives restarts: at start the active alarms are read back and tracked as active
+(their window's history is not kept, so they are held for one window after the restart),
+then clear as usual: a device that stays OK (or silent) clears its ``verdicts`` alarm one
+window after the restart, a silent device's ``no_data`` alarm stays until it sends again,
+and escalations not yet sent still go out (once: ``escalated_at_ms`` is recorded before
+the call). Acknowledging
+(:meth:`AlarmEngine.acknowledge`) records who, when and a note, stops the escalation and
+is announced on the alarm stream like every state change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import hashlib
-import hmac
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
 
 from linewatch.runtime.fanout import FanOut
 from linewatch.v1 import ingest_pb2
 from linewatch_ingest.alarm_actions import AlarmActions
+from linewatch_ingest.alarm_store import AlarmStore
 from linewatch_ingest.config import AlarmRuleConfig, WebhookConfig
-from linewatch_ingest.metrics import WEBHOOKS
-from linewatch_ingest.store import AlarmRow, IngestStore
+from linewatch_ingest.store import AlarmRow, IngestStore, now_ms
+from linewatch_ingest.webhooks import (
+    Hook,
+    WebhookSender,
+    escalation_hook,
+    feishu_sign,
+    generic_body,
+    main_hook,
+)
 
-__all__ = ["AlarmEngine", "feishu_body", "feishu_sign", "generic_body"]
+__all__ = ["AlarmEngine", "feishu_sign", "generic_body"]
 
 log = logging.getLogger(__name__)
 
-
-def feishu_sign(timestamp: int, secret: str) -> str:
-    """The Feishu/Lark custom-bot signature of ``timestamp`` (seconds)."""
-    key = f"{timestamp}\n{secret}".encode()
-    return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
-
-
-def feishu_body(text: str, secret: str, *, now: float | None = None) -> dict[str, Any]:
-    """A Feishu/Lark bot text message, signed when a secret is set."""
-    body: dict[str, Any] = {"msg_type": "text", "content": {"text": text}}
-    if secret:
-        ts = int(now if now is not None else time.time())
-        body["timestamp"] = str(ts)
-        body["sign"] = feishu_sign(ts, secret)
-    return body
-
-
-def generic_body(event: str, alarm: AlarmRow, alarm_rule: AlarmRuleConfig) -> dict[str, Any]:
-    """The generic JSON webhook body."""
-    return {
-        "event": event,
-        "alarm_id": alarm.id,
-        "rule": alarm.rule,
-        "device_id": alarm.device_id,
-        "state": "cleared" if event == "alarm.cleared" else "active",
-        "count": alarm.count,
-        "threshold": alarm_rule.threshold,
-        "window_s": alarm_rule.window_s,
-        "message": alarm.message,
-        "raised_at_ms": alarm.raised_at_ms,
-        "cleared_at_ms": alarm.cleared_at_ms,
-    }
+VERDICTS, NO_DATA, DEADLETTERS = "verdicts", "no_data", "deadletters"
+Key = tuple[str, str, str]
+"""(alarm kind, rule, device id)"""
 
 
 @dataclass
 class _Track:
-    """The not-ok window of one (rule, device)."""
+    """The window of one (kind, rule, device)."""
 
+    kind: str
     times: deque[float] = field(default_factory=deque)
     active: bool = False
-    alarm_id: int | None = None
-    alarm_rule: AlarmRuleConfig = field(default_factory=AlarmRuleConfig)
+    alarm_rule: AlarmRuleConfig | None = None
+    """None: restored after a restart, its rule not seen since."""
+    restored: bool = False
+    """Active before a restart: its window's history is unknown, so it is held active for
+    one window after the restart unless the count since then keeps it longer."""
+    hold_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Event:
     kind: str  # "raise" | "clear"
-    rule: str
-    device_id: str
+    key: Key
     count: int
+    alarm_rule: AlarmRuleConfig | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    event: str
+    alarm_id: int
+    hook: Hook
     alarm_rule: AlarmRuleConfig
 
 
-class _RateLimit:
-    """At most ``per_minute`` calls a minute (a sliding window), waiting for a slot."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._calls: deque[float] = deque()
-
-    async def acquire(self) -> None:
-        while True:
-            now = time.monotonic()
-            while self._calls and now - self._calls[0] >= 60.0:
-                self._calls.popleft()
-            if len(self._calls) < self.per_minute:
-                self._calls.append(now)
-                return
-            await asyncio.sleep(60.0 - (now - self._calls[0]))
+def _message(key: Key, count: int, rule: AlarmRuleConfig) -> str:
+    kind, name, device = key
+    if kind == NO_DATA:
+        return f"{device}: no data for {rule.no_data_s}s (rule {name})"
+    if kind == DEADLETTERS:
+        return f"rule {name}: {count} dead letters within {rule.deadletter_window_s}s"
+    return f"{device}: {count} not-ok verdicts within {rule.window_s}s (rule {name})"
 
 
 class AlarmEngine:
@@ -123,78 +112,175 @@ class AlarmEngine:
         actions: AlarmActions | None = None,
     ) -> None:
         self._store = store
+        self._alarms = AlarmStore(store.db)
         self._actions = actions
         self._config = config
         self._stream = stream
-        self._tracks: dict[tuple[str, str], _Track] = {}
+        self._tracks: dict[Key, _Track] = {}
+        self._rules: dict[str, AlarmRuleConfig] = {}
+        self._seen: dict[tuple[str, str], float] = {}
+        self._active_ids: dict[Key, int] = {}
+        # alarm id → (rule, raised_at_ms) of active alarms not acknowledged or escalated
+        self._escalate: dict[int, tuple[str, int]] = {}
+        self._restored = False
         self._events: asyncio.Queue[_Event] = asyncio.Queue(maxsize=queue_size)
-        self._deliveries: asyncio.Queue[tuple[str, int, AlarmRuleConfig]] = asyncio.Queue(
-            maxsize=queue_size
-        )
-        self._limits: dict[str, _RateLimit] = {}
-        self._http: httpx.AsyncClient | None = None
-        self.last_error = ""
+        self._deliveries: asyncio.Queue[_Delivery] = asyncio.Queue(maxsize=queue_size)
+        self._sender = WebhookSender(config)
+        self._last_error = ""
+
+    @property
+    def last_error(self) -> str:
+        """The latest failure (recording, or a webhook's)."""
+        return self._last_error or self._sender.last_error
+
+    @last_error.setter
+    def last_error(self, value: str) -> None:
+        self._last_error = value
 
     # --- evaluation (synchronous, called by the pipeline) ----------------------------
 
     def observe(self, rule: str, alarm_rule: AlarmRuleConfig, device_id: str, ok: bool) -> None:
         """Account one verdict of ``device_id`` under ``rule``."""
-        if alarm_rule.threshold <= 0:
-            return
-        key = (rule, device_id)
+        self._rules[rule] = alarm_rule
+        now = time.monotonic()
+        if alarm_rule.no_data_s:
+            self._seen[(rule, device_id)] = now
+        silent = self._tracks.pop((NO_DATA, rule, device_id), None)
+        if silent is not None and silent.active:  # it sent something again
+            self._emit(_Event("clear", (NO_DATA, rule, device_id), 0, alarm_rule))
+        key = (VERDICTS, rule, device_id)
         track = self._tracks.get(key)
         if track is None:
-            if ok:
+            if ok or alarm_rule.threshold <= 0:
                 return
-            track = self._tracks[key] = _Track(alarm_rule=alarm_rule)
+            track = self._tracks[key] = _Track(VERDICTS)
         track.alarm_rule = alarm_rule
-        now = time.monotonic()
         if not ok:
             track.times.append(now)
         self._evaluate(key, track, now)
 
-    def _evaluate(self, key: tuple[str, str], track: _Track, now: float) -> None:
-        window = track.alarm_rule.window_s
+    def observe_dead_letters(self, rule: str, alarm_rule: AlarmRuleConfig, count: int) -> None:
+        """Account ``count`` dead letters of ``rule``."""
+        self._rules[rule] = alarm_rule
+        key = (DEADLETTERS, rule, "")
+        track = self._tracks.get(key)
+        if track is None:
+            if alarm_rule.deadletter_threshold <= 0 or count <= 0:
+                return
+            track = self._tracks[key] = _Track(DEADLETTERS)
+        track.alarm_rule = alarm_rule
+        now = time.monotonic()
+        track.times.extend([now] * count)
+        self._evaluate(key, track, now)
+
+    def _evaluate(self, key: Key, track: _Track, now: float) -> None:
+        alarm_rule = track.alarm_rule or self._rules.get(key[1])
+        if alarm_rule is None or track.kind == NO_DATA:
+            return  # restored, its rule not seen yet; no-data alarms end with data
+        if track.kind == VERDICTS:
+            threshold, window = alarm_rule.threshold, alarm_rule.window_s
+        else:
+            threshold, window = alarm_rule.deadletter_threshold, alarm_rule.deadletter_window_s
         while track.times and now - track.times[0] > window:
             track.times.popleft()
         count = len(track.times)
-        if not track.active and count >= track.alarm_rule.threshold:
+        held = False
+        if track.restored:
+            if track.hold_until is None:
+                track.hold_until = now + window
+            held = now < track.hold_until
+        if not track.active and threshold > 0 and count >= threshold:
             track.active = True
-            self._emit(_Event("raise", key[0], key[1], count, track.alarm_rule))
-        elif track.active and count < track.alarm_rule.threshold:
+            self._emit(_Event("raise", key, count, alarm_rule))
+        elif track.active and (threshold <= 0 or (count < threshold and not held)):
             track.active = False
-            self._emit(_Event("clear", key[0], key[1], count, track.alarm_rule))
+            track.restored = False
+            self._emit(_Event("clear", key, count, alarm_rule))
         if not track.active and not track.times:
             self._tracks.pop(key, None)
+
+    def _check_silence(self, now: float) -> None:
+        for (rule, device_id), last in list(self._seen.items()):
+            alarm_rule = self._rules.get(rule)
+            if alarm_rule is None or not alarm_rule.no_data_s:
+                del self._seen[(rule, device_id)]
+                continue
+            key = (NO_DATA, rule, device_id)
+            if now - last >= alarm_rule.no_data_s and key not in self._tracks:
+                self._tracks[key] = _Track(NO_DATA, active=True, alarm_rule=alarm_rule)
+                self._emit(_Event("raise", key, int(now - last), alarm_rule))
+
+    def _check_escalations(self) -> None:
+        now = now_ms()
+        for alarm_id, (rule, raised_at_ms) in list(self._escalate.items()):
+            alarm_rule = self._rules.get(rule)
+            if alarm_rule is None or not alarm_rule.escalate_after_s:
+                continue
+            if now - raised_at_ms < alarm_rule.escalate_after_s * 1000:
+                continue
+            del self._escalate[alarm_id]
+            hook = escalation_hook(alarm_rule)
+            if hook.url:
+                self._deliver(_Delivery("alarm.escalated", alarm_id, hook, alarm_rule))
 
     def _emit(self, event: _Event) -> None:
         try:
             self._events.put_nowait(event)
         except asyncio.QueueFull:
             self.last_error = "alarm event queue full; event dropped"
-            log.error(self.last_error, extra={"fields": {"rule": event.rule}})
+            log.error(self.last_error, extra={"fields": {"rule": event.key[1]}})
 
     def forget_rule(self, rule: str) -> None:
         """Stop tracking a deleted rule's devices (their active alarms are cleared)."""
-        for key in [k for k in self._tracks if k[0] == rule]:
+        for key in [k for k in self._tracks if k[1] == rule]:
             track = self._tracks.pop(key)
             if track.active:
-                self._emit(_Event("clear", rule, key[1], 0, track.alarm_rule))
+                self._emit(_Event("clear", key, 0, track.alarm_rule))
+        for seen in [k for k in self._seen if k[0] == rule]:
+            del self._seen[seen]
+        self._rules.pop(rule, None)
+
+    # --- acknowledgement -------------------------------------------------------------
+
+    async def acknowledge(self, alarm_id: int, *, by: str, note: str) -> AlarmRow:
+        """Record that ``by`` acknowledged the alarm (no escalation after this).
+
+        Raises:
+            NotFound: no such alarm.
+            FailedPrecondition: acknowledged before.
+        """
+        await self._alarms.acknowledge(alarm_id, by=by, note=note)
+        self._escalate.pop(alarm_id, None)
+        await self._announce(alarm_id)
+        return await self._store.get_alarm(alarm_id)
 
     # --- background ------------------------------------------------------------------
 
+    async def restore(self) -> None:
+        """Track the alarms still active in the database as active (once, at start)."""
+        if self._restored:
+            return
+        self._restored = True
+        for row in await self._store.active_alarms():
+            key = (row.kind, row.rule, row.device_id)
+            alarm_id = int(row.id or 0)
+            self._active_ids[key] = alarm_id
+            track = self._tracks.setdefault(key, _Track(row.kind))
+            track.active = track.restored = True
+            if row.acked_at_ms is None and row.escalated_at_ms is None:
+                self._escalate[alarm_id] = (row.rule, row.raised_at_ms)
+        if self._active_ids:
+            log.info("alarms restored", extra={"fields": {"active": len(self._active_ids)}})
+
     async def run(self) -> None:
         """Record events, deliver webhooks and sweep windows until cancelled."""
-        self._http = httpx.AsyncClient(timeout=self._config.timeout_s)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._record_loop())
-                tg.create_task(self._deliver_loop())
-                tg.create_task(self._sweep_loop())
-                if self._actions is not None:
-                    tg.create_task(self._actions.run())
-        finally:
-            await self._http.aclose()
+        await self.restore()
+        async with self._sender, asyncio.TaskGroup() as tg:
+            tg.create_task(self._record_loop())
+            tg.create_task(self._deliver_loop())
+            tg.create_task(self._sweep_loop())
+            if self._actions is not None:
+                tg.create_task(self._actions.run())
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -202,50 +288,53 @@ class AlarmEngine:
             now = time.monotonic()
             for key, track in list(self._tracks.items()):
                 self._evaluate(key, track, now)
+            self._check_silence(now)
+            self._check_escalations()
 
     async def _record_loop(self) -> None:
-        # alarm ids of active alarms, by (rule, device)
-        active: dict[tuple[str, str], int] = {
-            (row.rule, row.device_id): int(row.id or 0) for row in await self._store.active_alarms()
-        }
         while True:
             event = await self._events.get()
-            key = (event.rule, event.device_id)
             try:
-                if event.kind == "raise":
-                    if key in active:
-                        continue
-                    message = (
-                        f"{event.device_id}: {event.count} not-ok verdicts within "
-                        f"{event.alarm_rule.window_s}s (rule {event.rule})"
-                    )
-                    alarm_id = await self._store.raise_alarm(
-                        rule=event.rule,
-                        device_id=event.device_id,
-                        message=message,
-                        count=event.count,
-                    )
-                    active[key] = alarm_id
-                    if not event.alarm_rule.webhook_url:
-                        await self._store.set_alarm_delivery(alarm_id, "none")
-                    await self._announce(alarm_id)
-                    self._deliver("alarm.raised", alarm_id, event.alarm_rule)
-                    self._act("raise", alarm_id, event)
-                else:
-                    alarm_id_or_none = active.pop(key, None)
-                    if alarm_id_or_none is None:
-                        continue
-                    await self._store.clear_alarm(alarm_id_or_none)
-                    await self._announce(alarm_id_or_none)
-                    self._deliver("alarm.cleared", alarm_id_or_none, event.alarm_rule)
-                    self._act("clear", alarm_id_or_none, event)
+                await self._record(event)
             except Exception as exc:
                 self.last_error = f"alarm record failed: {exc!r}"
                 log.exception("alarm record failed")
 
-    def _act(self, kind: str, alarm_id: int, event: _Event) -> None:
-        if self._actions is not None:
-            self._actions.submit(kind, alarm_id, event.rule, event.device_id, event.alarm_rule)
+    async def _record(self, event: _Event) -> None:
+        key, alarm_rule = event.key, event.alarm_rule
+        if event.kind == "raise":
+            if key in self._active_ids or alarm_rule is None:
+                return
+            alarm_id = await self._alarms.raise_alarm(
+                kind=key[0],
+                rule=key[1],
+                device_id=key[2],
+                severity=alarm_rule.severity,
+                message=_message(key, event.count, alarm_rule),
+                count=event.count,
+            )
+            self._active_ids[key] = alarm_id
+            self._escalate[alarm_id] = (key[1], now_ms())
+            if not alarm_rule.webhook_url:
+                await self._store.set_alarm_delivery(alarm_id, "none")
+            await self._announce(alarm_id)
+            self._deliver(_Delivery("alarm.raised", alarm_id, main_hook(alarm_rule), alarm_rule))
+            self._act("raise", alarm_id, key, alarm_rule)
+        else:
+            alarm_id_or_none = self._active_ids.pop(key, None)
+            if alarm_id_or_none is None:
+                return
+            self._escalate.pop(alarm_id_or_none, None)
+            await self._store.clear_alarm(alarm_id_or_none)
+            await self._announce(alarm_id_or_none)
+            if alarm_rule is not None:
+                hook = main_hook(alarm_rule)
+                self._deliver(_Delivery("alarm.cleared", alarm_id_or_none, hook, alarm_rule))
+                self._act("clear", alarm_id_or_none, key, alarm_rule)
+
+    def _act(self, kind: str, alarm_id: int, key: Key, alarm_rule: AlarmRuleConfig) -> None:
+        if self._actions is not None and key[0] != DEADLETTERS:
+            self._actions.submit(kind, alarm_id, key[1], key[2], alarm_rule)
 
     async def _announce(self, alarm_id: int) -> None:
         if self._stream is not None and self._stream.subscribers:
@@ -253,58 +342,29 @@ class AlarmEngine:
 
             self._stream.publish(alarm_record(await self._store.get_alarm(alarm_id)))
 
-    def _deliver(self, event: str, alarm_id: int, alarm_rule: AlarmRuleConfig) -> None:
-        if not alarm_rule.webhook_url:
+    def _deliver(self, delivery: _Delivery) -> None:
+        if not delivery.hook.url:
             return
         try:
-            self._deliveries.put_nowait((event, alarm_id, alarm_rule))
+            self._deliveries.put_nowait(delivery)
         except asyncio.QueueFull:
             self.last_error = "webhook queue full; delivery skipped"
 
     async def _deliver_loop(self) -> None:
         while True:
-            event, alarm_id, alarm_rule = await self._deliveries.get()
+            d = await self._deliveries.get()
             try:
-                alarm = await self._store.get_alarm(alarm_id)
-                limit = self._limits.setdefault(
-                    alarm.rule, _RateLimit(self._config.rate_per_minute)
-                )
-                await limit.acquire()
-                sent = await self._post(event, alarm, alarm_rule)
-                if event == "alarm.raised":
-                    await self._store.set_alarm_delivery(alarm_id, "sent" if sent else "failed")
+                if d.event == "alarm.escalated":
+                    await self._alarms.mark_escalated(d.alarm_id)  # before: never twice
+                    await self._announce(d.alarm_id)
+                alarm = await self._store.get_alarm(d.alarm_id)
+                if d.event == "alarm.escalated" and (
+                    alarm.state != "active" or alarm.acked_at_ms is not None
+                ):
+                    continue
+                sent = await self._sender.send(d.hook, d.event, alarm, d.alarm_rule)
+                if d.event == "alarm.raised":
+                    await self._store.set_alarm_delivery(d.alarm_id, "sent" if sent else "failed")
             except Exception as exc:
                 self.last_error = f"webhook failed: {exc!r}"
                 log.exception("webhook delivery failed")
-
-    async def _post(self, event: str, alarm: AlarmRow, alarm_rule: AlarmRuleConfig) -> bool:
-        assert self._http is not None
-        if alarm_rule.webhook_format == "feishu":
-            verb = "CLEARED" if event == "alarm.cleared" else "ALARM"
-            body = feishu_body(f"[linewatch {verb}] {alarm.message}", alarm_rule.webhook_secret)
-        else:
-            body = generic_body(event, alarm, alarm_rule)
-        delay = self._config.backoff_s
-        for attempt in range(1, self._config.max_attempts + 1):
-            try:
-                response = await self._http.post(alarm_rule.webhook_url, json=body)
-                ok = response.status_code < 300
-                if ok and alarm_rule.webhook_format == "feishu":
-                    with contextlib.suppress(ValueError):
-                        payload = response.json()
-                        ok = not (isinstance(payload, dict) and payload.get("code", 0) != 0)
-                if ok:
-                    WEBHOOKS.labels("sent").inc()
-                    return True
-                self.last_error = f"webhook {alarm_rule.webhook_url}: HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                self.last_error = f"webhook {alarm_rule.webhook_url}: {exc!r}"
-            WEBHOOKS.labels("retry").inc()
-            if attempt < self._config.max_attempts:
-                await asyncio.sleep(delay)
-                delay *= 2
-        WEBHOOKS.labels("failed").inc()
-        log.warning(
-            "webhook gave up", extra={"fields": {"alarm": alarm.id, "error": self.last_error}}
-        )
-        return False

@@ -67,7 +67,10 @@ def _shown(rule: Any) -> ingest_pb2.Rule:
     if caller is not None and not caller.allows(_SEES_SECRETS) and proto.HasField("alarm"):
         if proto.alarm.webhook_secret:
             proto.alarm.webhook_secret = MASK
+        if proto.alarm.escalate_webhook_secret:
+            proto.alarm.escalate_webhook_secret = MASK
         proto.alarm.webhook_url = redact_url(proto.alarm.webhook_url)
+        proto.alarm.escalate_webhook_url = redact_url(proto.alarm.escalate_webhook_url)
     return proto
 
 
@@ -193,6 +196,20 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.QueryAlarmsResponse(
             records=[alarm_record(r) for r in page.rows], next_page_token=page.next_page_token
         )
+
+    async def AckAlarm(
+        self, request: ingest_pb2.AckAlarmRequest, context: Ctx
+    ) -> ingest_pb2.AckAlarmResponse:
+        if not request.id:
+            raise InvalidArgument("id is required")
+        if len(request.note) > 1000:
+            raise InvalidArgument("note: at most 1000 characters")
+        if len(request.by) > 200:
+            raise InvalidArgument("by: at most 200 characters")
+        caller = current_caller()
+        by = request.by.strip() or f"grpc:{caller.name if caller is not None else 'unknown'}"
+        row = await self._ctl.deps.alarms.acknowledge(int(request.id), by=by, note=request.note)
+        return ingest_pb2.AckAlarmResponse(alarm=alarm_record(row))
 
     # --- built-in envelope -------------------------------------------------------------
 

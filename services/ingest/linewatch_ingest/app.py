@@ -85,6 +85,7 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         stream=alarm_stream,
         actions=AlarmActions(store, config.devices_addr, config.grpc.client),
     )
+    await alarms.restore()  # before any verdict: active alarms are tracked as active
     alarm_task = asyncio.create_task(alarms.run(), name="alarms")
     archive = ArchiveWriter(store)
     archive.start()

@@ -20,6 +20,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linewatch.runtime.config import GrpcConfig, MqttConfig, ServiceConfig
+from linewatch.runtime.fetch import AllowedNetworks
 
 __all__ = [
     "ENVELOPE",
@@ -54,15 +55,36 @@ class AlarmCommandConfig(_Strict):
     expires_s: int = Field(default=0, ge=0, le=86_400 * 30)
 
 
+WEBHOOK_FORMATS = "^(generic|feishu|dingtalk|wecom|slack)$"
+
+
 class AlarmRuleConfig(_Strict):
-    """Raise an alarm when a device has ``threshold`` not-ok verdicts in ``window_s``."""
+    """Raise an alarm when a device has ``threshold`` not-ok verdicts in ``window_s``;
+    when a device sent nothing for ``no_data_s``; when the rule has
+    ``deadletter_threshold`` dead letters within ``deadletter_window_s``."""
 
     threshold: int = Field(default=0, ge=0)
-    """0 disables the alarm."""
+    """0 disables the not-ok verdict alarm."""
     window_s: int = Field(default=60, ge=1)
+    severity: str = Field(default="warning", pattern="^(info|warning|critical)$")
+    no_data_s: int = Field(default=0, ge=0, le=86_400 * 30)
+    """A device (seen since ingest started) silent this long raises a ``no_data`` alarm;
+    0: off."""
+    deadletter_threshold: int = Field(default=0, ge=0)
+    """This many dead letters of the rule within ``deadletter_window_s`` raise a
+    ``deadletters`` alarm (device ``""``); 0: off."""
+    deadletter_window_s: int = Field(default=60, ge=1, le=86_400)
     webhook_url: str = ""
-    webhook_format: str = Field(default="generic", pattern="^(generic|feishu)$")
+    webhook_format: str = Field(default="generic", pattern=WEBHOOK_FORMATS)
     webhook_secret: str = ""
+    escalate_after_s: int = Field(default=0, ge=0, le=86_400 * 30)
+    """An alarm still active and unacknowledged this long is escalated once: a second
+    webhook call (to ``escalate_webhook_url``, else ``webhook_url``); 0: never."""
+    escalate_webhook_url: str = ""
+    escalate_webhook_format: str = Field(default="", pattern="^$|" + WEBHOOK_FORMATS)
+    """Empty: ``webhook_format``."""
+    escalate_webhook_secret: str = ""
+    """Empty: ``webhook_secret`` when the escalation goes to ``webhook_url``."""
     on_raise: AlarmCommandConfig | None = None
     """A device command sent once per raise."""
     on_clear: AlarmCommandConfig | None = None
@@ -214,6 +236,10 @@ class WebhookConfig(_Strict):
     backoff_s: float = Field(default=0.5, gt=0)
     rate_per_minute: int = Field(default=30, ge=1)
     """Most webhook calls per rule and minute; more wait their turn."""
+    allowed_networks: AllowedNetworks = ()
+    """Non-public networks webhooks may reach (CIDRs; one comma-separated string from
+    ``LINEWATCH_INGEST__WEBHOOK__ALLOWED_NETWORKS``). Empty: public addresses only, so a
+    rule cannot point a webhook at the plant network unless the deployment allows it."""
 
 
 def _default_rules() -> tuple[RuleConfig, ...]:

@@ -99,4 +99,11 @@ def alarm_record(row: AlarmRow) -> ingest_pb2.AlarmRecord:
         cleared_at=_ts(row.cleared_at_ms),
         delivery=row.delivery,
         command_ids=[c for c in row.commands.split(",") if c],
+        kind=row.kind,
+        severity=row.severity,
+        acknowledged=row.acked_at_ms is not None,
+        acknowledged_by=row.acked_by,
+        acknowledged_at=_ts(row.acked_at_ms),
+        ack_note=row.ack_note,
+        escalated_at=_ts(row.escalated_at_ms),
     )

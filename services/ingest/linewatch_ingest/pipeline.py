@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -34,7 +34,7 @@ from opentelemetry.trace import Link, Span
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.fanout import FanOut
-from linewatch.runtime.intake import DeadLetterPolicy, Intake
+from linewatch.runtime.intake import DeadLetter, DeadLetterPolicy, Intake
 from linewatch.v1 import ingest_pb2
 from linewatch_ingest import metrics
 from linewatch_ingest.admission import (
@@ -117,7 +117,7 @@ class RuleWorker:
             dead_letters=DeadLetterPolicy(
                 source="ingest",
                 topic=cfg.deadletter_topic,
-                record=self.admission.record_dead_letters,
+                record=self._record_dead_letters,
                 extra={"rule": rule.name},
             ),
             qos=rule.qos,
@@ -281,6 +281,10 @@ class RuleWorker:
                 await self.outputs.publish_and_archive(scored, batch_span)
                 self._finish(scored, batch_span)
 
+    async def _record_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        await self.admission.record_dead_letters(letters)
+        self.deps.alarms.observe_dead_letters(self.rule.name, self.rule.alarm, len(letters))
+
     def _finish(self, scored: Scored, batch_span: Span) -> None:
         """The batch is published and archived: count it and acknowledge its messages."""
         rule = self.rule
@@ -290,8 +294,7 @@ class RuleWorker:
         keys: list[MsgKey] = []
         for entry, v in scored:
             value = admitted(entry)
-            if alarm.threshold:
-                self.deps.alarms.observe(rule.name, alarm, value.tele.device_id, bool(v.ok))
+            self.deps.alarms.observe(rule.name, alarm, value.tele.device_id, bool(v.ok))
             end_span(entry)
             self.intake.settle(entry)
             if (key := value.key) is not None:

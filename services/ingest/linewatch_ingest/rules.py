@@ -216,6 +216,9 @@ def validate_rule(
         and not rule.alarm.webhook_url
     ):
         raise InvalidArgument(f"rule {rule.name!r}: a feishu alarm needs webhook_url")
+    hook = rule.alarm.escalate_webhook_url or rule.alarm.webhook_url
+    if rule.alarm.escalate_after_s and not hook:
+        raise InvalidArgument(f"rule {rule.name!r}: escalate_after_s needs a webhook URL")
     if rule.target and targets is not None and rule.target not in targets:
         raise InvalidArgument(
             f"rule {rule.name!r}: no inference target named {rule.target!r} "
@@ -331,6 +334,13 @@ def _command_from_proto(alarm: ingest_pb2.AlarmRule, which: str) -> dict[str, ob
     }
 
 
+_LIFECYCLE = {
+    "severity", "no_data_s", "deadletter_threshold", "deadletter_window_s", "escalate_after_s",
+    "escalate_webhook_url", "escalate_webhook_format", "escalate_webhook_secret",
+}  # fmt: skip
+"""Alarm fields with the same name and meaning in the config and the proto."""
+
+
 def rule_to_proto(rule: RuleConfig) -> ingest_pb2.Rule:
     """The API form of a rule."""
     alarm = rule.alarm
@@ -352,6 +362,7 @@ def rule_to_proto(rule: RuleConfig) -> ingest_pb2.Rule:
             on_raise=_command_to_proto(alarm.on_raise),
             on_clear=_command_to_proto(alarm.on_clear),
             command_cooldown_s=alarm.command_cooldown_s,
+            **alarm.model_dump(include=_LIFECYCLE),
         ),
         enabled=rule.enabled,
         model_params=params_to_proto(rule.model_params),
@@ -388,6 +399,9 @@ def rule_from_proto(msg: ingest_pb2.Rule) -> RuleConfig:
             "on_raise": _command_from_proto(msg.alarm, "on_raise"),
             "on_clear": _command_from_proto(msg.alarm, "on_clear"),
             "command_cooldown_s": msg.alarm.command_cooldown_s,
+            **{name: getattr(msg.alarm, name) for name in _LIFECYCLE},
+            "severity": msg.alarm.severity or "warning",
+            "deadletter_window_s": msg.alarm.deadletter_window_s or 60,
         }
     try:
         return RuleConfig(

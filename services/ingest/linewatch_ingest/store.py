@@ -55,6 +55,14 @@ def _id_column() -> Any:
     return Field(default=None, sa_column=sa.Column(_ID, primary_key=True, autoincrement=True))
 
 
+def _text_column(default: str) -> Any:
+    # a server default, so the column can be added to a table that has rows
+    return Field(
+        default=default,
+        sa_column=sa.Column(sa.String, nullable=False, server_default=default),
+    )
+
+
 class Base(SQLModel, registry=service_registry()):
     """Base of the ingest tables."""
 
@@ -127,7 +135,8 @@ class DeadLetterRow(Base, table=True):
 
 
 class AlarmRow(Base, table=True):
-    """An alarm: active until its condition ends, then cleared."""
+    """An alarm: active until its condition ends, then cleared; acknowledged by a person
+    at most once (see :mod:`linewatch_ingest.alarm_store`)."""
 
     __tablename__ = "ingest_alarm"
     id: int | None = _id_column()
@@ -141,6 +150,13 @@ class AlarmRow(Base, table=True):
     delivery: str = "pending"
     #: Device command ids the alarm sent, comma-separated.
     commands: str = ""
+    #: ``verdicts`` (not-ok verdicts), ``no_data`` (a silent device), ``deadletters``.
+    kind: str = _text_column("verdicts")
+    severity: str = _text_column("warning")
+    acked_at_ms: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
+    acked_by: str = _text_column("")
+    ack_note: str = _text_column("")
+    escalated_at_ms: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger))
 
 
 @dataclass(frozen=True, slots=True)

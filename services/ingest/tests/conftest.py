@@ -100,7 +100,8 @@ def ingest_config(
         "database_url": database_url,
         "deadletter_topic": f"{prefix}/deadletter",
         "batch": {"max_size": 64, "max_delay_ms": 5.0},
-        "webhook": {"backoff_s": 0.1, "max_attempts": 3},
+        # the webhook receivers of the tests listen on loopback
+        "webhook": {"backoff_s": 0.1, "max_attempts": 3, "allowed_networks": "127.0.0.0/8"},
     }
     fields.update(changes)
     return IngestConfig.model_validate(fields)

@@ -133,8 +133,8 @@ async def test_alarm_fires_once_is_retried_and_clears(
             assert raised["count"] >= 3
             assert raised["threshold"] == 3
             (lark,) = hook.bodies("/feishu")
-            assert lark["msg_type"] == "text"
-            assert "lark-dev" in lark["content"]["text"]
+            assert lark["msg_type"] == "interactive"
+            assert "lark-dev" in lark["card"]["elements"][0]["text"]["content"]
             assert lark["sign"] == feishu_sign(int(lark["timestamp"]), "s3cret")
             assert hook.attempts == 3  # the first call failed and was retried
 
@@ -154,7 +154,7 @@ async def test_alarm_fires_once_is_retried_and_clears(
             assert await eventually(cleared, timeout=15)
             assert hook.bodies("/generic")[1]["event"] == "alarm.cleared"
             assert hook.bodies("/generic")[1]["alarm_id"] == raised["alarm_id"]
-            assert "CLEARED" in hook.bodies("/feishu")[1]["content"]["text"]
+            assert "CLEARED" in hook.bodies("/feishu")[1]["card"]["header"]["title"]["content"]
             rows = (await ingest.store.query_alarms(Query())).rows
             assert len(rows) == 2
             assert {r.state for r in rows} == {"cleared"}

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from linewatch_ingest.alarms import feishu_body, feishu_sign
 from linewatch_ingest.config import IngestConfig, RuleConfig
 from linewatch_ingest.payload import MAX_VALUES, BadPayload, parse_telemetry
 from linewatch_ingest.rules import TopicTemplate, rule_from_proto, rule_to_proto, validate_rule
+from linewatch_ingest.webhooks import dingtalk_sign, feishu_sign
 
 from linewatch.runtime.config import load_config
 from linewatch.runtime.errors import ConfigError, InvalidArgument
@@ -140,13 +140,19 @@ def test_feishu_signature_matches_the_documented_algorithm() -> None:
         hmac.new(b"1599360473\nsecret", b"", hashlib.sha256).digest()
     ).decode()
     assert feishu_sign(1599360473, "secret") == expected
-    body = feishu_body("hello", "secret", now=1599360473)
-    assert body == {
-        "msg_type": "text",
-        "content": {"text": "hello"},
-        "timestamp": "1599360473",
-        "sign": expected,
-    }
+
+
+def test_dingtalk_signature_matches_the_documented_algorithm() -> None:
+    # DingTalk custom robot: HmacSHA256 with key secret over "timestamp_ms\nsecret",
+    # base64 (then URL-encoded into the query).
+    import base64
+    import hashlib
+    import hmac
+
+    expected = base64.b64encode(
+        hmac.new(b"SECabc", b"1599360473000\nSECabc", hashlib.sha256).digest()
+    ).decode()
+    assert dingtalk_sign(1599360473000, "SECabc") == expected
 
 
 def test_batch_result_reads_packed_and_per_curve_scores_alike() -> None:

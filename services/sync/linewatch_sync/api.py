@@ -125,7 +125,12 @@ class SyncApi(sync_pb2_grpc.SyncServiceServicer):
         counts = await self.store.counts()
         files, size = await self.store.done_totals()
         return sync_pb2.GetCacheStatsResponse(
-            files=files, bytes=size, jobs_by_state={s: counts[s] for s in STATES}
+            files=files,
+            bytes=size,
+            jobs_by_state={s: counts[s] for s in STATES},
+            used_bytes=self.cache.quota.used_bytes,
+            limit_bytes=self.cache.quota.max_bytes,
+            evictions=self.cache.quota.evictions,
         )
 
     async def ReadImage(  # noqa: N802

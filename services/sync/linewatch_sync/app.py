@@ -61,7 +61,7 @@ async def serve(
         lease_s=config.lease_s,
     )
     await store.create_schema()
-    cache = CacheFs(config.resolved_cache_dir())
+    cache = CacheFs(config.resolved_cache_dir(), max_bytes=config.cache_max_bytes)
     client_id = config.mqtt.client_id or f"linewatch-sync-{worker_id}"
     async with contextlib.AsyncExitStack() as stack:
         # One small pool per group of worker slots (httpcore scans a pool per request).

@@ -5,11 +5,15 @@ segment (:func:`validate_cache_path`), every existing component below the root m
 real directory (symlinks are refused), and the resolved path must stay inside the root.
 Downloads go to ``<root>/.partial/<digest>.part`` and reach their cache path only by an
 atomic rename after ``fsync``, so a reader never sees a half-written image.
+
+The total size may be limited (``max_bytes``): :class:`~linewatch_sync.cachequota.CacheQuota`
+evicts the least recently served files, never one being served or written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import mimetypes
 import os
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from linewatch.runtime.errors import InvalidArgument, NotFound
+from linewatch_sync.cachequota import CacheQuota
 
 __all__ = ["CacheFs", "CachedFile", "validate_cache_path"]
 
@@ -68,11 +73,17 @@ class CachedFile:
 class CacheFs:
     """The cache root and every file operation under it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, max_bytes: int = 0) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root.resolve()
         self.partial_dir = self.root / PARTIAL_DIR
         self.partial_dir.mkdir(exist_ok=True)
+        self.quota = CacheQuota(self.root, max_bytes=max_bytes, skip=PARTIAL_DIR)
+        self.quota.scan()
+
+    def lease(self, cache_path: str) -> contextlib.AbstractContextManager[None]:
+        """Keep ``cache_path`` from eviction while the block runs (a download, a read)."""
+        return self.quota.lease(cache_path)
 
     def resolve(self, cache_path: str) -> Path:
         """The absolute file path of a cache path, checked to stay inside the root.
@@ -130,8 +141,12 @@ class CacheFs:
                     raise InvalidArgument("cache path crosses a file or link") from None
 
     async def commit(self, part: Path, cache_path: str) -> Path:
-        """fsync ``part`` and rename it atomically onto ``cache_path``."""
-        return await asyncio.to_thread(self._commit_sync, part, cache_path)
+        """fsync ``part`` and rename it atomically onto ``cache_path``, then evict older
+        files if the cache is over its limit (never this one while it is leased)."""
+        with self.lease(cache_path):
+            target = await asyncio.to_thread(self._commit_sync, part, cache_path)
+            self.quota.added(cache_path, target.stat().st_size)
+        return target
 
     def _stat_sync(self, cache_path: str, content_type: str) -> CachedFile:
         target = self.resolve(cache_path)
@@ -160,16 +175,20 @@ class CacheFs:
         return await asyncio.to_thread(self._stat_sync, cache_path, content_type)
 
     async def read_chunks(self, cached: CachedFile, chunk_size: int) -> AsyncIterator[bytes]:
-        """Stream a cached file in chunks, never following a symlink at the last step."""
-        fd = await asyncio.to_thread(lambda: os.open(cached.path, os.O_RDONLY | os.O_NOFOLLOW))
-        try:
-            while True:
-                chunk = await asyncio.to_thread(os.read, fd, chunk_size)
-                if not chunk:
-                    return
-                yield chunk
-        finally:
-            os.close(fd)
+        """Stream a cached file in chunks, never following a symlink at the last step;
+        the file is leased (not evicted) until the stream ends and counts as served."""
+        cache_path = cached.path.relative_to(self.root).as_posix()
+        with self.lease(cache_path):
+            self.quota.served(cache_path)
+            fd = await asyncio.to_thread(lambda: os.open(cached.path, os.O_RDONLY | os.O_NOFOLLOW))
+            try:
+                while True:
+                    chunk = await asyncio.to_thread(os.read, fd, chunk_size)
+                    if not chunk:
+                        return
+                    yield chunk
+            finally:
+                os.close(fd)
 
     def remove_part(self, part: Path) -> None:
         """Forget a partial download."""

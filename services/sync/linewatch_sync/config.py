@@ -30,6 +30,9 @@ class SyncConfig(ServiceConfig):
     #: Refused messages and URLs are published here too ("" = only recorded and logged).
     deadletter_topic: str = Field(default="linewatch/deadletter", pattern=r"^[^#+]*$")
     cache_dir: Path | None = None
+    #: Total size limit of the cache in bytes: beyond it the least recently served files
+    #: are removed (never one being served or written). 0: no limit.
+    cache_max_bytes: int = Field(default=0, ge=0)
     #: Downloads in flight at once, in all.
     concurrency: int = Field(default=32, ge=1, le=1024)
     #: Downloads in flight at once against one host.

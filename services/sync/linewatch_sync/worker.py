@@ -93,7 +93,9 @@ class SyncWorker:
     async def _download(self, slot: int) -> None:
         while True:
             job = await self._jobs.get()
-            outcome = await self.downloader.download(job, slot=slot)
+            # the file being written is never evicted by the cache quota
+            with self.downloader.cache.lease(job.cache_path):
+                outcome = await self.downloader.download(job, slot=slot)
             await self._outcomes.put(outcome)
 
     async def _write(self) -> None:

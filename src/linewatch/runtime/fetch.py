@@ -382,6 +382,36 @@ class SafeFetcher:
             current = target
         raise FetchRefused(f"more than {self.max_redirects} redirects")
 
+    async def post_json(
+        self, url: str, body: object, *, max_response_bytes: int = 65_536
+    ) -> tuple[int, bytes]:
+        """POST ``body`` as JSON to ``url`` (a webhook); returns the status and at most
+        ``max_response_bytes`` of the answer. Redirects are not followed (a redirect is
+        the answer), the address is checked like every other connection's.
+
+        Raises:
+            FetchError: refused, timed out or failed.
+        """
+        try:
+            target = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise FetchRefused("not a valid http(s) URL") from exc
+        _check_url(target)
+        data = b""
+        try:
+            request = self._client.build_request("POST", target, json=body)
+            response = await self._client.send(request, stream=True, follow_redirects=False)
+            try:
+                async for chunk in response.aiter_raw():
+                    data += chunk
+                    if len(data) >= max_response_bytes:
+                        break
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise _translate(exc) from exc
+        return response.status_code, data[:max_response_bytes]
+
     async def download_to(
         self, url: str, out: BinaryIO, *, max_bytes: int, total_timeout_s: float
     ) -> int:

@@ -79,7 +79,7 @@ class Broker(_message.Message):
     def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
 
 class AlarmRule(_message.Message):
-    __slots__ = ("threshold", "window_s", "webhook_url", "webhook_format", "webhook_secret", "on_raise", "on_clear", "command_cooldown_s")
+    __slots__ = ("threshold", "window_s", "webhook_url", "webhook_format", "webhook_secret", "on_raise", "on_clear", "command_cooldown_s", "severity", "no_data_s", "deadletter_threshold", "deadletter_window_s", "escalate_after_s", "escalate_webhook_url", "escalate_webhook_format", "escalate_webhook_secret")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,14 @@ class AlarmRule(_message.Message):
     ON_RAISE_FIELD_NUMBER: _ClassVar[int]
     ON_CLEAR_FIELD_NUMBER: _ClassVar[int]
     COMMAND_COOLDOWN_S_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    NO_DATA_S_FIELD_NUMBER: _ClassVar[int]
+    DEADLETTER_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DEADLETTER_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_WEBHOOK_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
     threshold: int
     window_s: int
     webhook_url: str
@@ -96,7 +104,15 @@ class AlarmRule(_message.Message):
     on_raise: AlarmCommand
     on_clear: AlarmCommand
     command_cooldown_s: int
-    def __init__(self, threshold: _Optional[int] = ..., window_s: _Optional[int] = ..., webhook_url: _Optional[str] = ..., webhook_format: _Optional[str] = ..., webhook_secret: _Optional[str] = ..., on_raise: _Optional[_Union[AlarmCommand, _Mapping]] = ..., on_clear: _Optional[_Union[AlarmCommand, _Mapping]] = ..., command_cooldown_s: _Optional[int] = ...) -> None: ...
+    severity: str
+    no_data_s: int
+    deadletter_threshold: int
+    deadletter_window_s: int
+    escalate_after_s: int
+    escalate_webhook_url: str
+    escalate_webhook_format: str
+    escalate_webhook_secret: str
+    def __init__(self, threshold: _Optional[int] = ..., window_s: _Optional[int] = ..., webhook_url: _Optional[str] = ..., webhook_format: _Optional[str] = ..., webhook_secret: _Optional[str] = ..., on_raise: _Optional[_Union[AlarmCommand, _Mapping]] = ..., on_clear: _Optional[_Union[AlarmCommand, _Mapping]] = ..., command_cooldown_s: _Optional[int] = ..., severity: _Optional[str] = ..., no_data_s: _Optional[int] = ..., deadletter_threshold: _Optional[int] = ..., deadletter_window_s: _Optional[int] = ..., escalate_after_s: _Optional[int] = ..., escalate_webhook_url: _Optional[str] = ..., escalate_webhook_format: _Optional[str] = ..., escalate_webhook_secret: _Optional[str] = ...) -> None: ...
 
 class AlarmCommand(_message.Message):
     __slots__ = ("name", "params_json", "devices", "timeout_s", "expires_s")
@@ -458,7 +474,7 @@ class DeadLetterRecord(_message.Message):
     def __init__(self, id: _Optional[int] = ..., topic: _Optional[str] = ..., reason: _Optional[str] = ..., payload: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class AlarmRecord(_message.Message):
-    __slots__ = ("id", "rule", "device_id", "state", "message", "count", "raised_at", "cleared_at", "delivery", "command_ids")
+    __slots__ = ("id", "rule", "device_id", "state", "message", "count", "raised_at", "cleared_at", "delivery", "command_ids", "kind", "severity", "acknowledged", "acknowledged_by", "acknowledged_at", "ack_note", "escalated_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -469,6 +485,13 @@ class AlarmRecord(_message.Message):
     CLEARED_AT_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     COMMAND_IDS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_BY_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACK_NOTE_FIELD_NUMBER: _ClassVar[int]
+    ESCALATED_AT_FIELD_NUMBER: _ClassVar[int]
     id: int
     rule: str
     device_id: str
@@ -479,7 +502,30 @@ class AlarmRecord(_message.Message):
     cleared_at: _timestamp_pb2.Timestamp
     delivery: str
     command_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[int] = ..., rule: _Optional[str] = ..., device_id: _Optional[str] = ..., state: _Optional[_Union[AlarmState, str]] = ..., message: _Optional[str] = ..., count: _Optional[int] = ..., raised_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivery: _Optional[str] = ..., command_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    kind: str
+    severity: str
+    acknowledged: bool
+    acknowledged_by: str
+    acknowledged_at: _timestamp_pb2.Timestamp
+    ack_note: str
+    escalated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., rule: _Optional[str] = ..., device_id: _Optional[str] = ..., state: _Optional[_Union[AlarmState, str]] = ..., message: _Optional[str] = ..., count: _Optional[int] = ..., raised_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivery: _Optional[str] = ..., command_ids: _Optional[_Iterable[str]] = ..., kind: _Optional[str] = ..., severity: _Optional[str] = ..., acknowledged: _Optional[bool] = ..., acknowledged_by: _Optional[str] = ..., acknowledged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ack_note: _Optional[str] = ..., escalated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AckAlarmRequest(_message.Message):
+    __slots__ = ("id", "note", "by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    note: str
+    by: str
+    def __init__(self, id: _Optional[int] = ..., note: _Optional[str] = ..., by: _Optional[str] = ...) -> None: ...
+
+class AckAlarmResponse(_message.Message):
+    __slots__ = ("alarm",)
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    alarm: AlarmRecord
+    def __init__(self, alarm: _Optional[_Union[AlarmRecord, _Mapping]] = ...) -> None: ...
 
 class QueryTelemetryRequest(_message.Message):
     __slots__ = ("filter",)

@@ -117,7 +117,7 @@ class GetCacheStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetCacheStatsResponse(_message.Message):
-    __slots__ = ("files", "bytes", "jobs_by_state")
+    __slots__ = ("files", "bytes", "jobs_by_state", "used_bytes", "limit_bytes", "evictions")
     class JobsByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -128,10 +128,16 @@ class GetCacheStatsResponse(_message.Message):
     FILES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     JOBS_BY_STATE_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
     files: int
     bytes: int
     jobs_by_state: _containers.ScalarMap[str, int]
-    def __init__(self, files: _Optional[int] = ..., bytes: _Optional[int] = ..., jobs_by_state: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    used_bytes: int
+    limit_bytes: int
+    evictions: int
+    def __init__(self, files: _Optional[int] = ..., bytes: _Optional[int] = ..., jobs_by_state: _Optional[_Mapping[str, int]] = ..., used_bytes: _Optional[int] = ..., limit_bytes: _Optional[int] = ..., evictions: _Optional[int] = ...) -> None: ...
 
 class ReadImageRequest(_message.Message):
     __slots__ = ("cache_path",)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from linewatch.v1 import ingest_pb2
+from linewatch_gateway.auth import WriteSubject
 from linewatch_gateway.clients import Backends
 from linewatch_gateway.convert import enum_value, message_to_dict, model_for
 from linewatch_gateway.errors import ApiError
@@ -71,8 +72,13 @@ class AlarmCommandBody(BaseModel):
         )
 
 
+WebhookFormat = Literal["generic", "feishu", "dingtalk", "wecom", "slack"]
+
+
 class AlarmBody(BaseModel):
-    """Raise an alarm after `threshold` not-ok verdicts within `window_s` per device."""
+    """Raise an alarm after `threshold` not-ok verdicts within `window_s` per device,
+    when a device is silent for `no_data_s`, or on `deadletter_threshold` dead letters
+    within `deadletter_window_s`; escalate after `escalate_after_s` unacknowledged."""
 
     model_config = ConfigDict(extra="forbid")
     threshold: int = Field(0, ge=0, le=_U32, description="0: no alarm.")
@@ -83,7 +89,7 @@ class AlarmBody(BaseModel):
         description="Reads show only scheme and host (`https://host/***`); writing that "
         "back keeps the stored URL.",
     )
-    webhook_format: Literal["generic", "feishu"] = "generic"
+    webhook_format: WebhookFormat = "generic"
     webhook_secret: str = Field(
         "",
         max_length=512,
@@ -92,6 +98,18 @@ class AlarmBody(BaseModel):
     on_raise: AlarmCommandBody | None = Field(None, description="A command sent per raise.")
     on_clear: AlarmCommandBody | None = Field(None, description="A command sent per clear.")
     command_cooldown_s: int = Field(0, ge=0, le=86_400)
+    severity: Literal["", "info", "warning", "critical"] = Field("", description="'': warning.")
+    no_data_s: int = Field(0, ge=0, le=_U32, description="Silent device alarm after; 0: off.")
+    deadletter_threshold: int = Field(0, ge=0, le=_U32, description="0: no dead-letter alarm.")
+    deadletter_window_s: int = Field(60, ge=0, le=_U32, description="0: 60.")
+    escalate_after_s: int = Field(
+        0, ge=0, le=_U32, description="Escalate once if still unacknowledged; 0: never."
+    )
+    escalate_webhook_url: str = Field(
+        "", max_length=2048, description="Empty: `webhook_url`. Redacted on reads."
+    )
+    escalate_webhook_format: Literal["", "generic", "feishu", "dingtalk", "wecom", "slack"] = ""
+    escalate_webhook_secret: str = Field("", max_length=512, description="Write-only.")
 
     def to_proto(self) -> ingest_pb2.AlarmRule:
         out = ingest_pb2.AlarmRule(**self.model_dump(exclude={"on_raise", "on_clear"}))
@@ -271,7 +289,9 @@ async def update_rule(b: B, name: RuleName, body: RuleBody) -> Any:
         raise ApiError(400, "invalid_argument", "name: the body's name differs from the path's")
     rule = body.to_proto()
     if rule.HasField("alarm") and (
-        rule.alarm.webhook_secret == MASK or is_redacted_url(rule.alarm.webhook_url)
+        MASK in (rule.alarm.webhook_secret, rule.alarm.escalate_webhook_secret)
+        or is_redacted_url(rule.alarm.webhook_url)
+        or is_redacted_url(rule.alarm.escalate_webhook_url)
     ):
         stored = await b.call("ingest", b.ingest.GetRule, ingest_pb2.GetRuleRequest(name=name))
         try:
@@ -432,3 +452,28 @@ async def query_alarms(b: B, q: AlarmParams) -> Any:
     req = ingest_pb2.QueryAlarmsRequest(filter=_filter(q), state=number)  # type: ignore[arg-type]
     resp = await b.call("ingest", b.ingest.QueryAlarms, req)
     return page_body(list(resp.records), resp.next_page_token)
+
+
+class AckBody(BaseModel):
+    """An operator's acknowledgement of an alarm."""
+
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field("", max_length=1000, description="What was done or found.")
+
+
+@router.post(
+    "/v1/alarms/{alarm_id}/ack",
+    response_model=model_for(ingest_pb2.AlarmRecord.DESCRIPTOR),
+    tags=["archive"],
+)
+async def ack_alarm(
+    b: B,
+    by: WriteSubject,
+    alarm_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The alarm id.")],
+    body: AckBody | None = None,
+) -> Any:
+    """Acknowledge an alarm (write token): records who (the token's subject), when and the
+    note, stops its escalation; 409 if it was acknowledged before."""
+    req = ingest_pb2.AckAlarmRequest(id=alarm_id, note=body.note if body else "", by=by)
+    resp = await b.call("ingest", b.ingest.AckAlarm, req)
+    return message_to_dict(resp.alarm)

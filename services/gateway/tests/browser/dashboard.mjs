@@ -32,6 +32,10 @@ try {
   await page.waitForSelector("#alarms .alarm", { timeout: 10000 });
   await page.waitForFunction(() => document.querySelectorAll("#rate polyline").length >= 2, null, { timeout: 10000 });
   await page.fill("#token", token);
+  // acknowledge one alarm with a note, from the dashboard
+  await page.fill("#alarms .alarm input.ack-note", "checked on the line");
+  await page.click("#alarms .alarm button[data-ack]");
+  await page.waitForSelector("#alarms .alarm.acked", { timeout: 10000 });
   await page.click("#btn-stop");
   await page.waitForFunction(() => document.getElementById("ingest-state").textContent === "stopped", null, { timeout: 10000 });
   await page.waitForTimeout(300);
@@ -43,6 +47,7 @@ try {
     lines: document.querySelectorAll("#rate polyline").length,
     rollouts: document.querySelectorAll("#rollouts tr[data-rollout]").length,
     alarms: document.querySelectorAll("#alarms .alarm").length,
+    acked: [...document.querySelectorAll("#alarms .alarm.acked")].map((e) => e.textContent),
     ingest: document.getElementById("ingest-state").textContent,
   }));
   console.log("result " + JSON.stringify({ ...result, errors }));
