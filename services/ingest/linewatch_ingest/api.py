@@ -126,7 +126,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def GetIngestStatus(
         self, request: ingest_pb2.GetIngestStatusRequest, context: Ctx
     ) -> ingest_pb2.GetIngestStatusResponse:
-        return self._ctl.status()
+        return await self._ctl.cluster_status()
 
     async def StartIngest(
         self, request: ingest_pb2.StartIngestRequest, context: Ctx
