@@ -48,7 +48,8 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
     setup_telemetry("ingest")  # idempotent; verdicts need real trace ids
     db = Database(config.database_url or default_sqlite_url(config.data_dir, "ingest"))
     store = IngestStore(db)
-    await store.create()
+    async with db.schema_lock():  # replicas starting together
+        await store.create()
     inference = InferenceClient(
         config.inference.target,
         timeout_s=config.inference.timeout_s,

@@ -81,7 +81,7 @@ async def create_rule_trigger(db: Database) -> None:
     async with db.connect() as conn:
         await conn.execute(
             sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key("ingest-schema")}
-        )
+        )  # replicas starting together
         await conn.run_sync(Base.metadata.create_all, tables=[table])
         for stmt in _TRIGGER:
             await conn.execute(sa.text(stmt))

@@ -67,7 +67,8 @@ async def serve(
         ready: when given, receives the bound gRPC port once serving (tests).
     """
     db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
-    await db.create_schema(Base.metadata)
+    async with db.schema_lock():  # replicas starting together
+        await db.create_schema(Base.metadata)
     catalog = await _catalog(config, db)
     events = EventHub()
     write_lock = asyncio.Lock()

@@ -27,6 +27,8 @@ __all__ = ["Database", "default_sqlite_url", "service_registry"]
 
 log = logging.getLogger(__name__)
 
+_SCHEMA_LOCK = 0x6C696E6577617463  # "linewatc": the advisory-lock key of schema changes
+
 
 def service_registry() -> registry:
     """A fresh SQLAlchemy registry (and MetaData) for one service's tables.
@@ -111,6 +113,23 @@ class Database:
                         f"ADD COLUMN {preparer.quote(column.name)} {ddl_type}{default}"
                     )
                 )
+
+    @asynccontextmanager
+    async def schema_lock(self) -> AsyncIterator[None]:
+        """Hold the database's schema lock (PostgreSQL advisory lock; SQLite: nothing), so
+        replicas starting together create tables one after the other (concurrent
+        ``CREATE TABLE`` of one table fails on PostgreSQL's catalogue)."""
+        if self.is_sqlite:
+            yield
+            return
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK})
+                await conn.commit()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
