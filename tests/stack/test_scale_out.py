@@ -125,7 +125,10 @@ def _ingest(tmp: Path, i: int, *, broker: str, db: str, inference: Proc, prefix:
 async def _status(proc: Proc) -> ingest_pb2.GetIngestStatusResponse:
     async with operator_channel(f"127.0.0.1:{proc.port}") as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
-        return await stub.GetIngestStatus(ingest_pb2.GetIngestStatusRequest(), timeout=5)
+        st: ingest_pb2.GetIngestStatusResponse = await stub.GetIngestStatus(
+            ingest_pb2.GetIngestStatusRequest(), timeout=5
+        )
+        return st
 
 
 async def _running(proc: Proc, rule: str) -> bool:

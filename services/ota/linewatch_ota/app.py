@@ -67,8 +67,7 @@ async def serve(
         ready: when given, receives the bound gRPC port once serving (tests).
     """
     db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
-    async with db.schema_lock():  # replicas starting together
-        await db.create_schema(Base.metadata)
+    await db.create_schema(Base.metadata)
     catalog = await _catalog(config, db)
     events = EventHub()
     write_lock = asyncio.Lock()

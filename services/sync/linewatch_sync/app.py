@@ -60,8 +60,7 @@ async def serve(
         backoff_cap_s=config.backoff_cap_s,
         lease_s=config.lease_s,
     )
-    async with db.schema_lock():  # replicas starting together
-        await store.create_schema()
+    await store.create_schema()
     cache = CacheFs(config.resolved_cache_dir())
     client_id = config.mqtt.client_id or f"linewatch-sync-{worker_id}"
     async with contextlib.AsyncExitStack() as stack:

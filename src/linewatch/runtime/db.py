@@ -27,7 +27,8 @@ __all__ = ["Database", "default_sqlite_url", "service_registry"]
 
 log = logging.getLogger(__name__)
 
-_SCHEMA_LOCK = 0x6C696E6577617463  # "linewatc": the advisory-lock key of schema changes
+_SCHEMA_LOCK = 0x6C696E6577617463  # "linewatc": advisory-lock key of a service's schema steps
+_CREATE_LOCK = _SCHEMA_LOCK + 1  # of one create_schema call (taken inside schema_lock too)
 
 
 def service_registry() -> registry:
@@ -86,6 +87,8 @@ class Database:
     async def create_schema(self, metadata: sa.MetaData) -> None:
         """Create missing tables and add missing (nullable or defaulted) columns."""
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:  # replicas starting together: one after the other
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})
             await conn.run_sync(metadata.create_all)
             await conn.run_sync(self._add_missing_columns, metadata)
 
