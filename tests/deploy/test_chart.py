@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.deploy.conftest import SERVICES, deploy_json, run_deploy_tool
@@ -90,3 +92,40 @@ def test_external_broker_and_database_replace_the_in_chart_ones() -> None:
     }
     assert env["LINEWATCH_INGEST__BROKERS__DEFAULT__URL"] == "mqtt://emqx:1883"
     assert env["LINEWATCH_INGEST__DATABASE_URL"] == "postgresql+asyncpg://u:p@db/lw"
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        # SQLite (no PostgreSQL anywhere) with two ingest replicas
+        ({"postgresql": {"enabled": False}}, "SQLite is one process's database"),
+        # ingest replicas hold numbered slots: a fixed count
+        ({"components": {"ingest": {"autoscaling": {"enabled": True}}}}, "autoscaling is refused"),
+        # two OTA replicas on one ReadWriteOnce firmware volume
+        ({"components": {"ota": {"replicas": 2}}}, "ReadWriteOnce"),
+    ],
+)
+def test_chart_refuses_replica_counts_that_are_not_correct(
+    values: dict[str, object], reason: str
+) -> None:
+    proc = run_deploy_tool("tools.chart_check.render_one", "--set-json", json.dumps(values))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert reason in proc.stdout + proc.stderr
+
+
+def test_default_ingest_replicas_get_their_count_and_no_autoscaler() -> None:
+    objects = deploy_json("tools.chart_check.render_one")["objects"]
+    (config_map,) = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "linewatch-ingest"
+    ]
+    (deployment,) = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "linewatch-ingest"
+    ]
+    assert "replicas: 2" in config_map["data"]["ingest.yaml"]
+    assert deployment["spec"]["replicas"] == 2
+    hpas = {o["metadata"]["name"] for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+    assert "linewatch-ingest" not in hpas
