@@ -725,6 +725,24 @@ TUNED = "max_inflight_messages 1000\n"
 BROKERS = {"stock": (STOCK, [1000, 10000]), "tuned": (TUNED, [1000, 20000])}
 
 
+_CREATED: list[str] = []
+"""Databases :func:`_fresh_database` made (dropped at the end of :func:`main`)."""
+
+
+async def _drop_databases(server: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server or "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    admin = url.set(drivername="postgresql", database="postgres")
+    conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
+    try:
+        while _CREATED:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{_CREATED.pop()}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 async def _fresh_database(server: str) -> str:
     """A new, empty database on the PostgreSQL server of ``server`` (a postgresql+asyncpg
     URL; default: the local server, user postgres)."""
@@ -733,6 +751,7 @@ async def _fresh_database(server: str) -> str:
 
     url = make_url(server or "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
     name = f"bench_ingest_{os.getpid()}_{time.monotonic_ns()}"
+    _CREATED.append(name)
     admin = url.set(drivername="postgresql", database="postgres")
     conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
     try:
@@ -788,6 +807,8 @@ async def main(
                         )
             finally:
                 broker.stop()
+                if _CREATED:
+                    await _drop_databases(database_url)
         for result in mine:
             result.broker = name
         _print_ratios(mine)
