@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.db import Database
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
+from linewatch.v1 import ingest_pb2, ingest_pb2_grpc, sync_pb2_grpc
 from linewatch_dev.curves import make_curve
+from linewatch_dev.sync_drills import SyncProcess, spawn_python, verify_cache, wait_done
 from linewatch_dev.testing import (
     Mosquitto,
     free_port,
@@ -279,3 +281,68 @@ async def test_two_replicas_each_under_load_lose_and_duplicate_nothing_across_si
 
 async def _true(value: bool) -> bool:
     return value
+
+
+@pytest.mark.slow
+async def test_two_sync_replicas_take_each_job_once_across_a_sigkill(
+    mosquitto: Mosquitto, database_url: str, tmp_path: Path
+) -> None:
+    """2 sync processes on one PostgreSQL, one cache volume (ReadWriteMany) and one shared
+    subscription: every URL is one job and one intact file, though one replica is killed
+    with SIGKILL at 40 % and restarted (job claims: ``FOR UPDATE SKIP LOCKED`` + leases)."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("replicas share one PostgreSQL database")
+    count, size = 300, 32 * 1024
+    port = free_port()
+    server = await spawn_python(
+        "-m", "linewatch_dev.sync_testing", "--port", str(port), "--count", str(count),
+        "--size", str(size),
+    )  # fmt: skip
+    topic = f"scale/{uuid.uuid4().hex[:8]}/sync"
+    replicas = [SyncProcess(tmp_path / f"sync-{i}", mosquitto.url, topic) for i in range(2)]
+    for i, svc in enumerate(replicas):
+        config = json.loads(svc.config_path.read_text())
+        config.update(
+            database_url=database_url,
+            cache_dir=str(tmp_path / "cache"),
+            shared_group="linewatch-sync",
+            worker_id=f"sync-{i}",
+        )
+        svc.config_path.write_text(json.dumps(config))
+    try:
+        await asyncio.to_thread(wait_port, port, 30.0)
+        for svc in replicas:
+            await svc.start()
+        async with MqttClient(MqttConfig(url=mosquitto.url), clean_start=True) as pub:
+            for i in range(0, count, 50):
+                urls = [f"http://127.0.0.1:{port}/img/{j}.jpg!thumb" for j in range(i, i + 50)]
+                await pub.publish(topic, json.dumps({"urls": urls, "work_id": f"w{i}"}))
+        async with operator_channel(f"127.0.0.1:{replicas[1].port}") as channel:
+            stub = sync_pb2_grpc.SyncServiceStub(channel)
+            await wait_done(stub, int(count * 0.4), 60)
+            await replicas[0].kill9()
+            killed = time.monotonic()
+            await replicas[0].start()
+            await wait_done(stub, count, 120)
+            print(f"sync: {count} images on 2 replicas, all done {time.monotonic() - killed:.2f} s "
+                  "after one was killed")  # fmt: skip
+        db = Database(database_url)
+        try:
+            async with db.connect() as conn:
+                rows, urls = (
+                    await conn.execute(
+                        sa.text("SELECT count(*), count(DISTINCT url) FROM sync_jobs")
+                    )
+                ).one()
+        finally:
+            await db.close()
+        assert rows == urls == count
+        report = await asyncio.to_thread(
+            verify_cache, tmp_path / "cache", f"127.0.0.1_{port}", count, size
+        )
+        assert (report["missing"], report["wrong"], report["extra"]) == (0, 0, 0), report
+    finally:
+        for svc in replicas:
+            await svc.stop()
+        server.terminate()
+        await server.wait()
