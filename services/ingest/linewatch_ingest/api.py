@@ -144,12 +144,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, request: ingest_pb2.PauseRuleRequest, context: Ctx
     ) -> ingest_pb2.PauseRuleResponse:
         self._ctl.pause(request.name)
+        await self._ctl.tell_replicas("pause", request.name)
         return ingest_pb2.PauseRuleResponse()
 
     async def ResumeRule(
         self, request: ingest_pb2.ResumeRuleRequest, context: Ctx
     ) -> ingest_pb2.ResumeRuleResponse:
         self._ctl.resume(request.name)
+        await self._ctl.tell_replicas("resume", request.name)
         return ingest_pb2.ResumeRuleResponse()
 
     async def SetWorkers(

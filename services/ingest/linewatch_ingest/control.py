@@ -325,6 +325,11 @@ class IngestController:
 
     # --- changes made elsewhere --------------------------------------------------------
 
+    async def tell_replicas(self, action: str, name: str) -> None:
+        """Have every other replica pause or resume a rule too (nothing with one)."""
+        if self.replicas is not None:
+            await self.replicas.send(f"{action}:{name}")
+
     async def apply_stored(self, name: str) -> None:
         """Apply the stored state of one rule (changed by another replica or in SQL)."""
         stored = {r.name: r for r in await self.deps.store.list_rules() if r.name == name}

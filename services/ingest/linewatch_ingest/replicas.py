@@ -13,7 +13,10 @@ With ``replicas`` > 1 (PostgreSQL only, the configuration refuses SQLite):
   :data:`CHANNEL` for every insert, update and delete (whoever made it: a replica or SQL
   in the database); every replica listens and applies the stored rule
   (:meth:`IngestController.apply_stored`); after a reconnect it reads every rule again.
-  An envelope reset is sent as ``reset:<rule>:<device>:<point>`` to the slot-0 replica.
+  An envelope reset is sent as ``reset:<rule>:<device>:<point>`` to the slot-0 replica;
+  ``pause:<rule>`` / ``resume:<rule>`` to all (pausing is not stored: a replica started
+  later runs the rule). Start/stop of every rule and the worker count act on the replica
+  that answers.
 - **Status**: every replica writes its per-rule counters to ``ingest_replica_status``
   each ``status_interval_s``; ``GetIngestStatus`` sums the replicas seen in the last
   :data:`FRESH_S` seconds and lists each.
@@ -33,6 +36,7 @@ from sqlmodel import Field
 
 from linewatch.runtime.claims import SlotClaim, lock_key
 from linewatch.runtime.db import Database
+from linewatch.runtime.errors import NotFound
 from linewatch.runtime.notify import Listener, notify
 from linewatch.v1 import ingest_pb2
 from linewatch_ingest.store import Base, now_ms
@@ -138,11 +142,20 @@ class Replicas:
         await self.controller.resync()
 
     async def _notice(self, payload: str) -> None:
+        action, colon, rule = payload.partition(":")  # rule names have no ':'
+        if colon and action in ("pause", "resume"):
+            with contextlib.suppress(NotFound):  # a rule this replica does not know yet
+                getattr(self.controller, action)(rule)
+            return
         if payload.startswith("reset:"):
             _, rule, device_id, point = payload.split(":", 3)
             await self.controller.reset_local(rule, device_id, point)
             return
         await self.controller.apply_stored(payload)
+
+    async def send(self, payload: str) -> None:
+        """A notice to every replica (this one included)."""
+        await notify(self.db, CHANNEL, payload)
 
     async def send_reset(self, rule: str, device_id: str, point: str) -> None:
         """Tell the replica consuming an envelope rule that its bands were reset."""

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
+from linewatch.v1 import ingest_pb2
 from linewatch_dev.testing import Mosquitto
 
 from .conftest import Collector, Inference, curve_payload, demo_rule, eventually, ingest_config
@@ -143,6 +144,15 @@ async def test_two_replicas_split_a_topic_once_and_share_rule_changes(
 
         assert await eventually(deleted, timeout=5)
         assert b.controller.worker("extra") is None
+        # pausing through one replica pauses the rule on both
+        await a.controller.tell_replicas("pause", "demo")
+
+        async def paused(state: int) -> bool:
+            return all(s.controller.status().rules[0].state == state for s in (a, b))
+
+        assert await eventually(lambda: paused(ingest_pb2.WORKER_STATE_PAUSED), timeout=5)
+        await a.controller.tell_replicas("resume", "demo")
+        assert await eventually(lambda: paused(ingest_pb2.WORKER_STATE_RUNNING), timeout=5)
 
 
 async def _count(service: IngestService, model: type, rule: str, n: int) -> bool:
