@@ -482,7 +482,7 @@ def _ingest_yaml(
         "grpc": grpc or operator_grpc_dict(port=grpc_port),
         "data_dir": str(tmp / "ingest-data"),
         "database_url": database_url,
-        "client_id": f"bench-ingest-{replica}",
+        "client_id": "bench-ingest" if shared else f"bench-ingest-{replica}",
         "brokers": {"default": {"url": f"mqtt://127.0.0.1:{broker_port}"}},
         "inference": {"target": f"127.0.0.1:{inference_port}"},
         "batch": {"max_size": 256, "max_delay_ms": 5},
@@ -490,18 +490,12 @@ def _ingest_yaml(
         "sessions": SESSIONS,
         "workers": 4,
     }
+    if shared:
+        # replicas (one PostgreSQL) split the demo rule's topic on its shared subscription;
+        # each claims a slot and connects as bench-ingest-r<slot>-demo-<session>
+        config["replicas"] = 2
     # e.g. LINEWATCH_BENCH_INGEST='{"workers": 8}' to try settings
     config.update(json.loads(os.environ.get("LINEWATCH_BENCH_INGEST", "{}")))
-    if shared:
-        # replicas split the demo topic with an MQTT shared subscription
-        config["rules"] = [
-            {
-                "name": "demo",
-                "source_topic": "$share/linewatch/plant/+/+/telemetry",
-                "model": "curve-quality",
-                "output_topic": "plant/{1}/{2}/verdict",
-            }
-        ]
     path = tmp / f"ingest-{replica}.yaml"
     path.write_text(json.dumps(config))
     return path
@@ -554,7 +548,7 @@ async def _run_linewatch(
                    logs / f"{name}.log")
         )  # fmt: skip
         ports.append(port)
-        await _ready(port)  # one at a time: the first creates the tables
+        await _ready(port)
     system = "linewatch" if replicas == 1 else f"linewatch_x{replicas}"
     if security != "tokens":
         system = f"linewatch_{security}"
@@ -572,12 +566,15 @@ async def _run_linewatch(
         inference.stop()
         # drop ingest's persistent sessions: the broker would go on queueing every message
         # for them, a load the next system measured on the same broker would not have
-        for replica in range(replicas):
+        bases = (
+            ["bench-ingest-0"] if replicas == 1 else [f"bench-ingest-r{i}" for i in range(replicas)]
+        )
+        for base in bases:
             for session in range(SESSIONS):
                 with contextlib.suppress(Exception):
                     async with MqttClient(
                         MqttConfig(url=broker.url),
-                        client_id=f"bench-ingest-{replica}-demo-{session}",
+                        client_id=f"{base}-demo-{session}",
                         clean_start=True,
                     ):
                         pass
@@ -728,6 +725,42 @@ TUNED = "max_inflight_messages 1000\n"
 BROKERS = {"stock": (STOCK, [1000, 10000]), "tuned": (TUNED, [1000, 20000])}
 
 
+_CREATED: list[str] = []
+"""Databases :func:`_fresh_database` made (dropped at the end of :func:`main`)."""
+
+
+async def _drop_databases(server: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server or "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    admin = url.set(drivername="postgresql", database="postgres")
+    conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
+    try:
+        while _CREATED:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{_CREATED.pop()}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _fresh_database(server: str) -> str:
+    """A new, empty database on the PostgreSQL server of ``server`` (a postgresql+asyncpg
+    URL; default: the local server, user postgres)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server or "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    name = f"bench_ingest_{os.getpid()}_{time.monotonic_ns()}"
+    _CREATED.append(name)
+    admin = url.set(drivername="postgresql", database="postgres")
+    conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
 async def main(
     quick: bool,
     loads: list[int] | None = None,
@@ -751,12 +784,17 @@ async def main(
             mosq = Proc("mosquitto", broker.proc)  # type: ignore[arg-type]
             mine: list[LoadResult] = []
             try:
+                # x1 beside x2: both on PostgreSQL (a fresh database each), x2 needs it
+                pg = "linewatch_x2" in systems
                 if "linewatch" in systems:
-                    mine += await _run_linewatch(tmp, broker, mosq, broker_loads, **kw)
+                    url = await _fresh_database(database_url) if pg else ""
+                    mine += await _run_linewatch(
+                        tmp, broker, mosq, broker_loads, database_url=url, **kw
+                    )
                 if "linewatch_x2" in systems:
                     mine += await _run_linewatch(
                         tmp, broker, mosq, broker_loads, replicas=2,
-                        database_url=database_url, **kw,
+                        database_url=await _fresh_database(database_url), **kw,
                     )  # fmt: skip
                 if "baseline" in systems:
                     mine += await _run_baseline(tmp, broker, mosq, broker_loads, **kw)
@@ -769,6 +807,8 @@ async def main(
                         )
             finally:
                 broker.stop()
+                if _CREATED:
+                    await _drop_databases(database_url)
         for result in mine:
             result.broker = name
         _print_ratios(mine)
@@ -836,7 +876,8 @@ def cli(argv: list[str] | None = None) -> int:
         "--replica-database",
         default="",
         metavar="URL",
-        help="database of the linewatch_x2 replicas (default: a shared SQLite file)",
+        help="PostgreSQL server (a postgresql+asyncpg URL) where linewatch and linewatch_x2 "
+        "get a fresh database each when linewatch_x2 runs (default: the local server)",
     )
     parser.add_argument("--brokers", default=",".join(BROKERS), help="of stock,tuned")
     parser.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -59,7 +60,7 @@ def test_default_values_render_five_hardened_deployments_with_probes() -> None:
         for o in objects
         if o["kind"] == "HorizontalPodAutoscaler"
     }
-    assert hpas == {"linewatch-ingest", "linewatch-inference"}
+    assert hpas == {"linewatch-inference"}  # ingest: a fixed count of slot replicas
     secrets = {o["metadata"]["name"] for o in objects if o["kind"] == "Secret"}
     assert "linewatch-api-token" in secrets
     gateway_env = {
@@ -113,9 +114,38 @@ def test_inference_replicas_share_the_database_and_ingest_balances_over_them() -
     assert services["linewatch-inference-headless"]["spec"]["clusterIP"] == "None"
 
 
-def test_replicas_without_a_shared_database_are_refused() -> None:
-    proc = run_deploy_tool(
-        "tools.chart_check.render_one", "--set-json", '{"postgresql": {"enabled": false}}'
-    )
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        # SQLite (no PostgreSQL anywhere) with two ingest replicas
+        ({"postgresql": {"enabled": False}}, "SQLite is one process's database"),
+        # ingest replicas hold numbered slots: a fixed count
+        ({"components": {"ingest": {"autoscaling": {"enabled": True}}}}, "autoscaling is refused"),
+        # two OTA replicas on one ReadWriteOnce firmware volume
+        ({"components": {"ota": {"replicas": 2}}}, "ReadWriteOnce"),
+    ],
+)
+def test_chart_refuses_replica_counts_that_are_not_correct(
+    values: dict[str, object], reason: str
+) -> None:
+    proc = run_deploy_tool("tools.chart_check.render_one", "--set-json", json.dumps(values))
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "needs the database they share" in proc.stderr
+    assert reason in proc.stdout + proc.stderr
+
+
+def test_default_ingest_replicas_get_their_count_and_no_autoscaler() -> None:
+    objects = deploy_json("tools.chart_check.render_one")["objects"]
+    (config_map,) = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "linewatch-ingest"
+    ]
+    (deployment,) = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "linewatch-ingest"
+    ]
+    assert "replicas: 2" in config_map["data"]["ingest.yaml"]
+    assert deployment["spec"]["replicas"] == 2
+    hpas = {o["metadata"]["name"] for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+    assert "linewatch-ingest" not in hpas

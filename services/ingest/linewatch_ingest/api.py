@@ -129,7 +129,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def GetIngestStatus(
         self, request: ingest_pb2.GetIngestStatusRequest, context: Ctx
     ) -> ingest_pb2.GetIngestStatusResponse:
-        return self._ctl.status()
+        return await self._ctl.cluster_status()
 
     async def StartIngest(
         self, request: ingest_pb2.StartIngestRequest, context: Ctx
@@ -147,12 +147,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, request: ingest_pb2.PauseRuleRequest, context: Ctx
     ) -> ingest_pb2.PauseRuleResponse:
         self._ctl.pause(request.name)
+        await self._ctl.tell_replicas("pause", request.name)
         return ingest_pb2.PauseRuleResponse()
 
     async def ResumeRule(
         self, request: ingest_pb2.ResumeRuleRequest, context: Ctx
     ) -> ingest_pb2.ResumeRuleResponse:
         self._ctl.resume(request.name)
+        await self._ctl.tell_replicas("resume", request.name)
         return ingest_pb2.ResumeRuleResponse()
 
     async def SetWorkers(

@@ -22,6 +22,7 @@ from linewatch_ingest.config import IngestConfig
 from linewatch_ingest.control import IngestController
 from linewatch_ingest.inference_client import InferenceClient
 from linewatch_ingest.pipeline import PipelineDeps
+from linewatch_ingest.replicas import Replicas
 from linewatch_ingest.store import IngestStore
 
 __all__ = ["IngestService", "running", "serve"]
@@ -47,7 +48,8 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
     setup_telemetry("ingest")  # idempotent; verdicts need real trace ids
     db = Database(config.database_url or default_sqlite_url(config.data_dir, "ingest"))
     store = IngestStore(db)
-    await store.create()
+    async with db.schema_lock():  # replicas starting together
+        await store.create()
     inference = InferenceClient(
         config.inference.target,
         timeout_s=config.inference.timeout_s,
@@ -93,6 +95,8 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         config, store, inference, alarms, archive, verdicts, telemetry, targets=targets
     )
     controller = IngestController(deps)
+    replicas = await _replicas(config, controller, db)
+    claim_task: asyncio.Task[None] | None = None
     server = GrpcServer(config=config.grpc, service="ingest")
     try:
         await controller.load()
@@ -110,11 +114,20 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
             ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
         )
         port = await server.start()
-        await controller.start()
+        if replicas is None:
+            await controller.start()
+        else:  # a standby waits for a free slot with its API up
+            claim_task = asyncio.create_task(replicas.start(), name="replica-claim")
         yield IngestService(config, port, store, controller, inference, alarms)
     finally:
         await server.stop()
+        if claim_task is not None:
+            claim_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await claim_task
         await controller.stop(grace=config.grpc.grace_s)
+        if replicas is not None:
+            await replicas.close()
         alarm_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await alarm_task
@@ -123,6 +136,20 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         for client in targets.values():
             await client.close()
         await db.close()
+
+
+async def _replicas(
+    config: IngestConfig, controller: IngestController, db: Database
+) -> Replicas | None:
+    """With several replicas: the slot, rule-change and status machinery (prepared)."""
+    if config.replicas == 1:
+        return None
+    replicas = Replicas(
+        controller, db, replicas=config.replicas, interval_s=config.status_interval_s
+    )
+    controller.replicas = replicas
+    await replicas.prepare()
+    return replicas
 
 
 async def serve(config: IngestConfig, stop: asyncio.Event) -> None:

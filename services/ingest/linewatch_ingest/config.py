@@ -292,6 +292,25 @@ class IngestConfig(ServiceConfig):
     stream_buffer: int = Field(default=1000, ge=1)
     """Items buffered per live-stream subscriber before it starts losing items."""
     max_page_size: int = Field(default=1000, ge=1)
+    replicas: int = Field(default=1, ge=1, le=64)
+    """Ingest processes sharing this database and broker (at most; the chart sets its
+    replica count). Above 1: PostgreSQL only; each process claims one of this many replica
+    slots (a standby waits when all are held) and its MQTT client ids follow the slot, so a
+    replacement resumes a killed replica's sessions; every rule other than the built-in
+    ``envelope`` consumes on the shared subscription; ``envelope`` rules are consumed by
+    the slot-0 replica alone (teach-in needs a device's cycles in order); rule changes made
+    on any replica, or in the database, reach every replica (LISTEN/NOTIFY)."""
+    status_interval_s: float = Field(default=2.0, gt=0, le=60)
+    """How often each replica writes its per-rule counters for the aggregated status."""
+
+    @model_validator(mode="after")
+    def _replicas_share_postgresql(self) -> IngestConfig:
+        if self.replicas > 1 and not self.database_url.startswith("postgresql"):
+            raise ValueError(
+                "replicas: several ingest replicas need one PostgreSQL database "
+                "(database_url); SQLite is one process's database"
+            )
+        return self
 
     @model_validator(mode="after")
     def _rules_name_brokers(self) -> IngestConfig:

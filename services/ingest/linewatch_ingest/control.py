@@ -2,7 +2,9 @@
 
 :class:`IngestController` owns one :class:`~linewatch_ingest.pipeline.RuleWorker` per
 enabled rule. Rule changes (create, update, delete) are written to the database first and
-then applied to the running workers without a restart.
+then applied to the running workers without a restart; with several replicas
+(:mod:`linewatch_ingest.replicas`) every replica applies the stored rule when told it
+changed (:meth:`IngestController.apply_stored`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import TYPE_CHECKING
 
 from linewatch.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from linewatch.v1 import ingest_pb2
@@ -18,6 +21,9 @@ from linewatch_ingest.envelope_store import EnvelopeStore
 from linewatch_ingest.pipeline import PipelineDeps, RuleWorker
 from linewatch_ingest.rules import TopicTemplate, strip_share, validate_rule
 from linewatch_ingest.scorers import EnvelopeScorer, make_scorer, not_envelope
+
+if TYPE_CHECKING:
+    from linewatch_ingest.replicas import Replicas
 
 __all__ = ["IngestController"]
 
@@ -39,6 +45,9 @@ class IngestController:
         self._lock = asyncio.Lock()
         self.running = False
         self.workers = config.workers
+        self.slot: int | None = None
+        """The replica slot held (with ``replicas`` > 1; None: one replica)."""
+        self.replicas: Replicas | None = None
 
     def _validate(self, rule: RuleConfig) -> TopicTemplate:
         return validate_rule(
@@ -84,12 +93,17 @@ class IngestController:
     async def _start_rule(self, rule: RuleConfig) -> None:
         if not self.running or not rule.enabled or rule.name in self._workers:
             return
+        base = self._base_id
+        if self.deps.config.replicas > 1:
+            if self.slot is None or (rule.model == ENVELOPE and self.slot != 0):
+                return  # envelope rules: the slot-0 replica consumes them, in order
+            base = f"{self.deps.config.client_id or 'linewatch-ingest'}-r{self.slot}"
         template = self._validate(rule)
         worker = RuleWorker(
             rule,
             template,
             broker=self.deps.config.brokers[rule.broker],
-            client_id=f"{self._base_id}-{rule.name}",
+            client_id=f"{base}-{rule.name}",
             deps=self.deps,
             workers=self.workers,
         )
@@ -213,8 +227,18 @@ class IngestController:
             worker.set_workers(workers)
         return workers
 
+    async def cluster_status(self) -> ingest_pb2.GetIngestStatusResponse:
+        """:meth:`status`; with several replicas, totals of all and each replica's figures."""
+        if self.replicas is None:
+            return self.status()
+        return await self.replicas.aggregate(self.status())
+
+    def local_status(self) -> ingest_pb2.GetIngestStatusResponse:
+        """This replica's own figures."""
+        return self.status()
+
     def status(self) -> ingest_pb2.GetIngestStatusResponse:
-        """Overall state and every rule's status."""
+        """Overall state and every rule's status (this replica's)."""
         rules = []
         for name in sorted(self._rules):
             worker = self._workers.get(name)
@@ -288,7 +312,59 @@ class IngestController:
             NotFound: no such rule.
             FailedPrecondition: the rule scores with another model.
         """
-        return await self._envelope_scorer(name).reset(device_id, point)
+        removed = await self._envelope_scorer(name).reset(device_id, point)
+        if self.replicas is not None:
+            await self.replicas.send_reset(name, device_id, point)
+        return removed
+
+    async def reset_local(self, name: str, device_id: str, point: str) -> None:
+        """Another replica reset an envelope rule: forget the bands this one holds."""
+        worker = self._workers.get(name)
+        if worker is not None and worker.scorer is not None:
+            await worker.scorer.reset(device_id, point)
+
+    # --- changes made elsewhere --------------------------------------------------------
+
+    async def tell_replicas(self, action: str, name: str) -> None:
+        """Have every other replica pause or resume a rule too (nothing with one)."""
+        if self.replicas is not None:
+            await self.replicas.send(f"{action}:{name}")
+
+    async def apply_stored(self, name: str) -> None:
+        """Apply the stored state of one rule (changed by another replica or in SQL)."""
+        stored = {r.name: r for r in await self.deps.store.list_rules() if r.name == name}
+        await self._apply(name, stored.get(name))
+
+    async def resync(self) -> None:
+        """Apply every stored rule (after notices may have been missed)."""
+        stored = {r.name: r for r in await self.deps.store.list_rules()}
+        for name in sorted(set(stored) | set(self._rules)):
+            await self._apply(name, stored.get(name))
+
+    async def _apply(self, name: str, rule: RuleConfig | None) -> None:
+        async with self._lock:
+            old = self._rules.get(name)
+            if rule == old:
+                return
+            if rule is None:
+                del self._rules[name]
+                self._paused.discard(name)
+                await self._stop_rule(name, forget_session=True)
+                self.deps.alarms.forget_rule(name)
+                return
+            try:
+                self._validate(rule)
+            except InvalidArgument as exc:
+                log.error("stored rule skipped: %s", exc.message)
+                return
+            self._rules[name] = rule
+            log.info("rule %s changed elsewhere: applied", name)
+            moved = old is not None and (old.broker, old.source_topic) != (
+                rule.broker,
+                rule.source_topic,
+            )
+            await self._stop_rule(name, forget_session=moved)
+            await self._start_rule(rule)
 
     def worker(self, name: str) -> RuleWorker | None:
         """The running worker of a rule (for tests and diagnostics)."""

@@ -125,6 +125,7 @@ class RuleWorker:
             # the broker's order (a shared subscription spreads it over sessions)
             sessions=1 if self.scorer is not None else cfg.sessions,
             share_group=f"linewatch-ingest-{rule.name}",
+            share=cfg.replicas > 1 and self.scorer is None,  # replicas split the topic
             receive_maximum=cfg.receive_maximum,
             batch_max=cfg.batch.max_size,
             batch_delay_s=cfg.batch.max_delay_ms / 1000,

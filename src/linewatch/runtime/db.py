@@ -27,6 +27,9 @@ __all__ = ["Database", "default_sqlite_url", "service_registry"]
 
 log = logging.getLogger(__name__)
 
+_SCHEMA_LOCK = 0x6C696E6577617463  # "linewatc": advisory-lock key of a service's schema steps
+_CREATE_LOCK = _SCHEMA_LOCK + 1  # of one create_schema call (taken inside schema_lock too)
+
 
 def service_registry() -> registry:
     """A fresh SQLAlchemy registry (and MetaData) for one service's tables.
@@ -84,6 +87,8 @@ class Database:
     async def create_schema(self, metadata: sa.MetaData) -> None:
         """Create missing tables and add missing (nullable or defaulted) columns."""
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:  # replicas starting together: one after the other
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})
             await conn.run_sync(metadata.create_all)
             await conn.run_sync(self._add_missing_columns, metadata)
 
@@ -111,6 +116,23 @@ class Database:
                         f"ADD COLUMN {preparer.quote(column.name)} {ddl_type}{default}"
                     )
                 )
+
+    @asynccontextmanager
+    async def schema_lock(self) -> AsyncIterator[None]:
+        """Hold the database's schema lock (PostgreSQL advisory lock; SQLite: nothing), so
+        replicas starting together create tables one after the other (concurrent
+        ``CREATE TABLE`` of one table fails on PostgreSQL's catalogue)."""
+        if self.is_sqlite:
+            yield
+            return
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK})
+                await conn.commit()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

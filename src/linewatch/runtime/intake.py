@@ -21,7 +21,8 @@ recorded). So a crash at any point leaves it unacknowledged and the broker redel
   ``sessions`` > 1 the intake opens that many MQTT sessions on one shared subscription
   (``$share/<group>/<filter>``) and the broker spreads the topic over them: n windows in
   flight. A broker that only speaks MQTT 3.1.1 (which may lack shared subscriptions) gets
-  one session on the plain filter; so does ``sessions=1``.
+  one session on the plain filter; so does ``sessions=1`` unless ``share`` (several
+  processes consuming one shared subscription) is set.
 - **Duplicates in flight.** With ``key``, a message whose key equals one still in flight
   is acknowledged together with that one (never before it), and counted.
 - **Backpressure**: what waits in the queue is what the brokers sent unacknowledged
@@ -159,6 +160,7 @@ class Intake(Generic[T]):
         qos: int = 1,
         sessions: int = 1,
         share_group: str = "",
+        share: bool = False,
         receive_maximum: int | None = None,
         clean_start: bool = False,
         batch_max: int = 256,
@@ -179,6 +181,8 @@ class Intake(Generic[T]):
         self.qos = qos
         self._plain_filters = list(topic_filters)
         self._group = share_group or name
+        self._share = share
+        """Subscribe the shared filter even with one session (several processes share it)."""
         self.filters = list(topic_filters)
         """What the sessions subscribe (decided once the first session is connected)."""
         self.clients = [
@@ -286,6 +290,7 @@ class Intake(Generic[T]):
         self._gate.set()
         self.set_workers(self._target_workers)
         if wait:
+            await self._plan()
             await self.clients[0].connect(timeout=timeout)
             others = await self._subscribe_all()
             await asyncio.gather(*(c.connect(timeout=timeout) for c in others))
@@ -294,8 +299,19 @@ class Intake(Generic[T]):
             asyncio.create_task(self._connect_first(), name=f"intake-{self.name}-connect")
         ]
 
+    async def _plan(self) -> None:
+        """Register the handlers before the first connect, on the filters an MQTT 5 broker
+        gets: a resumed persistent session's queued messages come right after CONNACK,
+        and a message that no subscription of the client claims is acknowledged and gone."""
+        shared = len(self.clients) > 1 or self._share
+        self.filters = [_shared(f, shared, self._group) for f in self._plain_filters]
+        for client in self.clients:
+            for topic_filter in self.filters:
+                await client.subscribe(topic_filter, self.handle, qos=self.qos)
+
     async def _subscribe_all(self) -> list[MqttClient]:
         """Subscribe every session (the first is connected); returns the others."""
+        planned = list(self.filters)
         first = self.clients[0]
         if first.protocol_version != _MQTT5 and len(self.clients) > 1:
             log.info(
@@ -303,14 +319,19 @@ class Intake(Generic[T]):
                 extra={"fields": {"intake": self.name}},
             )
             self.clients = [first]
-        shared = len(self.clients) > 1
+        shared = len(self.clients) > 1 or (self._share and first.protocol_version == _MQTT5)
         self.filters = [_shared(f, shared, self._group) for f in self._plain_filters]
-        for client in self.clients:
-            for topic_filter in self.filters:
-                await client.subscribe(topic_filter, self.handle, qos=self.qos)
+        if self.filters != planned:  # an MQTT 3.1.1 broker: the plain filter after all
+            for topic_filter in planned:
+                with contextlib.suppress(Exception):
+                    await first.unsubscribe(topic_filter)
+            for client in self.clients:
+                for topic_filter in self.filters:
+                    await client.subscribe(topic_filter, self.handle, qos=self.qos)
         return self.clients[1:]
 
     async def _connect_first(self) -> None:
+        await self._plan()
         await self._connect(self.clients[0])
         others = await self._subscribe_all()
         self._connect_tasks += [

@@ -249,7 +249,7 @@ class DeleteRuleResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class RuleStatus(_message.Message):
-    __slots__ = ("name", "state", "messages_per_s", "verdicts_per_s", "received", "verdicts", "dead_letters", "pre_queue", "post_queue", "last_error", "lag_ms", "duplicates")
+    __slots__ = ("name", "state", "messages_per_s", "verdicts_per_s", "received", "verdicts", "dead_letters", "pre_queue", "post_queue", "last_error", "lag_ms", "duplicates", "replicas")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_PER_S_FIELD_NUMBER: _ClassVar[int]
@@ -262,6 +262,7 @@ class RuleStatus(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     LAG_MS_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: WorkerState
     messages_per_s: float
@@ -274,21 +275,46 @@ class RuleStatus(_message.Message):
     last_error: str
     lag_ms: float
     duplicates: int
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., messages_per_s: _Optional[float] = ..., verdicts_per_s: _Optional[float] = ..., received: _Optional[int] = ..., verdicts: _Optional[int] = ..., dead_letters: _Optional[int] = ..., pre_queue: _Optional[int] = ..., post_queue: _Optional[int] = ..., last_error: _Optional[str] = ..., lag_ms: _Optional[float] = ..., duplicates: _Optional[int] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaRuleStatus]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., messages_per_s: _Optional[float] = ..., verdicts_per_s: _Optional[float] = ..., received: _Optional[int] = ..., verdicts: _Optional[int] = ..., dead_letters: _Optional[int] = ..., pre_queue: _Optional[int] = ..., post_queue: _Optional[int] = ..., last_error: _Optional[str] = ..., lag_ms: _Optional[float] = ..., duplicates: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaRuleStatus, _Mapping]]] = ...) -> None: ...
+
+class ReplicaRuleStatus(_message.Message):
+    __slots__ = ("replica", "host", "state", "received", "verdicts", "dead_letters", "duplicates", "messages_per_s", "verdicts_per_s")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    host: str
+    state: WorkerState
+    received: int
+    verdicts: int
+    dead_letters: int
+    duplicates: int
+    messages_per_s: float
+    verdicts_per_s: float
+    def __init__(self, replica: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., received: _Optional[int] = ..., verdicts: _Optional[int] = ..., dead_letters: _Optional[int] = ..., duplicates: _Optional[int] = ..., messages_per_s: _Optional[float] = ..., verdicts_per_s: _Optional[float] = ...) -> None: ...
 
 class GetIngestStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetIngestStatusResponse(_message.Message):
-    __slots__ = ("state", "workers", "rules")
+    __slots__ = ("state", "workers", "rules", "replica")
     STATE_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     state: WorkerState
     workers: int
     rules: _containers.RepeatedCompositeFieldContainer[RuleStatus]
-    def __init__(self, state: _Optional[_Union[WorkerState, str]] = ..., workers: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ...) -> None: ...
+    replica: str
+    def __init__(self, state: _Optional[_Union[WorkerState, str]] = ..., workers: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class StartIngestRequest(_message.Message):
     __slots__ = ()
