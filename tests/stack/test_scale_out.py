@@ -4,8 +4,9 @@ Under load (``LINEWATCH_SCALE_N`` curves, 3000 by default): every message gets e
 archive row and its verdict; a rule created through one ingest replica is applied by both;
 one ingest and one inference replica are killed with SIGKILL mid-load and restarted (what
 Kubernetes does) → nothing lost, nothing archived twice; the recovery time is printed.
-Today each ingest replica scores on its own inference replica (ingest's client-side
-balancing over replicas comes with the inference registry work).
+The inference replicas share one registry database and ingest balances over both (client-side
+round robin); a version loaded and promoted through one inference replica is served by both
+and names every later verdict.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +37,15 @@ from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.db import Database
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
-from linewatch.v1 import ingest_pb2, ingest_pb2_grpc, sync_pb2_grpc
+from linewatch.v1 import (
+    inference_pb2,
+    inference_pb2_grpc,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    sync_pb2_grpc,
+)
 from linewatch_dev.curves import make_curve
+from linewatch_dev.inference_testing import manifest_dict, onnx_bytes, sha256, zip_package
 from linewatch_dev.sync_drills import SyncProcess, spawn_python, verify_cache, wait_done
 from linewatch_dev.testing import (
     Mosquitto,
@@ -79,7 +91,7 @@ class Proc:
             await self.proc.wait()
 
 
-def _inference(tmp: Path, i: int) -> Proc:
+def _inference(tmp: Path, i: int, db: str) -> Proc:
     port = free_port()
     return Proc(
         ["-m", "linewatch_inference"],
@@ -88,13 +100,16 @@ def _inference(tmp: Path, i: int) -> Proc:
             **operator_env("inference"),
             "LINEWATCH_INFERENCE__MODEL_DIR": str(ROOT / "models"),
             "LINEWATCH_INFERENCE__DATA_DIR": str(tmp / f"inference-{i}"),
+            "LINEWATCH_INFERENCE__DATABASE_URL": db,
+            "LINEWATCH_INFERENCE__ALLOWED_NETWORKS": "127.0.0.0/8",
+            "LINEWATCH_INFERENCE__REGISTRY_POLL_S": "0.2",
             "LINEWATCH_INFERENCE__LOG_LEVEL": "WARNING",
         },
         port,
     )
 
 
-def _ingest(tmp: Path, i: int, *, broker: str, db: str, inference: Proc, prefix: str) -> Proc:
+def _ingest(tmp: Path, i: int, *, broker: str, db: str, inference: list[Proc], prefix: str) -> Proc:
     port = free_port()
     config = tmp / f"ingest-{i}.yaml"
     config.write_text(
@@ -108,7 +123,11 @@ def _ingest(tmp: Path, i: int, *, broker: str, db: str, inference: Proc, prefix:
                 "status_interval_s": 0.5,
                 "client_id": "scale",
                 "brokers": {"default": {"url": broker, "reconnect_max_delay_s": 1.0}},
-                "inference": {"target": f"127.0.0.1:{inference.port}", "retry_max_delay_s": 0.5},
+                "inference": {
+                    "target": "ipv4:" + ",".join(f"127.0.0.1:{p.port}" for p in inference),
+                    "streams": len(inference),
+                    "retry_max_delay_s": 0.5,
+                },
                 "deadletter_topic": f"{prefix}/deadletter",
                 "rules": [
                     {
@@ -150,40 +169,89 @@ async def _until(check: Any, timeout: float) -> float:
     return time.monotonic() - start
 
 
-async def assert_replicas_serve_the_promoted_version(inference: list[Proc]) -> None:
-    """Every inference replica serves the same model version.
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
-    INTEGRATOR: once the registry in the database (registry20) is merged, promote a new
-    version of the model through ``inference[0]`` here and require ``ModelReady`` for that
-    version on both replicas. Today: both serve the shipped model.
-    """
-    for proc in inference:
-        async with operator_channel(f"127.0.0.1:{proc.port}") as channel:
-            stub = oip_grpc.GRPCInferenceServiceStub(channel)
-            ready = await stub.ModelReady(oip_pb2.ModelReadyRequest(name=SHIPPED), timeout=5)
-            assert ready.ready, f"inference on {proc.port} does not serve {SHIPPED}"
+
+@pytest.fixture
+def package_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP server for model packages: ``(base_url, folder)``."""
+    root = tmp_path / "www"
+    root.mkdir()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+async def _served_version(proc: Proc) -> tuple[str, bool]:
+    """(promoted version, whether this replica serves it) as ``proc`` reports them."""
+    async with operator_channel(f"127.0.0.1:{proc.port}") as channel:
+        api = inference_pb2_grpc.InferenceServiceStub(channel)
+        got = await api.GetModel(inference_pb2.GetModelRequest(name=SHIPPED), timeout=5)
+        oip = oip_grpc.GRPCInferenceServiceStub(channel)
+        ready = await oip.ModelReady(oip_pb2.ModelReadyRequest(name=SHIPPED), timeout=5)
+        return got.model.promoted_version, bool(got.model.promoted_ready and ready.ready)
+
+
+async def promote_through_one_replica(inference: list[Proc], package: tuple[str, Path]) -> str:
+    """Load version ``2`` of the model by URL through replica 0 and promote it there;
+    return once every replica serves it (ModelReady true for the promoted version)."""
+    base, www = package
+    data = zip_package(onnx_bytes(bias=(3.0, 0.0, 0.0)), manifest_dict(name=SHIPPED, version="2"))
+    (www / "cq-2.zip").write_bytes(data)
+    async with operator_channel(f"127.0.0.1:{inference[0].port}") as channel:
+        api = inference_pb2_grpc.InferenceServiceStub(channel)
+        await api.LoadModel(
+            inference_pb2.LoadModelRequest(url=f"{base}/cq-2.zip", sha256=sha256(data)), timeout=60
+        )
+        await api.PromoteModel(inference_pb2.PromoteModelRequest(name=SHIPPED, version="2"))
+    await assert_replicas_serve_the_promoted_version(inference, "2")
+    return "2"
+
+
+async def assert_replicas_serve_the_promoted_version(inference: list[Proc], version: str) -> None:
+    """Every inference replica reports ``version`` promoted and serves it."""
+
+    async def everywhere() -> bool:
+        try:
+            got = [await _served_version(proc) for proc in inference]
+        except grpc.aio.AioRpcError:
+            return False
+        return got == [(version, True)] * len(inference)
+
+    await _until(everywhere, 60)
 
 
 @pytest.mark.slow
 async def test_two_replicas_each_under_load_lose_and_duplicate_nothing_across_sigkill(
-    mosquitto: Mosquitto, database_url: str, topic_prefix: str, tmp_path: Path
+    mosquitto: Mosquitto,
+    database_url: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    package_server: tuple[str, Path],
 ) -> None:
     if database_url.startswith("sqlite"):
         pytest.skip("replicas share one PostgreSQL database")
     p = topic_prefix
-    inference = [_inference(tmp_path, i) for i in range(2)]
+    inference = [_inference(tmp_path, i, database_url) for i in range(2)]
     ingest = [
-        _ingest(
-            tmp_path, i, broker=mosquitto.url, db=database_url, inference=inference[i], prefix=p
-        )
+        _ingest(tmp_path, i, broker=mosquitto.url, db=database_url, inference=inference, prefix=p)
         for i in range(2)
     ]
     verdicts: dict[str, int] = {}
+    versions: dict[str, str] = {}
     got = asyncio.Event()
 
     async def on_verdict(message: MqttMessage) -> None:
-        msg_id = json.loads(message.payload)["msg_id"]
+        verdict = json.loads(message.payload)
+        msg_id = verdict["msg_id"]
         verdicts[msg_id] = verdicts.get(msg_id, 0) + 1
+        versions[msg_id] = verdict["model_version"]
         got.set()
 
     rng = np.random.default_rng(3)
@@ -200,7 +268,8 @@ async def test_two_replicas_each_under_load_lose_and_duplicate_nothing_across_si
             await proc.ready()
         for proc in ingest:
             await _until(lambda proc=proc: _running(proc, "scale"), 30)
-        await assert_replicas_serve_the_promoted_version(inference)
+        await assert_replicas_serve_the_promoted_version(inference, "1")
+        promoted = await promote_through_one_replica(inference, package_server)
         async with (
             MqttClient(MqttConfig(url=mosquitto.url), clean_start=True) as sub,
             MqttClient(MqttConfig(url=mosquitto.url), clean_start=True) as pub,
@@ -270,7 +339,8 @@ async def test_two_replicas_each_under_load_lose_and_duplicate_nothing_across_si
             await db.close()
         assert len(rows) == N, "one archive row per message"
         assert {r.n for r in rows} == {1}, "no message archived twice"
-        await assert_replicas_serve_the_promoted_version(inference)
+        await assert_replicas_serve_the_promoted_version(inference, promoted)
+        assert set(versions.values()) == {promoted}, "every verdict names the promoted version"
         st = await _status(ingest[1])
         (scale,) = [r for r in st.rules if r.name == "scale"]
         assert len(scale.replicas) == 2
