@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +101,22 @@ def _arrays(
 
 
 def _run_trainer(python: str, job_path: Path, quiet: bool) -> None:
-    from tqdm import tqdm
-
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("src", "dev", ""))}
     cmd = [python, "-m", "linewatch_dev.train.finetune", str(job_path)]
     # The interpreter is the operator's own choice (--python) or the repository's venv.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)  # noqa: S603
-    assert proc.stdout is not None
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO) as proc:  # noqa: S603
+        assert proc.stdout is not None
+        _progress(proc.stdout, quiet)
+    if proc.returncode != 0:
+        raise TrainError(f"the trainer ({python}) failed (exit {proc.returncode}); see above")
+
+
+def _progress(lines: Iterable[str], quiet: bool) -> None:
+    """Draw the trainer's JSON-lines progress as a bar; pass its messages on."""
+    from tqdm import tqdm
+
     bar: Any = None
-    for line in proc.stdout:
+    for line in lines:
         try:
             msg = json.loads(line)
         except json.JSONDecodeError:
@@ -122,8 +130,6 @@ def _run_trainer(python: str, job_path: Path, quiet: bool) -> None:
             tqdm.write(str(msg.get("message", line.rstrip())), file=sys.stderr)
     if bar is not None:
         bar.close()
-    if proc.wait() != 0:
-        raise TrainError(f"the trainer ({python}) failed (exit {proc.returncode}); see above")
 
 
 def _dataset(args: argparse.Namespace, tmp: Path, model: str, labels: tuple[str, ...]) -> Dataset:

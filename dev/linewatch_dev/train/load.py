@@ -69,6 +69,7 @@ def _via_gateway(gateway: str, token: str, url: str, sha256: str) -> dict[str, A
 
 async def _via_grpc(target: str, token: str, url: str, sha256: str) -> dict[str, Any]:
     import grpc
+
     from linewatch.runtime.config import GrpcClientConfig
     from linewatch.runtime.grpc_auth import open_channel
     from linewatch.v1 import inference_pb2, inference_pb2_grpc
