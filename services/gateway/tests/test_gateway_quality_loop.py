@@ -18,7 +18,9 @@ routes of the labels / registry work (``PUT /v1/verdicts/{id}/label``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -28,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pyarrow as pa
@@ -38,7 +41,7 @@ from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient
 from linewatch.v1 import inference_pb2, inference_pb2_grpc
 from linewatch_dev.curves import CURVE_KINDS, make_curve
-from linewatch_dev.testing import operator_channel
+from linewatch_dev.testing import TEST_TOKEN, operator_channel
 from linewatch_dev.train.command import trainer_python
 
 from .conftest import WRITE_TOKEN, LiveGateway, auth
@@ -266,3 +269,62 @@ async def _loop(
     result = resp.json()
     assert result["curves"] == 30
     assert result["verdicts_changed"] == 0
+
+
+def _small_export(path: Path) -> Path:
+    """A small labelled export (CSV), as the dataset route writes it."""
+    rng = np.random.default_rng(5)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=sorted(DATASET_COLUMNS))
+        w.writeheader()
+        for i in range(30):
+            kind = CURVE_KINDS[i % len(CURVE_KINDS)]
+            samples = make_curve(kind, length=200, rng=rng).round(5).tolist()
+            w.writerow(
+                {
+                    **dict.fromkeys(DATASET_COLUMNS, ""),
+                    "verdict_id": f"v{i}",
+                    "model": MODEL,
+                    "model_version": "1",
+                    "label": "ok",
+                    "operator_label": kind,
+                    "samples": json.dumps(samples),
+                }
+            )
+    return path
+
+
+def _file_sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+async def test_train_loads_a_new_version_into_inference_over_grpc(
+    inference_addr: str, tmp_path: Path
+) -> None:
+    """``--load host:port``: the real inference downloads the package from the trainer's
+    short-lived HTTP server, verifies its sha256 and lists the version."""
+    dataset = _small_export(tmp_path / "export.csv")
+    cmd = [sys.executable, "-m", "linewatch_dev.cli", "train", str(dataset), "--quiet"]
+    cmd += ["--out", str(tmp_path / "v7"), "--version", "7", "--epochs", "1"]
+    cmd += ["--synthetic-per-class", "20", "--generator-heldout-per-class", "10"]
+    cmd += ["--load", inference_addr, "--token", TEST_TOKEN]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 600)
+    try:
+        assert proc.returncode == 0, stderr.decode()
+        summary = json.loads(stdout)
+        assert summary["version"] == "7"
+        assert summary["loaded"]["answer"]["version"] == "7"
+        async with operator_channel(inference_addr) as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            got = await stub.GetModel(inference_pb2.GetModelRequest(name=MODEL))
+            by_version = {v.version: v for v in got.model.versions}
+            assert by_version["7"].state == inference_pb2.MODEL_STATE_READY
+            assert by_version["7"].sha256 == _file_sha256(summary["zip"])
+    finally:
+        async with operator_channel(inference_addr) as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await stub.UnloadModel(inference_pb2.UnloadModelRequest(name=MODEL, version="7"))
