@@ -3,11 +3,11 @@
 Curves go through the real pipeline (MQTT → ingest → inference) and are archived; an
 operator labels some over REST; the labelled curves are exported as CSV and as Parquet;
 ``linewatch train`` (the real CLI, a child process; torch in the trainer's venv) fine-tunes
-version 2 from the Parquet export and loads it through the gateway, unpromoted: verdicts
-still name version 1. Attached as the shadow, version 2 scores live traffic beside version
-1 and its evaluation shows agreement and accuracy on labelled curves. Promoted, verdicts
-name ``2``; rolled back, ``1``. A backtest of the period version 2 was promoted for gives
-the verdicts the live run gave.
+version 2 from the Parquet export (streamed from the gateway) and loads it through the
+gateway, unpromoted: verdicts still name version 1. Attached as the shadow, version 2
+scores live traffic beside version 1 and its evaluation shows agreement and accuracy on
+labelled curves. Promoted, verdicts name ``2``; rolled back, ``1``. A backtest of the
+period version 2 was promoted for gives the verdicts the live run gave.
 
 REST contract: SPEC "Models and verdict quality" (labels, datasets, promotion) and the
 routes of the labels / registry work (``PUT /v1/verdicts/{id}/label``,
@@ -157,8 +157,10 @@ async def _export(http: httpx.AsyncClient, fmt: str, dest: Path) -> Path:
     return dest
 
 
-async def _train(live: LiveGateway, dataset: Path, out: Path) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "linewatch_dev.cli", "train", str(dataset), "--out", str(out)]
+async def _train(live: LiveGateway, out: Path) -> dict[str, Any]:
+    """``linewatch train --gateway``: it streams the labelled Parquet export itself."""
+    cmd = [sys.executable, "-m", "linewatch_dev.cli", "train", "--gateway", live.url]
+    cmd += ["--device-id", DEVICE, "--out", str(out)]
     cmd += ["--epochs", "2", "--synthetic-per-class", "60", "--generator-heldout-per-class", "40"]
     cmd += ["--load", live.url, "--token", WRITE_TOKEN, "--quiet"]
     proc = await asyncio.create_subprocess_exec(
@@ -209,11 +211,13 @@ async def _loop(
         assert json.loads(by_id[r["verdict_id"]]["samples"]) == pytest.approx(r["samples"])
         assert r["operator_label"] == by_id[r["verdict_id"]]["operator_label"]
 
-    # 4. linewatch train → version 2 with its report, loaded through the gateway
-    summary = await _train(live, parquet_path, tmp_path / "v2")
+    # 4. linewatch train (streaming the Parquet export) → version 2 with its report, loaded
+    #    through the gateway
+    summary = await _train(live, tmp_path / "v2")
     assert summary["version"] == "2"
     report = json.loads((tmp_path / "v2" / "evaluation.json").read_text(encoding="utf-8"))
     assert report["dataset"]["usable"] == 40
+    assert report["dataset"]["operator_labelled"] == 40
     assert np.array(report["plant_heldout"]["candidate"]["confusion"]).shape == (5, 5)
     assert (tmp_path / "v2" / "REPORT.md").is_file()
     model = (await http.get(f"/v1/models/{MODEL}")).json()
