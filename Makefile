@@ -77,7 +77,7 @@ lint: setup ## ruff (lint + format check) and mypy --strict
 	for s in $(SERVICES); do $(VENV)/bin/mypy services/$$s/tests; done
 
 .PHONY: test
-test: setup system-packages checkprotos lint ## Install everything, then run the whole test suite
+test: setup system-packages train-venv checkprotos lint ## Install everything, then run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # --- running ------------------------------------------------------------------------
@@ -86,10 +86,16 @@ test: setup system-packages checkprotos lint ## Install everything, then run the
 run: setup ## The whole stack on this machine (embedded defaults) + the simulator
 	$(VENV)/bin/linewatch up
 
-.PHONY: model
-model: setup ## Rebuild the shipped models (torch on CPU, separate venv) and their reports
+.venv-model/.installed: tools/model/requirements.txt
 	@test -x .venv-model/bin/python || $(PYTHON) -m venv .venv-model
 	.venv-model/bin/pip install -q --require-hashes -r tools/model/requirements.txt
+	@touch $@
+
+.PHONY: train-venv
+train-venv: .venv-model/.installed ## Create .venv-model: torch (CPU), numpy, onnx for `make model` and `linewatch train`
+
+.PHONY: model
+model: setup train-venv ## Rebuild the shipped models (torch on CPU, separate venv) and their reports
 	.venv-model/bin/python tools/model/train.py --out models/curve-quality
 	$(PY) tools/model/evaluate.py --package models/curve-quality
 	.venv-model/bin/python tools/model/train.py --model press-cycle --out models/press-cycle

@@ -2,7 +2,10 @@
 
 Modules:
 
-- ``cli``: the ``linewatch`` command (``up``, ``simulate``, ``broker``, ``ota simulate``).
+- ``cli``: the ``linewatch`` command (``up``, ``simulate``, ``broker``, ``ota simulate``,
+  ``train``).
+- ``train``: ``linewatch train``, fine-tuning a model on a dataset export (torch half in
+  ``.venv-model``).
 - ``launcher``: ``linewatch up`` / ``make run``, the whole stack on one machine.
 - ``broker``: the embedded MQTT broker (amqtt) for laptops without one.
 - ``simulator``: a simulated line publishing process curves as telemetry.

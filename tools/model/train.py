@@ -46,6 +46,7 @@ import argparse
 import hashlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ from onnx.reference import ReferenceEvaluator
 from torch import nn  # type: ignore[import-not-found, unused-ignore]
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "src"), str(REPO)]
+sys.path[:0] = [str(REPO / "src"), str(REPO / "dev"), str(REPO)]
 
 from linewatch_dev.curves import CURVE_KINDS, make_curve, preprocess  # noqa: E402
 from tools.model.families import RAW_MAX, RAW_MIN, family_curve, press_cycle  # noqa: E402
@@ -211,8 +212,12 @@ def train(
     batch_size: int,
     lr: float,
     seed: int,
+    on_step: Callable[[int, int, float], None] | None = None,
 ) -> None:
-    """Adam with a one-cycle learning-rate schedule and cross-entropy loss."""
+    """Adam with a one-cycle learning-rate schedule and cross-entropy loss.
+
+    ``on_step(step, steps, loss)`` is called after every optimiser step (a progress bar).
+    """
     gen = torch.Generator().manual_seed(seed)
     xt = torch.from_numpy(x)
     yt = torch.from_numpy(y)
@@ -233,6 +238,12 @@ def train(
             loss.backward()
             opt.step()
             sched.step()
+            if on_step is not None:
+                on_step(
+                    epoch * ((len(x) + batch_size - 1) // batch_size) + start // batch_size + 1,
+                    steps,
+                    float(loss.detach()),
+                )
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
             total += len(idx)

@@ -1,0 +1,1 @@
+"""linewatch train: fine-tune a model on a dataset export (see command.py)."""
