@@ -256,6 +256,9 @@ class IngestConfig(ServiceConfig):
     stream_buffer: int = Field(default=1000, ge=1)
     """Items buffered per live-stream subscriber before it starts losing items."""
     max_page_size: int = Field(default=1000, ge=1)
+    shadow_queue_size: int = Field(default=64, ge=1)
+    """Batches waiting to be scored by a model's candidate (shadow) version; beyond it
+    they are dropped and counted (``linewatch_ingest_shadow_curves{outcome="dropped"}``)."""
 
     @model_validator(mode="after")
     def _rules_name_brokers(self) -> IngestConfig:
