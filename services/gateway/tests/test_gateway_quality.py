@@ -7,12 +7,17 @@ import asyncio
 import csv
 import io
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
+import pytest
 
 from .conftest import READ_TOKEN, WRITE_TOKEN, auth
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def _verdicts(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
@@ -92,3 +97,52 @@ async def test_labels_datasets_exports_backtest(
     assert (await client.post("/v1/backtests", json={"rule": "line"})).status_code == 401
     nothing = await client.post("/v1/backtests", json={"rule": "nope"}, headers=write_headers)
     assert nothing.status_code == 404
+
+
+LABEL_SCRIPT = Path(__file__).parent / "browser" / "label.mjs"
+
+
+@pytest.mark.browser
+async def test_dashboard_labels_a_verdict(live: Any, tmp_path: Path) -> None:
+    if shutil.which("node") is None or shutil.which("chromium") is None:
+        pytest.skip("node or Debian chromium is not installed (make system-packages)")
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(LABEL_SCRIPT),
+        live.url + "/",
+        str(tmp_path / "label.png"),
+        str(tmp_path / "profile"),
+        WRITE_TOKEN,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(90):
+            line = await proc.stdout.readline()
+            if line.strip() != b"connected":
+                raise AssertionError(f"page did not connect: {line!r} {await proc.stderr.read()!r}")
+            items = [("sim-0", "A", "spike"), ("sim-1", "B", "ok"), ("sim-2", "A", "ok")]
+            await live.stack.publish(items)
+            proc.stdin.write(f"{len(items)}\n".encode())
+            await proc.stdin.drain()
+            out = (await proc.stdout.readline()).decode()
+            err = await proc.stderr.read()
+            assert out.startswith("result "), f"{out!r} {err.decode()[-2000:]}"
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    result = json.loads(out[len("result ") :])
+    assert result["errors"] == []
+    assert "spike" in result["options"]
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        labels = (await http.get("/v1/labels")).json()["items"]
+    # the label the click stored, on the verdict the page showed
+    assert [(lab["verdict_id"], lab["label"]) for lab in labels] == [(result["id"], "ok")]
+    assert labels[0]["verdict"]["label"] != "ok"
