@@ -22,16 +22,14 @@ import numpy as np
 import sqlalchemy as sa
 
 from linewatch.runtime.errors import InvalidArgument
+from linewatch_ingest.archive_pages import unindexed, verdict_page
 from linewatch_ingest.config import AlarmRuleConfig
 from linewatch_ingest.inference_client import InferenceClient
-from linewatch_ingest.quality_tables import label_table
-from linewatch_ingest.store import IngestStore, TelemetryRow, VerdictRow
+from linewatch_ingest.store import IngestStore, VerdictRow
 
 __all__ = ["Backtest", "BacktestAlarm", "BacktestReport", "read_pages"]
 
 _v: sa.Table = VerdictRow.__table__  # type: ignore[attr-defined]
-_t: sa.Table = TelemetryRow.__table__  # type: ignore[attr-defined]
-_l = label_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,43 +86,31 @@ async def read_pages(
     with_samples: bool = True,
 ) -> Any:
     """The rule's archived verdicts in the period, oldest first, a page at a time."""
-    cols: list[Any] = [
-        _v.c.id, _v.c.device_id, _v.c.ts_ms, _v.c.model_version, _v.c.label, _v.c.ok,
-        _l.c.label,
-    ]  # fmt: skip
-    source: Any = _v
-    if with_samples:
-        cols.append(_t.c.samples)
-        source = _v.join(
-            _t,
-            sa.and_(
-                _t.c.rule == _v.c.rule,
-                _t.c.msg_id == _v.c.msg_id,
-                _t.c.device_id == _v.c.device_id,
-                _t.c.ts_ms == _v.c.ts_ms,
-            ),
-        )
-    source = source.join(_l, _l.c.verdict_id == _v.c.id, isouter=True)
-    stmt = sa.select(*cols).select_from(source).where(_v.c.rule == rule)
+    conds: list[sa.ColumnElement[bool]] = [unindexed(_v.c.rule) == rule]
     if start_ms is not None:
-        stmt = stmt.where(_v.c.ts_ms >= start_ms)
+        conds.append(unindexed(_v.c.ts_ms) >= start_ms)
     if end_ms is not None:
-        stmt = stmt.where(_v.c.ts_ms < end_ms)
+        conds.append(unindexed(_v.c.ts_ms) < end_ms)
+    columns = ("id", "device_id", "ts_ms", "model_version", "label", "ok")
     last = 0
     while True:
-        query = stmt.where(_v.c.id > last).order_by(_v.c.id).limit(page_rows)
+        query = verdict_page(columns, conds, after=last, size=page_rows, samples=with_samples)
         async with store.db.connect() as conn:
             rows = (await conn.execute(query)).all()
         if not rows:
             return
-        cols_ = list(zip(*rows, strict=True))
-        yield _Page(
-            list(cols_[0]), list(cols_[1]), list(cols_[2]), list(cols_[3]), list(cols_[4]),
-            [bool(x) for x in cols_[5]], list(cols_[6]),
-            list(cols_[7]) if with_samples else [],
-        )  # fmt: skip
         last = int(rows[-1][0])
-        if len(rows) < page_rows:
+        full = len(rows) == page_rows
+        if with_samples:
+            rows = [r for r in rows if r[8] is not None]
+        if rows:
+            cols = list(zip(*rows, strict=True))
+            yield _Page(
+                list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]), list(cols[4]),
+                [bool(x) for x in cols[5]], list(cols[6]),
+                list(cols[8]) if with_samples else [],
+            )  # fmt: skip
+        if not full:
             return
 
 

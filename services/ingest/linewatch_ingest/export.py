@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from linewatch.runtime.errors import InvalidArgument
-from linewatch_ingest.quality_tables import label_table
+from linewatch_ingest.archive_pages import unindexed, verdict_page
 from linewatch_ingest.store import AlarmRow, IngestStore, TelemetryRow, VerdictRow
 
 __all__ = ["COLUMNS", "ExportSpec", "Kind", "export_chunks"]
@@ -40,7 +40,6 @@ Format = Literal["csv", "parquet"]
 _t: sa.Table = TelemetryRow.__table__  # type: ignore[attr-defined]
 _v: sa.Table = VerdictRow.__table__  # type: ignore[attr-defined]
 _a: sa.Table = AlarmRow.__table__  # type: ignore[attr-defined]
-_l = label_table
 
 #: Columns of each kind, in file order, with their Arrow types.
 COLUMNS: dict[Kind, tuple[tuple[str, pa.DataType], ...]] = {
@@ -86,53 +85,49 @@ class ExportSpec:
     page_rows: int = 2000
 
 
-def _query(spec: ExportSpec) -> tuple[sa.Select[Any], sa.ColumnElement[Any]]:
-    """The select of a kind (without paging) and the id column it pages on."""
-    if spec.kind == "alarms":
-        stmt = sa.select(*(_a.c[name] for name, _ in COLUMNS["alarms"]))
-        key, time_col, table = _a.c.id, _a.c.raised_at_ms, _a
-        if spec.label:
-            stmt = stmt.where(_a.c.state == spec.label)
-    elif spec.kind == "telemetry":
-        stmt = sa.select(*(_t.c[name] for name, _ in COLUMNS["telemetry"]))
-        key, time_col, table = _t.c.id, _t.c.ts_ms, _t
-    else:
-        labelled = [
-            _l.c.label.label("operator_label"),
-            _l.c.note.label("note"),
-        ]
-        if spec.kind == "curves":
-            cols: list[Any] = [
-                _v.c.id.label("verdict_id"), _v.c.ts_ms, _v.c.device_id, _v.c.point,
-                _v.c.rule, _v.c.model, _v.c.model_version, _v.c.label, _v.c.ok,
-                *labelled, _t.c.samples,
-            ]  # fmt: skip
-            joined = _v.join(
-                _t,
-                sa.and_(
-                    _t.c.rule == _v.c.rule,
-                    _t.c.msg_id == _v.c.msg_id,
-                    _t.c.device_id == _v.c.device_id,
-                    _t.c.ts_ms == _v.c.ts_ms,
-                ),
-            )
-        else:
-            cols = [*(_v.c[name] for name, _ in COLUMNS["verdicts"][:12]), *labelled]
-            joined = _v  # type: ignore[assignment]
-        joined = joined.join(_l, _l.c.verdict_id == _v.c.id, isouter=not spec.labelled)
-        stmt = sa.select(*cols).select_from(joined)
-        key, time_col, table = _v.c.id, _v.c.ts_ms, _v
-        if spec.label:
-            stmt = stmt.where(_v.c.label == spec.label)
+Pager = Callable[[int, int], sa.Select[Any]]
+"""The select of the page after an id, of a size."""
+
+
+def _pager(spec: ExportSpec) -> Pager:
+    """How to select each page of a kind."""
+    if spec.kind in ("alarms", "telemetry"):
+        table, time_col = (_a, _a.c.raised_at_ms) if spec.kind == "alarms" else (_t, _t.c.ts_ms)
+        stmt = sa.select(*(table.c[name] for name, _ in COLUMNS[spec.kind]))
+        if spec.kind == "alarms" and spec.label:
+            stmt = stmt.where(unindexed(_a.c.state) == spec.label)
+        stmt = stmt.where(*_filters(spec, table, time_col))
+
+        def plain(after: int, size: int) -> sa.Select[Any]:
+            return stmt.where(table.c.id > after).order_by(table.c.id).limit(size)
+
+        return plain
+    conds = _filters(spec, _v, _v.c.ts_ms)
+    if spec.label:
+        conds.append(unindexed(_v.c.label) == spec.label)
+    curves = spec.kind == "curves"
+    names = [n for n, _ in COLUMNS[spec.kind]][: 9 if curves else 12]
+    columns = ["id", *names[1:]]
+
+    def joined(after: int, size: int) -> sa.Select[Any]:
+        return verdict_page(
+            columns, conds, after=after, size=size, samples=curves, labelled_only=spec.labelled
+        )
+
+    return joined
+
+
+def _filters(spec: ExportSpec, table: sa.Table, time_col: Any) -> list[sa.ColumnElement[bool]]:
+    conds: list[sa.ColumnElement[bool]] = []
     if spec.rule:
-        stmt = stmt.where(table.c.rule == spec.rule)
+        conds.append(unindexed(table.c.rule) == spec.rule)
     if spec.device_id:
-        stmt = stmt.where(table.c.device_id == spec.device_id)
+        conds.append(unindexed(table.c.device_id) == spec.device_id)
     if spec.start_ms is not None:
-        stmt = stmt.where(time_col >= spec.start_ms)
+        conds.append(unindexed(time_col) >= spec.start_ms)
     if spec.end_ms is not None:
-        stmt = stmt.where(time_col < spec.end_ms)
-    return stmt, key
+        conds.append(unindexed(time_col) < spec.end_ms)
+    return conds
 
 
 def _samples(blobs: Sequence[bytes]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -192,7 +187,10 @@ class _Encoder:
             self._header = False
         if "samples" in data:
             data["samples"] = [
-                orjson.dumps(np.frombuffer(b, dtype="<f4").astype(np.float64).tolist()).decode()
+                orjson.dumps(
+                    np.frombuffer(b, dtype="<f4").astype(np.float64),
+                    option=orjson.OPT_SERIALIZE_NUMPY,
+                ).decode()
                 for b in data["samples"]
             ]
         for col in ("operator_label", "note"):
@@ -255,22 +253,23 @@ async def export_chunks(
         InvalidArgument: a filter that does not apply to the kind.
     """
     check(spec)
-    stmt, key = _query(spec)
+    pager = _pager(spec)
     encoder = _Encoder(spec.kind, spec.format)
-    last: int | None = None
+    last = 0
     size = max(1, spec.page_rows)
     while True:
-        page = stmt.order_by(key).limit(size)
-        if last is not None:
-            page = page.where(key > last)
         async with store.db.connect() as conn:
-            rows = (await conn.execute(page)).all()
+            rows: Sequence[Any] = (await conn.execute(pager(last, size))).all()
         if not rows:
             break
         last = int(rows[-1][0])
-        chunk = await encode(encoder.page, rows)
-        if chunk:
-            yield chunk
-        if len(rows) < size:
+        full = len(rows) == size
+        if spec.kind == "curves":
+            rows = [r for r in rows if r[-1] is not None]  # a verdict whose curve is gone
+        if rows:
+            chunk = await encode(encoder.page, rows)
+            if chunk:
+                yield chunk
+        if not full:
             break
     yield await encode(encoder.finish)
