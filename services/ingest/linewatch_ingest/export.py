@@ -10,7 +10,8 @@ back what it was given). Memory is one page whatever the number of rows.
 
 Dataset columns (``curves``), the contract of the trainer: ``verdict_id, ts_ms,
 device_id, point, rule, model, model_version, label, ok, operator_label, note, samples``;
-in CSV ``samples`` is a JSON array of numbers, in Parquet ``list<float64>``.
+in CSV ``samples`` is a JSON array of numbers (each float32 sample in its shortest
+round-trip form), in Parquet ``list<float64>`` (the float32 samples, exact).
 """
 
 from __future__ import annotations
@@ -187,9 +188,10 @@ class _Encoder:
             self._header = False
         if "samples" in data:
             data["samples"] = [
+                # float32 in their shortest round-trip form: parsed back and rounded to
+                # float32 they are the archived samples exactly
                 orjson.dumps(
-                    np.frombuffer(b, dtype="<f4").astype(np.float64),
-                    option=orjson.OPT_SERIALIZE_NUMPY,
+                    np.frombuffer(b, dtype="<f4"), option=orjson.OPT_SERIALIZE_NUMPY
                 ).decode()
                 for b in data["samples"]
             ]

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from linewatch_inference.app import InferenceServer
@@ -164,6 +165,14 @@ async def test_labels_exports_shadow_and_backtest(
         by_id = {int(r["verdict_id"]): r for r in rows}
         assert by_id[first.id]["operator_label"] == flipped
         assert len(json.loads(by_id[first.id]["samples"])) == 256
+        # the CSV samples are the archived float32 samples, and so are Parquet's
+        curve = await stub.QueryTelemetry(pb.QueryTelemetryRequest())
+        archived_samples = {
+            (t.device_id, t.msg_id): np.frombuffer(t.curve.samples_f32, dtype="<f4")
+            for t in curve.records
+        }
+        parsed = np.array(json.loads(by_id[first.id]["samples"]), dtype="<f4")
+        assert np.array_equal(parsed, archived_samples[(first.device_id, first.msg_id)])
         labelled = await _export(
             stub, kind=pb.EXPORT_KIND_CURVES, format=pb.EXPORT_FORMAT_PARQUET, labelled=True
         )
@@ -171,6 +180,9 @@ async def test_labels_exports_shadow_and_backtest(
         assert sorted(table.column("verdict_id").to_pylist()) == sorted([first.id, second.id])
         assert str(table.schema.field("samples").type) == "list<element: double>"
         assert len(table.column("samples")[0].as_py()) == 256
+        first_row = table.column("verdict_id").to_pylist().index(first.id)
+        exact = np.array(table.column("samples")[first_row].as_py(), dtype="<f4")
+        assert np.array_equal(exact, archived_samples[(first.device_id, first.msg_id)])
         one_device = await _export(
             stub, kind=pb.EXPORT_KIND_VERDICTS, format=pb.EXPORT_FORMAT_PARQUET, device_id="press-0"
         )
