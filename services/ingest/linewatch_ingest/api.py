@@ -14,6 +14,7 @@ from linewatch.runtime.fanout import FanOut
 from linewatch.runtime.grpc_auth import current_caller
 from linewatch.runtime.redact import MASK, redact_url
 from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
+from linewatch_ingest.api_quality import QualityMethods
 from linewatch_ingest.control import IngestController
 from linewatch_ingest.convert import (
     alarm_record,
@@ -22,7 +23,10 @@ from linewatch_ingest.convert import (
     timestamp_ms,
     verdict_record,
 )
+from linewatch_ingest.inference_client import InferenceClient
+from linewatch_ingest.labels import LabelBook
 from linewatch_ingest.rules import rule_from_proto, rule_to_proto
+from linewatch_ingest.shadow import ShadowScorer
 from linewatch_ingest.store import IngestStore, Query
 
 __all__ = ["IngestServicer"]
@@ -74,7 +78,7 @@ def _shown(rule: Any) -> ingest_pb2.Rule:
     return proto
 
 
-class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+class IngestServicer(QualityMethods, ingest_pb2_grpc.IngestServiceServicer):
     """The gRPC face of the controller and the archive."""
 
     def __init__(
@@ -85,6 +89,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         verdicts: FanOut[ingest_pb2.VerdictRecord],
         telemetry: FanOut[ingest_pb2.TelemetryRecord],
         alarms: FanOut[ingest_pb2.AlarmRecord],
+        labels: LabelBook,
+        shadow: ShadowScorer | None = None,
+        inference: InferenceClient | None = None,
         max_page_size: int = 1000,
     ) -> None:
         self._ctl = controller
@@ -93,6 +100,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._telemetry = telemetry
         self._alarms = alarms
         self._max_page = max_page_size
+        self._labels = labels
+        self._shadow = shadow
+        self._inference = inference
 
     # --- rules -----------------------------------------------------------------------
 
@@ -177,8 +187,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     ) -> ingest_pb2.QueryVerdictsResponse:
         query = _query(request.filter, label=request.label)
         page = await self._store.query_verdicts(query, max_page=self._max_page)
+        marks = await self._labels.of(int(r.id) for r in page.rows)
+        records = []
+        for r in page.rows:
+            mark = marks.get(int(r.id))
+            records.append(verdict_record(r, mark.label, mark.note) if mark else verdict_record(r))
         return ingest_pb2.QueryVerdictsResponse(
-            records=[verdict_record(r) for r in page.rows], next_page_token=page.next_page_token
+            records=records, next_page_token=page.next_page_token
         )
 
     async def QueryDeadLetters(

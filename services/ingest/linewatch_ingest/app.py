@@ -21,8 +21,10 @@ from linewatch_ingest.archive import ArchiveWriter
 from linewatch_ingest.config import IngestConfig
 from linewatch_ingest.control import IngestController
 from linewatch_ingest.inference_client import InferenceClient
+from linewatch_ingest.labels import labels_from
 from linewatch_ingest.pipeline import PipelineDeps
 from linewatch_ingest.replicas import Replicas
+from linewatch_ingest.shadow import ShadowScorer
 from linewatch_ingest.store import IngestStore
 
 __all__ = ["IngestService", "running", "serve"]
@@ -91,9 +93,12 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
     alarm_task = asyncio.create_task(alarms.run(), name="alarms")
     archive = ArchiveWriter(store)
     archive.start()
+    shadow = ShadowScorer(store, inference, queue_size=config.shadow_queue_size)
+    shadow.start()
     deps = PipelineDeps(
-        config, store, inference, alarms, archive, verdicts, telemetry, targets=targets
-    )
+        config, store, inference, alarms, archive, verdicts, telemetry, targets=targets,
+        shadow=shadow,
+    )  # fmt: skip
     controller = IngestController(deps)
     replicas = await _replicas(config, controller, db)
     claim_task: asyncio.Task[None] | None = None
@@ -106,6 +111,9 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
             verdicts=verdicts,
             telemetry=telemetry,
             alarms=alarm_stream,
+            labels=labels_from(store, inference, config),
+            shadow=shadow,
+            inference=inference,
             max_page_size=config.max_page_size,
         )
         server.add(
@@ -131,6 +139,7 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         alarm_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await alarm_task
+        await shadow.close()
         await archive.close()
         await inference.close()
         for client in targets.values():

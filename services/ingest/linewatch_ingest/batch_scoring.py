@@ -21,6 +21,7 @@ from linewatch_ingest.config import RuleConfig
 from linewatch_ingest.dedup import MsgKey
 from linewatch_ingest.inference_client import InferenceClient
 from linewatch_ingest.scorers import EnvelopeScorer
+from linewatch_ingest.shadow import ShadowScorer
 from linewatch_ingest.verdicts import Verdict, trace_id, verdicts
 
 __all__ = ["BatchScorer", "Scored"]
@@ -43,6 +44,7 @@ class BatchScorer:
         dead_letter: Callable[[Sequence[AdmittedEntry], str], Awaitable[None]],
         remember: Callable[[Iterable[MsgKey]], None],
         on_error: Callable[[str, BaseException], None],
+        shadow: ShadowScorer | None = None,
     ) -> None:
         self.rule = rule
         self._inference = inference
@@ -50,6 +52,7 @@ class BatchScorer:
         self._dead_letter = dead_letter
         self._remember = remember
         self._on_error = on_error
+        self._shadow = shadow
 
     async def score(self, entries: list[AdmittedEntry]) -> Scored:
         """Verdicts for every entry; a curve the model refuses is dead-lettered."""
@@ -105,6 +108,16 @@ class BatchScorer:
                 except LinewatchError as exc:
                     self._on_error("inference", exc)
                     await asyncio.sleep(backoff.next())
+        if self._shadow is not None:
+            self._shadow.offer(
+                rule=self.rule.name,
+                model=self.rule.model,
+                result=result,
+                keys=[(t.msg_id, t.device_id, t.ts_ms) for t in teles],
+                samples_f32=samples,
+                lengths=lengths,
+                channels=channels,
+            )
         batch_span = trace.get_current_span()
         vs = verdicts([(admitted(e).tele, admitted(e).span) for e in entries], result, batch_span)
         return list(zip(entries, vs, strict=True))

@@ -292,6 +292,9 @@ class IngestConfig(ServiceConfig):
     stream_buffer: int = Field(default=1000, ge=1)
     """Items buffered per live-stream subscriber before it starts losing items."""
     max_page_size: int = Field(default=1000, ge=1)
+    shadow_queue_size: int = Field(default=64, ge=1)
+    """Batches waiting to be scored by a model's candidate (shadow) version; beyond it
+    they are dropped and counted (``linewatch_ingest_shadow_curves{outcome="dropped"}``)."""
     replicas: int = Field(default=1, ge=1, le=64)
     """Ingest processes sharing this database and broker (at most; the chart sets its
     replica count). Above 1: PostgreSQL only; each process claims one of this many replica

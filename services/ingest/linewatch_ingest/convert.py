@@ -51,9 +51,14 @@ def telemetry_record(row: TelemetryRow) -> ingest_pb2.TelemetryRecord:
     )
 
 
-def verdict_record(row: VerdictRow) -> ingest_pb2.VerdictRecord:
-    """An archived verdict as the API returns it."""
+def verdict_record(
+    row: VerdictRow | Any, operator_label: str = "", operator_note: str = ""
+) -> ingest_pb2.VerdictRecord:
+    """An archived verdict as the API returns it (with its operator label, if any)."""
     return ingest_pb2.VerdictRecord(
+        id=int(row.id or 0),
+        operator_label=operator_label,
+        operator_note=operator_note,
         msg_id=row.msg_id,
         device_id=row.device_id,
         point=row.point,

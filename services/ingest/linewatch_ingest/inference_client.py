@@ -188,6 +188,24 @@ class InferenceClient:
             await self._channel.close()
             self._channel = None
 
+    async def get_model(self, name: str) -> inference_pb2.Model:
+        """The model's versions, labels and shadow version (``GetModel``).
+
+        Raises:
+            LinewatchError: the inference service's status code (NotFound: no such model).
+        """
+        assert self._channel is not None, "start() first"
+        stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
+        try:
+            resp = await stub.GetModel(
+                inference_pb2.GetModelRequest(name=name), timeout=self.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            error = _CODE_ERRORS.get(exc.code().value[0], Unavailable)
+            raise error(f"inference: {exc.details() or exc.code().name}") from exc
+        model: inference_pb2.Model = resp.model
+        return model
+
     async def predict(
         self,
         *,

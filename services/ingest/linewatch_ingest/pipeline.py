@@ -56,6 +56,7 @@ from linewatch_ingest.outputs import Outputs
 from linewatch_ingest.rules import TopicTemplate
 from linewatch_ingest.rulestats import Counters
 from linewatch_ingest.scorers import EnvelopeScorer, make_scorer
+from linewatch_ingest.shadow import ShadowScorer
 from linewatch_ingest.store import IngestStore
 
 __all__ = ["PipelineDeps", "RuleWorker"]
@@ -76,6 +77,8 @@ class PipelineDeps:
     telemetry_stream: FanOut[ingest_pb2.TelemetryRecord]
     targets: Mapping[str, InferenceClient] = field(default_factory=dict)
     """Clients of the further inference servers rules may name (``RuleConfig.target``)."""
+    shadow: ShadowScorer | None = None
+    """Scores batches again with a model's candidate version (shadow evaluation)."""
 
 
 class RuleWorker:
@@ -143,6 +146,7 @@ class RuleWorker:
             dead_letter=self.intake.dead_letter,
             remember=self.admission.remember,
             on_error=self.intake_error,
+            shadow=deps.shadow if not rule.target else None,
         )
         self.outputs = Outputs(
             rule,

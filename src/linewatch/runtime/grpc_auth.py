@@ -19,7 +19,8 @@ Roles (``GrpcCaller.role``) and what they may call:
 ==========  ==============================================================
 operator    everything
 gateway     every ``linewatch.v1`` method (the REST API fronts all of them)
-ingest      scoring only: ``InferenceService/Predict*``, OIP ``ModelInfer``
+ingest      scoring only: ``InferenceService/Predict*``, OIP ``ModelInfer``,
+            ``InferenceService/GetModel`` (a model's labels and shadow version)
             and the OIP liveness/metadata calls; and ``DeviceService/SendCommand``
             (alarms that act), nothing else of the OTA service
 read-only   Get*/List*/Query*/Stream*/Read* and OIP status/metadata/index
@@ -95,6 +96,7 @@ ROLE_METHODS: dict[str, tuple[str, ...]] = {
     "ingest": (
         "/linewatch.v1.InferenceService/Predict",
         "/linewatch.v1.InferenceService/PredictStream",
+        "/linewatch.v1.InferenceService/GetModel",  # labels to check, shadow version
         "/linewatch.v1.DeviceService/SendCommand",  # alarm rules' on_raise/on_clear
         f"{_OIP}ModelInfer",
         *_OIP_STATUS,

@@ -44,6 +44,20 @@ class AlarmState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALARM_STATE_UNSPECIFIED: _ClassVar[AlarmState]
     ALARM_STATE_ACTIVE: _ClassVar[AlarmState]
     ALARM_STATE_CLEARED: _ClassVar[AlarmState]
+
+class ExportKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_KIND_UNSPECIFIED: _ClassVar[ExportKind]
+    EXPORT_KIND_CURVES: _ClassVar[ExportKind]
+    EXPORT_KIND_TELEMETRY: _ClassVar[ExportKind]
+    EXPORT_KIND_VERDICTS: _ClassVar[ExportKind]
+    EXPORT_KIND_ALARMS: _ClassVar[ExportKind]
+
+class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_FORMAT_UNSPECIFIED: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_CSV: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_PARQUET: _ClassVar[ExportFormat]
 WINDOW_MODE_UNSPECIFIED: WindowMode
 WINDOW_MODE_PASS: WindowMode
 WINDOW_MODE_AVOID: WindowMode
@@ -63,6 +77,14 @@ WORKER_STATE_PAUSED: WorkerState
 ALARM_STATE_UNSPECIFIED: AlarmState
 ALARM_STATE_ACTIVE: AlarmState
 ALARM_STATE_CLEARED: AlarmState
+EXPORT_KIND_UNSPECIFIED: ExportKind
+EXPORT_KIND_CURVES: ExportKind
+EXPORT_KIND_TELEMETRY: ExportKind
+EXPORT_KIND_VERDICTS: ExportKind
+EXPORT_KIND_ALARMS: ExportKind
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat
+EXPORT_FORMAT_CSV: ExportFormat
+EXPORT_FORMAT_PARQUET: ExportFormat
 
 class Broker(_message.Message):
     __slots__ = ("name", "url", "username", "password", "client_id")
@@ -408,7 +430,7 @@ class TelemetryRecord(_message.Message):
     def __init__(self, msg_id: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., topic: _Optional[str] = ..., rule: _Optional[str] = ..., curve: _Optional[_Union[_common_pb2.Curve, _Mapping]] = ..., attrs: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class VerdictRecord(_message.Message):
-    __slots__ = ("msg_id", "device_id", "point", "ts", "rule", "model", "model_version", "label", "ok", "scores", "latency_ms", "trace_id", "topic", "attrs", "traceparent", "envelope")
+    __slots__ = ("msg_id", "device_id", "point", "ts", "rule", "model", "model_version", "label", "ok", "scores", "latency_ms", "trace_id", "topic", "attrs", "traceparent", "envelope", "id", "operator_label", "operator_note")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -439,6 +461,9 @@ class VerdictRecord(_message.Message):
     ATTRS_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_LABEL_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_NOTE_FIELD_NUMBER: _ClassVar[int]
     msg_id: str
     device_id: str
     point: str
@@ -455,7 +480,10 @@ class VerdictRecord(_message.Message):
     attrs: _containers.ScalarMap[str, str]
     traceparent: str
     envelope: EnvelopeVerdict
-    def __init__(self, msg_id: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., label: _Optional[str] = ..., ok: _Optional[bool] = ..., scores: _Optional[_Mapping[str, float]] = ..., latency_ms: _Optional[float] = ..., trace_id: _Optional[str] = ..., topic: _Optional[str] = ..., attrs: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., envelope: _Optional[_Union[EnvelopeVerdict, _Mapping]] = ...) -> None: ...
+    id: int
+    operator_label: str
+    operator_note: str
+    def __init__(self, msg_id: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., label: _Optional[str] = ..., ok: _Optional[bool] = ..., scores: _Optional[_Mapping[str, float]] = ..., latency_ms: _Optional[float] = ..., trace_id: _Optional[str] = ..., topic: _Optional[str] = ..., attrs: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., envelope: _Optional[_Union[EnvelopeVerdict, _Mapping]] = ..., id: _Optional[int] = ..., operator_label: _Optional[str] = ..., operator_note: _Optional[str] = ...) -> None: ...
 
 class WindowVerdict(_message.Message):
     __slots__ = ("name", "ok", "reason", "index")
@@ -694,3 +722,219 @@ class ResetEnvelopeResponse(_message.Message):
     RESET_FIELD_NUMBER: _ClassVar[int]
     reset: int
     def __init__(self, reset: _Optional[int] = ...) -> None: ...
+
+class VerdictLabel(_message.Message):
+    __slots__ = ("verdict_id", "label", "note", "labelled_by", "labelled_at", "verdict")
+    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_BY_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_AT_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    verdict_id: int
+    label: str
+    note: str
+    labelled_by: str
+    labelled_at: _timestamp_pb2.Timestamp
+    verdict: VerdictRecord
+    def __init__(self, verdict_id: _Optional[int] = ..., label: _Optional[str] = ..., note: _Optional[str] = ..., labelled_by: _Optional[str] = ..., labelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verdict: _Optional[_Union[VerdictRecord, _Mapping]] = ...) -> None: ...
+
+class SetVerdictLabelRequest(_message.Message):
+    __slots__ = ("verdict_id", "label", "note", "labelled_by")
+    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_BY_FIELD_NUMBER: _ClassVar[int]
+    verdict_id: int
+    label: str
+    note: str
+    labelled_by: str
+    def __init__(self, verdict_id: _Optional[int] = ..., label: _Optional[str] = ..., note: _Optional[str] = ..., labelled_by: _Optional[str] = ...) -> None: ...
+
+class SetVerdictLabelResponse(_message.Message):
+    __slots__ = ("label",)
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    label: VerdictLabel
+    def __init__(self, label: _Optional[_Union[VerdictLabel, _Mapping]] = ...) -> None: ...
+
+class ListLabelsRequest(_message.Message):
+    __slots__ = ("rule", "device_id", "label", "disagree", "page")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DISAGREE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    device_id: str
+    label: str
+    disagree: bool
+    page: _common_pb2.PageRequest
+    def __init__(self, rule: _Optional[str] = ..., device_id: _Optional[str] = ..., label: _Optional[str] = ..., disagree: _Optional[bool] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class ListLabelsResponse(_message.Message):
+    __slots__ = ("labels", "next_page_token")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[VerdictLabel]
+    next_page_token: str
+    def __init__(self, labels: _Optional[_Iterable[_Union[VerdictLabel, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ReadExportRequest(_message.Message):
+    __slots__ = ("kind", "format", "rule", "device_id", "time_range", "labelled", "label")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_RANGE_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    kind: ExportKind
+    format: ExportFormat
+    rule: str
+    device_id: str
+    time_range: _common_pb2.TimeRange
+    labelled: bool
+    label: str
+    def __init__(self, kind: _Optional[_Union[ExportKind, str]] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., rule: _Optional[str] = ..., device_id: _Optional[str] = ..., time_range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., labelled: _Optional[bool] = ..., label: _Optional[str] = ...) -> None: ...
+
+class ReadExportResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class GetModelEvaluationRequest(_message.Message):
+    __slots__ = ("model", "version", "page")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    page: _common_pb2.PageRequest
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class Disagreement(_message.Message):
+    __slots__ = ("verdict_id", "device_id", "ts", "rule", "promoted_version", "promoted_label", "candidate_label", "operator_label")
+    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_LABEL_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_LABEL_FIELD_NUMBER: _ClassVar[int]
+    verdict_id: int
+    device_id: str
+    ts: _timestamp_pb2.Timestamp
+    rule: str
+    promoted_version: str
+    promoted_label: str
+    candidate_label: str
+    operator_label: str
+    def __init__(self, verdict_id: _Optional[int] = ..., device_id: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., promoted_version: _Optional[str] = ..., promoted_label: _Optional[str] = ..., candidate_label: _Optional[str] = ..., operator_label: _Optional[str] = ...) -> None: ...
+
+class GetModelEvaluationResponse(_message.Message):
+    __slots__ = ("model", "version", "compared", "agreed", "agreement_rate", "labelled", "candidate_correct", "promoted_correct", "candidate_accuracy", "promoted_accuracy", "dropped", "disagreements", "next_page_token")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    AGREED_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_RATE_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    DISAGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    compared: int
+    agreed: int
+    agreement_rate: float
+    labelled: int
+    candidate_correct: int
+    promoted_correct: int
+    candidate_accuracy: float
+    promoted_accuracy: float
+    dropped: int
+    disagreements: _containers.RepeatedCompositeFieldContainer[Disagreement]
+    next_page_token: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., compared: _Optional[int] = ..., agreed: _Optional[int] = ..., agreement_rate: _Optional[float] = ..., labelled: _Optional[int] = ..., candidate_correct: _Optional[int] = ..., promoted_correct: _Optional[int] = ..., candidate_accuracy: _Optional[float] = ..., promoted_accuracy: _Optional[float] = ..., dropped: _Optional[int] = ..., disagreements: _Optional[_Iterable[_Union[Disagreement, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RunBacktestRequest(_message.Message):
+    __slots__ = ("rule", "time_range", "model_version", "alarm", "max_changes")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    TIME_RANGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    time_range: _common_pb2.TimeRange
+    model_version: str
+    alarm: AlarmRule
+    max_changes: int
+    def __init__(self, rule: _Optional[str] = ..., time_range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., model_version: _Optional[str] = ..., alarm: _Optional[_Union[AlarmRule, _Mapping]] = ..., max_changes: _Optional[int] = ...) -> None: ...
+
+class BacktestChange(_message.Message):
+    __slots__ = ("verdict_id", "device_id", "ts", "archived_version", "archived_label", "label", "ok", "operator_label")
+    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_LABEL_FIELD_NUMBER: _ClassVar[int]
+    verdict_id: int
+    device_id: str
+    ts: _timestamp_pb2.Timestamp
+    archived_version: str
+    archived_label: str
+    label: str
+    ok: bool
+    operator_label: str
+    def __init__(self, verdict_id: _Optional[int] = ..., device_id: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., archived_version: _Optional[str] = ..., archived_label: _Optional[str] = ..., label: _Optional[str] = ..., ok: _Optional[bool] = ..., operator_label: _Optional[str] = ...) -> None: ...
+
+class BacktestAlarm(_message.Message):
+    __slots__ = ("device_id", "raised_at", "count", "labelled_ok")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    RAISED_AT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_OK_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    raised_at: _timestamp_pb2.Timestamp
+    count: int
+    labelled_ok: int
+    def __init__(self, device_id: _Optional[str] = ..., raised_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ..., labelled_ok: _Optional[int] = ...) -> None: ...
+
+class RunBacktestResponse(_message.Message):
+    __slots__ = ("rule", "model", "model_version", "curves", "changed", "labelled", "backtest_correct", "archived_correct", "labelled_otherwise", "changes", "alarms", "seconds", "curves_per_s")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CURVES_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_OTHERWISE_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CURVES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    model: str
+    model_version: str
+    curves: int
+    changed: int
+    labelled: int
+    backtest_correct: int
+    archived_correct: int
+    labelled_otherwise: int
+    changes: _containers.RepeatedCompositeFieldContainer[BacktestChange]
+    alarms: _containers.RepeatedCompositeFieldContainer[BacktestAlarm]
+    seconds: float
+    curves_per_s: float
+    def __init__(self, rule: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., curves: _Optional[int] = ..., changed: _Optional[int] = ..., labelled: _Optional[int] = ..., backtest_correct: _Optional[int] = ..., archived_correct: _Optional[int] = ..., labelled_otherwise: _Optional[int] = ..., changes: _Optional[_Iterable[_Union[BacktestChange, _Mapping]]] = ..., alarms: _Optional[_Iterable[_Union[BacktestAlarm, _Mapping]]] = ..., seconds: _Optional[float] = ..., curves_per_s: _Optional[float] = ...) -> None: ...

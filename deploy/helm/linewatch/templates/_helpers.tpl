@@ -194,7 +194,7 @@ A generated secret value kept across upgrades: dict "root" $ "secret" name "key"
 {{/*
 The callers a gRPC server accepts, as sha256 digests (the servers never hold another
 service's token): dict "root" $ "name" "inference". Ingest's token is accepted by
-inference (scoring) and OTA (its role allows DeviceService/SendCommand only: alarms that act).
+inference (scoring, and GetModel: a model's labels and shadow version) and OTA (its role allows DeviceService/SendCommand only: alarms that act).
 */}}
 {{- define "linewatch.grpcCallers" -}}
 {{- $root := .root }}
