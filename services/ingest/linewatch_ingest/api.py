@@ -24,6 +24,7 @@ from linewatch_ingest.convert import (
 )
 from linewatch_ingest.rules import rule_from_proto, rule_to_proto
 from linewatch_ingest.store import IngestStore, Query
+from linewatch_ingest.verdict_counts import VerdictCounter
 
 __all__ = ["IngestServicer"]
 
@@ -90,6 +91,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._telemetry = telemetry
         self._alarms = alarms
         self._max_page = max_page_size
+        self._counter = VerdictCounter(store.db)
 
     # --- rules -----------------------------------------------------------------------
 
@@ -175,6 +177,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.QueryVerdictsResponse(
             records=[verdict_record(r) for r in page.rows], next_page_token=page.next_page_token
         )
+
+    async def QueryVerdictCounts(
+        self, request: ingest_pb2.QueryVerdictCountsRequest, context: Ctx
+    ) -> ingest_pb2.QueryVerdictCountsResponse:
+        return await self._counter.query(request)
 
     async def QueryDeadLetters(
         self, request: ingest_pb2.QueryDeadLettersRequest, context: Ctx

@@ -22,6 +22,8 @@ gateway     every ``linewatch.v1`` method (the REST API fronts all of them)
 ingest      scoring only: ``InferenceService/Predict*``, OIP ``ModelInfer``
             and the OIP liveness/metadata calls; and ``DeviceService/SendCommand``
             (alarms that act), nothing else of the OTA service
+ota         ``IngestService/QueryVerdictCounts`` only (the rollout quality gate and
+            idle windows)
 read-only   Get*/List*/Query*/Stream*/Read* and OIP status/metadata/index
 ==========  ==============================================================
 
@@ -99,6 +101,7 @@ ROLE_METHODS: dict[str, tuple[str, ...]] = {
         f"{_OIP}ModelInfer",
         *_OIP_STATUS,
     ),
+    "ota": ("/linewatch.v1.IngestService/QueryVerdictCounts",),
     "read-only": (
         "/linewatch.v1.*/Get*",
         "/linewatch.v1.*/List*",

@@ -622,3 +622,51 @@ class ResetEnvelopeResponse(_message.Message):
     RESET_FIELD_NUMBER: _ClassVar[int]
     reset: int
     def __init__(self, reset: _Optional[int] = ...) -> None: ...
+
+class VerdictCountsDevice(_message.Message):
+    __slots__ = ("device_id", "around")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    AROUND_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    around: _timestamp_pb2.Timestamp
+    def __init__(self, device_id: _Optional[str] = ..., around: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class QueryVerdictCountsRequest(_message.Message):
+    __slots__ = ("devices", "window", "last_cycles", "next_cycles")
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    LAST_CYCLES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CYCLES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[VerdictCountsDevice]
+    window: _common_pb2.TimeRange
+    last_cycles: int
+    next_cycles: int
+    def __init__(self, devices: _Optional[_Iterable[_Union[VerdictCountsDevice, _Mapping]]] = ..., window: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., last_cycles: _Optional[int] = ..., next_cycles: _Optional[int] = ...) -> None: ...
+
+class VerdictCounts(_message.Message):
+    __slots__ = ("total", "not_ok")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    NOT_OK_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    not_ok: int
+    def __init__(self, total: _Optional[int] = ..., not_ok: _Optional[int] = ...) -> None: ...
+
+class DeviceVerdictCounts(_message.Message):
+    __slots__ = ("device_id", "window", "before", "after", "last_cycle")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LAST_CYCLE_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    window: VerdictCounts
+    before: VerdictCounts
+    after: VerdictCounts
+    last_cycle: _timestamp_pb2.Timestamp
+    def __init__(self, device_id: _Optional[str] = ..., window: _Optional[_Union[VerdictCounts, _Mapping]] = ..., before: _Optional[_Union[VerdictCounts, _Mapping]] = ..., after: _Optional[_Union[VerdictCounts, _Mapping]] = ..., last_cycle: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class QueryVerdictCountsResponse(_message.Message):
+    __slots__ = ("devices",)
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceVerdictCounts]
+    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceVerdictCounts, _Mapping]]] = ...) -> None: ...

@@ -110,6 +110,11 @@ class IngestServiceStub:
                 request_serializer=linewatch_dot_v1_dot_ingest__pb2.QueryAlarmsRequest.SerializeToString,
                 response_deserializer=linewatch_dot_v1_dot_ingest__pb2.QueryAlarmsResponse.FromString,
                 _registered_method=True)
+        self.QueryVerdictCounts = channel.unary_unary(
+                '/linewatch.v1.IngestService/QueryVerdictCounts',
+                request_serializer=linewatch_dot_v1_dot_ingest__pb2.QueryVerdictCountsRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ingest__pb2.QueryVerdictCountsResponse.FromString,
+                _registered_method=True)
         self.StreamVerdicts = channel.unary_stream(
                 '/linewatch.v1.IngestService/StreamVerdicts',
                 request_serializer=linewatch_dot_v1_dot_ingest__pb2.StreamVerdictsRequest.SerializeToString,
@@ -233,6 +238,14 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryVerdictCounts(self, request, context):
+        """Per-device verdict counts (total, not ok) in a time window, or over the last / next N
+        cycles around a time per device: the OTA quality gate and idle windows ask this.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamVerdicts(self, request, context):
         """Live streams for the gateway.
         """
@@ -342,6 +355,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.QueryAlarms,
                     request_deserializer=linewatch_dot_v1_dot_ingest__pb2.QueryAlarmsRequest.FromString,
                     response_serializer=linewatch_dot_v1_dot_ingest__pb2.QueryAlarmsResponse.SerializeToString,
+            ),
+            'QueryVerdictCounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryVerdictCounts,
+                    request_deserializer=linewatch_dot_v1_dot_ingest__pb2.QueryVerdictCountsRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ingest__pb2.QueryVerdictCountsResponse.SerializeToString,
             ),
             'StreamVerdicts': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamVerdicts,
@@ -775,6 +793,33 @@ class IngestService:
             '/linewatch.v1.IngestService/QueryAlarms',
             linewatch_dot_v1_dot_ingest__pb2.QueryAlarmsRequest.SerializeToString,
             linewatch_dot_v1_dot_ingest__pb2.QueryAlarmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryVerdictCounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.IngestService/QueryVerdictCounts',
+            linewatch_dot_v1_dot_ingest__pb2.QueryVerdictCountsRequest.SerializeToString,
+            linewatch_dot_v1_dot_ingest__pb2.QueryVerdictCountsResponse.FromString,
             options,
             channel_credentials,
             insecure,
