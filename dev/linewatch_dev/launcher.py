@@ -81,7 +81,7 @@ def plan(
             )
         )
     common = {"PYTHONUNBUFFERED": "1"}
-    internal = {"gateway": secrets.token_urlsafe(24), "ingest": secrets.token_urlsafe(24)}
+    internal = {name: secrets.token_urlsafe(24) for name in ("gateway", "ingest", "ota")}
     for name in available_services():
         port = SERVICE_PORTS[name]
         prefix = f"LINEWATCH_{name.upper()}__"
@@ -93,6 +93,8 @@ def plan(
         callers = {"operator": ("operator", token), "gateway": ("gateway", internal["gateway"])}
         if name in {"inference", "ota"}:  # ota: alarm rules' device commands (SendCommand)
             callers["ingest"] = ("ingest", internal["ingest"])
+        if name == "ingest":  # ota: the rollout quality gate's verdict counts
+            callers["ota"] = ("ota", internal["ota"])
         env.update(callers_env(name, callers, internal.get(name, "")))
         if name == "gateway":
             env[f"{prefix}TOKENS"] = f"[{token}]"
@@ -110,6 +112,8 @@ def plan(
             env[f"{prefix}ALLOWED_NETWORKS"] = "127.0.0.0/8"
         if name == "ota":  # the demo telemetry feeds the device inventory (read-only)
             env[f"{prefix}DEVICES__TELEMETRY_TOPICS"] = "[plant/+/+/telemetry]"
+            if "ingest" in available_services():  # starts after ota: the gate waits for it
+                env[f"{prefix}INGEST_ADDR"] = f"127.0.0.1:{SERVICE_PORTS['ingest']}"
         comps.append(Component(name, [py, "-m", f"linewatch_{name}"], port, url, env))
     if simulator and "ota" in available_services():
         comps.append(

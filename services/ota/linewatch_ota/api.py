@@ -157,6 +157,15 @@ class OtaApi(ota_pb2_grpc.OtaServiceServicer):
         )
         return ota_pb2.CreateRolloutResponse(rollout=await self.rollouts.create(spec))
 
+    async def ListRolloutUpdates(  # noqa: N802
+        self, request: ota_pb2.ListRolloutUpdatesRequest, context: Any
+    ) -> ota_pb2.ListRolloutUpdatesResponse:
+        offset, limit = page_bounds(request.page)
+        rows = await self.rollouts.rollout_updates(request.id, offset=offset, limit=limit)
+        return ota_pb2.ListRolloutUpdatesResponse(
+            updates=rows, next_page_token=_next_token(offset, limit, len(rows))
+        )
+
     async def _saved_members(self, name: str) -> list[str]:
         try:
             return await self.saved_groups.members(name)

@@ -284,6 +284,22 @@ class Rollouts:
             rollout_id, {"running", "paused"}, "cancelled", "cancelled by request"
         )
 
+    async def rollout_updates(
+        self, rollout_id: str, *, offset: int, limit: int
+    ) -> list[ota_pb2.DeviceUpdate]:
+        """A rollout's updates in wave, then device order."""
+        async with self.db.session() as session:
+            if await session.get(RolloutRow, rollout_id) is None:
+                raise NotFound(f"rollout {rollout_id!r} not found")
+            rows = await session.exec(
+                select(DeviceUpdateRow)
+                .where(DeviceUpdateRow.rollout_id == rollout_id)
+                .order_by(col(DeviceUpdateRow.wave), col(DeviceUpdateRow.device_id))
+                .offset(offset)
+                .limit(limit)
+            )
+            return [update_pb(r) for r in rows.all()]
+
     async def device_updates(self, device_id: str) -> list[ota_pb2.DeviceUpdate]:
         """A device's updates: active first, then queued in start order, then history."""
         validate_device_id(device_id)

@@ -574,3 +574,19 @@ class DeleteGroupRequest(_message.Message):
 class DeleteGroupResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ListRolloutUpdatesRequest(_message.Message):
+    __slots__ = ("id", "page")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    page: _common_pb2.PageRequest
+    def __init__(self, id: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class ListRolloutUpdatesResponse(_message.Message):
+    __slots__ = ("updates", "next_page_token")
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    updates: _containers.RepeatedCompositeFieldContainer[DeviceUpdate]
+    next_page_token: str
+    def __init__(self, updates: _Optional[_Iterable[_Union[DeviceUpdate, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -105,6 +105,11 @@ class OtaServiceStub:
                 request_serializer=linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesRequest.SerializeToString,
                 response_deserializer=linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesResponse.FromString,
                 _registered_method=True)
+        self.ListRolloutUpdates = channel.unary_unary(
+                '/linewatch.v1.OtaService/ListRolloutUpdates',
+                request_serializer=linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesResponse.FromString,
+                _registered_method=True)
         self.CreateGroup = channel.unary_unary(
                 '/linewatch.v1.OtaService/CreateGroup',
                 request_serializer=linewatch_dot_v1_dot_ota__pb2.CreateGroupRequest.SerializeToString,
@@ -225,6 +230,13 @@ class OtaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRolloutUpdates(self, request, context):
+        """A rollout's device updates (wave, state, reason) in wave then device order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateGroup(self, request, context):
         """Saved device groups: inventory filters whose membership follows the inventory.
         """
@@ -329,6 +341,11 @@ def add_OtaServiceServicer_to_server(servicer, server):
                     servicer.GetDeviceUpdates,
                     request_deserializer=linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesRequest.FromString,
                     response_serializer=linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesResponse.SerializeToString,
+            ),
+            'ListRolloutUpdates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRolloutUpdates,
+                    request_deserializer=linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesResponse.SerializeToString,
             ),
             'CreateGroup': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateGroup,
@@ -735,6 +752,33 @@ class OtaService:
             '/linewatch.v1.OtaService/GetDeviceUpdates',
             linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesRequest.SerializeToString,
             linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRolloutUpdates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.OtaService/ListRolloutUpdates',
+            linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesRequest.SerializeToString,
+            linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesResponse.FromString,
             options,
             channel_credentials,
             insecure,
