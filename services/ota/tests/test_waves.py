@@ -85,7 +85,7 @@ async def test_a_start_time_holds_installs(ota: OtaRunner, fleets: list[Simulate
 
     async def waiting() -> bool:
         ups = await ota.updates("t-1")
-        return ups[0].reason.startswith("waiting for the start time")
+        return bool(ups[0].reason.startswith("waiting for the start time"))
 
     await until(waiting, what="the update waiting for its start time")
     assert fleet.version_of("t-1") == "1.0.0"
@@ -150,9 +150,12 @@ def test_maintenance_windows_in_the_plant_time_zone() -> None:
         windows=(MaintenanceWindow(weekdays=(6, 7), start_minute=22 * 60, end_minute=6 * 60),),
     ).validate()
     berlin = dt.timezone(dt.timedelta(hours=1))  # CET in December
-    at = lambda *a: dt.datetime(*a, tzinfo=berlin).timestamp()  # noqa: E731
-    assert s.why_not_now(at(2026, 12, 5, 23, 0)) == ""  # Saturday 23:00
-    assert s.why_not_now(at(2026, 12, 7, 5, 59)) == ""  # Monday 05:59 (Sunday's night)
-    assert s.why_not_now(at(2026, 12, 7, 6, 0)).startswith("outside the maintenance windows")
-    assert s.why_not_now(at(2026, 12, 5, 21, 59)) != ""  # Saturday before 22:00
-    assert s.why_not_now(at(2026, 12, 4, 23, 0)) != ""  # Friday night
+
+    def at(day: int, hour: int, minute: int) -> float:
+        return dt.datetime(2026, 12, day, hour, minute, tzinfo=berlin).timestamp()
+
+    assert s.why_not_now(at(5, 23, 0)) == ""  # Saturday 23:00
+    assert s.why_not_now(at(7, 5, 59)) == ""  # Monday 05:59 (Sunday's night)
+    assert s.why_not_now(at(7, 6, 0)).startswith("outside the maintenance windows")
+    assert s.why_not_now(at(5, 21, 59)) != ""  # Saturday before 22:00
+    assert s.why_not_now(at(4, 23, 0)) != ""  # Friday night
