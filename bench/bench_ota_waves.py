@@ -72,7 +72,7 @@ async def _roll_out(
     return state, passed
 
 
-async def run(devices: int, concurrency: int, soak_s: int) -> list[dict[str, Any]]:
+async def run(devices: int, concurrency: int, soak_s: int, max_active: int) -> list[dict[str, Any]]:
     """Run the benchmark; returns the result rows."""
     if not broker_answers("127.0.0.1", 1883):
         raise SystemExit("bench_ota_waves needs an MQTT broker at 127.0.0.1:1883 (mosquitto)")
@@ -92,6 +92,8 @@ async def run(devices: int, concurrency: int, soak_s: int) -> list[dict[str, Any
             "LINEWATCH_OTA__PUBLIC_BASE_URL": f"http://127.0.0.1:{http_port}",
             "LINEWATCH_OTA__TICK_INTERVAL_S": "0.5",
             "LINEWATCH_OTA__DEVICES__ENABLED": "false",
+            # below the stock broker's 1000 queued messages per client (the fleet's session)
+            "LINEWATCH_OTA__MAX_ACTIVE_UPDATES": str(max_active),
         }
         service = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "linewatch_ota", env=env
@@ -136,7 +138,8 @@ async def run(devices: int, concurrency: int, soak_s: int) -> list[dict[str, Any
     ok = counts.get("succeeded", 0)
     note = (
         f"{devices} devices in waves {'/'.join(map(str, sizes))}, {soak_s} s soak each, "
-        f"16 KB image, {concurrency} downloading at once, SQLite"
+        f"16 KB image, {concurrency} downloading at once, max_active_updates {max_active}, "
+        "SQLite, stock Mosquitto"
     )
     print(f"rollout: {ok}/{devices} succeeded, state {ota_pb2.RolloutState.Name(state.state)}")
     print("waves installed at: " + ", ".join(f"{t:.1f} s" for t in waves_done))
@@ -168,9 +171,10 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--soak", type=int, default=2)
+    parser.add_argument("--max-active", type=int, default=500)
     args = parser.parse_args()
     devices = args.devices or (1000 if args.quick else 10_000)
-    rows = asyncio.run(run(devices, args.concurrency, args.soak))
+    rows = asyncio.run(run(devices, args.concurrency, args.soak, args.max_active))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {RESULTS}")

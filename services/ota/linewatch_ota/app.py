@@ -112,6 +112,7 @@ async def serve(
         events=events,
         write_lock=write_lock,
         tick_interval_s=config.tick_interval_s,
+        max_active=config.max_active_updates,
     )
     intake.publisher = publisher
     intake.scheduler = scheduler

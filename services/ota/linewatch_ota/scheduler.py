@@ -65,8 +65,10 @@ class Scheduler:
         write_lock: asyncio.Lock,
         tick_interval_s: float,
         plans: WavePlans,
+        max_active: int = 0,
     ) -> None:
         self.plans = plans
+        self.max_active = max_active
         self.db = db
         self.rollouts = rollouts
         self.publisher = publisher
@@ -217,12 +219,14 @@ class Scheduler:
                 sa.or_(w.c.rollout_id.is_(None), w.c.state == "running"),
             )
             .order_by(u.c.priority_rank.desc(), u.c.created_at, u.c.id)
-            .limit(BATCH)
         )
         started: list[DeviceUpdateRow] = []
         refused: list[DeviceUpdateRow] = []
         async with self.db.session() as session:
-            candidates = (await (await session.connection()).execute(query)).all()
+            room = await self._room(session)
+            if room <= 0:
+                return started, refused
+            candidates = (await (await session.connection()).execute(query.limit(room))).all()
             devices = await self._devices(session, {str(c[1]) for c in candidates})
             waits = await self.plans.held(
                 session, [(str(c[0]), str(c[1]), str(c[4])) for c in candidates], now
@@ -253,6 +257,17 @@ class Scheduler:
                 if row is not None:
                     started.append(row)
         return started, refused
+
+    async def _room(self, session: AsyncSession) -> int:
+        """How many updates may start now (``max_active``: a cap on active ones)."""
+        if not self.max_active:
+            return BATCH
+        active = await (await session.connection()).execute(
+            sa.select(sa.func.count())
+            .select_from(DeviceUpdateRow.__table__)  # type: ignore[attr-defined]
+            .where(col(DeviceUpdateRow.state).in_(ACTIVE_STATES))
+        )
+        return min(BATCH, self.max_active - int(active.scalar() or 0))
 
     @staticmethod
     async def _devices(session: AsyncSession, device_ids: set[str]) -> dict[str, DeviceRow]:
