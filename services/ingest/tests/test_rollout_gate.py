@@ -8,6 +8,7 @@ while ingest does not answer, as in a cluster where ingest restarts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -220,3 +221,32 @@ async def test_groups_follow_inventory_changes(stack: Stack) -> None:
         assert sorted(rollout.devices) == ["grp-a1", "grp-b1"]
     finally:
         await machines.stop()
+
+
+async def test_line_idle_installs_wait_until_the_whole_line_stops(stack: Stack) -> None:
+    ota = stack.ota
+    devices = ["line-d1", "line-d2"]
+    fw = await ota.upload(os.urandom(20_000), version="1.3.0")
+    fleet = await ota.fleet(devices)
+    machines = stack.cycles(dict.fromkeys(devices, "D"), fleet, interval_s=0.2)
+    await machines.start()
+    try:
+        await stack.baseline(devices, n=3)
+        rollout = await ota.rollout(
+            fw.id, ["line-d1"], schedule=ota_pb2.Schedule(idle_s=2, line_idle=True)
+        )
+        machines.stop_cycles(["line-d1"])  # its own machine stops, the line goes on
+
+        async def waiting_for_line() -> bool:
+            ups = await ota.updates("line-d1")
+            return bool(ups[0].reason.startswith("waiting for its line to be idle"))
+
+        await until(waiting_for_line, timeout=30, what="the update waiting for the line")
+        await asyncio.sleep(3.0)  # longer than idle_s: line-d1 alone is idle by now
+        assert fleet.version_of("line-d1") == "1.0.0"
+        machines.stop_cycles(["line-d2"])
+        await ota.wait_rollout(rollout.id, COMPLETED, timeout=60)
+        assert fleet.version_of("line-d1") == "1.3.0"
+    finally:
+        await machines.stop()
+        await fleet.stop()
