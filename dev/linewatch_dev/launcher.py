@@ -64,6 +64,18 @@ def available_services() -> list[str]:
     ]
 
 
+#: Server → the internal callers it accepts besides the operator and the gateway.
+_CLIENTS = {"inference": ("ingest",), "ota": ("ingest",), "ingest": ("ota",)}
+
+
+def _ota_env(prefix: str) -> dict[str, str]:
+    # the demo telemetry feeds the device inventory (read-only)
+    env = {f"{prefix}DEVICES__TELEMETRY_TOPICS": "[plant/+/+/telemetry]"}
+    if "ingest" in available_services():  # starts after ota: the rollout gate waits for it
+        env[f"{prefix}INGEST_ADDR"] = f"127.0.0.1:{SERVICE_PORTS['ingest']}"
+    return env
+
+
 def plan(
     *, data_dir: Path, simulator: bool, broker_port: int = 1883, token: str = DEV_TOKEN
 ) -> list[Component]:
@@ -81,7 +93,7 @@ def plan(
             )
         )
     common = {"PYTHONUNBUFFERED": "1"}
-    internal = {"gateway": secrets.token_urlsafe(24), "ingest": secrets.token_urlsafe(24)}
+    internal = {name: secrets.token_urlsafe(24) for name in ("gateway", "ingest", "ota")}
     for name in available_services():
         port = SERVICE_PORTS[name]
         prefix = f"LINEWATCH_{name.upper()}__"
@@ -91,8 +103,9 @@ def plan(
             f"{prefix}DATA_DIR": str(data_dir),
         }
         callers = {"operator": ("operator", token), "gateway": ("gateway", internal["gateway"])}
-        if name in {"inference", "ota"}:  # ota: alarm rules' device commands (SendCommand)
-            callers["ingest"] = ("ingest", internal["ingest"])
+        # ingest → inference (scoring), ota (alarm commands); ota → ingest (rollout gate)
+        for caller in _CLIENTS.get(name, ()):
+            callers[caller] = (caller, internal[caller])
         env.update(callers_env(name, callers, internal.get(name, "")))
         if name == "gateway":
             env[f"{prefix}TOKENS"] = f"[{token}]"
@@ -110,8 +123,8 @@ def plan(
         networks = {"sync": "", "inference": "", "ingest": "WEBHOOK__"}.get(name)
         if networks is not None and f"{prefix}{networks}ALLOWED_NETWORKS" not in os.environ:
             env[f"{prefix}{networks}ALLOWED_NETWORKS"] = "127.0.0.0/8"
-        if name == "ota":  # the demo telemetry feeds the device inventory (read-only)
-            env[f"{prefix}DEVICES__TELEMETRY_TOPICS"] = "[plant/+/+/telemetry]"
+        if name == "ota":
+            env.update(_ota_env(prefix))
         comps.append(Component(name, [py, "-m", f"linewatch_{name}"], port, url, env))
     if simulator and "ota" in available_services():
         comps.append(

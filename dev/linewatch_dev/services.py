@@ -27,6 +27,13 @@ class Service:
     http_port: int | None = None
     models: bool = False
     calls: tuple[str, ...] = ()
+    #: Services it calls that start after it (a cycle broken by retrying while they're down).
+    calls_later: tuple[str, ...] = ()
+
+    @property
+    def clients_of(self) -> tuple[str, ...]:
+        """Every service it calls, ``calls`` then ``calls_later``."""
+        return (*self.calls, *self.calls_later)
 
     @property
     def port(self) -> int:
@@ -42,7 +49,7 @@ class Service:
         return "grpc" if self.grpc_port is not None else "http"
 
 
-_KEYS = {"package", "requirements", "grpc_port", "http_port", "models", "calls"}
+_KEYS = {"package", "requirements", "grpc_port", "http_port", "models", "calls", "calls_later"}
 
 
 def load(path: Path = TABLE) -> list[Service]:
@@ -50,7 +57,7 @@ def load(path: Path = TABLE) -> list[Service]:
 
     Raises:
         ValueError: the table has an unknown key, a port out of range, or a service that
-            calls one not listed before it.
+            calls one not listed before it, or ``calls_later`` one not listed after it.
     """
     with path.open("rb") as fh:
         raw = tomllib.load(fh)
@@ -58,13 +65,28 @@ def load(path: Path = TABLE) -> list[Service]:
     for name, row in raw.items():
         if not isinstance(row, dict) or not row.keys() <= _KEYS:
             raise ValueError(f"{path}: [{name}]: unknown keys {sorted(set(row) - _KEYS)}")
-        svc = Service(name=name, **{**row, "calls": tuple(row.get("calls", ()))})
+        svc = Service(
+            name=name,
+            **{
+                **row,
+                "calls": tuple(row.get("calls", ())),
+                "calls_later": tuple(row.get("calls_later", ())),
+            },
+        )
         if not 0 < svc.port < 65536:
             raise ValueError(f"{path}: [{name}]: port {svc.port} is out of range")
         missing = [c for c in svc.calls if c not in {s.name for s in out}]
         if missing:
             raise ValueError(f"{path}: [{name}] calls {missing}, not listed before it")
         out.append(svc)
+    names = {s.name for s in out}
+    for svc in out:
+        before = {s.name for s in out[: out.index(svc)]}
+        wrong = [c for c in svc.calls_later if c not in names or c in before or c == svc.name]
+        if wrong:
+            raise ValueError(
+                f"{path}: [{svc.name}] calls_later {wrong}: must be services listed after it"
+            )
     return out
 
 

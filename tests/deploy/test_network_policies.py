@@ -18,6 +18,7 @@ INTENDED = {
     ("gateway", "ota", 50054),
     ("ingest", "inference", 50052),
     ("ingest", "ota", 50054),  # alarm actions send device commands
+    ("ota", "ingest", 50051),  # the rollout quality gate and idle windows (verdict counts)
     ("ingest", "mosquitto", 1883),
     ("sync", "mosquitto", 1883),
     ("ota", "mosquitto", 1883),
@@ -70,8 +71,9 @@ def test_policies_allow_exactly_the_call_pairs() -> None:
     ingress, egress = _pairs(policies)
     assert ingress == INTENDED
     assert egress == INTENDED
-    # nobody but the gateway and ingest reaches inference; nothing reaches ingest but the gateway
+    # nobody but the gateway and ingest reaches inference; only the gateway and ota reach ingest
     assert {c for c, callee, _ in ingress if callee == "inference"} == {"gateway", "ingest"}
+    assert {c for c, callee, _ in ingress if callee == "ingest"} == {"gateway", "ota"}
     # the broker and the database open no connection
     assert policies["mosquitto"]["egress"] == []
     assert policies["postgresql"]["egress"] == []

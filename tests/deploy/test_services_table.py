@@ -119,7 +119,7 @@ def test_the_chart_values_have_one_component_per_service_on_its_port() -> None:
         assert comp["port"] == svc.port, svc.name
         assert comp["protocol"] == svc.protocol, svc.name
         # A service's in-cluster address keys point at services it calls, and only those.
-        assert set(comp.get("addresses", {}).values()) == set(svc.calls), svc.name
+        assert set(comp.get("addresses", {}).values()) == set(svc.clients_of), svc.name
 
 
 def test_pyproject_packages_every_service() -> None:

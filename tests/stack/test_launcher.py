@@ -159,4 +159,13 @@ def test_plan_accepts_dev_token_as_operator_and_gives_callers_their_own(tmp_path
         assert ingest.allows("/linewatch.v1.DeviceService/SendCommand")
         assert not ingest.allows("/linewatch.v1.DeviceService/CancelCommand")
         assert not ingest.allows("/linewatch.v1.OtaService/CreateRollout")
+        # ota asks ingest for verdict counts (the rollout gate), with its own token
+        assert (
+            comps["ota"].env["LINEWATCH_OTA__INGEST_ADDR"].endswith(f":{SERVICE_PORTS['ingest']}")
+        )
+        config = load_config(ServiceConfig, service="ingest", environ=grpc_env("ingest"))
+        ota = {c.name: c for c in load_callers(config.grpc.auth)}["ota"]
+        assert ota.digest == token_digest(seen_tokens["ota"])
+        assert ota.allows("/linewatch.v1.IngestService/QueryVerdictCounts")
+        assert not ota.allows("/linewatch.v1.IngestService/QueryVerdicts")
     assert DEV_TOKEN not in {seen_tokens.get("gateway"), seen_tokens.get("ingest")}

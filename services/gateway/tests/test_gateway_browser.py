@@ -64,7 +64,11 @@ async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
             async with httpx.AsyncClient(base_url=live.url) as http:
                 made = await http.post(
                     "/v1/ota/rollouts",
-                    json={"firmware_id": firmware_id, "devices": ["sim-0", "sim-1", "sim-2"]},
+                    json={
+                        "firmware_id": firmware_id,
+                        "devices": ["sim-0", "sim-1", "sim-2"],
+                        "waves": [{"count": 1, "soak_s": 60}, {}],
+                    },
                     headers=headers,
                 )
                 assert made.status_code == 201
@@ -85,6 +89,8 @@ async def test_dashboard_shows_live_events(live: Any, tmp_path: Path) -> None:
     assert result["bad"] == 2
     assert result["lines"] == 2
     assert result["rollouts"] == 1
+    assert result["rolloutWaves"] == 2
+    assert result["rolloutDevices"] == ["sim-0", "sim-1", "sim-2"]
     assert result["alarms"] == 2
     (acked,) = result["acked"]
     assert "acknowledged by token:" in acked

@@ -42,6 +42,8 @@ WRITES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/ota/rollouts/r1/pause", None),
     ("POST", "/v1/ota/rollouts/r1/resume", None),
     ("POST", "/v1/ota/rollouts/r1/cancel", None),
+    ("POST", "/v1/ota/groups", {"name": "g1", "lines": ["A"]}),
+    ("DELETE", "/v1/ota/groups/g1", None),
     ("POST", "/v1/devices/d1/commands", {"name": "power_on"}),
     ("POST", "/v1/devices/d1/commands/c1/cancel", None),
 ]
@@ -102,6 +104,9 @@ async def test_every_spec_path_is_in_openapi(client: httpx.AsyncClient) -> None:
         "/v1/ota/rollouts/{rollout_id}/resume",
         "/v1/ota/rollouts/{rollout_id}/cancel",
         "/v1/ota/devices/{device_id}",
+        "/v1/ota/rollouts/{rollout_id}/updates",
+        "/v1/ota/groups",
+        "/v1/ota/groups/{name}",
         "/v1/stream/{kind}",
         "/healthz",
         "/readyz",
@@ -521,6 +526,52 @@ async def test_ota_rollouts(client: httpx.AsyncClient, write_headers: dict[str, 
     assert device["updates"][0]["state"] in {"queued", "notified", "cancelled"}
     assert (await client.get("/v1/ota/rollouts")).json()["items"][0]["id"] == rid
     assert_error(await client.get("/v1/ota/rollouts/none"), 404)
+
+
+async def test_ota_rollout_plans_and_groups(
+    client: httpx.AsyncClient, write_headers: dict[str, str]
+) -> None:
+    fw = (await _upload(client, b"y" * 1000, write_headers)).json()
+    plan = {
+        "firmware_id": fw["id"],
+        "devices": [f"p{i}" for i in range(10)],
+        "waves": [{"count": 1, "soak_s": 600}, {"percent": 30, "error_threshold": 0.1}, {}],
+        "gate": {"cycles": 50, "confidence": 0.99, "method": "beta_binomial"},
+        "schedule": {
+            "time_zone": "Europe/Berlin",
+            "windows": [{"weekdays": [6, 7], "start_minute": 1320, "end_minute": 360}],
+            "idle_s": 30,
+        },
+    }
+    made = await client.post("/v1/ota/rollouts", json=plan, headers=write_headers)
+    assert made.status_code == 201, made.text
+    ro = made.json()
+    assert [w["size"] for w in ro["waves"]] == [1, 3, 6]
+    assert ro["waves"][1]["error_threshold"] == pytest.approx(0.1)
+    assert ro["gate"]["method"] == "beta_binomial"
+    assert ro["schedule"]["windows"][0]["weekdays"] == [6, 7]
+    updates = (await client.get(f"/v1/ota/rollouts/{ro['id']}/updates?page_size=4")).json()
+    assert [u["wave"] for u in updates["items"]] == [0, 1, 1, 1]
+    assert updates["next_page_token"]
+    bad = await client.post(
+        "/v1/ota/rollouts",
+        json=plan | {"schedule": {"time_zone": "Nowhere/Land"}},
+        headers=write_headers,
+    )
+    assert_error(bad, 400, "invalid_argument")
+    await client.post(f"/v1/ota/rollouts/{ro['id']}/cancel", headers=write_headers)
+    group = {"name": "rest-line-a", "lines": ["A"], "tags": ["press"]}
+    created = await client.post("/v1/ota/groups", json=group, headers=write_headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["filter"]["lines"] == ["A"]
+    again = await client.post("/v1/ota/groups", json=group, headers=write_headers)
+    assert_error(again, 409, "already_exists")
+    assert "rest-line-a" in [g["name"] for g in (await client.get("/v1/ota/groups")).json()]
+    got = (await client.get("/v1/ota/groups/rest-line-a")).json()
+    assert got["members"] == []
+    gone = await client.delete("/v1/ota/groups/rest-line-a", headers=write_headers)
+    assert gone.status_code == 204
+    assert_error(await client.get("/v1/ota/groups/rest-line-a"), 404, "not_found")
 
 
 async def test_probes_and_metrics(client: httpx.AsyncClient) -> None:

@@ -28,6 +28,7 @@ from linewatch_ingest.labels import LabelBook
 from linewatch_ingest.rules import rule_from_proto, rule_to_proto
 from linewatch_ingest.shadow import ShadowScorer
 from linewatch_ingest.store import IngestStore, Query
+from linewatch_ingest.verdict_counts import VerdictCounter
 
 __all__ = ["IngestServicer"]
 
@@ -103,6 +104,7 @@ class IngestServicer(QualityMethods, ingest_pb2_grpc.IngestServiceServicer):
         self._labels = labels
         self._shadow = shadow
         self._inference = inference
+        self._counter = VerdictCounter(store.db)
 
     # --- rules -----------------------------------------------------------------------
 
@@ -195,6 +197,11 @@ class IngestServicer(QualityMethods, ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.QueryVerdictsResponse(
             records=records, next_page_token=page.next_page_token
         )
+
+    async def QueryVerdictCounts(
+        self, request: ingest_pb2.QueryVerdictCountsRequest, context: Ctx
+    ) -> ingest_pb2.QueryVerdictCountsResponse:
+        return await self._counter.query(request)
 
     async def QueryDeadLetters(
         self, request: ingest_pb2.QueryDeadLettersRequest, context: Ctx

@@ -141,3 +141,47 @@ async def test_webhook_secrets_reach_only_callers_that_may_write_rules(
     assert seen["ops"].alarm.webhook_secret == "sign-secret"
     assert seen["viewer"].alarm.webhook_url == "https://open.feishu.cn/***"
     assert seen["viewer"].alarm.webhook_secret == "***"
+
+
+async def test_the_ota_role_may_ask_verdict_counts_and_nothing_else(
+    mqtt_url: str, database_url: str, topic_prefix: str, inference: Inference
+) -> None:
+    import grpc
+    import pytest
+
+    from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
+    from linewatch_dev.testing import operator_channel
+
+    auth = GrpcAuthConfig(
+        callers=[GrpcCaller(name="ota", role="ota", token=SecretStr("ota-caller-token"))]
+    )
+    config = ingest_config(
+        mqtt_url=mqtt_url,
+        database_url=database_url,
+        inference=inference,
+        prefix=topic_prefix,
+        grpc=secured_grpc(port=0, grace_s=0.5, auth=auth),
+    )
+    async with (
+        running(config) as ingest,
+        operator_channel(f"127.0.0.1:{ingest.port}", token="ota-caller-token") as channel,
+    ):
+        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+        request = ingest_pb2.QueryVerdictCountsRequest(last_cycles=5, next_cycles=5)
+        request.devices.add(device_id="press-01").around.FromSeconds(1_700_000_000)
+        reply = await stub.QueryVerdictCounts(request)
+        assert reply.devices[0].device_id == "press-01"
+        assert reply.devices[0].before.total == 0
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.QueryVerdicts(ingest_pb2.QueryVerdictsRequest())
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await stub.QueryVerdictCounts(ingest_pb2.QueryVerdictCountsRequest())
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        both = ingest_pb2.QueryVerdictCountsRequest(last_cycles=5)
+        both.devices.add(device_id="press-01").around.FromSeconds(1)
+        both.window.start.FromSeconds(0)
+        both.window.end.FromSeconds(1)
+        with pytest.raises(grpc.aio.AioRpcError) as mixed:
+            await stub.QueryVerdictCounts(both)
+        assert "either window or" in (mixed.value.details() or "")

@@ -10,6 +10,8 @@ from linewatch.v1 import ota_pb2, ota_pb2_grpc
 from linewatch_ota.catalog import Catalog
 from linewatch_ota.convert import PRIORITY_FROM_PB, firmware_pb
 from linewatch_ota.events import EventHub
+from linewatch_ota.groups import GroupFilter, Groups
+from linewatch_ota.plan_convert import gate_from_pb, schedule_from_pb, waves_from_pb
 from linewatch_ota.rollouts import Rollouts, RolloutSpec
 
 __all__ = ["OtaApi", "page_bounds"]
@@ -43,6 +45,7 @@ class OtaApi(ota_pb2_grpc.OtaServiceServicer):
         rollouts: Rollouts,
         events: EventHub,
         groups: dict[str, list[str]],
+        saved_groups: Groups,
         default_timeout_s: int,
         default_max_retries: int,
     ) -> None:
@@ -50,6 +53,7 @@ class OtaApi(ota_pb2_grpc.OtaServiceServicer):
         self.rollouts = rollouts
         self.events = events
         self.groups = groups
+        self.saved_groups = saved_groups
         self.default_timeout_s = default_timeout_s
         self.default_max_retries = default_max_retries
 
@@ -129,9 +133,12 @@ class OtaApi(ota_pb2_grpc.OtaServiceServicer):
     ) -> ota_pb2.CreateRolloutResponse:
         devices = list(request.devices)
         if request.group:
-            if request.group not in self.groups:
-                raise NotFound(f"device group {request.group!r} is not configured")
-            devices += self.groups[request.group]
+            if request.group in self.groups:
+                devices += self.groups[request.group]
+            else:  # a saved group of that name, or NotFound
+                devices += await self._saved_members(request.group)
+        for name in request.groups:
+            devices += await self._saved_members(name)
         if not request.firmware_id:
             raise InvalidArgument("firmware_id is required")
         spec = RolloutSpec(
@@ -144,8 +151,49 @@ class OtaApi(ota_pb2_grpc.OtaServiceServicer):
                 request.max_retries if request.HasField("max_retries") else self.default_max_retries
             ),
             allow_downgrade=request.allow_downgrade,
+            waves=waves_from_pb(request.waves),
+            gate=gate_from_pb(request.gate),
+            schedule=schedule_from_pb(request.schedule),
         )
         return ota_pb2.CreateRolloutResponse(rollout=await self.rollouts.create(spec))
+
+    async def ListRolloutUpdates(  # noqa: N802
+        self, request: ota_pb2.ListRolloutUpdatesRequest, context: Any
+    ) -> ota_pb2.ListRolloutUpdatesResponse:
+        offset, limit = page_bounds(request.page)
+        rows = await self.rollouts.rollout_updates(request.id, offset=offset, limit=limit)
+        return ota_pb2.ListRolloutUpdatesResponse(
+            updates=rows, next_page_token=_next_token(offset, limit, len(rows))
+        )
+
+    async def _saved_members(self, name: str) -> list[str]:
+        try:
+            return await self.saved_groups.members(name)
+        except NotFound:
+            raise NotFound(f"device group {name!r} is neither configured nor saved") from None
+
+    async def CreateGroup(  # noqa: N802
+        self, request: ota_pb2.CreateGroupRequest, context: Any
+    ) -> ota_pb2.CreateGroupResponse:
+        group = request.group
+        created = await self.saved_groups.create(group.name, GroupFilter.from_pb(group.filter))
+        return ota_pb2.CreateGroupResponse(group=created)
+
+    async def GetGroup(  # noqa: N802
+        self, request: ota_pb2.GetGroupRequest, context: Any
+    ) -> ota_pb2.GetGroupResponse:
+        return ota_pb2.GetGroupResponse(group=await self.saved_groups.get(request.name))
+
+    async def ListGroups(  # noqa: N802
+        self, request: ota_pb2.ListGroupsRequest, context: Any
+    ) -> ota_pb2.ListGroupsResponse:
+        return ota_pb2.ListGroupsResponse(groups=await self.saved_groups.list_groups())
+
+    async def DeleteGroup(  # noqa: N802
+        self, request: ota_pb2.DeleteGroupRequest, context: Any
+    ) -> ota_pb2.DeleteGroupResponse:
+        await self.saved_groups.delete(request.name)
+        return ota_pb2.DeleteGroupResponse()
 
     async def GetRollout(  # noqa: N802
         self, request: ota_pb2.GetRolloutRequest, context: Any

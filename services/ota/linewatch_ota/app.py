@@ -20,17 +20,21 @@ from linewatch_ota.device_protocol import DeviceIntake
 from linewatch_ota.devices_wiring import DevicesPart, start_devices
 from linewatch_ota.download_server import DownloadServer
 from linewatch_ota.events import EventHub
+from linewatch_ota.groups import Groups
+from linewatch_ota.ingest_client import IngestCounts
 from linewatch_ota.publisher import MetadataPublisher
 from linewatch_ota.rollouts import Rollouts
 from linewatch_ota.scheduler import Scheduler
 from linewatch_ota.signing import FirmwareKeys, SigningKey
 from linewatch_ota.store import Base
+from linewatch_ota.wave_progress import WavePlans
 
 __all__ = ["serve"]
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = ota_pb2.DESCRIPTOR.services_by_name["OtaService"].full_name
+READER_METHODS = [f"/{SERVICE_NAME}/GetFirmware", f"/{SERVICE_NAME}/ReadFirmware"]
 DEVICES_SERVICE_NAME = devices_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name
 
 
@@ -54,6 +58,13 @@ async def _catalog(config: OtaConfig, db: Database) -> Catalog:
     if signed:
         log.info("signed the manifests of %d older firmware images", signed)
     return catalog
+
+
+def _plans(config: OtaConfig, db: Database, devices: DevicesPart | None) -> WavePlans:
+    """Waves, gate and windows: ingest's counts and the inventory (line peers)."""
+    ingest = IngestCounts(config.ingest_addr, config.grpc.client, config.ingest_timeout_s)
+    inventory = devices.commands.inventory if devices is not None else None
+    return WavePlans(db=db, ingest=ingest, inventory=inventory)
 
 
 async def serve(
@@ -84,21 +95,24 @@ async def serve(
         shared_group=config.shared_group,
         deadletter_topic=config.deadletter_topic,
     )
-    mqtt = intake.mqtt
     publisher = MetadataPublisher(
-        mqtt=mqtt,
+        mqtt=intake.mqtt,
         catalog=catalog,
         topic_root=config.topic_root,
         base_url=config.public_base_url,
         chunk_size=config.chunk_size,
     )
+    devices = start_devices(config, db, client_id=client_id) if config.devices.enabled else None
+    plans = _plans(config, db, devices)
     scheduler = Scheduler(
+        plans=plans,
         db=db,
         rollouts=rollouts,
         publisher=publisher,
         events=events,
         write_lock=write_lock,
         tick_interval_s=config.tick_interval_s,
+        max_active=config.max_active_updates,
     )
     intake.publisher = publisher
     intake.scheduler = scheduler
@@ -107,20 +121,16 @@ async def serve(
         rollouts=rollouts,
         events=events,
         groups=config.groups,
+        saved_groups=Groups(db, plans.inventory),
         default_timeout_s=config.default_timeout_s,
         default_max_retries=config.default_max_retries,
     )
     # the download server reads firmware over this service's own API, with a token
     # made here that may only read firmware
-    reader, reader_token = internal_caller(
-        "ota-downloads",
-        [f"/{SERVICE_NAME}/GetFirmware", f"/{SERVICE_NAME}/ReadFirmware"],
-    )
+    reader, reader_token = internal_caller("ota-downloads", READER_METHODS)
     server = GrpcServer(config=config.grpc, service="ota", extra_callers=[reader])
     server.add(ota_pb2_grpc.add_OtaServiceServicer_to_server, api, SERVICE_NAME)
-    devices: DevicesPart | None = None
-    if config.devices.enabled:
-        devices = start_devices(config, db, client_id=client_id)
+    if devices is not None:
         server.add(
             devices_pb2_grpc.add_DeviceServiceServicer_to_server, devices.api, DEVICES_SERVICE_NAME
         )
@@ -157,4 +167,5 @@ async def serve(
         if devices is not None:
             with contextlib.suppress(Exception):
                 await devices.mqtt.disconnect()
+        await plans.ingest.close()
         await db.close()

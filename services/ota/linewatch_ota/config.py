@@ -49,6 +49,14 @@ class OtaConfig(ServiceConfig):
     default_max_retries: int = Field(default=3, ge=0, le=100)
     #: How often the scheduler looks at deadlines, queues and rollout progress.
     tick_interval_s: float = Field(default=1.0, gt=0, le=60)
+    #: At most this many updates notified / downloading / installing at once, over all
+    #: rollouts (0 = no cap): keeps a large wave from flooding the broker's queues.
+    max_active_updates: int = Field(default=0, ge=0, le=1_000_000)
+    #: Ingest's gRPC address (``host:port``): the quality gate and idle windows ask it for
+    #: verdict counts with this service's token (``grpc.client``). "" = rollouts with a
+    #: gate or an idle rule wait (and say so) until it is set.
+    ingest_addr: str = ""
+    ingest_timeout_s: float = Field(default=5.0, gt=0, le=60)
     #: Device groups a rollout may target by name.
     groups: dict[str, list[str]] = Field(default_factory=dict)
     #: Serve ranged firmware downloads directly on this port (0 = off; the gateway does it).

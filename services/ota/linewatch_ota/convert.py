@@ -98,6 +98,7 @@ def update_pb(row: DeviceUpdateRow) -> ota_pb2.DeviceUpdate:
         attempts=row.attempts,
         reason=row.reason,
         priority=PRIORITY_TO_PB[row.priority],
+        wave=row.wave,
     )
     msg.updated_at.FromNanoseconds(_nanos(row.updated_at))
     return msg

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from linewatch.runtime.errors import NotFound
@@ -145,6 +146,10 @@ class Inventory:
     def online_ids(self, now: float | None = None) -> set[str]:
         now = time.time() if now is None else now
         return {d for d, s in self._devices.items() if s.online(now)}
+
+    def matching(self, predicate: Callable[[DeviceState], bool]) -> list[str]:
+        """Ids of the devices ``predicate`` accepts, sorted (groups, line peers)."""
+        return sorted(d for d, s in self._devices.items() if predicate(s))
 
     def get(self, device_id: str) -> DeviceState:
         state = self._devices.get(device_id)

@@ -23,7 +23,11 @@ from linewatch.v1 import ota_pb2
 from linewatch_ota.catalog import Catalog
 from linewatch_ota.convert import PRIORITY_RANK, rollout_pb, update_pb
 from linewatch_ota.events import EventHub
-from linewatch_ota.store import ACTIVE_STATES, DeviceUpdateRow, RolloutRow
+from linewatch_ota.gate import Gate
+from linewatch_ota.plan_convert import add_plan, attach_plan, new_plan, rebase_waves
+from linewatch_ota.schedule import Schedule
+from linewatch_ota.store import ACTIVE_STATES, DeviceRow, DeviceUpdateRow, RolloutRow
+from linewatch_ota.waves import Wave, split
 
 __all__ = ["MAX_DEVICES", "RolloutSpec", "Rollouts", "validate_device_id"]
 
@@ -53,6 +57,9 @@ class RolloutSpec:
         timeout_s: int,
         max_retries: int,
         allow_downgrade: bool = False,
+        waves: list[Wave] | None = None,
+        gate: Gate | None = None,
+        schedule: Schedule | None = None,
     ) -> None:
         if not devices:
             raise InvalidArgument("a rollout needs at least one device (devices or group)")
@@ -71,6 +78,15 @@ class RolloutSpec:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.allow_downgrade = allow_downgrade
+        self.waves = list(waves or [])
+        self.gate = (gate or Gate()).validate()
+        self.schedule = (schedule or Schedule()).validate()
+        split(self.devices, self.waves)  # validates the waves
+
+    @property
+    def planned(self) -> bool:
+        """Whether it needs a plan (waves, a gate or a schedule) beyond "all at once"."""
+        return bool(self.waves) or self.gate.cycles > 0 or self.schedule != Schedule()
 
 
 class Rollouts:
@@ -92,15 +108,19 @@ class Rollouts:
         """
         fw = await self.catalog.get(spec.firmware_id)
         now = time.time()
+        skipped = await self._on_version(spec.devices, fw.version)
+        devices = [d for d in spec.devices if d not in skipped]
+        waves = split(devices, spec.waves)
         rollout = RolloutRow(
             id=uuid.uuid4().hex,
             firmware_id=fw.id,
             priority=spec.priority,
-            state="running",
+            state="running" if devices else "completed",
+            reason="" if devices else f"every device already runs {fw.version}",
             error_threshold=spec.error_threshold,
             timeout_s=spec.timeout_s,
             max_retries=spec.max_retries,
-            devices_json=json.dumps(spec.devices),
+            devices_json=json.dumps(devices),
             allow_downgrade=spec.allow_downgrade,
             created_at=now,
             updated_at=now,
@@ -123,20 +143,47 @@ class Rollouts:
                 "deadline": None,
                 "created_at": now,
                 "updated_at": now,
+                "wave": index,
             }
-            for device in spec.devices
+            for index, wave in enumerate(waves)
+            for device in wave
         ]
+        plan = new_plan(rollout.id, spec, waves, skipped, now) if spec.planned or skipped else None
         async with self.write_lock, self.db.session() as session:
             session.add(rollout)
+            if plan is not None:
+                session.add(plan[0])
+                session.add_all(plan[1])
             await session.flush()
             table = DeviceUpdateRow.__table__  # type: ignore[attr-defined]
             for start in range(0, len(rows), 1000):
                 await (await session.connection()).execute(
                     sa.insert(table), rows[start : start + 1000]
                 )
-        counts = {"queued": len(rows)}
+        counts = {"queued": len(rows)} if rows else {}
         message = rollout_pb(rollout, counts)
+        if plan is not None:
+            add_plan(message, plan[0], plan[1], {})
         self.events.publish(ota_pb2.StreamOtaEventsResponse(rollout=message))
+        return message
+
+    async def _on_version(self, devices: list[str], version: str) -> set[str]:
+        """The devices whose last OTA request reported ``version`` already."""
+        found: set[str] = set()
+        async with self.db.session() as session:
+            for start in range(0, len(devices), 1000):
+                rows = await session.exec(
+                    select(DeviceRow.device_id).where(
+                        col(DeviceRow.device_id).in_(devices[start : start + 1000]),
+                        DeviceRow.current_version == version,
+                    )
+                )
+                found.update(rows.all())
+        return found
+
+    async def _message(self, session: AsyncSession, row: RolloutRow) -> ota_pb2.Rollout:
+        message = rollout_pb(row, await self.counts(session, row.id))
+        await attach_plan(session, message)
         return message
 
     async def counts(self, session: AsyncSession, rollout_id: str) -> dict[str, int]:
@@ -158,7 +205,7 @@ class Rollouts:
             row = await session.get(RolloutRow, rollout_id)
             if row is None:
                 raise NotFound(f"rollout {rollout_id!r} not found")
-            return rollout_pb(row, await self.counts(session, rollout_id))
+            return await self._message(session, row)
 
     async def list_rollouts(self, *, offset: int, limit: int) -> list[ota_pb2.Rollout]:
         """Rollouts, newest first."""
@@ -169,7 +216,7 @@ class Rollouts:
                 .offset(offset)
                 .limit(limit)
             )
-            return [rollout_pb(r, await self.counts(session, r.id)) for r in rows.all()]
+            return [await self._message(session, r) for r in rows.all()]
 
     async def _set_state(
         self, rollout_id: str, allowed_from: set[str], new: str, reason: str
@@ -187,6 +234,7 @@ class Rollouts:
                 now = time.time()
                 if new == "running":
                     row.failed_baseline = (await self.counts(session, rollout_id)).get("failed", 0)
+                    await rebase_waves(session, rollout_id)
                 if new == "cancelled":
                     cancelled = await self._cancel_updates(session, rollout_id, now)
                 row.state = new
@@ -194,7 +242,7 @@ class Rollouts:
                 row.updated_at = now
                 session.add(row)
                 await session.flush()
-            message = rollout_pb(row, await self.counts(session, rollout_id))
+            message = await self._message(session, row)
         for update in cancelled:
             self.events.publish(ota_pb2.StreamOtaEventsResponse(device_update=update_pb(update)))
         self.events.publish(ota_pb2.StreamOtaEventsResponse(rollout=message))
@@ -235,6 +283,22 @@ class Rollouts:
         return await self._set_state(
             rollout_id, {"running", "paused"}, "cancelled", "cancelled by request"
         )
+
+    async def rollout_updates(
+        self, rollout_id: str, *, offset: int, limit: int
+    ) -> list[ota_pb2.DeviceUpdate]:
+        """A rollout's updates in wave, then device order."""
+        async with self.db.session() as session:
+            if await session.get(RolloutRow, rollout_id) is None:
+                raise NotFound(f"rollout {rollout_id!r} not found")
+            rows = await session.exec(
+                select(DeviceUpdateRow)
+                .where(DeviceUpdateRow.rollout_id == rollout_id)
+                .order_by(col(DeviceUpdateRow.wave), col(DeviceUpdateRow.device_id))
+                .offset(offset)
+                .limit(limit)
+            )
+            return [update_pb(r) for r in rows.all()]
 
     async def device_updates(self, device_id: str) -> list[ota_pb2.DeviceUpdate]:
         """A device's updates: active first, then queued in start order, then history."""

@@ -32,6 +32,7 @@ from linewatch_ota.convert import rollout_pb, update_pb
 from linewatch_ota.events import EventHub
 from linewatch_ota.guard import Refusal, refusal
 from linewatch_ota.metrics import ROLLOUTS, UPDATES
+from linewatch_ota.plan_store import RolloutPlanRow, WaveRow
 from linewatch_ota.publisher import MetadataPublisher
 from linewatch_ota.rollouts import Rollouts
 from linewatch_ota.store import (
@@ -41,6 +42,7 @@ from linewatch_ota.store import (
     DeviceUpdateRow,
     RolloutRow,
 )
+from linewatch_ota.wave_progress import WavePlans
 
 __all__ = ["Scheduler"]
 
@@ -62,7 +64,11 @@ class Scheduler:
         events: EventHub,
         write_lock: asyncio.Lock,
         tick_interval_s: float,
+        plans: WavePlans,
+        max_active: int = 0,
     ) -> None:
+        self.plans = plans
+        self.max_active = max_active
         self.db = db
         self.rollouts = rollouts
         self.publisher = publisher
@@ -99,6 +105,7 @@ class Scheduler:
         async with self.write_lock, self.db.session() as session:
             await self._expire(session, now, changed, resend)
             await self._evaluate_rollouts(session, now, rollout_events)
+        rollout_events += await self.plans.run_gates(self.write_lock)
         async with self.write_lock:
             started, refused = await self._start_queued(now)
         for row in (*changed, *refused, *started):
@@ -156,6 +163,11 @@ class Scheduler:
             .with_for_update(skip_locked=True)
         )
         for rollout in result.all():
+            if await session.get(RolloutPlanRow, rollout.id) is not None:
+                message = await self.plans.evaluate(session, rollout, now)
+                if message is not None:
+                    out.append(message)
+                continue
             counts = await self.rollouts.counts(session, rollout.id)
             total = sum(counts.values())
             failed = counts.get("failed", 0)
@@ -187,26 +199,49 @@ class Scheduler:
         u = DeviceUpdateRow.__table__.alias("u")  # type: ignore[attr-defined]
         a = DeviceUpdateRow.__table__.alias("a")  # type: ignore[attr-defined]
         r = RolloutRow.__table__  # type: ignore[attr-defined]
+        w = WaveRow.__table__  # type: ignore[attr-defined]
         busy = (
             sa.select(sa.literal(1))
             .select_from(a)
             .where(a.c.device_id == u.c.device_id, a.c.state.in_(ACTIVE_STATES))
         )
         query = (
-            sa.select(u.c.id, u.c.device_id, u.c.firmware_id, r.c.allow_downgrade)
-            .select_from(u.join(r, r.c.id == u.c.rollout_id))
-            .where(u.c.state == "queued", r.c.state == "running", ~sa.exists(busy))
+            sa.select(u.c.id, u.c.device_id, u.c.firmware_id, r.c.allow_downgrade, u.c.rollout_id)
+            .select_from(
+                u.join(r, r.c.id == u.c.rollout_id).outerjoin(
+                    w, sa.and_(w.c.rollout_id == u.c.rollout_id, w.c.index == u.c.wave)
+                )
+            )
+            .where(
+                u.c.state == "queued",
+                r.c.state == "running",
+                ~sa.exists(busy),
+                sa.or_(w.c.rollout_id.is_(None), w.c.state == "running"),
+            )
             .order_by(u.c.priority_rank.desc(), u.c.created_at, u.c.id)
-            .limit(BATCH)
         )
         started: list[DeviceUpdateRow] = []
         refused: list[DeviceUpdateRow] = []
         async with self.db.session() as session:
-            candidates = (await (await session.connection()).execute(query)).all()
+            room = await self._room(session)
+            if room <= 0:
+                return started, refused
+            candidates = (await (await session.connection()).execute(query.limit(room))).all()
             devices = await self._devices(session, {str(c[1]) for c in candidates})
+            waits = await self.plans.held(
+                session, [(str(c[0]), str(c[1]), str(c[4])) for c in candidates], now
+            )
             seen: set[str] = set()
-            for update_id, device_id, firmware_id, allow_downgrade in candidates:
+            for update_id, device_id, firmware_id, allow_downgrade, _ in candidates:
                 if device_id in seen:
+                    continue
+                if update_id in waits:
+                    seen.add(device_id)
+                    row = await self._hold(
+                        session, str(update_id), Refusal("wait", waits[update_id]), now
+                    )
+                    if row is not None:
+                        refused.append(row)
                     continue
                 fw = await self.publisher.catalog.get(str(firmware_id))
                 held = refusal(fw, devices.get(device_id), allow_downgrade=bool(allow_downgrade))
@@ -222,6 +257,17 @@ class Scheduler:
                 if row is not None:
                     started.append(row)
         return started, refused
+
+    async def _room(self, session: AsyncSession) -> int:
+        """How many updates may start now (``max_active``: a cap on active ones)."""
+        if not self.max_active:
+            return BATCH
+        active = await (await session.connection()).execute(
+            sa.select(sa.func.count())
+            .select_from(DeviceUpdateRow.__table__)  # type: ignore[attr-defined]
+            .where(col(DeviceUpdateRow.state).in_(ACTIVE_STATES))
+        )
+        return min(BATCH, self.max_active - int(active.scalar() or 0))
 
     @staticmethod
     async def _devices(session: AsyncSession, device_ids: set[str]) -> dict[str, DeviceRow]:

@@ -129,3 +129,5 @@ class DeviceUpdateRow(Base, table=True):
     deadline: float | None = None
     created_at: float
     updated_at: float
+    #: The rollout wave it belongs to (0: the first, or the only one).
+    wave: int = Field(default=0, sa_column_kwargs={"server_default": "0"})

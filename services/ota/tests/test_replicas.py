@@ -12,14 +12,16 @@ import pytest
 import sqlalchemy as sa
 from linewatch_ota.catalog import Catalog
 from linewatch_ota.events import EventHub
+from linewatch_ota.ingest_client import IngestCounts
 from linewatch_ota.publisher import MetadataPublisher
 from linewatch_ota.rollouts import Rollouts, RolloutSpec
 from linewatch_ota.scheduler import Scheduler
 from linewatch_ota.signing import FirmwareKeys, SigningKey
 from linewatch_ota.store import Base, DeviceUpdateRow
+from linewatch_ota.wave_progress import WavePlans
 from sqlalchemy.exc import IntegrityError
 
-from linewatch.runtime.config import MqttConfig
+from linewatch.runtime.config import GrpcClientConfig, MqttConfig
 from linewatch.runtime.db import Database
 from linewatch.runtime.mqtt import MqttClient
 
@@ -92,6 +94,7 @@ async def test_two_replicas_never_start_two_updates_for_one_device(
                 events=events,
                 write_lock=lock,
                 tick_interval_s=0.05,
+                plans=WavePlans(db=db, ingest=IngestCounts("", GrpcClientConfig()), inventory=None),
             )
         )
     assert rollouts is not None

@@ -44,7 +44,7 @@ class _Strict(BaseModel):
 
 
 #: The roles a caller may have (see :mod:`linewatch.runtime.grpc_auth` for what each allows).
-ROLES = ("operator", "gateway", "ingest", "read-only")
+ROLES = ("operator", "gateway", "ingest", "ota", "read-only")
 
 
 class GrpcCaller(_Strict):
@@ -56,7 +56,7 @@ class GrpcCaller(_Strict):
     """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    role: str = Field(default="", pattern=r"^(|operator|gateway|ingest|read-only)$")
+    role: str = Field(default="", pattern=r"^(|operator|gateway|ingest|ota|read-only)$")
     methods: list[str] = Field(default_factory=list)
     token: SecretStr = SecretStr("")
     token_file: Path | None = None

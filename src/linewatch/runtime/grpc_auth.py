@@ -23,6 +23,8 @@ ingest      scoring only: ``InferenceService/Predict*``, OIP ``ModelInfer``,
             ``InferenceService/GetModel`` (a model's labels and shadow version)
             and the OIP liveness/metadata calls; and ``DeviceService/SendCommand``
             (alarms that act), nothing else of the OTA service
+ota         ``IngestService/QueryVerdictCounts`` only (the rollout quality gate and
+            idle windows)
 read-only   Get*/List*/Query*/Stream*/Read* and OIP status/metadata/index
 ==========  ==============================================================
 
@@ -101,6 +103,7 @@ ROLE_METHODS: dict[str, tuple[str, ...]] = {
         f"{_OIP}ModelInfer",
         *_OIP_STATUS,
     ),
+    "ota": ("/linewatch.v1.IngestService/QueryVerdictCounts",),
     "read-only": (
         "/linewatch.v1.*/Get*",
         "/linewatch.v1.*/List*",

@@ -105,6 +105,31 @@ class OtaServiceStub:
                 request_serializer=linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesRequest.SerializeToString,
                 response_deserializer=linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesResponse.FromString,
                 _registered_method=True)
+        self.ListRolloutUpdates = channel.unary_unary(
+                '/linewatch.v1.OtaService/ListRolloutUpdates',
+                request_serializer=linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesResponse.FromString,
+                _registered_method=True)
+        self.CreateGroup = channel.unary_unary(
+                '/linewatch.v1.OtaService/CreateGroup',
+                request_serializer=linewatch_dot_v1_dot_ota__pb2.CreateGroupRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ota__pb2.CreateGroupResponse.FromString,
+                _registered_method=True)
+        self.GetGroup = channel.unary_unary(
+                '/linewatch.v1.OtaService/GetGroup',
+                request_serializer=linewatch_dot_v1_dot_ota__pb2.GetGroupRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ota__pb2.GetGroupResponse.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/linewatch.v1.OtaService/ListGroups',
+                request_serializer=linewatch_dot_v1_dot_ota__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ota__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+        self.DeleteGroup = channel.unary_unary(
+                '/linewatch.v1.OtaService/DeleteGroup',
+                request_serializer=linewatch_dot_v1_dot_ota__pb2.DeleteGroupRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ota__pb2.DeleteGroupResponse.FromString,
+                _registered_method=True)
         self.StreamOtaEvents = channel.unary_stream(
                 '/linewatch.v1.OtaService/StreamOtaEvents',
                 request_serializer=linewatch_dot_v1_dot_ota__pb2.StreamOtaEventsRequest.SerializeToString,
@@ -205,6 +230,38 @@ class OtaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRolloutUpdates(self, request, context):
+        """A rollout's device updates (wave, state, reason) in wave then device order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateGroup(self, request, context):
+        """Saved device groups: inventory filters whose membership follows the inventory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamOtaEvents(self, request, context):
         """State changes of rollouts and device updates, live.
         """
@@ -284,6 +341,31 @@ def add_OtaServiceServicer_to_server(servicer, server):
                     servicer.GetDeviceUpdates,
                     request_deserializer=linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesRequest.FromString,
                     response_serializer=linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesResponse.SerializeToString,
+            ),
+            'ListRolloutUpdates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRolloutUpdates,
+                    request_deserializer=linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesResponse.SerializeToString,
+            ),
+            'CreateGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateGroup,
+                    request_deserializer=linewatch_dot_v1_dot_ota__pb2.CreateGroupRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ota__pb2.CreateGroupResponse.SerializeToString,
+            ),
+            'GetGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGroup,
+                    request_deserializer=linewatch_dot_v1_dot_ota__pb2.GetGroupRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ota__pb2.GetGroupResponse.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=linewatch_dot_v1_dot_ota__pb2.ListGroupsRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ota__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'DeleteGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroup,
+                    request_deserializer=linewatch_dot_v1_dot_ota__pb2.DeleteGroupRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ota__pb2.DeleteGroupResponse.SerializeToString,
             ),
             'StreamOtaEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamOtaEvents,
@@ -670,6 +752,141 @@ class OtaService:
             '/linewatch.v1.OtaService/GetDeviceUpdates',
             linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesRequest.SerializeToString,
             linewatch_dot_v1_dot_ota__pb2.GetDeviceUpdatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRolloutUpdates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.OtaService/ListRolloutUpdates',
+            linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesRequest.SerializeToString,
+            linewatch_dot_v1_dot_ota__pb2.ListRolloutUpdatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.OtaService/CreateGroup',
+            linewatch_dot_v1_dot_ota__pb2.CreateGroupRequest.SerializeToString,
+            linewatch_dot_v1_dot_ota__pb2.CreateGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.OtaService/GetGroup',
+            linewatch_dot_v1_dot_ota__pb2.GetGroupRequest.SerializeToString,
+            linewatch_dot_v1_dot_ota__pb2.GetGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.OtaService/ListGroups',
+            linewatch_dot_v1_dot_ota__pb2.ListGroupsRequest.SerializeToString,
+            linewatch_dot_v1_dot_ota__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.OtaService/DeleteGroup',
+            linewatch_dot_v1_dot_ota__pb2.DeleteGroupRequest.SerializeToString,
+            linewatch_dot_v1_dot_ota__pb2.DeleteGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -194,7 +194,8 @@ A generated secret value kept across upgrades: dict "root" $ "secret" name "key"
 {{/*
 The callers a gRPC server accepts, as sha256 digests (the servers never hold another
 service's token): dict "root" $ "name" "inference". Ingest's token is accepted by
-inference (scoring, and GetModel: a model's labels and shadow version) and OTA (its role allows DeviceService/SendCommand only: alarms that act).
+inference (scoring, and GetModel: a model's labels and shadow version) and OTA (its role allows DeviceService/SendCommand only: alarms that act);
+OTA's token by ingest (role ota: IngestService/QueryVerdictCounts only, the rollout gate).
 */}}
 {{- define "linewatch.grpcCallers" -}}
 {{- $root := .root }}
@@ -204,6 +205,9 @@ inference (scoring, and GetModel: a model's labels and shadow version) and OTA (
 {{- $callers = append $callers (printf "{name: read-only, role: read-only, sha256: %s}" (include "linewatch.grpcToken" (dict "root" $root "caller" "readonly") | sha256sum)) }}
 {{- if has .name (list "inference" "ota") }}
 {{- $callers = append $callers (printf "{name: ingest, role: ingest, sha256: %s}" (include "linewatch.grpcToken" (dict "root" $root "caller" "ingest") | sha256sum)) }}
+{{- end }}
+{{- if eq .name "ingest" }}
+{{- $callers = append $callers (printf "{name: ota, role: ota, sha256: %s}" (include "linewatch.grpcToken" (dict "root" $root "caller" "ota") | sha256sum)) }}
 {{- end }}
 {{- printf "[%s]" (join ", " $callers) }}
 {{- end }}

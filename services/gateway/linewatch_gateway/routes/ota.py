@@ -21,6 +21,13 @@ from linewatch_gateway.routes.common import (
     page_model,
     page_request,
 )
+from linewatch_gateway.routes.ota_plans import (
+    GROUP_PATTERN,
+    GateBody,
+    ScheduleBody,
+    WaveBody,
+    plan_fields,
+)
 
 router = APIRouter(responses=ERRORS, tags=["ota"])
 
@@ -61,11 +68,17 @@ class RolloutBody(BaseModel):
     allow_downgrade: bool = Field(
         False, description="Offer the image also to devices that report a newer version."
     )
+    groups: list[Annotated[str, Field(pattern=GROUP_PATTERN)]] = Field(
+        default_factory=list, max_length=50, description="Saved groups (their members now)."
+    )
+    waves: list[WaveBody] = Field(default_factory=list, max_length=20)
+    gate: GateBody | None = None
+    schedule: ScheduleBody | None = None
 
     @model_validator(mode="after")
     def _targets(self) -> RolloutBody:
-        if not self.devices and not self.group:
-            raise ValueError("devices or group is required")
+        if not self.devices and not self.group and not self.groups:
+            raise ValueError("devices, group or groups is required")
         return self
 
 
@@ -80,6 +93,8 @@ async def create_rollout(b: B, body: RolloutBody) -> Any:
         error_threshold=body.error_threshold,
         timeout_s=body.timeout_s,
         allow_downgrade=body.allow_downgrade,
+        groups=body.groups,
+        **plan_fields(body.waves, body.gate, body.schedule),
     )
     if body.max_retries is not None:
         req.max_retries = body.max_retries

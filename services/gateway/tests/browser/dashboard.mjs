@@ -29,6 +29,11 @@ try {
   await page.waitForFunction((n) => Number(document.getElementById("verdict-count").dataset.count) >= n, expected, { timeout: 20000 });
   await page.waitForSelector("#curves .curve.bad polyline", { timeout: 10000 });
   await page.waitForSelector("#rollouts tr[data-rollout]", { timeout: 10000 });
+  // the rollout page: its waves and each device's update
+  await page.click("#rollouts tr[data-rollout]");
+  await page.waitForFunction(() => !document.getElementById("rollout-page").hidden
+    && document.querySelectorAll("#rollout-waves tbody tr").length === 2
+    && document.querySelectorAll("#rollout-devices tbody tr td:nth-child(2)").length === 3, null, { timeout: 10000 });
   await page.waitForSelector("#alarms .alarm", { timeout: 10000 });
   await page.waitForFunction(() => document.querySelectorAll("#rate polyline").length >= 2, null, { timeout: 10000 });
   await page.fill("#token", token);
@@ -46,6 +51,8 @@ try {
     bad: document.querySelectorAll("#curves .curve.bad").length,
     lines: document.querySelectorAll("#rate polyline").length,
     rollouts: document.querySelectorAll("#rollouts tr[data-rollout]").length,
+    rolloutWaves: document.querySelectorAll("#rollout-waves tbody tr").length,
+    rolloutDevices: [...document.querySelectorAll("#rollout-devices tbody tr td:nth-child(2)")].map((td) => td.textContent),
     alarms: document.querySelectorAll("#alarms .alarm").length,
     acked: [...document.querySelectorAll("#alarms .alarm.acked")].map((e) => e.textContent),
     ingest: document.getElementById("ingest-state").textContent,
