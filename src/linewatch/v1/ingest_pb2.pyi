@@ -44,6 +44,20 @@ class AlarmState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALARM_STATE_UNSPECIFIED: _ClassVar[AlarmState]
     ALARM_STATE_ACTIVE: _ClassVar[AlarmState]
     ALARM_STATE_CLEARED: _ClassVar[AlarmState]
+
+class ExportKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_KIND_UNSPECIFIED: _ClassVar[ExportKind]
+    EXPORT_KIND_CURVES: _ClassVar[ExportKind]
+    EXPORT_KIND_TELEMETRY: _ClassVar[ExportKind]
+    EXPORT_KIND_VERDICTS: _ClassVar[ExportKind]
+    EXPORT_KIND_ALARMS: _ClassVar[ExportKind]
+
+class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_FORMAT_UNSPECIFIED: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_CSV: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_PARQUET: _ClassVar[ExportFormat]
 WINDOW_MODE_UNSPECIFIED: WindowMode
 WINDOW_MODE_PASS: WindowMode
 WINDOW_MODE_AVOID: WindowMode
@@ -63,6 +77,14 @@ WORKER_STATE_PAUSED: WorkerState
 ALARM_STATE_UNSPECIFIED: AlarmState
 ALARM_STATE_ACTIVE: AlarmState
 ALARM_STATE_CLEARED: AlarmState
+EXPORT_KIND_UNSPECIFIED: ExportKind
+EXPORT_KIND_CURVES: ExportKind
+EXPORT_KIND_TELEMETRY: ExportKind
+EXPORT_KIND_VERDICTS: ExportKind
+EXPORT_KIND_ALARMS: ExportKind
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat
+EXPORT_FORMAT_CSV: ExportFormat
+EXPORT_FORMAT_PARQUET: ExportFormat
 
 class Broker(_message.Message):
     __slots__ = ("name", "url", "username", "password", "client_id")
@@ -79,7 +101,7 @@ class Broker(_message.Message):
     def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
 
 class AlarmRule(_message.Message):
-    __slots__ = ("threshold", "window_s", "webhook_url", "webhook_format", "webhook_secret", "on_raise", "on_clear", "command_cooldown_s")
+    __slots__ = ("threshold", "window_s", "webhook_url", "webhook_format", "webhook_secret", "on_raise", "on_clear", "command_cooldown_s", "severity", "no_data_s", "deadletter_threshold", "deadletter_window_s", "escalate_after_s", "escalate_webhook_url", "escalate_webhook_format", "escalate_webhook_secret")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +110,14 @@ class AlarmRule(_message.Message):
     ON_RAISE_FIELD_NUMBER: _ClassVar[int]
     ON_CLEAR_FIELD_NUMBER: _ClassVar[int]
     COMMAND_COOLDOWN_S_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    NO_DATA_S_FIELD_NUMBER: _ClassVar[int]
+    DEADLETTER_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DEADLETTER_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_WEBHOOK_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
     threshold: int
     window_s: int
     webhook_url: str
@@ -96,7 +126,15 @@ class AlarmRule(_message.Message):
     on_raise: AlarmCommand
     on_clear: AlarmCommand
     command_cooldown_s: int
-    def __init__(self, threshold: _Optional[int] = ..., window_s: _Optional[int] = ..., webhook_url: _Optional[str] = ..., webhook_format: _Optional[str] = ..., webhook_secret: _Optional[str] = ..., on_raise: _Optional[_Union[AlarmCommand, _Mapping]] = ..., on_clear: _Optional[_Union[AlarmCommand, _Mapping]] = ..., command_cooldown_s: _Optional[int] = ...) -> None: ...
+    severity: str
+    no_data_s: int
+    deadletter_threshold: int
+    deadletter_window_s: int
+    escalate_after_s: int
+    escalate_webhook_url: str
+    escalate_webhook_format: str
+    escalate_webhook_secret: str
+    def __init__(self, threshold: _Optional[int] = ..., window_s: _Optional[int] = ..., webhook_url: _Optional[str] = ..., webhook_format: _Optional[str] = ..., webhook_secret: _Optional[str] = ..., on_raise: _Optional[_Union[AlarmCommand, _Mapping]] = ..., on_clear: _Optional[_Union[AlarmCommand, _Mapping]] = ..., command_cooldown_s: _Optional[int] = ..., severity: _Optional[str] = ..., no_data_s: _Optional[int] = ..., deadletter_threshold: _Optional[int] = ..., deadletter_window_s: _Optional[int] = ..., escalate_after_s: _Optional[int] = ..., escalate_webhook_url: _Optional[str] = ..., escalate_webhook_format: _Optional[str] = ..., escalate_webhook_secret: _Optional[str] = ...) -> None: ...
 
 class AlarmCommand(_message.Message):
     __slots__ = ("name", "params_json", "devices", "timeout_s", "expires_s")
@@ -233,7 +271,7 @@ class DeleteRuleResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class RuleStatus(_message.Message):
-    __slots__ = ("name", "state", "messages_per_s", "verdicts_per_s", "received", "verdicts", "dead_letters", "pre_queue", "post_queue", "last_error", "lag_ms", "duplicates")
+    __slots__ = ("name", "state", "messages_per_s", "verdicts_per_s", "received", "verdicts", "dead_letters", "pre_queue", "post_queue", "last_error", "lag_ms", "duplicates", "replicas")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_PER_S_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +284,7 @@ class RuleStatus(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     LAG_MS_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: WorkerState
     messages_per_s: float
@@ -258,21 +297,46 @@ class RuleStatus(_message.Message):
     last_error: str
     lag_ms: float
     duplicates: int
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., messages_per_s: _Optional[float] = ..., verdicts_per_s: _Optional[float] = ..., received: _Optional[int] = ..., verdicts: _Optional[int] = ..., dead_letters: _Optional[int] = ..., pre_queue: _Optional[int] = ..., post_queue: _Optional[int] = ..., last_error: _Optional[str] = ..., lag_ms: _Optional[float] = ..., duplicates: _Optional[int] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaRuleStatus]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., messages_per_s: _Optional[float] = ..., verdicts_per_s: _Optional[float] = ..., received: _Optional[int] = ..., verdicts: _Optional[int] = ..., dead_letters: _Optional[int] = ..., pre_queue: _Optional[int] = ..., post_queue: _Optional[int] = ..., last_error: _Optional[str] = ..., lag_ms: _Optional[float] = ..., duplicates: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[ReplicaRuleStatus, _Mapping]]] = ...) -> None: ...
+
+class ReplicaRuleStatus(_message.Message):
+    __slots__ = ("replica", "host", "state", "received", "verdicts", "dead_letters", "duplicates", "messages_per_s", "verdicts_per_s")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    host: str
+    state: WorkerState
+    received: int
+    verdicts: int
+    dead_letters: int
+    duplicates: int
+    messages_per_s: float
+    verdicts_per_s: float
+    def __init__(self, replica: _Optional[str] = ..., host: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., received: _Optional[int] = ..., verdicts: _Optional[int] = ..., dead_letters: _Optional[int] = ..., duplicates: _Optional[int] = ..., messages_per_s: _Optional[float] = ..., verdicts_per_s: _Optional[float] = ...) -> None: ...
 
 class GetIngestStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetIngestStatusResponse(_message.Message):
-    __slots__ = ("state", "workers", "rules")
+    __slots__ = ("state", "workers", "rules", "replica")
     STATE_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     state: WorkerState
     workers: int
     rules: _containers.RepeatedCompositeFieldContainer[RuleStatus]
-    def __init__(self, state: _Optional[_Union[WorkerState, str]] = ..., workers: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ...) -> None: ...
+    replica: str
+    def __init__(self, state: _Optional[_Union[WorkerState, str]] = ..., workers: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[RuleStatus, _Mapping]]] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class StartIngestRequest(_message.Message):
     __slots__ = ()
@@ -366,7 +430,7 @@ class TelemetryRecord(_message.Message):
     def __init__(self, msg_id: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., topic: _Optional[str] = ..., rule: _Optional[str] = ..., curve: _Optional[_Union[_common_pb2.Curve, _Mapping]] = ..., attrs: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class VerdictRecord(_message.Message):
-    __slots__ = ("msg_id", "device_id", "point", "ts", "rule", "model", "model_version", "label", "ok", "scores", "latency_ms", "trace_id", "topic", "attrs", "traceparent", "envelope")
+    __slots__ = ("msg_id", "device_id", "point", "ts", "rule", "model", "model_version", "label", "ok", "scores", "latency_ms", "trace_id", "topic", "attrs", "traceparent", "envelope", "id", "operator_label", "operator_note")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -397,6 +461,9 @@ class VerdictRecord(_message.Message):
     ATTRS_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_LABEL_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_NOTE_FIELD_NUMBER: _ClassVar[int]
     msg_id: str
     device_id: str
     point: str
@@ -413,7 +480,10 @@ class VerdictRecord(_message.Message):
     attrs: _containers.ScalarMap[str, str]
     traceparent: str
     envelope: EnvelopeVerdict
-    def __init__(self, msg_id: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., label: _Optional[str] = ..., ok: _Optional[bool] = ..., scores: _Optional[_Mapping[str, float]] = ..., latency_ms: _Optional[float] = ..., trace_id: _Optional[str] = ..., topic: _Optional[str] = ..., attrs: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., envelope: _Optional[_Union[EnvelopeVerdict, _Mapping]] = ...) -> None: ...
+    id: int
+    operator_label: str
+    operator_note: str
+    def __init__(self, msg_id: _Optional[str] = ..., device_id: _Optional[str] = ..., point: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., label: _Optional[str] = ..., ok: _Optional[bool] = ..., scores: _Optional[_Mapping[str, float]] = ..., latency_ms: _Optional[float] = ..., trace_id: _Optional[str] = ..., topic: _Optional[str] = ..., attrs: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., envelope: _Optional[_Union[EnvelopeVerdict, _Mapping]] = ..., id: _Optional[int] = ..., operator_label: _Optional[str] = ..., operator_note: _Optional[str] = ...) -> None: ...
 
 class WindowVerdict(_message.Message):
     __slots__ = ("name", "ok", "reason", "index")
@@ -458,7 +528,7 @@ class DeadLetterRecord(_message.Message):
     def __init__(self, id: _Optional[int] = ..., topic: _Optional[str] = ..., reason: _Optional[str] = ..., payload: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class AlarmRecord(_message.Message):
-    __slots__ = ("id", "rule", "device_id", "state", "message", "count", "raised_at", "cleared_at", "delivery", "command_ids")
+    __slots__ = ("id", "rule", "device_id", "state", "message", "count", "raised_at", "cleared_at", "delivery", "command_ids", "kind", "severity", "acknowledged", "acknowledged_by", "acknowledged_at", "ack_note", "escalated_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -469,6 +539,13 @@ class AlarmRecord(_message.Message):
     CLEARED_AT_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     COMMAND_IDS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_BY_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACK_NOTE_FIELD_NUMBER: _ClassVar[int]
+    ESCALATED_AT_FIELD_NUMBER: _ClassVar[int]
     id: int
     rule: str
     device_id: str
@@ -479,7 +556,30 @@ class AlarmRecord(_message.Message):
     cleared_at: _timestamp_pb2.Timestamp
     delivery: str
     command_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[int] = ..., rule: _Optional[str] = ..., device_id: _Optional[str] = ..., state: _Optional[_Union[AlarmState, str]] = ..., message: _Optional[str] = ..., count: _Optional[int] = ..., raised_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivery: _Optional[str] = ..., command_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    kind: str
+    severity: str
+    acknowledged: bool
+    acknowledged_by: str
+    acknowledged_at: _timestamp_pb2.Timestamp
+    ack_note: str
+    escalated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., rule: _Optional[str] = ..., device_id: _Optional[str] = ..., state: _Optional[_Union[AlarmState, str]] = ..., message: _Optional[str] = ..., count: _Optional[int] = ..., raised_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivery: _Optional[str] = ..., command_ids: _Optional[_Iterable[str]] = ..., kind: _Optional[str] = ..., severity: _Optional[str] = ..., acknowledged: _Optional[bool] = ..., acknowledged_by: _Optional[str] = ..., acknowledged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ack_note: _Optional[str] = ..., escalated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AckAlarmRequest(_message.Message):
+    __slots__ = ("id", "note", "by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    note: str
+    by: str
+    def __init__(self, id: _Optional[int] = ..., note: _Optional[str] = ..., by: _Optional[str] = ...) -> None: ...
+
+class AckAlarmResponse(_message.Message):
+    __slots__ = ("alarm",)
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    alarm: AlarmRecord
+    def __init__(self, alarm: _Optional[_Union[AlarmRecord, _Mapping]] = ...) -> None: ...
 
 class QueryTelemetryRequest(_message.Message):
     __slots__ = ("filter",)
@@ -622,6 +722,222 @@ class ResetEnvelopeResponse(_message.Message):
     RESET_FIELD_NUMBER: _ClassVar[int]
     reset: int
     def __init__(self, reset: _Optional[int] = ...) -> None: ...
+
+class VerdictLabel(_message.Message):
+    __slots__ = ("verdict_id", "label", "note", "labelled_by", "labelled_at", "verdict")
+    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_BY_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_AT_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    verdict_id: int
+    label: str
+    note: str
+    labelled_by: str
+    labelled_at: _timestamp_pb2.Timestamp
+    verdict: VerdictRecord
+    def __init__(self, verdict_id: _Optional[int] = ..., label: _Optional[str] = ..., note: _Optional[str] = ..., labelled_by: _Optional[str] = ..., labelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verdict: _Optional[_Union[VerdictRecord, _Mapping]] = ...) -> None: ...
+
+class SetVerdictLabelRequest(_message.Message):
+    __slots__ = ("verdict_id", "label", "note", "labelled_by")
+    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_BY_FIELD_NUMBER: _ClassVar[int]
+    verdict_id: int
+    label: str
+    note: str
+    labelled_by: str
+    def __init__(self, verdict_id: _Optional[int] = ..., label: _Optional[str] = ..., note: _Optional[str] = ..., labelled_by: _Optional[str] = ...) -> None: ...
+
+class SetVerdictLabelResponse(_message.Message):
+    __slots__ = ("label",)
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    label: VerdictLabel
+    def __init__(self, label: _Optional[_Union[VerdictLabel, _Mapping]] = ...) -> None: ...
+
+class ListLabelsRequest(_message.Message):
+    __slots__ = ("rule", "device_id", "label", "disagree", "page")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DISAGREE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    device_id: str
+    label: str
+    disagree: bool
+    page: _common_pb2.PageRequest
+    def __init__(self, rule: _Optional[str] = ..., device_id: _Optional[str] = ..., label: _Optional[str] = ..., disagree: _Optional[bool] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class ListLabelsResponse(_message.Message):
+    __slots__ = ("labels", "next_page_token")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[VerdictLabel]
+    next_page_token: str
+    def __init__(self, labels: _Optional[_Iterable[_Union[VerdictLabel, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ReadExportRequest(_message.Message):
+    __slots__ = ("kind", "format", "rule", "device_id", "time_range", "labelled", "label")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_RANGE_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    kind: ExportKind
+    format: ExportFormat
+    rule: str
+    device_id: str
+    time_range: _common_pb2.TimeRange
+    labelled: bool
+    label: str
+    def __init__(self, kind: _Optional[_Union[ExportKind, str]] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., rule: _Optional[str] = ..., device_id: _Optional[str] = ..., time_range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., labelled: _Optional[bool] = ..., label: _Optional[str] = ...) -> None: ...
+
+class ReadExportResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class GetModelEvaluationRequest(_message.Message):
+    __slots__ = ("model", "version", "page")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    page: _common_pb2.PageRequest
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class Disagreement(_message.Message):
+    __slots__ = ("verdict_id", "device_id", "ts", "rule", "promoted_version", "promoted_label", "candidate_label", "operator_label")
+    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_LABEL_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_LABEL_FIELD_NUMBER: _ClassVar[int]
+    verdict_id: int
+    device_id: str
+    ts: _timestamp_pb2.Timestamp
+    rule: str
+    promoted_version: str
+    promoted_label: str
+    candidate_label: str
+    operator_label: str
+    def __init__(self, verdict_id: _Optional[int] = ..., device_id: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule: _Optional[str] = ..., promoted_version: _Optional[str] = ..., promoted_label: _Optional[str] = ..., candidate_label: _Optional[str] = ..., operator_label: _Optional[str] = ...) -> None: ...
+
+class GetModelEvaluationResponse(_message.Message):
+    __slots__ = ("model", "version", "compared", "agreed", "agreement_rate", "labelled", "candidate_correct", "promoted_correct", "candidate_accuracy", "promoted_accuracy", "dropped", "disagreements", "next_page_token")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    AGREED_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_RATE_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    DISAGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    compared: int
+    agreed: int
+    agreement_rate: float
+    labelled: int
+    candidate_correct: int
+    promoted_correct: int
+    candidate_accuracy: float
+    promoted_accuracy: float
+    dropped: int
+    disagreements: _containers.RepeatedCompositeFieldContainer[Disagreement]
+    next_page_token: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., compared: _Optional[int] = ..., agreed: _Optional[int] = ..., agreement_rate: _Optional[float] = ..., labelled: _Optional[int] = ..., candidate_correct: _Optional[int] = ..., promoted_correct: _Optional[int] = ..., candidate_accuracy: _Optional[float] = ..., promoted_accuracy: _Optional[float] = ..., dropped: _Optional[int] = ..., disagreements: _Optional[_Iterable[_Union[Disagreement, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RunBacktestRequest(_message.Message):
+    __slots__ = ("rule", "time_range", "model_version", "alarm", "max_changes")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    TIME_RANGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    time_range: _common_pb2.TimeRange
+    model_version: str
+    alarm: AlarmRule
+    max_changes: int
+    def __init__(self, rule: _Optional[str] = ..., time_range: _Optional[_Union[_common_pb2.TimeRange, _Mapping]] = ..., model_version: _Optional[str] = ..., alarm: _Optional[_Union[AlarmRule, _Mapping]] = ..., max_changes: _Optional[int] = ...) -> None: ...
+
+class BacktestChange(_message.Message):
+    __slots__ = ("verdict_id", "device_id", "ts", "archived_version", "archived_label", "label", "ok", "operator_label")
+    VERDICT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_LABEL_FIELD_NUMBER: _ClassVar[int]
+    verdict_id: int
+    device_id: str
+    ts: _timestamp_pb2.Timestamp
+    archived_version: str
+    archived_label: str
+    label: str
+    ok: bool
+    operator_label: str
+    def __init__(self, verdict_id: _Optional[int] = ..., device_id: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., archived_version: _Optional[str] = ..., archived_label: _Optional[str] = ..., label: _Optional[str] = ..., ok: _Optional[bool] = ..., operator_label: _Optional[str] = ...) -> None: ...
+
+class BacktestAlarm(_message.Message):
+    __slots__ = ("device_id", "raised_at", "count", "labelled_ok")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    RAISED_AT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_OK_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    raised_at: _timestamp_pb2.Timestamp
+    count: int
+    labelled_ok: int
+    def __init__(self, device_id: _Optional[str] = ..., raised_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ..., labelled_ok: _Optional[int] = ...) -> None: ...
+
+class RunBacktestResponse(_message.Message):
+    __slots__ = ("rule", "model", "model_version", "curves", "changed", "labelled", "backtest_correct", "archived_correct", "labelled_otherwise", "changes", "alarms", "seconds", "curves_per_s")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CURVES_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    BACKTEST_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_OTHERWISE_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CURVES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    model: str
+    model_version: str
+    curves: int
+    changed: int
+    labelled: int
+    backtest_correct: int
+    archived_correct: int
+    labelled_otherwise: int
+    changes: _containers.RepeatedCompositeFieldContainer[BacktestChange]
+    alarms: _containers.RepeatedCompositeFieldContainer[BacktestAlarm]
+    seconds: float
+    curves_per_s: float
+    def __init__(self, rule: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., curves: _Optional[int] = ..., changed: _Optional[int] = ..., labelled: _Optional[int] = ..., backtest_correct: _Optional[int] = ..., archived_correct: _Optional[int] = ..., labelled_otherwise: _Optional[int] = ..., changes: _Optional[_Iterable[_Union[BacktestChange, _Mapping]]] = ..., alarms: _Optional[_Iterable[_Union[BacktestAlarm, _Mapping]]] = ..., seconds: _Optional[float] = ..., curves_per_s: _Optional[float] = ...) -> None: ...
 
 class VerdictCountsDevice(_message.Message):
     __slots__ = ("device_id", "around")

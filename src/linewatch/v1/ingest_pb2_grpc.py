@@ -115,6 +115,11 @@ class IngestServiceStub:
                 request_serializer=linewatch_dot_v1_dot_ingest__pb2.QueryVerdictCountsRequest.SerializeToString,
                 response_deserializer=linewatch_dot_v1_dot_ingest__pb2.QueryVerdictCountsResponse.FromString,
                 _registered_method=True)
+        self.AckAlarm = channel.unary_unary(
+                '/linewatch.v1.IngestService/AckAlarm',
+                request_serializer=linewatch_dot_v1_dot_ingest__pb2.AckAlarmRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ingest__pb2.AckAlarmResponse.FromString,
+                _registered_method=True)
         self.StreamVerdicts = channel.unary_stream(
                 '/linewatch.v1.IngestService/StreamVerdicts',
                 request_serializer=linewatch_dot_v1_dot_ingest__pb2.StreamVerdictsRequest.SerializeToString,
@@ -139,6 +144,31 @@ class IngestServiceStub:
                 '/linewatch.v1.IngestService/ResetEnvelope',
                 request_serializer=linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeRequest.SerializeToString,
                 response_deserializer=linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeResponse.FromString,
+                _registered_method=True)
+        self.SetVerdictLabel = channel.unary_unary(
+                '/linewatch.v1.IngestService/SetVerdictLabel',
+                request_serializer=linewatch_dot_v1_dot_ingest__pb2.SetVerdictLabelRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ingest__pb2.SetVerdictLabelResponse.FromString,
+                _registered_method=True)
+        self.ListLabels = channel.unary_unary(
+                '/linewatch.v1.IngestService/ListLabels',
+                request_serializer=linewatch_dot_v1_dot_ingest__pb2.ListLabelsRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ingest__pb2.ListLabelsResponse.FromString,
+                _registered_method=True)
+        self.ReadExport = channel.unary_stream(
+                '/linewatch.v1.IngestService/ReadExport',
+                request_serializer=linewatch_dot_v1_dot_ingest__pb2.ReadExportRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ingest__pb2.ReadExportResponse.FromString,
+                _registered_method=True)
+        self.GetModelEvaluation = channel.unary_unary(
+                '/linewatch.v1.IngestService/GetModelEvaluation',
+                request_serializer=linewatch_dot_v1_dot_ingest__pb2.GetModelEvaluationRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ingest__pb2.GetModelEvaluationResponse.FromString,
+                _registered_method=True)
+        self.RunBacktest = channel.unary_unary(
+                '/linewatch.v1.IngestService/RunBacktest',
+                request_serializer=linewatch_dot_v1_dot_ingest__pb2.RunBacktestRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ingest__pb2.RunBacktestResponse.FromString,
                 _registered_method=True)
 
 
@@ -246,6 +276,13 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AckAlarm(self, request, context):
+        """Acknowledge an alarm (who, when, a note); stops its escalation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamVerdicts(self, request, context):
         """Live streams for the gateway.
         """
@@ -274,6 +311,40 @@ class IngestServiceServicer:
 
     def ResetEnvelope(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetVerdictLabel(self, request, context):
+        """Operator labels: what a part really was, stored beside its archived verdict.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLabels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadExport(self, request, context):
+        """Streamed exports (datasets of curves, telemetry, verdicts, alarms) as CSV or Parquet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelEvaluation(self, request, context):
+        """Shadow evaluation of a candidate model version against the promoted one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunBacktest(self, request, context):
+        """Replay an archived period through a candidate model version or an alarm rule.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -361,6 +432,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     request_deserializer=linewatch_dot_v1_dot_ingest__pb2.QueryVerdictCountsRequest.FromString,
                     response_serializer=linewatch_dot_v1_dot_ingest__pb2.QueryVerdictCountsResponse.SerializeToString,
             ),
+            'AckAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckAlarm,
+                    request_deserializer=linewatch_dot_v1_dot_ingest__pb2.AckAlarmRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ingest__pb2.AckAlarmResponse.SerializeToString,
+            ),
             'StreamVerdicts': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamVerdicts,
                     request_deserializer=linewatch_dot_v1_dot_ingest__pb2.StreamVerdictsRequest.FromString,
@@ -385,6 +461,31 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.ResetEnvelope,
                     request_deserializer=linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeRequest.FromString,
                     response_serializer=linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeResponse.SerializeToString,
+            ),
+            'SetVerdictLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetVerdictLabel,
+                    request_deserializer=linewatch_dot_v1_dot_ingest__pb2.SetVerdictLabelRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ingest__pb2.SetVerdictLabelResponse.SerializeToString,
+            ),
+            'ListLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLabels,
+                    request_deserializer=linewatch_dot_v1_dot_ingest__pb2.ListLabelsRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ingest__pb2.ListLabelsResponse.SerializeToString,
+            ),
+            'ReadExport': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadExport,
+                    request_deserializer=linewatch_dot_v1_dot_ingest__pb2.ReadExportRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ingest__pb2.ReadExportResponse.SerializeToString,
+            ),
+            'GetModelEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelEvaluation,
+                    request_deserializer=linewatch_dot_v1_dot_ingest__pb2.GetModelEvaluationRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ingest__pb2.GetModelEvaluationResponse.SerializeToString,
+            ),
+            'RunBacktest': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunBacktest,
+                    request_deserializer=linewatch_dot_v1_dot_ingest__pb2.RunBacktestRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ingest__pb2.RunBacktestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -831,6 +932,33 @@ class IngestService:
             _registered_method=True)
 
     @staticmethod
+    def AckAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.IngestService/AckAlarm',
+            linewatch_dot_v1_dot_ingest__pb2.AckAlarmRequest.SerializeToString,
+            linewatch_dot_v1_dot_ingest__pb2.AckAlarmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def StreamVerdicts(request,
             target,
             options=(),
@@ -955,6 +1083,141 @@ class IngestService:
             '/linewatch.v1.IngestService/ResetEnvelope',
             linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeRequest.SerializeToString,
             linewatch_dot_v1_dot_ingest__pb2.ResetEnvelopeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetVerdictLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.IngestService/SetVerdictLabel',
+            linewatch_dot_v1_dot_ingest__pb2.SetVerdictLabelRequest.SerializeToString,
+            linewatch_dot_v1_dot_ingest__pb2.SetVerdictLabelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.IngestService/ListLabels',
+            linewatch_dot_v1_dot_ingest__pb2.ListLabelsRequest.SerializeToString,
+            linewatch_dot_v1_dot_ingest__pb2.ListLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/linewatch.v1.IngestService/ReadExport',
+            linewatch_dot_v1_dot_ingest__pb2.ReadExportRequest.SerializeToString,
+            linewatch_dot_v1_dot_ingest__pb2.ReadExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.IngestService/GetModelEvaluation',
+            linewatch_dot_v1_dot_ingest__pb2.GetModelEvaluationRequest.SerializeToString,
+            linewatch_dot_v1_dot_ingest__pb2.GetModelEvaluationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunBacktest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.IngestService/RunBacktest',
+            linewatch_dot_v1_dot_ingest__pb2.RunBacktestRequest.SerializeToString,
+            linewatch_dot_v1_dot_ingest__pb2.RunBacktestResponse.FromString,
             options,
             channel_credentials,
             insecure,
