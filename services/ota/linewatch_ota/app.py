@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from linewatch.runtime.db import Database, default_sqlite_url
 from linewatch.runtime.grpc_auth import internal_caller
 from linewatch.runtime.grpc_server import GrpcServer
+from linewatch.runtime.migrations import migrate
 from linewatch.v1 import devices_pb2, devices_pb2_grpc, ota_pb2, ota_pb2_grpc
 from linewatch_ota.api import OtaApi
 from linewatch_ota.catalog import Catalog
@@ -23,8 +24,8 @@ from linewatch_ota.events import EventHub
 from linewatch_ota.publisher import MetadataPublisher
 from linewatch_ota.rollouts import Rollouts
 from linewatch_ota.scheduler import Scheduler
+from linewatch_ota.schema import HISTORY
 from linewatch_ota.signing import FirmwareKeys, SigningKey
-from linewatch_ota.store import Base
 
 __all__ = ["serve"]
 
@@ -67,7 +68,7 @@ async def serve(
         ready: when given, receives the bound gRPC port once serving (tests).
     """
     db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
-    await db.create_schema(Base.metadata)
+    await migrate(db, HISTORY)
     catalog = await _catalog(config, db)
     events = EventHub()
     write_lock = asyncio.Lock()

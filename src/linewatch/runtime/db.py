@@ -1,8 +1,9 @@
 """Async database access: PostgreSQL (asyncpg) or the embedded SQLite (aiosqlite).
 
 Each service owns its tables: it declares them on its own ``MetaData`` (see
-:func:`service_registry`) and calls :meth:`Database.create_schema` at start, which creates
-missing tables and adds missing columns (additive migrations; nothing is dropped).
+:func:`service_registry`) and upgrades them at start with its migration history
+(:mod:`linewatch.runtime.migrations`, Alembic). :meth:`Database.create_schema` (create
+missing tables, add missing columns) is only for tables that have no history (tests).
 """
 
 from __future__ import annotations
@@ -82,7 +83,11 @@ class Database:
         return self.dialect == "sqlite"
 
     async def create_schema(self, metadata: sa.MetaData) -> None:
-        """Create missing tables and add missing (nullable or defaulted) columns."""
+        """Create missing tables and add missing (nullable or defaulted) columns.
+
+        For metadata without a migration history only (tests, scratch tables); a
+        service's own tables go through :func:`linewatch.runtime.migrations.migrate`.
+        """
         async with self.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
             await conn.run_sync(self._add_missing_columns, metadata)
