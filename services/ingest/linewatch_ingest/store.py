@@ -69,12 +69,13 @@ class RuleRow(Base, table=True):
 
 
 class TelemetryRow(Base, table=True):
-    """One archived curve."""
+    """One archived curve (PostgreSQL: partitioned by day on ts_ms, key (id, ts_ms))."""
 
     __tablename__ = "ingest_telemetry"
     __table_args__ = (
         sa.Index("uq_ingest_telemetry_key", "rule", "msg_id", "device_id", "ts_ms", unique=True),
         sa.Index("ix_ingest_telemetry_device_ts", "device_id", "ts_ms"),
+        sa.Index("ix_ingest_telemetry_ts", "ts_ms"),
     )
     id: int | None = _id_column()
     rule: str
@@ -88,12 +89,13 @@ class TelemetryRow(Base, table=True):
 
 
 class VerdictRow(Base, table=True):
-    """One archived verdict."""
+    """One archived verdict (PostgreSQL: partitioned by day on ts_ms, key (id, ts_ms))."""
 
     __tablename__ = "ingest_verdict"
     __table_args__ = (
         sa.Index("uq_ingest_verdict_key", "rule", "msg_id", "device_id", "ts_ms", unique=True),
         sa.Index("ix_ingest_verdict_device_ts", "device_id", "ts_ms"),
+        sa.Index("ix_ingest_verdict_ts", "ts_ms"),
     )
     id: int | None = _id_column()
     rule: str

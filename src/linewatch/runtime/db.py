@@ -44,6 +44,9 @@ def default_sqlite_url(data_dir: Path, service: str) -> str:
 
 def _set_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # Before the first table only (a new file): freed pages can be given back in steps
+    # (retention's PRAGMA incremental_vacuum); an older file keeps its mode until VACUUM.
+    cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
