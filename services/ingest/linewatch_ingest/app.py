@@ -22,6 +22,7 @@ from linewatch_ingest.config import IngestConfig
 from linewatch_ingest.control import IngestController
 from linewatch_ingest.inference_client import InferenceClient
 from linewatch_ingest.pipeline import PipelineDeps
+from linewatch_ingest.retention import ingest_retention
 from linewatch_ingest.store import IngestStore
 
 __all__ = ["IngestService", "running", "serve"]
@@ -82,6 +83,8 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         actions=AlarmActions(store, config.devices_addr, config.grpc.client),
     )
     alarm_task = asyncio.create_task(alarms.run(), name="alarms")
+    retention = ingest_retention(db, config.retention)
+    retention_task = asyncio.create_task(retention.run_forever(), name="retention")
     archive = ArchiveWriter(store)
     archive.start()
     deps = PipelineDeps(
@@ -110,9 +113,10 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
     finally:
         await server.stop()
         await controller.stop(grace=config.grpc.grace_s)
-        alarm_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await alarm_task
+        for task in (alarm_task, retention_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await archive.close()
         await inference.close()
         for client in targets.values():

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,6 +29,7 @@ from linewatch.runtime.db import Database
 __all__ = [
     "DAY_MS",
     "RetentionConfig",
+    "RetentionRunner",
     "Sweep",
     "SweepResult",
     "TableSize",
@@ -235,3 +237,86 @@ async def vacuum(db: Database) -> None:
             driver = raw.driver_connection
             assert driver is not None
             await driver.execute("VACUUM (ANALYZE)")
+
+
+class RetentionRunner:
+    """A service's retention: its sweeps on a schedule, one run at a time, with metrics."""
+
+    def __init__(
+        self,
+        service: str,
+        db: Database,
+        cfg: RetentionConfig,
+        sweeps: Callable[[], Awaitable[Sequence[Sweep]]],
+        tables: Sequence[str],
+    ) -> None:
+        self.service = service
+        self.db = db
+        self.cfg = cfg
+        self._sweeps = sweeps
+        self.tables = tuple(tables)
+        self._lock = asyncio.Lock()
+        self.last_run_ms = 0
+        self.last_results: list[SweepResult] = []
+
+    async def run_once(self, now_ms: int | None = None) -> list[SweepResult]:
+        """One pass over every data kind (waits for a pass in progress)."""
+        async with self._lock:
+            started = time.perf_counter()
+            results = await sweep(self.db, await self._sweeps(), self.cfg, now_ms)
+            for r in results:
+                ROWS_DELETED.labels(self.service, r.kind).inc(r.rows_deleted)
+                PARTITIONS_DROPPED.labels(self.service, r.kind).inc(r.partitions_dropped)
+            RUN_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+            self.last_run_ms = int(time.time() * 1000)
+            LAST_RUN.labels(self.service).set(self.last_run_ms / 1000)
+            self.last_results = results
+            return results
+
+    async def sizes(self) -> list[TableSize]:
+        """Rows and bytes of the service's tables (and the metrics of them)."""
+        out = await table_sizes(self.db, self.tables)
+        for s in out:
+            TABLE_BYTES.labels(self.service, s.table).set(s.bytes)
+            TABLE_ROWS.labels(self.service, s.table).set(s.rows)
+        return out
+
+    async def run_forever(self) -> None:
+        """Run every ``interval_s`` until cancelled (a failed pass is logged, not fatal)."""
+        while True:
+            try:
+                if self.cfg.enabled:
+                    await self.run_once()
+                await self.sizes()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention pass failed; next in %.0f s", self.cfg.interval_s)
+            await asyncio.sleep(self.cfg.interval_s)
+
+
+ROWS_DELETED = Counter(
+    "linewatch_retention_rows_deleted_total",
+    "Rows deleted by retention (batches)",
+    ["service", "kind"],
+)
+PARTITIONS_DROPPED = Counter(
+    "linewatch_retention_partitions_dropped_total",
+    "Day partitions dropped by retention (PostgreSQL)",
+    ["service", "kind"],
+)
+RUN_SECONDS = Histogram(
+    "linewatch_retention_run_seconds",
+    "Duration of one retention pass",
+    ["service"],
+    buckets=(0.1, 1, 10, 60, 300, 1800, 7200),
+)
+LAST_RUN = Gauge(
+    "linewatch_retention_last_run_timestamp_seconds", "When retention last ran", ["service"]
+)
+TABLE_BYTES = Gauge(
+    "linewatch_storage_table_bytes", "Bytes on disk of a table", ["service", "table"]
+)
+TABLE_ROWS = Gauge(
+    "linewatch_storage_table_rows", "Rows of a table (PostgreSQL: estimate)", ["service", "table"]
+)
