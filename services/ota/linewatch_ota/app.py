@@ -22,6 +22,7 @@ from linewatch_ota.devices_wiring import DevicesPart, start_devices
 from linewatch_ota.download_server import DownloadServer
 from linewatch_ota.events import EventHub
 from linewatch_ota.publisher import MetadataPublisher
+from linewatch_ota.retention import ota_retention
 from linewatch_ota.rollouts import Rollouts
 from linewatch_ota.scheduler import Scheduler
 from linewatch_ota.schema import HISTORY
@@ -57,6 +58,13 @@ async def _catalog(config: OtaConfig, db: Database) -> Catalog:
     return catalog
 
 
+async def _open_db(config: OtaConfig) -> Database:
+    """The database, its schema upgraded to the newest revision."""
+    db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
+    await migrate(db, HISTORY)
+    return db
+
+
 async def serve(
     config: OtaConfig, stop: asyncio.Event, *, ready: asyncio.Future[int] | None = None
 ) -> None:
@@ -67,8 +75,7 @@ async def serve(
         stop: set it to shut down gracefully.
         ready: when given, receives the bound gRPC port once serving (tests).
     """
-    db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
-    await migrate(db, HISTORY)
+    db = await _open_db(config)
     catalog = await _catalog(config, db)
     events = EventHub()
     write_lock = asyncio.Lock()
@@ -146,6 +153,7 @@ async def serve(
         log.info("ota serving", extra={"fields": {"grpc_port": port}})
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(stop))
+            group.create_task(ota_retention(db, config.retention).run_forever(stop))
             if devices is not None:
                 group.create_task(devices.commands.run(stop))
             await stop.wait()

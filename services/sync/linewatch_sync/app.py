@@ -17,6 +17,7 @@ from linewatch_sync.cachefs import CacheFs
 from linewatch_sync.config import SyncConfig
 from linewatch_sync.downloader import Downloader
 from linewatch_sync.intake import Intake
+from linewatch_sync.retention import sync_retention
 from linewatch_sync.store import JobStore
 from linewatch_sync.worker import SyncWorker
 
@@ -125,6 +126,7 @@ async def serve(
             async with asyncio.TaskGroup() as group:
                 group.create_task(worker.run(stop))
                 group.create_task(_update_gauges(store, stop))
+                group.create_task(sync_retention(db, config.retention).run_forever(stop))
                 await stop.wait()
         finally:
             await server.stop()

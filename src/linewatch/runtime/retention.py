@@ -13,6 +13,7 @@ an older file is converted by a full :func:`vacuum`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -78,6 +79,8 @@ class Sweep:
     pk: str = "id"
     #: Rows only (e.g. cleared alarms, finished jobs): SQL on alias ``r``.
     only_where: str = ""
+    #: The time column holds epoch seconds (float), not milliseconds.
+    seconds: bool = False
 
 
 @dataclass
@@ -146,11 +149,12 @@ async def sweep(
                 await conn.run_sync(
                     partitions.ensure_partitions, s.table, now, cfg.partition_days_ahead
                 )
+        scale = 1000 if s.seconds else 1
         where = f"r.{s.ts_column} < :cutoff"
-        params = {"cutoff": cutoff}
+        params = {"cutoff": cutoff // scale}
         if keep:
             where = f"({where} AND NOT ({keep}) OR r.{s.ts_column} < :keep_cutoff)"
-            params["keep_cutoff"] = _cutoff(now, s.keep_days)
+            params["keep_cutoff"] = _cutoff(now, s.keep_days) // scale
         if s.only_where:
             where = f"{where} AND ({s.only_where})"
         res.rows_deleted = await _delete_batches(db, s, where, params, cfg)
@@ -281,18 +285,19 @@ class RetentionRunner:
             TABLE_ROWS.labels(self.service, s.table).set(s.rows)
         return out
 
-    async def run_forever(self) -> None:
-        """Run every ``interval_s`` until cancelled (a failed pass is logged, not fatal)."""
-        while True:
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Run every ``interval_s`` until ``stop`` is set or cancelled (a failed pass is
+        logged, not fatal)."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
             try:
                 if self.cfg.enabled:
                     await self.run_once()
                 await self.sizes()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("retention pass failed; next in %.0f s", self.cfg.interval_s)
-            await asyncio.sleep(self.cfg.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.cfg.interval_s)
 
 
 ROWS_DELETED = Counter(
