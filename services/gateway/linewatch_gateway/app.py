@@ -16,7 +16,17 @@ from linewatch_gateway.config import GatewayConfig
 from linewatch_gateway.errors import install_error_handlers
 from linewatch_gateway.hubs import make_hubs
 from linewatch_gateway.middleware import BodyLimit, HttpMetrics
-from linewatch_gateway.routes import devices, firmware, health, ingest, models, ota, stream, sync
+from linewatch_gateway.routes import (
+    devices,
+    firmware,
+    health,
+    ingest,
+    models,
+    ota,
+    storage,
+    stream,
+    sync,
+)
 from linewatch_gateway.sse import StreamHub
 from linewatch_gateway.stream_access import StreamSlots, StreamTokens
 
@@ -73,7 +83,7 @@ def create_app(config: GatewayConfig, backends: Backends) -> FastAPI:
         total=config.sse_max_clients, per_address=config.sse_max_clients_per_address
     )
     install_error_handlers(app)
-    for module in (ingest, models, sync, firmware, ota, devices, stream, health):
+    for module in (ingest, models, sync, firmware, ota, devices, storage, stream, health):
         app.include_router(module.router)
     app.add_middleware(
         BodyLimit,

@@ -43,6 +43,8 @@ WRITES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/ota/rollouts/r1/cancel", None),
     ("POST", "/v1/devices/d1/commands", {"name": "power_on"}),
     ("POST", "/v1/devices/d1/commands/c1/cancel", None),
+    ("POST", "/v1/storage/retention", None),
+    ("POST", "/v1/storage/vacuum", None),
 ]
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from linewatch.runtime.db import Database, default_sqlite_url
 from linewatch.runtime.fanout import FanOut
 from linewatch.runtime.grpc_server import GrpcServer
+from linewatch.runtime.storage_api import add_storage_service
 from linewatch.runtime.telemetry import setup_telemetry
 from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
 from linewatch_ingest.alarm_actions import AlarmActions
@@ -23,6 +24,7 @@ from linewatch_ingest.control import IngestController
 from linewatch_ingest.inference_client import InferenceClient
 from linewatch_ingest.pipeline import PipelineDeps
 from linewatch_ingest.retention import ingest_retention
+from linewatch_ingest.schema import HISTORY
 from linewatch_ingest.store import IngestStore
 
 __all__ = ["IngestService", "running", "serve"]
@@ -92,6 +94,7 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
     )
     controller = IngestController(deps)
     server = GrpcServer(config=config.grpc, service="ingest")
+    add_storage_service(server, retention, HISTORY)
     try:
         await controller.load()
         servicer = IngestServicer(

@@ -10,9 +10,11 @@ import socket
 from pydantic import SecretStr
 
 from linewatch.runtime.db import Database, default_sqlite_url
-from linewatch.runtime.grpc_auth import internal_caller
+from linewatch.runtime.grpc_auth import Caller, internal_caller
 from linewatch.runtime.grpc_server import GrpcServer
 from linewatch.runtime.migrations import migrate
+from linewatch.runtime.retention import RetentionRunner
+from linewatch.runtime.storage_api import add_storage_service
 from linewatch.v1 import devices_pb2, devices_pb2_grpc, ota_pb2, ota_pb2_grpc
 from linewatch_ota.api import OtaApi
 from linewatch_ota.catalog import Catalog
@@ -63,6 +65,16 @@ async def _open_db(config: OtaConfig) -> Database:
     db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
     await migrate(db, HISTORY)
     return db
+
+
+def _grpc_server(
+    config: OtaConfig, db: Database, api: OtaApi, reader: Caller
+) -> tuple[GrpcServer, RetentionRunner]:
+    """The gRPC server with the OTA and storage services (retention's runner)."""
+    server = GrpcServer(config=config.grpc, service="ota", extra_callers=[reader])
+    server.add(ota_pb2_grpc.add_OtaServiceServicer_to_server, api, SERVICE_NAME)
+    storage = add_storage_service(server, ota_retention(db, config.retention), HISTORY)
+    return server, storage.runner
 
 
 async def serve(
@@ -124,8 +136,7 @@ async def serve(
         "ota-downloads",
         [f"/{SERVICE_NAME}/GetFirmware", f"/{SERVICE_NAME}/ReadFirmware"],
     )
-    server = GrpcServer(config=config.grpc, service="ota", extra_callers=[reader])
-    server.add(ota_pb2_grpc.add_OtaServiceServicer_to_server, api, SERVICE_NAME)
+    server, retention = _grpc_server(config, db, api, reader)
     devices: DevicesPart | None = None
     if config.devices.enabled:
         devices = start_devices(config, db, client_id=client_id)
@@ -153,7 +164,7 @@ async def serve(
         log.info("ota serving", extra={"fields": {"grpc_port": port}})
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(stop))
-            group.create_task(ota_retention(db, config.retention).run_forever(stop))
+            group.create_task(retention.run_forever(stop))
             if devices is not None:
                 group.create_task(devices.commands.run(stop))
             await stop.wait()

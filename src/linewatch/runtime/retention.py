@@ -259,13 +259,13 @@ class RetentionRunner:
         self.cfg = cfg
         self._sweeps = sweeps
         self.tables = tuple(tables)
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()
         self.last_run_ms = 0
         self.last_results: list[SweepResult] = []
 
     async def run_once(self, now_ms: int | None = None) -> list[SweepResult]:
         """One pass over every data kind (waits for a pass in progress)."""
-        async with self._lock:
+        async with self.lock:
             started = time.perf_counter()
             results = await sweep(self.db, await self._sweeps(), self.cfg, now_ms)
             for r in results:
