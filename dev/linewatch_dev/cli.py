@@ -1,5 +1,5 @@
 """The ``linewatch`` command: ``up``, ``simulate``, ``broker``, ``ota simulate``,
-``devices simulate``."""
+``devices simulate``, ``admin`` (storage, retention, vacuum)."""
 
 from __future__ import annotations
 
@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-share", type=float, default=0.1)
     p.add_argument("--slow-share", type=float, default=0.1)
     p.set_defaults(func=_cmd_devices_simulate)
+
+    from linewatch_dev.admin import add_admin_parser
+
+    add_admin_parser(sub)
     return parser
 
 
