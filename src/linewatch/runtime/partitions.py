@@ -27,8 +27,10 @@ __all__ = [
     "DAY_MS",
     "Partition",
     "convert_to_partitioned",
+    "drop_partition",
     "drop_partitions_before",
     "ensure_partitions",
+    "expired_partitions",
     "list_partitions",
 ]
 
@@ -107,28 +109,45 @@ def ensure_partitions(
     return len(wanted)
 
 
+def expired_partitions(conn: sa.Connection, table: str, cutoff_ms: int) -> list[Partition]:
+    """The day partitions wholly older than ``cutoff_ms``, oldest first."""
+    _ident(table)
+    return [p for p in list_partitions(conn, table) if p.end_ms <= cutoff_ms]
+
+
+def drop_partition(conn: sa.Connection, table: str, part: Partition, keep_where: str = "") -> int:
+    """Drop one day partition (run it in a transaction of its own: it locks the parent).
+
+    ``keep_where`` (SQL on the partition's rows, alias ``r``): rows to keep past their
+    day. They are copied out first (a temporary table; the parent is not locked yet), then
+    the partition is detached, the copies inserted into the parent (they land in the
+    default partition) and the partition dropped: the parent is locked only for that
+    last short step. Returns the rows kept.
+    """
+    _ident(table)
+    kept = 0
+    if keep_where:
+        conn.execute(
+            sa.text(
+                f"CREATE TEMP TABLE _lw_keep ON COMMIT DROP AS "  # noqa: S608
+                f"SELECT r.* FROM {part.name} r WHERE {keep_where}"
+            )
+        )
+        conn.execute(sa.text(f"ALTER TABLE {table} DETACH PARTITION {part.name}"))
+        result = conn.execute(sa.text(f"INSERT INTO {table} SELECT * FROM _lw_keep"))  # noqa: S608
+        kept = int(result.rowcount or 0)
+    conn.execute(sa.text(f"DROP TABLE {part.name}"))
+    return kept
+
+
 def drop_partitions_before(
     conn: sa.Connection, table: str, cutoff_ms: int, keep_where: str = ""
 ) -> tuple[int, int]:
-    """Drop every day partition wholly older than ``cutoff_ms``.
-
-    ``keep_where`` (SQL on the partition's rows, alias ``r``): rows to keep past their
-    day; they are copied into the default partition (the partition is detached first, so
-    the parent routes them there) before the partition is dropped. Returns
-    ``(partitions dropped, rows kept)``.
-    """
-    _ident(table)
+    """Drop every day partition wholly older than ``cutoff_ms`` in this one transaction
+    (:func:`drop_partition` each; a migration or a test). Returns ``(dropped, kept)``."""
     dropped = kept = 0
-    for part in list_partitions(conn, table):
-        if part.end_ms > cutoff_ms:
-            break
-        if keep_where:
-            conn.execute(sa.text(f"ALTER TABLE {table} DETACH PARTITION {part.name}"))
-            result = conn.execute(
-                sa.text(f"INSERT INTO {table} SELECT r.* FROM {part.name} r WHERE {keep_where}")  # noqa: S608
-            )
-            kept += int(result.rowcount or 0)
-        conn.execute(sa.text(f"DROP TABLE {part.name}"))
+    for part in expired_partitions(conn, table, cutoff_ms):
+        kept += drop_partition(conn, table, part, keep_where)
         dropped += 1
     return dropped, kept
 

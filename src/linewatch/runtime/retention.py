@@ -143,9 +143,15 @@ async def sweep(
         keep = s.keep_where if s.keep_days > s.ttl_days else ""
         if s.partitioned and not db.is_sqlite:
             async with db.connect() as conn:
-                res.partitions_dropped, res.rows_kept = await conn.run_sync(
-                    partitions.drop_partitions_before, s.table, cutoff, keep
-                )
+                expired = await conn.run_sync(partitions.expired_partitions, s.table, cutoff)
+            for part in expired:  # one short transaction each: the parent is locked
+                async with db.connect() as conn:
+                    res.rows_kept += await conn.run_sync(
+                        partitions.drop_partition, s.table, part, keep
+                    )
+                res.partitions_dropped += 1
+                await asyncio.sleep(cfg.pause_s)
+            async with db.connect() as conn:
                 await conn.run_sync(
                     partitions.ensure_partitions, s.table, now, cfg.partition_days_ahead
                 )
