@@ -62,6 +62,12 @@ checkprotos: ## Fail when the protos are badly formatted, lint, or the stubs are
 	  cmp -s $$tmp/$$f src/$$f || { echo "stale generated stub: src/$$f (run make protos)"; exit 1; }; done; \
 	echo "protos: lint clean, stubs up to date"
 
+.PHONY: migration
+migration: setup ## Write the next schema revision of a service: make migration SERVICE=ingest MSG="add x"
+	@test -n "$(SERVICE)" && test -n "$(MSG)" || { echo 'usage: make migration SERVICE=<svc> MSG="..."'; exit 2; }
+	f=$$($(PY) -m linewatch_dev.migration "$(SERVICE)" "$(MSG)" | tail -1); \
+	  $(VENV)/bin/ruff format -q "$$f"; $(VENV)/bin/ruff check -q --fix "$$f" || true; echo "wrote $$f (review it)"
+
 # --- quality ------------------------------------------------------------------------
 
 .PHONY: docs

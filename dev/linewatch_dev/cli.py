@@ -1,5 +1,5 @@
 """The ``linewatch`` command: ``up``, ``simulate``, ``broker``, ``ota simulate``,
-``devices simulate``, ``train``."""
+``devices simulate``, ``train``, ``admin`` (storage, retention, vacuum)."""
 
 from __future__ import annotations
 
@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     from linewatch_dev.train.command import add_parser as add_train
 
     add_train(sub)
+
+    from linewatch_dev.admin import add_admin_parser
+
+    add_admin_parser(sub)
     return parser
 
 

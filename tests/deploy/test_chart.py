@@ -149,3 +149,33 @@ def test_default_ingest_replicas_get_their_count_and_no_autoscaler() -> None:
     assert deployment["spec"]["replicas"] == 2
     hpas = {o["metadata"]["name"] for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
     assert "linewatch-ingest" not in hpas
+
+
+def _migrate_jobs(*args: str) -> dict[str, Any]:
+    objects = deploy_json("tools.chart_check.render_one", *args)["objects"]
+    return {
+        o["metadata"]["name"]: o
+        for o in objects
+        if o["kind"] == "Job" and o["metadata"]["name"].endswith("-migrate")
+    }
+
+
+def test_a_hook_job_migrates_each_database_before_upgrades() -> None:
+    jobs = _migrate_jobs()
+    assert set(jobs) == {f"linewatch-{s}-migrate" for s in ("ingest", "sync", "ota")}
+    for svc in ("ingest", "sync", "ota"):
+        job = jobs[f"linewatch-{svc}-migrate"]
+        # in-chart PostgreSQL exists only after the install: upgrades only
+        assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-upgrade"
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == ["migrate", "--config", f"/etc/linewatch/{svc}.yaml"]
+        env = {e["name"] for e in container["env"]}
+        assert f"LINEWATCH_{svc.upper()}__DATABASE_URL" in env
+        assert container["readinessProbe"]["exec"]["command"] == ["false"]
+    external = _migrate_jobs(
+        "--set-json",
+        '{"postgresql": {"enabled": false}, "database": {"url": "postgresql+asyncpg://u:p@db/lw"}}',
+    )
+    hooks = {j["metadata"]["annotations"]["helm.sh/hook"] for j in external.values()}
+    assert hooks == {"pre-install,pre-upgrade"}
+    assert _migrate_jobs("--set-json", '{"postgresql": {"enabled": false}}') == {}

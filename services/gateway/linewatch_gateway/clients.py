@@ -16,17 +16,20 @@ from linewatch.v1 import (
     inference_pb2_grpc,
     ingest_pb2_grpc,
     ota_pb2_grpc,
+    storage_pb2_grpc,
     sync_pb2_grpc,
 )
 from linewatch_gateway.config import GatewayConfig
 from linewatch_gateway.errors import from_grpc
 
-__all__ = ["BACKENDS", "Backends"]
+__all__ = ["BACKENDS", "STORAGE_BACKENDS", "Backends"]
 
 T = TypeVar("T")
 
 #: The backends, in the order /readyz reports them.
 BACKENDS = ("ingest", "inference", "sync", "ota")
+#: The backends with a database (StorageService).
+STORAGE_BACKENDS = ("ingest", "sync", "ota")
 
 """Keepalive as the servers allow it (linewatch.runtime.grpc_options)."""
 
@@ -43,6 +46,8 @@ class Backends:
     devices: Any = None
     timeout_s: float = 10.0
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    #: StorageService of each service with a database (ingest, sync, ota), by name.
+    storage: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def connect(cls, config: GatewayConfig) -> Backends:
@@ -63,6 +68,10 @@ class Backends:
             devices=devices_pb2_grpc.DeviceServiceStub(channels["ota"]),
             timeout_s=config.backend_timeout_s,
             channels=channels,
+            storage={
+                name: storage_pb2_grpc.StorageServiceStub(channels[name])
+                for name in STORAGE_BACKENDS
+            },
         )
 
     async def call(self, backend: str, method: Callable[..., Awaitable[T]], request: Any) -> T:

@@ -46,6 +46,8 @@ WRITES: list[tuple[str, str, Any]] = [
     ("DELETE", "/v1/ota/groups/g1", None),
     ("POST", "/v1/devices/d1/commands", {"name": "power_on"}),
     ("POST", "/v1/devices/d1/commands/c1/cancel", None),
+    ("POST", "/v1/storage/retention", None),
+    ("POST", "/v1/storage/vacuum", None),
 ]
 
 

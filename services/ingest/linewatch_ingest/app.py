@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from linewatch.runtime.db import Database, default_sqlite_url
 from linewatch.runtime.fanout import FanOut
 from linewatch.runtime.grpc_server import GrpcServer
+from linewatch.runtime.storage_api import add_storage_service
 from linewatch.runtime.telemetry import setup_telemetry
 from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
 from linewatch_ingest.alarm_actions import AlarmActions
@@ -25,6 +26,8 @@ from linewatch_ingest.labels import labels_from
 from linewatch_ingest.pipeline import PipelineDeps
 from linewatch_ingest.replicas import Replicas
 from linewatch_ingest.shadow import ShadowScorer
+from linewatch_ingest.retention import ingest_retention
+from linewatch_ingest.schema import HISTORY
 from linewatch_ingest.store import IngestStore
 
 __all__ = ["IngestService", "running", "serve"]
@@ -91,6 +94,8 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
     )
     await alarms.restore()  # before any verdict: active alarms are tracked as active
     alarm_task = asyncio.create_task(alarms.run(), name="alarms")
+    retention = ingest_retention(db, config.retention)
+    retention_task = asyncio.create_task(retention.run_forever(), name="retention")
     archive = ArchiveWriter(store)
     archive.start()
     shadow = ShadowScorer(store, inference, queue_size=config.shadow_queue_size)
@@ -103,6 +108,7 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
     replicas = await _replicas(config, controller, db)
     claim_task: asyncio.Task[None] | None = None
     server = GrpcServer(config=config.grpc, service="ingest")
+    add_storage_service(server, retention, HISTORY)
     try:
         await controller.load()
         servicer = IngestServicer(
@@ -136,9 +142,10 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
         await controller.stop(grace=config.grpc.grace_s)
         if replicas is not None:
             await replicas.close()
-        alarm_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await alarm_task
+        for task in (alarm_task, retention_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await shadow.close()
         await archive.close()
         await inference.close()

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linewatch.runtime.config import GrpcConfig, MqttConfig, ServiceConfig
 from linewatch.runtime.fetch import AllowedNetworks
+from linewatch.runtime.retention import RetentionConfig
 
 __all__ = [
     "ENVELOPE",
@@ -29,6 +30,7 @@ __all__ = [
     "BatchConfig",
     "InferenceTarget",
     "IngestConfig",
+    "IngestRetention",
     "ModelParams",
     "MonitorWindow",
     "OipModel",
@@ -254,6 +256,32 @@ def _default_rules() -> tuple[RuleConfig, ...]:
     )
 
 
+class IngestRetention(RetentionConfig):
+    """How long ingest keeps each kind of data, in days (0: forever, the default).
+
+    ``flagged_days``: curves and verdicts of not-ok verdicts, and of labelled verdicts
+    (``ingest_verdict_label``, when that table exists), are kept this long when it is
+    longer than their kind's TTL (audits). Alarms: cleared ones only.
+    """
+
+    telemetry_days: float = Field(default=0, ge=0)
+    verdict_days: float = Field(default=0, ge=0)
+    flagged_days: float = Field(default=0, ge=0)
+    deadletter_days: float = Field(default=0, ge=0)
+    alarm_days: float = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _verdicts_outlive_curves(self) -> IngestRetention:
+        if self.verdict_days and (
+            not self.telemetry_days or self.verdict_days < self.telemetry_days
+        ):
+            raise ValueError(
+                "retention.verdict_days must be 0 or at least telemetry_days "
+                "(a curve is kept longer by its verdict)"
+            )
+        return self
+
+
 class IngestConfig(ServiceConfig):
     """Settings of the ingest service; the defaults run the ``make run`` demo rule."""
 
@@ -292,6 +320,7 @@ class IngestConfig(ServiceConfig):
     stream_buffer: int = Field(default=1000, ge=1)
     """Items buffered per live-stream subscriber before it starts losing items."""
     max_page_size: int = Field(default=1000, ge=1)
+    retention: IngestRetention = IngestRetention()
     shadow_queue_size: int = Field(default=64, ge=1)
     """Batches waiting to be scored by a model's candidate (shadow) version; beyond it
     they are dropped and counted (``linewatch_ingest_shadow_curves{outcome="dropped"}``)."""

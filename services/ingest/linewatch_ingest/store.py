@@ -77,12 +77,13 @@ class RuleRow(Base, table=True):
 
 
 class TelemetryRow(Base, table=True):
-    """One archived curve."""
+    """One archived curve (PostgreSQL: partitioned by day on ts_ms, key (id, ts_ms))."""
 
     __tablename__ = "ingest_telemetry"
     __table_args__ = (
         sa.Index("uq_ingest_telemetry_key", "rule", "msg_id", "device_id", "ts_ms", unique=True),
         sa.Index("ix_ingest_telemetry_device_ts", "device_id", "ts_ms"),
+        sa.Index("ix_ingest_telemetry_ts", "ts_ms"),
     )
     id: int | None = _id_column()
     rule: str
@@ -96,12 +97,13 @@ class TelemetryRow(Base, table=True):
 
 
 class VerdictRow(Base, table=True):
-    """One archived verdict."""
+    """One archived verdict (PostgreSQL: partitioned by day on ts_ms, key (id, ts_ms))."""
 
     __tablename__ = "ingest_verdict"
     __table_args__ = (
         sa.Index("uq_ingest_verdict_key", "rule", "msg_id", "device_id", "ts_ms", unique=True),
         sa.Index("ix_ingest_verdict_device_ts", "device_id", "ts_ms"),
+        sa.Index("ix_ingest_verdict_ts", "ts_ms"),
     )
     id: int | None = _id_column()
     rule: str
@@ -197,26 +199,11 @@ class IngestStore:
         self.db = db
 
     async def create(self) -> None:
-        """Create or migrate the tables.
+        """Upgrade the schema to the newest revision (``linewatch_ingest/migrations``)."""
+        from linewatch.runtime.migrations import migrate
+        from linewatch_ingest.schema import HISTORY
 
-        Archives made before duplicates were keyed on ``(device_id, msg_id, ts)`` had
-        ``(rule, msg_id)`` unique: PostgreSQL drops that constraint; SQLite cannot drop
-        it (a table rebuild would), so an old SQLite archive keeps skipping a reused
-        ``msg_id`` (its verdict is still published).
-        """
-        await self.db.create_schema(Base.metadata)
-        async with self.db.connect() as conn:
-            for table in ("ingest_telemetry", "ingest_verdict"):
-                if not self.db.is_sqlite:
-                    await conn.execute(
-                        sa.text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS uq_{table}_msg")
-                    )
-                await conn.execute(
-                    sa.text(
-                        f"CREATE UNIQUE INDEX IF NOT EXISTS uq_{table}_key "
-                        f"ON {table} (rule, msg_id, device_id, ts_ms)"
-                    )
-                )
+        await migrate(self.db, HISTORY)
 
     def _insert(self, table: sa.Table) -> Any:
         if self.db.is_sqlite:

@@ -10,8 +10,11 @@ import socket
 from pydantic import SecretStr
 
 from linewatch.runtime.db import Database, default_sqlite_url
-from linewatch.runtime.grpc_auth import internal_caller
+from linewatch.runtime.grpc_auth import Caller, internal_caller
 from linewatch.runtime.grpc_server import GrpcServer
+from linewatch.runtime.migrations import migrate
+from linewatch.runtime.retention import RetentionRunner
+from linewatch.runtime.storage_api import add_storage_service
 from linewatch.v1 import devices_pb2, devices_pb2_grpc, ota_pb2, ota_pb2_grpc
 from linewatch_ota.api import OtaApi
 from linewatch_ota.catalog import Catalog
@@ -23,10 +26,11 @@ from linewatch_ota.events import EventHub
 from linewatch_ota.groups import Groups
 from linewatch_ota.ingest_client import IngestCounts
 from linewatch_ota.publisher import MetadataPublisher
+from linewatch_ota.retention import ota_retention
 from linewatch_ota.rollouts import Rollouts
 from linewatch_ota.scheduler import Scheduler
+from linewatch_ota.schema import HISTORY
 from linewatch_ota.signing import FirmwareKeys, SigningKey
-from linewatch_ota.store import Base
 from linewatch_ota.wave_progress import WavePlans
 
 __all__ = ["serve"]
@@ -67,6 +71,23 @@ def _plans(config: OtaConfig, db: Database, devices: DevicesPart | None) -> Wave
     return WavePlans(db=db, ingest=ingest, inventory=inventory)
 
 
+async def _open_db(config: OtaConfig) -> Database:
+    """The database, its schema upgraded to the newest revision."""
+    db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
+    await migrate(db, HISTORY)
+    return db
+
+
+def _grpc_server(
+    config: OtaConfig, db: Database, api: OtaApi, reader: Caller
+) -> tuple[GrpcServer, RetentionRunner]:
+    """The gRPC server with the OTA and storage services (retention's runner)."""
+    server = GrpcServer(config=config.grpc, service="ota", extra_callers=[reader])
+    server.add(ota_pb2_grpc.add_OtaServiceServicer_to_server, api, SERVICE_NAME)
+    storage = add_storage_service(server, ota_retention(db, config.retention), HISTORY)
+    return server, storage.runner
+
+
 async def serve(
     config: OtaConfig, stop: asyncio.Event, *, ready: asyncio.Future[int] | None = None
 ) -> None:
@@ -77,8 +98,7 @@ async def serve(
         stop: set it to shut down gracefully.
         ready: when given, receives the bound gRPC port once serving (tests).
     """
-    db = Database(config.database_url or default_sqlite_url(config.data_dir, "ota"))
-    await db.create_schema(Base.metadata)
+    db = await _open_db(config)
     catalog = await _catalog(config, db)
     events = EventHub()
     write_lock = asyncio.Lock()
@@ -128,8 +148,7 @@ async def serve(
     # the download server reads firmware over this service's own API, with a token
     # made here that may only read firmware
     reader, reader_token = internal_caller("ota-downloads", READER_METHODS)
-    server = GrpcServer(config=config.grpc, service="ota", extra_callers=[reader])
-    server.add(ota_pb2_grpc.add_OtaServiceServicer_to_server, api, SERVICE_NAME)
+    server, retention = _grpc_server(config, db, api, reader)
     if devices is not None:
         server.add(
             devices_pb2_grpc.add_DeviceServiceServicer_to_server, devices.api, DEVICES_SERVICE_NAME
@@ -155,6 +174,7 @@ async def serve(
         log.info("ota serving", extra={"fields": {"grpc_port": port}})
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(stop))
+            group.create_task(retention.run_forever(stop))
             if devices is not None:
                 group.create_task(devices.commands.run(stop))
             await stop.wait()

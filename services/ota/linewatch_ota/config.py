@@ -7,10 +7,22 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from linewatch.runtime.config import GrpcConfig, MqttConfig, ServiceConfig
+from linewatch.runtime.retention import RetentionConfig
 from linewatch.runtime.signatures import KEY_ID_PATTERN
 from linewatch_ota.devices_config import DevicesConfig
 
-__all__ = ["OtaConfig"]
+__all__ = ["OtaConfig", "OtaRetention"]
+
+
+class OtaRetention(RetentionConfig):
+    """How long OTA keeps history, in days (0: forever, the default).
+
+    ``command_days``: device commands in a final state, by creation; ``update_days``:
+    device updates in a final state of rollouts that are completed or cancelled.
+    """
+
+    command_days: float = Field(default=0, ge=0)
+    update_days: float = Field(default=0, ge=0)
 
 
 class OtaConfig(ServiceConfig):
@@ -63,6 +75,7 @@ class OtaConfig(ServiceConfig):
     http_port: int = Field(default=0, ge=0, le=65535)
     #: Device commands, presence and inventory (the DeviceService).
     devices: DevicesConfig = DevicesConfig()
+    retention: OtaRetention = OtaRetention()
 
     @model_validator(mode="after")
     def _some_key(self) -> OtaConfig:

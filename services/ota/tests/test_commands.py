@@ -394,12 +394,13 @@ async def test_commands_for_offline_devices_never_crowd_out_online_ones(
     database_url: str,
 ) -> None:
     from linewatch_ota.command_store import CommandRow, CommandStore
-    from linewatch_ota.store import Base
+    from linewatch_ota.schema import HISTORY
 
     from linewatch.runtime.db import Database
+    from linewatch.runtime.migrations import migrate
 
     db = Database(database_url)
-    await db.create_schema(Base.metadata)
+    await migrate(db, HISTORY)
     try:
         store = CommandStore(db)
 

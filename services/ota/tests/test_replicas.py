@@ -16,6 +16,7 @@ from linewatch_ota.ingest_client import IngestCounts
 from linewatch_ota.publisher import MetadataPublisher
 from linewatch_ota.rollouts import Rollouts, RolloutSpec
 from linewatch_ota.scheduler import Scheduler
+from linewatch_ota.schema import HISTORY
 from linewatch_ota.signing import FirmwareKeys, SigningKey
 from linewatch_ota.store import Base, DeviceUpdateRow
 from linewatch_ota.wave_progress import WavePlans
@@ -23,13 +24,14 @@ from sqlalchemy.exc import IntegrityError
 
 from linewatch.runtime.config import GrpcClientConfig, MqttConfig
 from linewatch.runtime.db import Database
+from linewatch.runtime.migrations import migrate
 from linewatch.runtime.mqtt import MqttClient
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(database_url)
-    await database.create_schema(Base.metadata)
+    await migrate(database, HISTORY)
     yield database
     await database.close()
 

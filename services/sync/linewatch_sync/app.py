@@ -10,6 +10,7 @@ import socket
 from linewatch.runtime.db import Database, default_sqlite_url
 from linewatch.runtime.fetch import SafeFetcher
 from linewatch.runtime.grpc_server import GrpcServer
+from linewatch.runtime.storage_api import add_storage_service
 from linewatch.v1 import sync_pb2, sync_pb2_grpc
 from linewatch_sync import metrics
 from linewatch_sync.api import SyncApi
@@ -17,6 +18,8 @@ from linewatch_sync.cachefs import CacheFs
 from linewatch_sync.config import SyncConfig
 from linewatch_sync.downloader import Downloader
 from linewatch_sync.intake import Intake
+from linewatch_sync.retention import sync_retention
+from linewatch_sync.schema import HISTORY
 from linewatch_sync.store import JobStore
 from linewatch_sync.worker import SyncWorker
 
@@ -113,6 +116,8 @@ async def serve(
             SyncApi(store=store, intake=intake, cache=cache),
             SERVICE_NAME,
         )
+        retention = sync_retention(db, config.retention)
+        add_storage_service(server, retention, HISTORY)
         try:
             await mqtt.start(wait=True)
             port = await server.start()
@@ -125,6 +130,7 @@ async def serve(
             async with asyncio.TaskGroup() as group:
                 group.create_task(worker.run(stop))
                 group.create_task(_update_gauges(store, stop))
+                group.create_task(retention.run_forever(stop))
                 await stop.wait()
         finally:
             await server.stop()

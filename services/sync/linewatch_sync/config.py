@@ -8,10 +8,22 @@ from pydantic import Field, model_validator
 
 from linewatch.runtime.config import GrpcConfig, MqttConfig, ServiceConfig
 from linewatch.runtime.fetch import AllowedNetworks
+from linewatch.runtime.retention import RetentionConfig
 
-__all__ = ["SyncConfig"]
+__all__ = ["SyncConfig", "SyncRetention"]
 
 DEFAULT_TOPICS = ("sync", "sync-single-work", "holo-file-sync")
+
+
+class SyncRetention(RetentionConfig):
+    """How long sync keeps finished work, in days (0: forever, the default).
+
+    ``dead_job_days``: jobs that gave up (state ``dead``), by their last update;
+    ``rejection_days``: refused messages and URLs. Done jobs are the cache's index and stay.
+    """
+
+    dead_job_days: float = Field(default=0, ge=0)
+    rejection_days: float = Field(default=0, ge=0)
 
 
 class SyncConfig(ServiceConfig):
@@ -61,6 +73,7 @@ class SyncConfig(ServiceConfig):
     worker_id: str = Field(default="", max_length=64)
     #: Most URLs accepted in one message or request.
     max_urls_per_request: int = Field(default=10000, ge=1)
+    retention: SyncRetention = SyncRetention()
 
     @model_validator(mode="after")
     def _check(self) -> SyncConfig:

@@ -156,8 +156,11 @@ class JobStore:
         self.lease_s = lease_s
 
     async def create_schema(self) -> None:
-        """Create the table (and add new columns) if needed."""
-        await self.db.create_schema(Base.metadata)
+        """Upgrade the schema to the newest revision (``linewatch_sync/migrations``)."""
+        from linewatch.runtime.migrations import migrate
+        from linewatch_sync.schema import HISTORY
+
+        await migrate(self.db, HISTORY)
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRow]:
         """Queue new URLs; a URL already known is not duplicated.

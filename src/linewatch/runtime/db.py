@@ -1,8 +1,9 @@
 """Async database access: PostgreSQL (asyncpg) or the embedded SQLite (aiosqlite).
 
 Each service owns its tables: it declares them on its own ``MetaData`` (see
-:func:`service_registry`) and calls :meth:`Database.create_schema` at start, which creates
-missing tables and adds missing columns (additive migrations; nothing is dropped).
+:func:`service_registry`) and upgrades them at start with its migration history
+(:mod:`linewatch.runtime.migrations`, Alembic). :meth:`Database.create_schema` (create
+missing tables, add missing columns) is only for tables that have no history (tests).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def default_sqlite_url(data_dir: Path, service: str) -> str:
 
 def _set_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # Before the first table only (a new file): freed pages can be given back in steps
+    # (retention's PRAGMA incremental_vacuum); an older file keeps its mode until VACUUM.
+    cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
@@ -85,7 +89,11 @@ class Database:
         return self.dialect == "sqlite"
 
     async def create_schema(self, metadata: sa.MetaData) -> None:
-        """Create missing tables and add missing (nullable or defaulted) columns."""
+        """Create missing tables and add missing (nullable or defaulted) columns.
+
+        For metadata without a migration history only (tests, scratch tables); a
+        service's own tables go through :func:`linewatch.runtime.migrations.migrate`.
+        """
         async with self.engine.begin() as conn:
             if not self.is_sqlite:  # replicas starting together: one after the other
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})

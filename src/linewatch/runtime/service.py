@@ -5,6 +5,10 @@ A service's ``__main__`` is one line::
     run_service("ingest", IngestConfig, serve)
 
 where ``serve(config, stop)`` runs until the ``stop`` event is set (SIGTERM or SIGINT).
+A service with a database passes its migration history too
+(``run_service("ingest", IngestConfig, serve, history=HISTORY)``), which adds the command
+``python -m linewatch_<svc> migrate [--config ...]``: upgrade the schema and exit (the Helm
+hook Job runs it before an install or upgrade).
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from linewatch.runtime.config import ServiceConfig, load_config
 from linewatch.runtime.errors import ConfigError, LinewatchError
 from linewatch.runtime.logs import setup_logging
 from linewatch.runtime.telemetry import setup_telemetry, shutdown_telemetry
+
+if TYPE_CHECKING:
+    from linewatch.runtime.migrations import MigrationHistory
 
 __all__ = ["run_service", "start_metrics_server"]
 
@@ -63,11 +70,34 @@ async def _main(config: C, serve: Callable[[C, asyncio.Event], Awaitable[None]])
         shutdown_telemetry()
 
 
+async def _migrate(config: ServiceConfig, name: str, history: MigrationHistory) -> None:
+    from linewatch.runtime.db import Database, default_sqlite_url
+    from linewatch.runtime.migrations import migrate
+
+    db = Database(config.database_url or default_sqlite_url(config.data_dir, name))
+    try:
+        revision = await migrate(db, history)
+    finally:
+        await db.close()
+    print(f"linewatch-{name}: schema at revision {revision}")
+
+
+def _run_migrate(config: ServiceConfig, name: str, history: MigrationHistory) -> int:
+    try:
+        asyncio.run(_migrate(config, name, history))
+    except ConfigError as exc:
+        print(f"linewatch-{name}: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run_service(
     name: str,
     model: type[C],
     serve: Callable[[C, asyncio.Event], Awaitable[None]],
     argv: list[str] | None = None,
+    *,
+    history: MigrationHistory | None = None,
 ) -> int:
     """Load config, set up logging and telemetry, run ``serve`` until a signal.
 
@@ -77,6 +107,14 @@ def run_service(
     """
     parser = argparse.ArgumentParser(prog=f"linewatch-{name}")
     parser.add_argument("--config", help="YAML configuration file")
+    if history is not None:
+        parser.add_argument(
+            "command",
+            nargs="?",
+            choices=["serve", "migrate"],
+            default="serve",
+            help="serve (default), or migrate: upgrade the database schema and exit",
+        )
     args = parser.parse_args(argv)
     try:
         config = load_config(model, service=name, path=args.config)
@@ -85,6 +123,8 @@ def run_service(
         return 2
     setup_logging(name, level=config.log_level, fmt=config.log_format)
     setup_telemetry(name)
+    if history is not None and args.command == "migrate":
+        return _run_migrate(config, name, history)
     tune_gc()
     try:
         if config.metrics_port:

@@ -1,0 +1,12 @@
+"""The OTA schema's migration history (revisions in ``migrations/``)."""
+
+from pathlib import Path
+
+from linewatch.runtime.migrations import MigrationHistory
+from linewatch_ota import command_store, store
+
+__all__ = ["HISTORY"]
+
+_ = command_store  # its tables are on the same metadata
+
+HISTORY = MigrationHistory("ota", Path(__file__).with_name("migrations"), store.Base.metadata)
