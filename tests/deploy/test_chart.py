@@ -162,8 +162,8 @@ def _migrate_jobs(*args: str) -> dict[str, Any]:
 
 def test_a_hook_job_migrates_each_database_before_upgrades() -> None:
     jobs = _migrate_jobs()
-    assert set(jobs) == {f"linewatch-{s}-migrate" for s in ("ingest", "sync", "ota")}
-    for svc in ("ingest", "sync", "ota"):
+    assert set(jobs) == {f"linewatch-{s}-migrate" for s in ("ingest", "inference", "sync", "ota")}
+    for svc in ("ingest", "inference", "sync", "ota"):
         job = jobs[f"linewatch-{svc}-migrate"]
         # in-chart PostgreSQL exists only after the install: upgrades only
         assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-upgrade"

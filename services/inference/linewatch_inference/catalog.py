@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +31,7 @@ from sqlmodel import Field, SQLModel
 
 from linewatch.runtime.db import Database, service_registry
 from linewatch.runtime.errors import FailedPrecondition, NotFound
+from linewatch.runtime.migrations import MigrationHistory, migrate
 
 __all__ = [
     "Base",
@@ -133,6 +135,10 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
+HISTORY = MigrationHistory("inference", Path(__file__).with_name("migrations"), Base.metadata)
+"""The registry tables' migration history (revisions in ``migrations/``)."""
+
+
 class Catalog:
     """Reads and writes the registry tables."""
 
@@ -143,8 +149,8 @@ class Catalog:
         return (sqlite.insert if self.db.is_sqlite else postgresql.insert)(table)
 
     async def create(self) -> None:
-        """Create the tables (and missing columns)."""
-        await self.db.create_schema(Base.metadata)
+        """Upgrade the registry tables to the newest revision (its migration history)."""
+        await migrate(self.db, HISTORY)
 
     async def record(self, rec: VersionRecord, blob: bytes | None, *, keep: bool = False) -> bool:
         """Record a version serving (and its blob), promote it if the name has no promoted

@@ -3,10 +3,10 @@
 from pathlib import Path
 
 from linewatch.runtime.migrations import MigrationHistory
-from linewatch_ingest import envelope_store, store
+from linewatch_ingest import envelope_store, quality_tables, replicas, store
 
 __all__ = ["HISTORY"]
 
-_ = envelope_store  # its table is on the same metadata
+_ = (envelope_store, quality_tables, replicas)  # their tables are on the same metadata
 
 HISTORY = MigrationHistory("ingest", Path(__file__).with_name("migrations"), store.Base.metadata)
