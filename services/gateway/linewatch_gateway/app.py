@@ -23,8 +23,8 @@ from linewatch_gateway.routes import (
     ingest,
     models,
     ota,
-    quality,
     ota_plans,
+    quality,
     storage,
     stream,
     sync,
@@ -85,7 +85,19 @@ def create_app(config: GatewayConfig, backends: Backends) -> FastAPI:
         total=config.sse_max_clients, per_address=config.sse_max_clients_per_address
     )
     install_error_handlers(app)
-    for module in (ingest, models, quality, sync, firmware, ota, ota_plans, devices, storage, stream, health):
+    for module in (
+        ingest,
+        models,
+        quality,
+        sync,
+        firmware,
+        ota,
+        ota_plans,
+        devices,
+        storage,
+        stream,
+        health,
+    ):
         app.include_router(module.router)
     app.add_middleware(
         BodyLimit,

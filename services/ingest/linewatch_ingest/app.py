@@ -25,9 +25,9 @@ from linewatch_ingest.inference_client import InferenceClient
 from linewatch_ingest.labels import labels_from
 from linewatch_ingest.pipeline import PipelineDeps
 from linewatch_ingest.replicas import Replicas
-from linewatch_ingest.shadow import ShadowScorer
 from linewatch_ingest.retention import ingest_retention
 from linewatch_ingest.schema import HISTORY
+from linewatch_ingest.shadow import ShadowScorer
 from linewatch_ingest.store import IngestStore
 
 __all__ = ["IngestService", "running", "serve"]
@@ -55,45 +55,11 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
     store = IngestStore(db)
     async with db.schema_lock():  # replicas starting together
         await store.create()
-    inference = InferenceClient(
-        config.inference.target,
-        timeout_s=config.inference.timeout_s,
-        max_inflight=config.inference.max_inflight,
-        retry_max_delay_s=config.inference.retry_max_delay_s,
-        protocol=config.inference.protocol,
-        models=config.inference.models,
-        client=config.grpc.client,
-        streams=config.inference.streams,
-        rebalance_s=config.inference.rebalance_s,
-    )
-    await inference.start()
-    targets = {
-        name: InferenceClient(
-            t.target,
-            timeout_s=t.timeout_s,
-            max_inflight=t.max_inflight,
-            retry_max_delay_s=t.retry_max_delay_s,
-            protocol=t.protocol,
-            models=t.models,
-            client=config.grpc.client,
-            streams=t.streams,
-            rebalance_s=t.rebalance_s,
-        )
-        for name, t in config.targets.items()
-    }
-    for client in targets.values():
-        await client.start()
+    inference, targets = await _inference_clients(config)
     verdicts: FanOut[ingest_pb2.VerdictRecord] = FanOut(buffer=config.stream_buffer)
     telemetry: FanOut[ingest_pb2.TelemetryRecord] = FanOut(buffer=config.stream_buffer)
     alarm_stream: FanOut[ingest_pb2.AlarmRecord] = FanOut(buffer=config.stream_buffer)
-    alarms = AlarmEngine(
-        store,
-        config.webhook,
-        stream=alarm_stream,
-        actions=AlarmActions(store, config.devices_addr, config.grpc.client),
-    )
-    await alarms.restore()  # before any verdict: active alarms are tracked as active
-    alarm_task = asyncio.create_task(alarms.run(), name="alarms")
+    alarms, alarm_task = await _start_alarms(config, store, alarm_stream)
     retention = ingest_retention(db, config.retention)
     retention_task = asyncio.create_task(retention.run_forever(), name="retention")
     archive = ArchiveWriter(store)
@@ -148,10 +114,63 @@ async def running(config: IngestConfig) -> AsyncIterator[IngestService]:
                 await task
         await shadow.close()
         await archive.close()
-        await inference.close()
-        for client in targets.values():
-            await client.close()
+        await _close_clients(inference, targets)
         await db.close()
+
+
+async def _inference_clients(
+    config: IngestConfig,
+) -> tuple[InferenceClient, dict[str, InferenceClient]]:
+    """The inference client and one per named target, started."""
+    inference = InferenceClient(
+        config.inference.target,
+        timeout_s=config.inference.timeout_s,
+        max_inflight=config.inference.max_inflight,
+        retry_max_delay_s=config.inference.retry_max_delay_s,
+        protocol=config.inference.protocol,
+        models=config.inference.models,
+        client=config.grpc.client,
+        streams=config.inference.streams,
+        rebalance_s=config.inference.rebalance_s,
+    )
+    await inference.start()
+    targets = {
+        name: InferenceClient(
+            t.target,
+            timeout_s=t.timeout_s,
+            max_inflight=t.max_inflight,
+            retry_max_delay_s=t.retry_max_delay_s,
+            protocol=t.protocol,
+            models=t.models,
+            client=config.grpc.client,
+            streams=t.streams,
+            rebalance_s=t.rebalance_s,
+        )
+        for name, t in config.targets.items()
+    }
+    for client in targets.values():
+        await client.start()
+    return inference, targets
+
+
+async def _start_alarms(
+    config: IngestConfig, store: IngestStore, stream: FanOut[ingest_pb2.AlarmRecord]
+) -> tuple[AlarmEngine, asyncio.Task[None]]:
+    """The alarm engine, its active alarms restored (before any verdict), running."""
+    alarms = AlarmEngine(
+        store,
+        config.webhook,
+        stream=stream,
+        actions=AlarmActions(store, config.devices_addr, config.grpc.client),
+    )
+    await alarms.restore()
+    return alarms, asyncio.create_task(alarms.run(), name="alarms")
+
+
+async def _close_clients(inference: InferenceClient, targets: dict[str, InferenceClient]) -> None:
+    await inference.close()
+    for client in targets.values():
+        await client.close()
 
 
 async def _replicas(

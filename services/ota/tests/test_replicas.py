@@ -18,7 +18,7 @@ from linewatch_ota.rollouts import Rollouts, RolloutSpec
 from linewatch_ota.scheduler import Scheduler
 from linewatch_ota.schema import HISTORY
 from linewatch_ota.signing import FirmwareKeys, SigningKey
-from linewatch_ota.store import Base, DeviceUpdateRow
+from linewatch_ota.store import DeviceUpdateRow
 from linewatch_ota.wave_progress import WavePlans
 from sqlalchemy.exc import IntegrityError
 
