@@ -87,7 +87,7 @@ class Arch:
         return total
 
 
-LEAN = Arch(layers=((12, 7), (16, 5), (32, 5), (48, 3), (64, 3)))
+LEAN = Arch(layers=((12, 7), (16, 5), (32, 5), (48, 3), (80, 3)))
 """curve-quality's shape: narrow where the curve is long (the first two layers see 128 and
 64 positions, which is where a conv's cost lies), wide where it is short; about as cheap per
 curve as the machine-cycle-only model it replaced (16, 24, 32, 32, 32), which the
