@@ -51,25 +51,8 @@ def test_clean_real_curves_judged_ok(results: dict[str, DatasetResult], name: st
     assert r.clean_ok >= TARGET, r
 
 
-KNOWN_MISSES = {
-    # Measured on this draw with the shipped model (see models/curve-quality/REPORT.md):
-    # 74 of 80 noise bursts on the 100-sample Tecator spectra flagged (92.5 %). Strict: the
-    # mark fails the test once a retrained model meets the target, so it is then removed.
-    ("Tecator", "noise"): "shipped model flags 92.5 % of noise bursts on Tecator (target 95 %)",
-}
-
-
-def _flag_cases() -> list[object]:
-    out: list[object] = []
-    for name in NAMES:
-        for kind in ("spike", "step", "noise"):
-            reason = KNOWN_MISSES.get((name, kind))
-            marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-            out.append(pytest.param(name, kind, marks=marks, id=f"{kind}-{name}"))
-    return out
-
-
-@pytest.mark.parametrize(("name", "kind"), _flag_cases())
+@pytest.mark.parametrize("kind", ["spike", "step", "noise"])
+@pytest.mark.parametrize("name", NAMES)
 def test_defective_real_curves_flagged(
     results: dict[str, DatasetResult], name: str, kind: str
 ) -> None:

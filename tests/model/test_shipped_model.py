@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import yaml
@@ -126,3 +127,28 @@ def test_accuracy_on_fresh_curves(session: Any, manifest: dict[str, Any]) -> Non
     # ok vs defect, the decision the services act on.
     is_ok = np.isin(pred, [manifest["labels"].index(k) for k in manifest["ok_labels"]])
     assert float((is_ok == (labels == 0)).mean()) >= 0.95
+
+
+PREVIOUS_MODEL_MACS = 333_824
+"""Conv multiply-accumulates per curve of the machine-cycle-only model this one replaced
+(channels 16, 24, 32, 32, 32; 12,613 parameters): ingest's throughput rests on the
+inference service's CPU per curve, so a retrained model may not cost more."""
+
+
+def conv_macs(model: Any, length: int) -> int:
+    """Multiply-accumulates of a chain of 1-D Conv nodes for one curve of ``length``."""
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        c_out, c_in, k = weights[node.input[1]]
+        (stride,) = next(a.ints for a in node.attribute if a.name == "strides")
+        length = (length + stride - 1) // stride
+        total += c_out * c_in * k * length
+    return total
+
+
+def test_no_more_work_per_curve_than_the_previous_model(manifest: dict[str, Any]) -> None:
+    model = onnx.load(str(PACKAGE / manifest["file"]))
+    assert conv_macs(model, manifest["input_length"]) <= PREVIOUS_MODEL_MACS

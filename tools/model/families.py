@@ -8,18 +8,18 @@ cycle shape, so the training script (``tools/model/train.py``) draws its curves 
   corners, sawtooth with rounded edges, random smooth curves (Gaussian-process samples
   through random Fourier features, smoothed random walks), multi-scale rough curves with a
   power-law spectrum, and sums of two of them;
-* every raw length from :data:`RAW_MIN` to :data:`RAW_MAX`, any offset and scale, sampling
+* raw lengths from :data:`RAW_MIN` to :data:`RAW_MAX`, any offset and scale, sampling
   jitter (samples taken at uneven times), white or coloured noise of its own level, and
   sometimes a quantised sensor;
 * defects sized by the curve itself (``spread`` = the clean curve's standard deviation,
   ``local`` = its own noise and roughness together, see :func:`add_defect`): a ``spike`` is
-  one to three impulses, one to three samples wide, 3.5 to 10 spreads (and 8 to 14 local
-  scales) high; a ``step`` is a level shift of 1.2 to 4 spreads (8 to 14 local scales) over
-  one or two samples that persists to the end; ``noise`` is a burst over 10 to 60 % of the
-  curve with a standard deviation of 0.3 to 0.8 spreads (3.5 to 6 local scales);
-  ``drift`` is a trend that starts part-way and grows to 1.5 to 4 spreads by the end (used
-  for the press cycle, whose shape is known; the training script takes the machine cycle's
-  own drift for ``curve-quality``).
+  one to three impulses, one to three samples wide, 4 to 10 spreads (3.5 to 10 on the press
+  cycle; and 8 to 14 local scales) high; a ``step`` is a level shift of 1.2 to 4 spreads
+  (8 to 14 local scales) over one or two samples that persists to the end; ``noise`` is a
+  burst over 10 to 60 % of the curve with a standard deviation of 0.25 to 0.8 spreads (0.3
+  to 0.8 on the press cycle; 3.5 to 6 local scales); ``drift`` is a trend that starts
+  part-way and grows to 1.5 to 4 spreads by the end (used for the press cycle, whose shape
+  is known; the training script takes the machine cycle's own drift for ``curve-quality``).
 
 A good curve is therefore anything smooth with its own steady noise; what the model must
 find is what does not belong to it. numpy only: torch is not needed to make the data.
@@ -28,6 +28,7 @@ find is what does not belong to it. numpy only: torch is not needed to make the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -35,9 +36,12 @@ import numpy.typing as npt
 from linewatch_dev.curves import CURVE_KINDS, make_curve
 
 __all__ = [
+    "CURVE_SIZES",
     "FAMILIES",
+    "PRESS_SIZES",
     "RAW_MAX",
     "RAW_MIN",
+    "DefectSizes",
     "add_defect",
     "clean_family_curve",
     "family_curve",
@@ -247,7 +251,31 @@ def roughness(x: F64) -> float:
     return float(np.diff(x).std() / np.sqrt(2.0))
 
 
-def add_defect(kind: str, x: F64, spread: float, noise: float, rng: np.random.Generator) -> F64:
+@dataclass(frozen=True)
+class DefectSizes:
+    """The smallest and largest spike height and noise-burst deviation, in spreads."""
+
+    spike: tuple[float, float] = (3.5, 10.0)
+    noise: tuple[float, float] = (0.3, 0.8)
+
+
+PRESS_SIZES = DefectSizes()
+"""The press cycle's defects (its example model was trained with these)."""
+CURVE_SIZES = DefectSizes(spike=(4.0, 10.0), noise=(0.25, 0.8))
+"""curve-quality's defects: no spike under 4 spreads (a recorded curve's own sharp corner
+or tracking glitch of 3 to 4 spreads is not taught as a defect), and noise bursts down to a
+quarter spread (a smooth curve's faint burst is)."""
+
+
+def add_defect(
+    kind: str,
+    x: F64,
+    spread: float,
+    noise: float,
+    rng: np.random.Generator,
+    *,
+    sizes: DefectSizes = PRESS_SIZES,
+) -> F64:
     """``x`` with one defect of ``kind``, sized by the curve itself.
 
     ``spread`` is the clean curve's standard deviation, ``noise`` its own noise level; with
@@ -263,7 +291,7 @@ def add_defect(kind: str, x: F64, spread: float, noise: float, rng: np.random.Ge
         for _ in range(int(rng.integers(1, 4))):
             at = int(rng.integers(int(0.02 * n), int(0.98 * n)))
             half = 0 if rng.random() < 0.6 else int(rng.integers(1, 3))
-            height = max(spread * rng.uniform(3.5, 10.0), local * rng.uniform(8.0, 14.0))
+            height = max(spread * rng.uniform(*sizes.spike), local * rng.uniform(8.0, 14.0))
             out += (
                 height * _sign(rng, 0.7) * np.clip(1.0 - np.abs(idx - at) / (half + 1.0), 0, None)
             )
@@ -275,7 +303,7 @@ def add_defect(kind: str, x: F64, spread: float, noise: float, rng: np.random.Ge
     elif kind == "noise":
         width = int(n * rng.uniform(0.1, 0.6))
         start = int(rng.integers(0, n - width + 1))
-        sigma = max(spread * rng.uniform(0.3, 0.8), local * rng.uniform(3.5, 6.0))
+        sigma = max(spread * rng.uniform(*sizes.noise), local * rng.uniform(3.5, 6.0))
         out[start : start + width] += rng.normal(0.0, sigma, size=width)
     elif kind == "drift":
         begin = float(rng.uniform(0.0, 0.6))
@@ -298,7 +326,7 @@ def family_curve(kind: str, length: int, rng: np.random.Generator) -> F64:
     """One training curve of ``kind`` (a label of :data:`CURVE_KINDS`) from any family."""
     x, noise = clean_family_curve(length, rng)
     spread = float(x.std())
-    x = add_defect(kind, x, spread, noise, rng)
+    x = add_defect(kind, x, spread, noise, rng, sizes=CURVE_SIZES)
     return _quantise(x + _noise(length, noise, rng), spread, rng)
 
 

@@ -72,6 +72,30 @@ OK_WEIGHT = 2
 
 
 @dataclass(frozen=True)
+class Arch:
+    """The CNN's shape: one (channels, kernel) pair per strided conv layer."""
+
+    layers: tuple[tuple[int, int], ...] = ((24, 7), (32, 5), (48, 5), (48, 3), (64, 3))
+    stride: int = 2
+
+    def macs(self, in_channels: int = 1, length: int = 256) -> int:
+        """Multiply-accumulates of the conv layers for one curve (the inference cost)."""
+        total, c_in = 0, in_channels
+        for c_out, k in self.layers:
+            length = (length + self.stride - 1) // self.stride
+            total += c_out * c_in * k * length
+            c_in = c_out
+        return total
+
+
+LEAN = Arch(layers=((12, 7), (16, 5), (32, 5), (48, 3), (80, 3)))
+"""curve-quality's shape: narrow where the curve is long (the first two layers see 128 and
+64 positions, which is where a conv's cost lies), wide where it is short; about as cheap per
+curve as the machine-cycle-only model it replaced (16, 24, 32, 32, 32), which the
+inference service's ingest throughput depends on (``python -m bench.model_cost``)."""
+
+
+@dataclass(frozen=True)
 class Spec:
     """One model the script makes."""
 
@@ -85,6 +109,13 @@ class Spec:
     """Default training epochs."""
     heldout_per_class: int
     """Default held-out curves per defect kind (they do not change the model)."""
+    arch: Arch = Arch()
+    threads: int = 2
+    """Default torch CPU threads (part of the recipe: results are bit-exact per thread count)."""
+    short_share: float = 0.0
+    """The share of raw lengths drawn log-uniform (the rest uniform): more short curves,
+    which the server upsamples and whose narrow defects widen, while keeping the long ones,
+    whose single-sample spikes shrink when downsampled."""
 
 
 SPECS = {
@@ -94,9 +125,12 @@ SPECS = {
         "1D CNN that classifies one process curve of any smooth shape as ok or as a defect "
         "(spike, drift, noise, step); trained on synthetic curves of many families "
         "(tools/model/families.py) by tools/model/train.py",
-        train_per_class=5000,
-        epochs=10,
+        train_per_class=6000,
+        epochs=14,
         heldout_per_class=500,
+        arch=LEAN,
+        threads=1,
+        short_share=0.5,
     ),
     "press-cycle": Spec(
         "press-cycle",
@@ -109,14 +143,6 @@ SPECS = {
         heldout_per_class=1000,
     ),
 }
-
-
-@dataclass(frozen=True)
-class Arch:
-    """The CNN's shape: one (channels, kernel) pair per strided conv layer."""
-
-    layers: tuple[tuple[int, int], ...] = ((24, 7), (32, 5), (48, 5), (48, 3), (64, 3))
-    stride: int = 2
 
 
 class CurveNet(nn.Module):  # type: ignore[misc, unused-ignore]
@@ -186,7 +212,10 @@ def generate(
     raw: list[np.ndarray] = []
     for label in labels:
         kind = CURVE_KINDS[label]
-        length = int(rng.integers(RAW_MIN, RAW_MAX + 1))
+        if spec.short_share and rng.random() < spec.short_share:
+            length = int(np.exp(rng.uniform(np.log(RAW_MIN), np.log(RAW_MAX + 1))))
+        else:
+            length = int(rng.integers(RAW_MIN, RAW_MAX + 1))
         if n_ch > 1:
             raw.extend(press_cycle(kind, length, rng))
         elif kind == "drift" or rng.random() < SIM_SHARE:
@@ -413,7 +442,9 @@ def report_text(
     shape = f"[batch, {INPUT_LENGTH}]" if n_ch == 1 else f"[batch, {n_ch}, {INPUT_LENGTH}]"
     if n_ch == 1:
         data = (
-            f"- Data: synthetic curves, raw lengths {RAW_MIN}..{RAW_MAX}: "
+            f"- Data: synthetic curves, raw lengths {RAW_MIN}..{RAW_MAX} "
+            + f"({spec.short_share:.0%} log-uniform, the rest uniform)"
+            + ": "
             f"{1 - SIM_SHARE:.0%} from `tools/model/families.py` (machine cycles, sines, damped "
             "oscillations, exponential charge/decay, ramps and trapezoids, rounded sawtooth, "
             "Gaussian-process samples, smoothed random walks, multi-scale rough curves with a "
@@ -439,9 +470,10 @@ def report_text(
         f".venv-model/bin/python tools/model/train.py{flag} --out {args.out_display}",
         "```",
         "",
-        f"- Architecture: 1D CNN, {len(Arch().layers)} strided conv layers "
-        f"(channels {', '.join(str(c) for c, _ in Arch().layers)}), global average + max "
-        f"pooling, linear head, softmax; {params:,} parameters.",
+        f"- Architecture: 1D CNN, {len(spec.arch.layers)} strided conv layers "
+        f"(channels {', '.join(str(c) for c, _ in spec.arch.layers)}), global average + max "
+        f"pooling, linear head, softmax; {params:,} parameters, "
+        f"{spec.arch.macs(n_ch, INPUT_LENGTH):,} multiply-accumulates per curve.",
         f"- ONNX: opset {OPSET}, input `curve` {shape} float32"
         + (f" (channels {', '.join(spec.channels)})" if n_ch > 1 else "")
         + f", output `probabilities` [batch, {len(labels)}]; {size:,} bytes, "
@@ -519,7 +551,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="default: the model's own")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=4e-3)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (the model's own)")
     p.add_argument(
         "--min-accuracy",
         type=float,
@@ -534,6 +566,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.train_per_class = spec.train_per_class
     if args.epochs is None:
         args.epochs = spec.epochs
+    if args.threads is None:
+        args.threads = spec.threads
     if args.heldout_per_class is None:
         args.heldout_per_class = spec.heldout_per_class
     try:
@@ -577,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     x_test, y_test = generate(spec, args.heldout_per_class, seed=args.seed + 1000, augment=False)
     print(f"data ready in {time.monotonic() - t0:.1f} s", flush=True)
 
-    model = CurveNet(len(labels), Arch(), in_channels=len(spec.channels))
+    model = CurveNet(len(labels), spec.arch, in_channels=len(spec.channels))
     params = sum(int(p.numel()) for p in model.parameters())
     print(f"model: {params} parameters", flush=True)
     train(
