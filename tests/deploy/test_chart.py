@@ -178,4 +178,12 @@ def test_a_hook_job_migrates_each_database_before_upgrades() -> None:
     )
     hooks = {j["metadata"]["annotations"]["helm.sh/hook"] for j in external.values()}
     assert hooks == {"pre-install,pre-upgrade"}
-    assert _migrate_jobs("--set-json", '{"postgresql": {"enabled": false}}') == {}
+    # SQLite (one replica of each service): each migrates its own file at start
+    one_each = {
+        "postgresql": {"enabled": False},
+        "components": {
+            "ingest": {"replicas": 1},
+            "inference": {"replicas": 1, "autoscaling": {"enabled": False}},
+        },
+    }
+    assert _migrate_jobs("--set-json", json.dumps(one_each)) == {}

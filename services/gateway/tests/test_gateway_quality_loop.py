@@ -259,7 +259,8 @@ async def _loop(
     assert ev["candidate_accuracy"] == pytest.approx(ev["candidate_correct"] / 15)
     assert ev["promoted_accuracy"] == pytest.approx(ev["promoted_correct"] / 15)
     differ = ev["compared"] - ev["agreed"]
-    assert len(ev["disagreements"]) <= differ and (differ == 0 or ev["disagreements"])
+    assert len(ev["disagreements"]) <= differ
+    assert differ == 0 or ev["disagreements"]
     assert all(d["promoted_label"] != d["candidate_label"] for d in ev["disagreements"])
     await _shadow(inference, "")
 
