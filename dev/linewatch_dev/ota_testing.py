@@ -29,7 +29,7 @@ from linewatch_dev.testing import (
     secured_grpc,
 )
 
-__all__ = ["OtaRunner", "until"]
+__all__ = ["OtaRunner", "ota_process_config", "until"]
 
 
 async def until(
@@ -42,6 +42,35 @@ async def until(
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def ota_process_config(
+    *,
+    grpc: dict[str, Any],
+    data_dir: Path,
+    database_url: str,
+    mqtt_url: str,
+    client_id: str,
+    topic_root: str,
+    public_base_url: str,
+) -> dict[str, Any]:
+    """The config file of one OTA replica as the chart runs several: one database, one
+    data volume (firmware store and signing key) and a shared subscription for devices."""
+    return {
+        "log_level": "WARNING",
+        "grpc": grpc,
+        "data_dir": str(data_dir),
+        "database_url": database_url,
+        "mqtt": {"url": mqtt_url, "client_id": client_id, "reconnect_max_delay_s": 1.0},
+        "shared_group": "linewatch",
+        "topic_root": topic_root,
+        "deadletter_topic": f"{topic_root}/deadletter",
+        "public_base_url": public_base_url,
+        "chunk_size": 16384,
+        "tick_interval_s": 0.2,
+        "default_timeout_s": 10,
+        "default_max_retries": 5,
+    }
 
 
 class OtaRunner:

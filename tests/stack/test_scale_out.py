@@ -1,4 +1,5 @@
-"""Scale-out: 2 ingest and 2 inference processes on one PostgreSQL and one Mosquitto.
+"""Scale-out: 2 ingest, 2 inference, 2 sync and 2 OTA processes on one PostgreSQL and one
+Mosquitto.
 
 Under load (``LINEWATCH_SCALE_N`` curves, 3000 by default): every message gets exactly one
 archive row and its verdict; a rule created through one ingest replica is applied by both;
@@ -6,7 +7,9 @@ one ingest and one inference replica are killed with SIGKILL mid-load and restar
 Kubernetes does) → nothing lost, nothing archived twice; the recovery time is printed.
 The inference replicas share one registry database and ingest balances over both (client-side
 round robin); a version loaded and promoted through one inference replica is served by both
-and names every later verdict.
+and names every later verdict. Two OTA replicas (one database, one firmware volume, a shared
+subscription for device messages) update every device of a rollout exactly once, though one
+is killed with SIGKILL mid-rollout and restarted.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import pytest
 import sqlalchemy as sa
 from linewatch_ingest.config import RuleConfig
 from linewatch_ingest.rules import rule_to_proto
+from linewatch_ota.download_server import DownloadServer
 
 from linewatch.oip import grpc_service_pb2 as oip_pb2
 from linewatch.oip import grpc_service_pb2_grpc as oip_grpc
@@ -42,15 +46,21 @@ from linewatch.v1 import (
     inference_pb2_grpc,
     ingest_pb2,
     ingest_pb2_grpc,
+    ota_pb2,
+    ota_pb2_grpc,
     sync_pb2_grpc,
 )
 from linewatch_dev.curves import make_curve
 from linewatch_dev.inference_testing import manifest_dict, onnx_bytes, sha256, zip_package
+from linewatch_dev.ota_simulator import SimulatedFleet, fetch_signing_keys
+from linewatch_dev.ota_testing import ota_process_config
 from linewatch_dev.sync_drills import SyncProcess, spawn_python, verify_cache, wait_done
 from linewatch_dev.testing import (
+    TEST_TOKEN,
     Mosquitto,
     free_port,
     operator_channel,
+    operator_client,
     operator_env,
     operator_grpc_dict,
     wait_port,
@@ -416,3 +426,128 @@ async def test_two_sync_replicas_take_each_job_once_across_a_sigkill(
             await svc.stop()
         server.terminate()
         await server.wait()
+
+
+def _ota(tmp: Path, i: int, *, broker: str, db: str, root: str, public: str) -> Proc:
+    port = free_port()
+    config = tmp / f"ota-{i}.json"
+    settings = ota_process_config(
+        grpc=operator_grpc_dict(port=port), data_dir=tmp / "ota-volume", database_url=db,
+        mqtt_url=broker, client_id=f"ota-{i}", topic_root=root, public_base_url=public,
+    )  # fmt: skip
+    config.write_text(json.dumps(settings))
+    return Proc(["-m", "linewatch_ota", "--config", str(config)], {}, port)
+
+
+async def _rollout(proc: Proc, rollout_id: str) -> ota_pb2.Rollout:
+    async with operator_channel(f"127.0.0.1:{proc.port}") as channel:
+        stub = ota_pb2_grpc.OtaServiceStub(channel)
+        reply = await stub.GetRollout(ota_pb2.GetRolloutRequest(id=rollout_id), timeout=5)
+        rollout: ota_pb2.Rollout = reply.rollout
+        return rollout
+
+
+async def _upload_and_roll_out(proc: Proc, image: bytes, devices: list[str]) -> str:
+    async def requests() -> Any:
+        meta = ota_pb2.UploadFirmwareRequest.Metadata(product="press", version="2.0.0")
+        yield ota_pb2.UploadFirmwareRequest(metadata=meta)
+        yield ota_pb2.UploadFirmwareRequest(chunk=image)
+
+    async with operator_channel(f"127.0.0.1:{proc.port}") as channel:
+        stub = ota_pb2_grpc.OtaServiceStub(channel)
+        fw = (await stub.UploadFirmware(requests(), timeout=30)).firmware
+        spec = ota_pb2.CreateRolloutRequest(
+            firmware_id=fw.id, devices=devices, error_threshold=1.0, timeout_s=10, max_retries=5
+        )
+        rollout_id: str = (await stub.CreateRollout(spec, timeout=30)).rollout.id
+        return rollout_id
+
+
+@pytest.mark.slow
+async def test_two_ota_replicas_update_every_device_once_across_a_sigkill(
+    mosquitto: Mosquitto, database_url: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """2 OTA processes on one PostgreSQL, one firmware volume and a ``$share`` device
+    intake: one rollout of a few hundred simulated devices; one replica is killed with
+    SIGKILL at a third and restarted → every device updated once, the rollout completed."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("replicas share one PostgreSQL database")
+    count, root, http_port = 300, f"{topic_prefix}/ota", free_port()
+    public = f"http://127.0.0.1:{http_port}"
+    ota = [_ota(tmp_path, i, broker=mosquitto.url, db=database_url, root=root, public=public)
+           for i in range(2)]  # fmt: skip
+    # the gateway's part: ranged downloads over ReadFirmware, from the replica left running
+    downloads = DownloadServer(
+        grpc_target=f"127.0.0.1:{ota[1].port}", port=http_port, client=operator_client()
+    )
+    ids = [f"dev-{i:04d}" for i in range(count)]
+    fleet: SimulatedFleet | None = None
+    try:
+        for proc in ota:  # in turn: the first creates the signing key on the shared volume
+            await proc.start()
+            await proc.ready()
+        await downloads.start()
+        keys = [await fetch_signing_keys(f"127.0.0.1:{p.port}", token=TEST_TOKEN) for p in ota]
+        assert keys[0] == keys[1], "both replicas sign with the key on the shared volume"
+        fleet = SimulatedFleet(
+            mqtt_url=mosquitto.url, device_ids=ids, keys=keys[0], topic_root=root, concurrency=32
+        )
+        await fleet.start(boot=False)
+        rollout_id = await _upload_and_roll_out(ota[0], os.urandom(64 * 1024), ids)
+
+        async def succeeded(share: float) -> bool:
+            rollout = await _rollout(ota[1], rollout_id)
+            return rollout.counts["succeeded"] >= share * count
+
+        await _until(partial(succeeded, 1 / 3), 60)
+        await ota[0].kill()  # SIGKILL mid-rollout
+        killed = time.monotonic()
+        at_kill = (await _rollout(ota[1], rollout_id)).counts["succeeded"]
+        await ota[0].start()  # what the Deployment does: same pod, same MQTT client id
+        await ota[0].ready()
+        serving = time.monotonic() - killed
+
+        async def completed(proc: Proc) -> bool:
+            try:
+                rollout = await _rollout(proc, rollout_id)
+            except grpc.aio.AioRpcError:
+                return False
+            return rollout.state == ota_pb2.ROLLOUT_STATE_COMPLETED
+
+        await _until(partial(completed, ota[1]), 60)
+        recovered = time.monotonic() - killed
+        await _until(partial(completed, ota[0]), 10)
+        final = await _rollout(ota[0], rollout_id)
+        db = Database(database_url)
+        try:
+            async with db.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.text(
+                            "SELECT device_id, count(*) AS n, min(state) AS state, "
+                            "sum(attempts) AS attempts FROM ota_device_updates "
+                            "WHERE rollout_id = :r GROUP BY device_id"
+                        ),
+                        {"r": rollout_id},
+                    )
+                ).all()
+        finally:
+            await db.close()
+        print(
+            f"ota: {count} devices, 2 OTA replicas on PostgreSQL + Mosquitto ($share intake); "
+            f"one SIGKILLed at {at_kill} succeeded, serving again after {serving:.2f} s, "
+            f"rollout complete {recovered:.2f} s after the kill; "
+            f"{sum(r.attempts for r in rows)} metadata re-sends"
+        )
+        assert final.counts["succeeded"] == count
+        assert sorted(r.device_id for r in rows) == ids, "one device-update row per device"
+        assert {r.n for r in rows} == {1}, "no device updated twice"
+        assert {r.state for r in rows} == {"succeeded"}
+        assert fleet.downloads == count, "no device downloaded the image twice"
+        assert all(len(d.done) == 1 and d.version == "2.0.0" for d in fleet.devices.values())
+    finally:
+        if fleet is not None:
+            await fleet.stop()
+        await downloads.stop()
+        for proc in ota:
+            await proc.stop()
