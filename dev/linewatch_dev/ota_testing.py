@@ -70,6 +70,7 @@ def ota_process_config(
         "tick_interval_s": 0.2,
         "default_timeout_s": 10,
         "default_max_retries": 5,
+        "max_active_updates": 64,
     }
 
 
