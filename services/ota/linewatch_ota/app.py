@@ -105,7 +105,7 @@ async def serve(
     rollouts = Rollouts(db=db, catalog=catalog, events=events, write_lock=write_lock)
     client_id = config.mqtt.client_id or f"linewatch-ota-{socket.gethostname()}"
     intake = DeviceIntake(
-        broker=config.mqtt,
+        broker=config.session_mqtt(),
         client_id=client_id,
         db=db,
         catalog=catalog,

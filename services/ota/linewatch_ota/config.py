@@ -41,6 +41,13 @@ class OtaConfig(ServiceConfig):
     deadletter_topic: str = Field(default="linewatch/deadletter", pattern=r"^[^#+]*$")
     #: ``$share/<group>/`` subscriptions so replicas split the device messages ("" = off).
     shared_group: str = Field(default="", pattern=r"^[^/#+]*$")
+    #: With ``shared_group``: the MQTT session expiry (s) of this replica's sessions. A
+    #: restarted container (same host name, same client id) resumes its session and gets
+    #: its unacknowledged messages again; a replaced pod (new host name) leaves its session
+    #: behind, and the broker keeps handing that session its share of the device messages
+    #: until it expires (``mqtt.session_expiry_s``, an hour by default). Messages it held
+    #: are recovered by the update deadlines (metadata sent again, the device answers).
+    shared_session_expiry_s: int = Field(default=30, ge=0, le=86400)
     firmware_dir: Path | None = None
     max_firmware_mb: int = Field(default=256, ge=1, le=16384)
     signing_key_path: Path | None = None
@@ -82,6 +89,13 @@ class OtaConfig(ServiceConfig):
         if not self.own_signing_key and not self.trusted_keys and self.trusted_keys_file is None:
             raise ValueError("own_signing_key is off: trusted_keys or trusted_keys_file needed")
         return self
+
+    def session_mqtt(self) -> MqttConfig:
+        """The MQTT settings of this replica's sessions (shorter-lived when shared)."""
+        if not self.shared_group:
+            return self.mqtt
+        expiry = min(self.mqtt.session_expiry_s, self.shared_session_expiry_s)
+        return self.mqtt.model_copy(update={"session_expiry_s": expiry})
 
     def resolved_firmware_dir(self) -> Path:
         """The directory firmware images live in."""

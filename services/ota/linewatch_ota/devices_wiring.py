@@ -33,7 +33,7 @@ class DevicesPart:
 
 def start_devices(config: OtaConfig, db: Database, *, client_id: str) -> DevicesPart:
     """The commands component and its servicer (not yet connected)."""
-    mqtt = MqttClient(config.mqtt, client_id=f"{client_id}-devices"[:64])
+    mqtt = MqttClient(config.session_mqtt(), client_id=f"{client_id}-devices"[:64])
     store = CommandStore(db)
     inventory = Inventory(store)
     events = CommandEvents()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from linewatch_ota.catalog import Catalog
+from linewatch_ota.config import OtaConfig
 from linewatch_ota.events import EventHub
 from linewatch_ota.ingest_client import IngestCounts
 from linewatch_ota.publisher import MetadataPublisher
@@ -129,3 +130,14 @@ async def test_two_replicas_never_start_two_updates_for_one_device(
         ).all()
     assert len(rows) == 50
     assert all(n == 1 for _, n in rows)
+
+
+def test_replicas_sharing_device_messages_keep_their_sessions_short_lived() -> None:
+    """A replaced pod's session stops taking its share of device messages within
+    ``shared_session_expiry_s``, not the hour a single replica's session lasts."""
+    assert OtaConfig().session_mqtt().session_expiry_s == 3600
+    shared = OtaConfig(shared_group="linewatch")
+    assert shared.session_mqtt().session_expiry_s == 30
+    assert shared.session_mqtt().url == shared.mqtt.url
+    quick = OtaConfig(shared_group="linewatch", mqtt=MqttConfig(session_expiry_s=5))
+    assert quick.session_mqtt().session_expiry_s == 5
