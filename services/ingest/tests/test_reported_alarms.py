@@ -4,6 +4,8 @@ raises twice; they reach the webhook and clear like other alarms."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from linewatch_ingest.app import running
@@ -119,3 +121,25 @@ async def test_the_ota_role_raises_a_gate_alarm_once_and_clears_it(
                 ("alarm.raised", "press-04"),
                 ("alarm.raised", "press-05"),
             ]
+
+
+async def test_a_gate_alarm_survives_a_restart_until_cleared_and_can_be_acknowledged(
+    mqtt_url: str, database_url: str, topic_prefix: str, inference: Inference
+) -> None:
+    config = ingest_config(
+        mqtt_url=mqtt_url, database_url=database_url, inference=inference, prefix=topic_prefix
+    )
+    async with running(config) as ingest, operator_channel(f"127.0.0.1:{ingest.port}") as ch:
+        first = await ingest_pb2_grpc.IngestServiceStub(ch).RaiseAlarm(_raise())
+    async with running(config) as ingest, operator_channel(f"127.0.0.1:{ingest.port}") as ch:
+        stub = ingest_pb2_grpc.IngestServiceStub(ch)
+        await asyncio.sleep(2.5)  # sweeps run once a second: a reported alarm has no window
+        (active,) = (await ingest.store.query_alarms(Query(state="active"))).rows
+        assert active.id == first.alarm.id
+        assert not (await stub.RaiseAlarm(_raise())).raised
+        acked = await stub.AckAlarm(ingest_pb2.AckAlarmRequest(id=first.alarm.id, note="seen"))
+        assert acked.alarm.acknowledged
+        assert acked.alarm.state == ingest_pb2.ALARM_STATE_ACTIVE
+        clear = ingest_pb2.ClearAlarmsRequest(kind="quality_gate", rule="rollout/r1/wave/2")
+        assert (await stub.ClearAlarms(clear)).cleared == 1
+        assert not (await ingest.store.query_alarms(Query(state="active"))).rows
