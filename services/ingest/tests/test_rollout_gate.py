@@ -123,8 +123,9 @@ async def _waves(ota: OtaRunner, fw_id: str, devices: list[str], **kw: Any) -> A
     )
 
 
+@pytest.mark.parametrize("then", ["resume", "cancel"])
 async def test_a_good_wave_proceeds_and_a_degrading_one_pauses_with_the_reason(
-    stack: Stack,
+    stack: Stack, then: str
 ) -> None:
     ota = stack.ota
     devices = [f"press-{i:02d}" for i in range(1, 6)]
@@ -163,8 +164,11 @@ async def test_a_good_wave_proceeds_and_a_degrading_one_pauses_with_the_reason(
     assert alarm.rule == f"rollout/{rollout.id}/wave/2"
     assert alarm.message.startswith(f"quality gate paused rollout {rollout.id} at wave 2: ")
     assert paused.reason.removeprefix("quality gate: ") in alarm.message
-    # the operator accepts the wave: the rollout goes on and the alarm clears
-    await ota.stub.ResumeRollout(ota_pb2.ResumeRolloutRequest(id=rollout.id))
+    # the operator accepts the wave (the rollout goes on) or cancels: the alarm clears
+    if then == "resume":
+        await ota.stub.ResumeRollout(ota_pb2.ResumeRolloutRequest(id=rollout.id))
+    else:
+        await ota.stub.CancelRollout(ota_pb2.CancelRolloutRequest(id=rollout.id))
     (cleared,) = await stack.gate_alarms(ingest_pb2.ALARM_STATE_CLEARED, 1)
     assert cleared.id == alarm.id
     assert not await stack.gate_alarms(ingest_pb2.ALARM_STATE_ACTIVE)

@@ -55,6 +55,7 @@ class GateAlarms:
         """(rollout, wave) → whether its alarms were last confirmed raised (True) or
         cleared (False) by ingest."""
         self._at = 0.0
+        self._failing = False
 
     async def sync(self) -> None:
         """Raise or clear what ingest has not confirmed; retried next time on failure."""
@@ -88,11 +89,14 @@ class GateAlarms:
                 else:
                     await self.ingest.clear_alarms(KIND, alarm_rule(rollout_id, index))
             except Unavailable as exc:
-                log.warning(
-                    "quality gate alarm not sent yet (retried)",
-                    extra={"fields": {"rollout_id": rollout_id, "error": str(exc)}},
-                )
+                if not self._failing:  # once per outage, not once a second
+                    log.warning(
+                        "quality gate alarm not sent yet (retried)",
+                        extra={"fields": {"rollout_id": rollout_id, "error": str(exc)}},
+                    )
+                self._failing = True
                 return
+            self._failing = False
             self._done[(rollout_id, index)] = active
 
     async def _raise(self, rollout_id: str, index: int, gate_json: str, version: str) -> None:
