@@ -168,4 +168,7 @@ def test_plan_accepts_dev_token_as_operator_and_gives_callers_their_own(tmp_path
         assert ota.digest == token_digest(seen_tokens["ota"])
         assert ota.allows("/linewatch.v1.IngestService/QueryVerdictCounts")
         assert not ota.allows("/linewatch.v1.IngestService/QueryVerdicts")
+        # ... and raises the gate's regressions as alarms, but cannot acknowledge them
+        assert ota.allows("/linewatch.v1.IngestService/RaiseAlarm")
+        assert not ota.allows("/linewatch.v1.IngestService/AckAlarm")
     assert DEV_TOKEN not in {seen_tokens.get("gateway"), seen_tokens.get("ingest")}

@@ -1,4 +1,5 @@
-"""The alarm lifecycle's queries: raise with kind and severity, acknowledge, escalate.
+"""The alarm lifecycle's queries: raise with kind and severity, acknowledge, escalate, and
+find the alarms other services raised (by kind, rule and device).
 
 Acknowledging is one conditional ``UPDATE … WHERE acked_at_ms IS NULL``, so two people
 acknowledging at once cannot both succeed; the second is told who was first.
@@ -76,3 +77,32 @@ class AlarmStore:
             await conn.execute(
                 sa.update(_TABLE).where(_TABLE.c.id == alarm_id).values(escalated_at_ms=now_ms())
             )
+
+    async def latest(self, *, kind: str, rule: str, device_id: str) -> int | None:
+        """The id of the newest alarm of ``kind``, ``rule`` and device (any state)."""
+        async with self.db.connect() as conn:
+            found = await conn.execute(
+                sa.select(_TABLE.c.id)
+                .where(
+                    _TABLE.c.kind == kind,
+                    _TABLE.c.rule == rule,
+                    _TABLE.c.device_id == device_id,
+                )
+                .order_by(_TABLE.c.id.desc())
+                .limit(1)
+            )
+            return found.scalar_one_or_none()
+
+    async def active_under(self, *, kind: str, rule: str, device_id: str) -> list[int]:
+        """Ids of the active alarms of ``kind`` whose rule is ``rule`` or ``rule/…``
+        (of ``device_id`` only when given)."""
+        under = rule.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+        query = sa.select(_TABLE.c.id).where(
+            _TABLE.c.kind == kind,
+            _TABLE.c.state == "active",
+            sa.or_(_TABLE.c.rule == rule, _TABLE.c.rule.like(under, escape="\\")),
+        )
+        if device_id:
+            query = query.where(_TABLE.c.device_id == device_id)
+        async with self.db.connect() as conn:
+            return [int(i) for i in (await conn.execute(query)).scalars()]

@@ -25,6 +25,11 @@ and escalations not yet sent still go out (once: ``escalated_at_ms`` is recorded
 the call). Acknowledging
 (:meth:`AlarmEngine.acknowledge`) records who, when and a note, stops the escalation and
 is announced on the alarm stream like every state change.
+
+Other services report alarms too (:meth:`AlarmEngine.raise_reported`, gRPC ``RaiseAlarm``):
+the OTA quality gate's ``quality_gate`` alarms. They are stored, streamed, delivered and
+escalated like the rest (webhooks of ``IngestConfig.reported_alarms``), raised at most once
+per (kind, rule, device), and clear only when their reporter says so (``ClearAlarms``).
 """
 
 from __future__ import annotations
@@ -32,17 +37,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass, field
 
 from linewatch.runtime.fanout import FanOut
 from linewatch.v1 import ingest_pb2
 from linewatch_ingest.alarm_actions import AlarmActions
 from linewatch_ingest.alarm_store import AlarmStore
+from linewatch_ingest.alarm_tracks import (
+    DEADLETTERS,
+    NO_DATA,
+    REPORTED_KINDS,
+    VERDICTS,
+    Delivery,
+    Event,
+    Key,
+    Track,
+    message,
+)
 from linewatch_ingest.config import AlarmRuleConfig, WebhookConfig
 from linewatch_ingest.store import AlarmRow, IngestStore, now_ms
 from linewatch_ingest.webhooks import (
-    Hook,
     WebhookSender,
     escalation_hook,
     feishu_sign,
@@ -50,53 +63,9 @@ from linewatch_ingest.webhooks import (
     main_hook,
 )
 
-__all__ = ["AlarmEngine", "feishu_sign", "generic_body"]
+__all__ = ["REPORTED_KINDS", "AlarmEngine", "feishu_sign", "generic_body"]
 
 log = logging.getLogger(__name__)
-
-VERDICTS, NO_DATA, DEADLETTERS = "verdicts", "no_data", "deadletters"
-Key = tuple[str, str, str]
-"""(alarm kind, rule, device id)"""
-
-
-@dataclass
-class _Track:
-    """The window of one (kind, rule, device)."""
-
-    kind: str
-    times: deque[float] = field(default_factory=deque)
-    active: bool = False
-    alarm_rule: AlarmRuleConfig | None = None
-    """None: restored after a restart, its rule not seen since."""
-    restored: bool = False
-    """Active before a restart: its window's history is unknown, so it is held active for
-    one window after the restart unless the count since then keeps it longer."""
-    hold_until: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Event:
-    kind: str  # "raise" | "clear"
-    key: Key
-    count: int
-    alarm_rule: AlarmRuleConfig | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Delivery:
-    event: str
-    alarm_id: int
-    hook: Hook
-    alarm_rule: AlarmRuleConfig
-
-
-def _message(key: Key, count: int, rule: AlarmRuleConfig) -> str:
-    kind, name, device = key
-    if kind == NO_DATA:
-        return f"{device}: no data for {rule.no_data_s}s (rule {name})"
-    if kind == DEADLETTERS:
-        return f"rule {name}: {count} dead letters within {rule.deadletter_window_s}s"
-    return f"{device}: {count} not-ok verdicts within {rule.window_s}s (rule {name})"
 
 
 class AlarmEngine:
@@ -110,23 +79,27 @@ class AlarmEngine:
         stream: FanOut[ingest_pb2.AlarmRecord] | None = None,
         queue_size: int = 10_000,
         actions: AlarmActions | None = None,
+        reported: AlarmRuleConfig | None = None,
     ) -> None:
         self._store = store
         self._alarms = AlarmStore(store.db)
         self._actions = actions
         self._config = config
         self._stream = stream
-        self._tracks: dict[Key, _Track] = {}
+        self._tracks: dict[Key, Track] = {}
         self._rules: dict[str, AlarmRuleConfig] = {}
         self._seen: dict[tuple[str, str], float] = {}
         self._active_ids: dict[Key, int] = {}
         # alarm id → (rule, raised_at_ms) of active alarms not acknowledged or escalated
         self._escalate: dict[int, tuple[str, int]] = {}
         self._restored = False
-        self._events: asyncio.Queue[_Event] = asyncio.Queue(maxsize=queue_size)
-        self._deliveries: asyncio.Queue[_Delivery] = asyncio.Queue(maxsize=queue_size)
+        self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
+        self._deliveries: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
         self._sender = WebhookSender(config)
         self._last_error = ""
+        self._reported = reported or AlarmRuleConfig()
+        self._reported_ids: set[int] = set()
+        self._report_lock = asyncio.Lock()
 
     @property
     def last_error(self) -> str:
@@ -147,13 +120,13 @@ class AlarmEngine:
             self._seen[(rule, device_id)] = now
         silent = self._tracks.pop((NO_DATA, rule, device_id), None)
         if silent is not None and silent.active:  # it sent something again
-            self._emit(_Event("clear", (NO_DATA, rule, device_id), 0, alarm_rule))
+            self._emit(Event("clear", (NO_DATA, rule, device_id), 0, alarm_rule))
         key = (VERDICTS, rule, device_id)
         track = self._tracks.get(key)
         if track is None:
             if ok or alarm_rule.threshold <= 0:
                 return
-            track = self._tracks[key] = _Track(VERDICTS)
+            track = self._tracks[key] = Track(VERDICTS)
         track.alarm_rule = alarm_rule
         if not ok:
             track.times.append(now)
@@ -167,13 +140,13 @@ class AlarmEngine:
         if track is None:
             if alarm_rule.deadletter_threshold <= 0 or count <= 0:
                 return
-            track = self._tracks[key] = _Track(DEADLETTERS)
+            track = self._tracks[key] = Track(DEADLETTERS)
         track.alarm_rule = alarm_rule
         now = time.monotonic()
         track.times.extend([now] * count)
         self._evaluate(key, track, now)
 
-    def _evaluate(self, key: Key, track: _Track, now: float) -> None:
+    def _evaluate(self, key: Key, track: Track, now: float) -> None:
         alarm_rule = track.alarm_rule or self._rules.get(key[1])
         if alarm_rule is None or track.kind == NO_DATA:
             return  # restored, its rule not seen yet; no-data alarms end with data
@@ -191,11 +164,11 @@ class AlarmEngine:
             held = now < track.hold_until
         if not track.active and threshold > 0 and count >= threshold:
             track.active = True
-            self._emit(_Event("raise", key, count, alarm_rule))
+            self._emit(Event("raise", key, count, alarm_rule))
         elif track.active and (threshold <= 0 or (count < threshold and not held)):
             track.active = False
             track.restored = False
-            self._emit(_Event("clear", key, count, alarm_rule))
+            self._emit(Event("clear", key, count, alarm_rule))
         if not track.active and not track.times:
             self._tracks.pop(key, None)
 
@@ -207,13 +180,13 @@ class AlarmEngine:
                 continue
             key = (NO_DATA, rule, device_id)
             if now - last >= alarm_rule.no_data_s and key not in self._tracks:
-                self._tracks[key] = _Track(NO_DATA, active=True, alarm_rule=alarm_rule)
-                self._emit(_Event("raise", key, int(now - last), alarm_rule))
+                self._tracks[key] = Track(NO_DATA, active=True, alarm_rule=alarm_rule)
+                self._emit(Event("raise", key, int(now - last), alarm_rule))
 
     def _check_escalations(self) -> None:
         now = now_ms()
         for alarm_id, (rule, raised_at_ms) in list(self._escalate.items()):
-            alarm_rule = self._rules.get(rule)
+            alarm_rule = self._reported if alarm_id in self._reported_ids else self._rules.get(rule)
             if alarm_rule is None or not alarm_rule.escalate_after_s:
                 continue
             if now - raised_at_ms < alarm_rule.escalate_after_s * 1000:
@@ -221,9 +194,9 @@ class AlarmEngine:
             del self._escalate[alarm_id]
             hook = escalation_hook(alarm_rule)
             if hook.url:
-                self._deliver(_Delivery("alarm.escalated", alarm_id, hook, alarm_rule))
+                self._deliver(Delivery("alarm.escalated", alarm_id, hook, alarm_rule))
 
-    def _emit(self, event: _Event) -> None:
+    def _emit(self, event: Event) -> None:
         try:
             self._events.put_nowait(event)
         except asyncio.QueueFull:
@@ -235,7 +208,7 @@ class AlarmEngine:
         for key in [k for k in self._tracks if k[1] == rule]:
             track = self._tracks.pop(key)
             if track.active:
-                self._emit(_Event("clear", key, 0, track.alarm_rule))
+                self._emit(Event("clear", key, 0, track.alarm_rule))
         for seen in [k for k in self._seen if k[0] == rule]:
             del self._seen[seen]
         self._rules.pop(rule, None)
@@ -254,6 +227,48 @@ class AlarmEngine:
         await self._announce(alarm_id)
         return await self._store.get_alarm(alarm_id)
 
+    # --- alarms other services report ------------------------------------------------
+
+    async def raise_reported(
+        self, *, kind: str, rule: str, device_id: str, severity: str, message: str, count: int
+    ) -> tuple[AlarmRow, bool]:
+        """Raise a reported alarm, or return the one of this kind, rule and device raised
+        before (in any state; ``False``): a retried report never raises it twice."""
+        async with self._report_lock:
+            found = await self._alarms.latest(kind=kind, rule=rule, device_id=device_id)
+            if found is not None:
+                return await self._store.get_alarm(found), False
+            alarm_id = await self._alarms.raise_alarm(
+                kind=kind,
+                rule=rule,
+                device_id=device_id,
+                severity=severity,
+                message=message,
+                count=count,
+            )
+        self._reported_ids.add(alarm_id)
+        self._escalate[alarm_id] = (rule, now_ms())
+        if not self._reported.webhook_url:
+            await self._store.set_alarm_delivery(alarm_id, "none")
+        await self._announce(alarm_id)
+        hook = main_hook(self._reported)
+        self._deliver(Delivery("alarm.raised", alarm_id, hook, self._reported))
+        return await self._store.get_alarm(alarm_id), True
+
+    async def clear_reported(self, *, kind: str, rule: str, device_id: str) -> int:
+        """Clear the active reported alarms of ``kind`` under ``rule``; how many."""
+        async with self._report_lock:
+            ids = await self._alarms.active_under(kind=kind, rule=rule, device_id=device_id)
+            for alarm_id in ids:
+                await self._store.clear_alarm(alarm_id)
+        for alarm_id in ids:
+            self._escalate.pop(alarm_id, None)
+            self._reported_ids.discard(alarm_id)
+            await self._announce(alarm_id)
+            hook = main_hook(self._reported)
+            self._deliver(Delivery("alarm.cleared", alarm_id, hook, self._reported))
+        return len(ids)
+
     # --- background ------------------------------------------------------------------
 
     async def restore(self) -> None:
@@ -264,8 +279,13 @@ class AlarmEngine:
         for row in await self._store.active_alarms():
             key = (row.kind, row.rule, row.device_id)
             alarm_id = int(row.id or 0)
+            if row.kind in REPORTED_KINDS:  # cleared by their reporter, not by a window
+                self._reported_ids.add(alarm_id)
+                if row.acked_at_ms is None and row.escalated_at_ms is None:
+                    self._escalate[alarm_id] = (row.rule, row.raised_at_ms)
+                continue
             self._active_ids[key] = alarm_id
-            track = self._tracks.setdefault(key, _Track(row.kind))
+            track = self._tracks.setdefault(key, Track(row.kind))
             track.active = track.restored = True
             if row.acked_at_ms is None and row.escalated_at_ms is None:
                 self._escalate[alarm_id] = (row.rule, row.raised_at_ms)
@@ -300,7 +320,7 @@ class AlarmEngine:
                 self.last_error = f"alarm record failed: {exc!r}"
                 log.exception("alarm record failed")
 
-    async def _record(self, event: _Event) -> None:
+    async def _record(self, event: Event) -> None:
         key, alarm_rule = event.key, event.alarm_rule
         if event.kind == "raise":
             if key in self._active_ids or alarm_rule is None:
@@ -310,7 +330,7 @@ class AlarmEngine:
                 rule=key[1],
                 device_id=key[2],
                 severity=alarm_rule.severity,
-                message=_message(key, event.count, alarm_rule),
+                message=message(key, event.count, alarm_rule),
                 count=event.count,
             )
             self._active_ids[key] = alarm_id
@@ -318,7 +338,7 @@ class AlarmEngine:
             if not alarm_rule.webhook_url:
                 await self._store.set_alarm_delivery(alarm_id, "none")
             await self._announce(alarm_id)
-            self._deliver(_Delivery("alarm.raised", alarm_id, main_hook(alarm_rule), alarm_rule))
+            self._deliver(Delivery("alarm.raised", alarm_id, main_hook(alarm_rule), alarm_rule))
             self._act("raise", alarm_id, key, alarm_rule)
         else:
             alarm_id_or_none = self._active_ids.pop(key, None)
@@ -329,7 +349,7 @@ class AlarmEngine:
             await self._announce(alarm_id_or_none)
             if alarm_rule is not None:
                 hook = main_hook(alarm_rule)
-                self._deliver(_Delivery("alarm.cleared", alarm_id_or_none, hook, alarm_rule))
+                self._deliver(Delivery("alarm.cleared", alarm_id_or_none, hook, alarm_rule))
                 self._act("clear", alarm_id_or_none, key, alarm_rule)
 
     def _act(self, kind: str, alarm_id: int, key: Key, alarm_rule: AlarmRuleConfig) -> None:
@@ -342,7 +362,7 @@ class AlarmEngine:
 
             self._stream.publish(alarm_record(await self._store.get_alarm(alarm_id)))
 
-    def _deliver(self, delivery: _Delivery) -> None:
+    def _deliver(self, delivery: Delivery) -> None:
         if not delivery.hook.url:
             return
         try:

@@ -14,6 +14,7 @@ from linewatch.runtime.fanout import FanOut
 from linewatch.runtime.grpc_auth import current_caller
 from linewatch.runtime.redact import MASK, redact_url
 from linewatch.v1 import ingest_pb2, ingest_pb2_grpc
+from linewatch_ingest.alarms import REPORTED_KINDS
 from linewatch_ingest.api_quality import QualityMethods
 from linewatch_ingest.control import IngestController
 from linewatch_ingest.convert import (
@@ -235,6 +236,39 @@ class IngestServicer(QualityMethods, ingest_pb2_grpc.IngestServiceServicer):
         row = await self._ctl.deps.alarms.acknowledge(int(request.id), by=by, note=request.note)
         return ingest_pb2.AckAlarmResponse(alarm=alarm_record(row))
 
+    async def RaiseAlarm(
+        self, request: ingest_pb2.RaiseAlarmRequest, context: Ctx
+    ) -> ingest_pb2.RaiseAlarmResponse:
+        kind = _reported_kind(request.kind)
+        if not 1 <= len(request.rule) <= 200:
+            raise InvalidArgument("rule: 1 to 200 characters are required")
+        if len(request.device_id) > 200:
+            raise InvalidArgument("device_id: at most 200 characters")
+        if request.severity not in ("info", "warning", "critical"):
+            raise InvalidArgument("severity: one of info, warning, critical")
+        if not 1 <= len(request.message) <= 1000:
+            raise InvalidArgument("message: 1 to 1000 characters are required")
+        row, raised = await self._ctl.deps.alarms.raise_reported(
+            kind=kind,
+            rule=request.rule,
+            device_id=request.device_id,
+            severity=request.severity,
+            message=request.message,
+            count=int(request.count),
+        )
+        return ingest_pb2.RaiseAlarmResponse(alarm=alarm_record(row), raised=raised)
+
+    async def ClearAlarms(
+        self, request: ingest_pb2.ClearAlarmsRequest, context: Ctx
+    ) -> ingest_pb2.ClearAlarmsResponse:
+        kind = _reported_kind(request.kind)
+        if not 1 <= len(request.rule) <= 200:
+            raise InvalidArgument("rule: 1 to 200 characters are required")
+        cleared = await self._ctl.deps.alarms.clear_reported(
+            kind=kind, rule=request.rule, device_id=request.device_id
+        )
+        return ingest_pb2.ClearAlarmsResponse(cleared=cleared)
+
     # --- built-in envelope -------------------------------------------------------------
 
     async def GetEnvelope(
@@ -274,3 +308,9 @@ class IngestServicer(QualityMethods, ingest_pb2_grpc.IngestServiceServicer):
         async with self._alarms.subscribe() as queue:
             while True:
                 yield ingest_pb2.StreamAlarmsResponse(alarm=await queue.get())
+
+
+def _reported_kind(kind: str) -> str:
+    if kind not in REPORTED_KINDS:
+        raise InvalidArgument(f"kind: one of {', '.join(sorted(REPORTED_KINDS))}")
+    return kind

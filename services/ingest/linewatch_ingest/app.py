@@ -162,6 +162,7 @@ async def _start_alarms(
         config.webhook,
         stream=stream,
         actions=AlarmActions(store, config.devices_addr, config.grpc.client),
+        reported=config.reported_alarms,
     )
     await alarms.restore()
     return alarms, asyncio.create_task(alarms.run(), name="alarms")

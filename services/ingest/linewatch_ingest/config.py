@@ -295,6 +295,10 @@ class IngestConfig(ServiceConfig):
     """Further inference servers, by name, that rules may choose with ``target``."""
     batch: BatchConfig = BatchConfig()
     webhook: WebhookConfig = WebhookConfig()
+    reported_alarms: AlarmRuleConfig = AlarmRuleConfig()
+    """Webhooks (``webhook_*``) and escalation (``escalate_*``) of the alarms other
+    services raise through ``RaiseAlarm`` (the OTA quality gate's ``quality_gate``); its
+    thresholds and windows are not used."""
     devices_addr: str = ""
     """The OTA service's gRPC address (its DeviceService) for alarm commands; empty:
     alarm commands are not sent (and say so in the alarm)."""

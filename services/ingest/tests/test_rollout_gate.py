@@ -52,6 +52,20 @@ class Stack:
             reply = await ingest_pb2_grpc.IngestServiceStub(channel).QueryVerdictCounts(request)
         return {d.device_id: int(d.window.total) for d in reply.devices}
 
+    async def gate_alarms(self, state: ingest_pb2.AlarmState, n: int = 0) -> list[Any]:
+        """The ``quality_gate`` alarms in ``state`` (waiting until there are ``n``)."""
+        found: list[Any] = []
+
+        async def enough() -> bool:
+            async with operator_channel(f"127.0.0.1:{self.ingest.port}") as channel:
+                stub = ingest_pb2_grpc.IngestServiceStub(channel)
+                reply = await stub.QueryAlarms(ingest_pb2.QueryAlarmsRequest(state=state))
+            found[:] = [a for a in reply.records if a.kind == "quality_gate"]
+            return len(found) >= n
+
+        await until(enough, timeout=30, what=f"{n} quality gate alarms")
+        return found
+
     async def baseline(self, devices: list[str], n: int = CYCLES) -> None:
         async def enough() -> bool:
             return min((await self.counts(devices)).values()) >= n
@@ -109,8 +123,9 @@ async def _waves(ota: OtaRunner, fw_id: str, devices: list[str], **kw: Any) -> A
     )
 
 
+@pytest.mark.parametrize("then", ["resume", "cancel"])
 async def test_a_good_wave_proceeds_and_a_degrading_one_pauses_with_the_reason(
-    stack: Stack,
+    stack: Stack, then: str
 ) -> None:
     ota = stack.ota
     devices = [f"press-{i:02d}" for i in range(1, 6)]
@@ -142,6 +157,21 @@ async def test_a_good_wave_proceeds_and_a_degrading_one_pauses_with_the_reason(
     assert paused.reason.startswith("quality gate: press-04: ")
     assert "% not ok after 1.3.0" in paused.reason
     assert [g.device_id for g in second.gate if g.regressed] == ["press-04"]
+
+    # the regression is an alarm of the plant too, naming device, rollout, version, rates
+    (alarm,) = await stack.gate_alarms(ingest_pb2.ALARM_STATE_ACTIVE, 1)
+    assert (alarm.kind, alarm.severity, alarm.device_id) == ("quality_gate", "critical", "press-04")
+    assert alarm.rule == f"rollout/{rollout.id}/wave/2"
+    assert alarm.message.startswith(f"quality gate paused rollout {rollout.id} at wave 2: ")
+    assert paused.reason.removeprefix("quality gate: ") in alarm.message
+    # the operator accepts the wave (the rollout goes on) or cancels: the alarm clears
+    if then == "resume":
+        await ota.stub.ResumeRollout(ota_pb2.ResumeRolloutRequest(id=rollout.id))
+    else:
+        await ota.stub.CancelRollout(ota_pb2.CancelRolloutRequest(id=rollout.id))
+    (cleared,) = await stack.gate_alarms(ingest_pb2.ALARM_STATE_CLEARED, 1)
+    assert cleared.id == alarm.id
+    assert not await stack.gate_alarms(ingest_pb2.ALARM_STATE_ACTIVE)
 
 
 async def test_a_rollout_whose_waves_stay_good_completes(stack: Stack) -> None:

@@ -1,7 +1,8 @@
-"""The OTA service's questions to ingest: verdict counts per device (``QueryVerdictCounts``).
+"""The OTA service's calls to ingest: verdict counts per device (``QueryVerdictCounts``),
+and the quality gate's alarms (``RaiseAlarm``, ``ClearAlarms``).
 
 Ingest calls the OTA service too (alarm commands), so ingest may start after it or be
-restarting: every question raises :class:`~linewatch.runtime.errors.Unavailable` when
+restarting: every call raises :class:`~linewatch.runtime.errors.Unavailable` when
 ingest cannot answer, and the scheduler waits and asks again on a later tick — the quality
 gate and idle windows never pass on a missing answer.
 """
@@ -101,3 +102,29 @@ class IngestCounts:
                 request.devices.add(device_id=device_id).around.FromNanoseconds(int(t * 1e9))
             out.update(await self._ask(request))
         return out
+
+    async def _call(self, method: str, request: object) -> object:
+        if self._stub is None:
+            raise Unavailable("ingest_addr is not configured: ingest cannot be called")
+        try:
+            return await getattr(self._stub, method)(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(f"ingest did not answer ({exc.code().name})") from exc
+
+    async def raise_alarm(
+        self, *, kind: str, rule: str, device_id: str, severity: str, message: str, count: int
+    ) -> None:
+        """Raise an alarm in ingest (at most once per kind, rule and device)."""
+        request = ingest_pb2.RaiseAlarmRequest(
+            kind=kind,
+            rule=rule,
+            device_id=device_id,
+            severity=severity,
+            message=message[:1000],
+            count=count,
+        )
+        await self._call("RaiseAlarm", request)
+
+    async def clear_alarms(self, kind: str, rule: str) -> None:
+        """Clear ingest's active alarms of ``kind`` under ``rule``."""
+        await self._call("ClearAlarms", ingest_pb2.ClearAlarmsRequest(kind=kind, rule=rule))

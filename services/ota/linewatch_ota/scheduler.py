@@ -106,6 +106,7 @@ class Scheduler:
             await self._expire(session, now, changed, resend)
             await self._evaluate_rollouts(session, now, rollout_events)
         rollout_events += await self.plans.run_gates(self.write_lock)
+        await self.plans.alarms.sync()
         async with self.write_lock:
             started, refused = await self._start_queued(now)
         for row in (*changed, *refused, *started):

@@ -8,7 +8,8 @@ Each tick the scheduler asks :class:`WavePlans` to
   rollout has no gate); a passed wave opens the next, the last completes the rollout;
 - :meth:`run_gates` outside any transaction: ask ingest for each succeeded device's last N
   cycles before its update and next N after, judge them (:mod:`linewatch_ota.gate`) and
-  pause the rollout on a regression with the reason, or pass the wave. While devices have
+  pause the rollout on a regression with the reason, or pass the wave (the regression
+  becomes an alarm in ingest: :mod:`linewatch_ota.gate_alarms`). While devices have
   not made N cycles yet, the gate waits (up to ``max_wait_s`` past the soak, then judges
   what there is); while ingest does not answer it waits and retries — it never passes
   without numbers;
@@ -34,6 +35,7 @@ from linewatch.runtime.errors import Unavailable
 from linewatch.v1 import ota_pb2
 from linewatch_ota.convert import rollout_pb
 from linewatch_ota.gate import Gate, Judgement, judge, reason
+from linewatch_ota.gate_alarms import GateAlarms
 from linewatch_ota.ingest_client import IngestCounts
 from linewatch_ota.inventory import Inventory
 from linewatch_ota.plan_convert import add_plan, load_plan, wave_counts
@@ -60,6 +62,7 @@ class WavePlans:
         self.db = db
         self.ingest = ingest
         self.inventory = inventory
+        self.alarms = GateAlarms(db=db, ingest=ingest)
         self._asked: dict[str, float] = {}
 
     async def evaluate(

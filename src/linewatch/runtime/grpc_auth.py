@@ -23,8 +23,9 @@ ingest      scoring only: ``InferenceService/Predict*``, OIP ``ModelInfer``,
             ``InferenceService/GetModel`` (a model's labels and shadow version)
             and the OIP liveness/metadata calls; and ``DeviceService/SendCommand``
             (alarms that act), nothing else of the OTA service
-ota         ``IngestService/QueryVerdictCounts`` only (the rollout quality gate and
-            idle windows)
+ota         ``IngestService/QueryVerdictCounts`` (the rollout quality gate and idle
+            windows), ``RaiseAlarm`` and ``ClearAlarms`` (the gate's regressions as
+            alarms), nothing else
 read-only   Get*/List*/Query*/Stream*/Read* and OIP status/metadata/index
 ==========  ==============================================================
 
@@ -103,7 +104,11 @@ ROLE_METHODS: dict[str, tuple[str, ...]] = {
         f"{_OIP}ModelInfer",
         *_OIP_STATUS,
     ),
-    "ota": ("/linewatch.v1.IngestService/QueryVerdictCounts",),
+    "ota": (
+        "/linewatch.v1.IngestService/QueryVerdictCounts",  # the quality gate, idle windows
+        "/linewatch.v1.IngestService/RaiseAlarm",  # the gate's regressions, as alarms
+        "/linewatch.v1.IngestService/ClearAlarms",  # ... cleared on resume or cancel
+    ),
     "read-only": (
         "/linewatch.v1.*/Get*",
         "/linewatch.v1.*/List*",

@@ -581,6 +581,46 @@ class AckAlarmResponse(_message.Message):
     alarm: AlarmRecord
     def __init__(self, alarm: _Optional[_Union[AlarmRecord, _Mapping]] = ...) -> None: ...
 
+class RaiseAlarmRequest(_message.Message):
+    __slots__ = ("kind", "rule", "device_id", "severity", "message", "count")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    rule: str
+    device_id: str
+    severity: str
+    message: str
+    count: int
+    def __init__(self, kind: _Optional[str] = ..., rule: _Optional[str] = ..., device_id: _Optional[str] = ..., severity: _Optional[str] = ..., message: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class RaiseAlarmResponse(_message.Message):
+    __slots__ = ("alarm", "raised")
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    RAISED_FIELD_NUMBER: _ClassVar[int]
+    alarm: AlarmRecord
+    raised: bool
+    def __init__(self, alarm: _Optional[_Union[AlarmRecord, _Mapping]] = ..., raised: _Optional[bool] = ...) -> None: ...
+
+class ClearAlarmsRequest(_message.Message):
+    __slots__ = ("kind", "rule", "device_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    rule: str
+    device_id: str
+    def __init__(self, kind: _Optional[str] = ..., rule: _Optional[str] = ..., device_id: _Optional[str] = ...) -> None: ...
+
+class ClearAlarmsResponse(_message.Message):
+    __slots__ = ("cleared",)
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    cleared: int
+    def __init__(self, cleared: _Optional[int] = ...) -> None: ...
+
 class QueryTelemetryRequest(_message.Message):
     __slots__ = ("filter",)
     FILTER_FIELD_NUMBER: _ClassVar[int]

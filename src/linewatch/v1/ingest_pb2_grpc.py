@@ -120,6 +120,16 @@ class IngestServiceStub:
                 request_serializer=linewatch_dot_v1_dot_ingest__pb2.AckAlarmRequest.SerializeToString,
                 response_deserializer=linewatch_dot_v1_dot_ingest__pb2.AckAlarmResponse.FromString,
                 _registered_method=True)
+        self.RaiseAlarm = channel.unary_unary(
+                '/linewatch.v1.IngestService/RaiseAlarm',
+                request_serializer=linewatch_dot_v1_dot_ingest__pb2.RaiseAlarmRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ingest__pb2.RaiseAlarmResponse.FromString,
+                _registered_method=True)
+        self.ClearAlarms = channel.unary_unary(
+                '/linewatch.v1.IngestService/ClearAlarms',
+                request_serializer=linewatch_dot_v1_dot_ingest__pb2.ClearAlarmsRequest.SerializeToString,
+                response_deserializer=linewatch_dot_v1_dot_ingest__pb2.ClearAlarmsResponse.FromString,
+                _registered_method=True)
         self.StreamVerdicts = channel.unary_stream(
                 '/linewatch.v1.IngestService/StreamVerdicts',
                 request_serializer=linewatch_dot_v1_dot_ingest__pb2.StreamVerdictsRequest.SerializeToString,
@@ -283,6 +293,22 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RaiseAlarm(self, request, context):
+        """Raise an alarm another service found (the OTA quality gate: kind "quality_gate").
+        Idempotent: an alarm of the same kind, rule and device raised before is returned,
+        never raised twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearAlarms(self, request, context):
+        """Clear the active alarms of a kind whose rule is `rule` or below it (`rule/...`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamVerdicts(self, request, context):
         """Live streams for the gateway.
         """
@@ -436,6 +462,16 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.AckAlarm,
                     request_deserializer=linewatch_dot_v1_dot_ingest__pb2.AckAlarmRequest.FromString,
                     response_serializer=linewatch_dot_v1_dot_ingest__pb2.AckAlarmResponse.SerializeToString,
+            ),
+            'RaiseAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.RaiseAlarm,
+                    request_deserializer=linewatch_dot_v1_dot_ingest__pb2.RaiseAlarmRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ingest__pb2.RaiseAlarmResponse.SerializeToString,
+            ),
+            'ClearAlarms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearAlarms,
+                    request_deserializer=linewatch_dot_v1_dot_ingest__pb2.ClearAlarmsRequest.FromString,
+                    response_serializer=linewatch_dot_v1_dot_ingest__pb2.ClearAlarmsResponse.SerializeToString,
             ),
             'StreamVerdicts': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamVerdicts,
@@ -948,6 +984,60 @@ class IngestService:
             '/linewatch.v1.IngestService/AckAlarm',
             linewatch_dot_v1_dot_ingest__pb2.AckAlarmRequest.SerializeToString,
             linewatch_dot_v1_dot_ingest__pb2.AckAlarmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RaiseAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.IngestService/RaiseAlarm',
+            linewatch_dot_v1_dot_ingest__pb2.RaiseAlarmRequest.SerializeToString,
+            linewatch_dot_v1_dot_ingest__pb2.RaiseAlarmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearAlarms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linewatch.v1.IngestService/ClearAlarms',
+            linewatch_dot_v1_dot_ingest__pb2.ClearAlarmsRequest.SerializeToString,
+            linewatch_dot_v1_dot_ingest__pb2.ClearAlarmsResponse.FromString,
             options,
             channel_credentials,
             insecure,

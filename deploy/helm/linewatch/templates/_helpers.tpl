@@ -195,7 +195,7 @@ A generated secret value kept across upgrades: dict "root" $ "secret" name "key"
 The callers a gRPC server accepts, as sha256 digests (the servers never hold another
 service's token): dict "root" $ "name" "inference". Ingest's token is accepted by
 inference (scoring, and GetModel: a model's labels and shadow version) and OTA (its role allows DeviceService/SendCommand only: alarms that act);
-OTA's token by ingest (role ota: IngestService/QueryVerdictCounts only, the rollout gate).
+OTA's token by ingest (role ota: IngestService/QueryVerdictCounts, RaiseAlarm and ClearAlarms only: the rollout gate and its alarms).
 */}}
 {{- define "linewatch.grpcCallers" -}}
 {{- $root := .root }}
