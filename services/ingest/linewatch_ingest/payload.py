@@ -245,9 +245,9 @@ class _FastDecoder:
         self._parser = simdjson.Parser()
 
     def __call__(self, payload: bytes) -> tuple[dict[str, Any], npt.NDArray[np.float64]] | None:
-        if payload.count(b"[") != 1:
-            return None
         start = payload.find(b"[")
+        if start < 0 or payload.find(b"[", start + 1) >= 0:  # not exactly one "["
+            return None
         end = payload.find(b"]", start) + 1
         if not end:
             return None
