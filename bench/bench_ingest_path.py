@@ -1,6 +1,7 @@
 """Ingest's per-message path in process, without a broker: microseconds per message.
 
-``python -m bench.bench_ingest_path [--messages N] [--profile FILE]``. Messages shaped as
+``python -m bench.bench_ingest_path [--messages N] [--quick] [--profile FILE]`` (figures
+also to ``bench/results/ingest_path.json``). Messages shaped as
 ``make bench`` sends them (a 256-sample curve, a ``msg_id``) go through the rule's real
 code, stage by stage:
 
@@ -27,8 +28,10 @@ import argparse
 import asyncio
 import cProfile
 import importlib
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -43,6 +46,7 @@ from linewatch.runtime.mqtt import MqttMessage
 LABELS = ("good", "drift", "spike", "stuck")
 BATCH = 256
 DEDUP_CACHE = 100_000
+RESULTS = Path(__file__).parent / "results" / "ingest_path.json"
 
 
 def payloads(n: int) -> list[MqttMessage]:
@@ -275,14 +279,17 @@ async def _run(n: int, old: bool, rounds: int) -> dict[str, float]:
     return run(n, old=old, rounds=rounds)  # in a running loop, as the service's handler runs
 
 
-def main() -> None:
-    """Print the figures."""
+def main(argv: list[str] | None = None) -> int:
+    """Print the figures (and write them to ``bench/results/ingest_path.json``)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="short runs (CI)")
     parser.add_argument("--old", action="store_true", help="drive the pre-split rule worker")
     parser.add_argument("--profile", default="", help="write a cProfile of the run here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.messages, args.rounds = min(args.messages, 2_000), min(args.rounds, 3)
     if args.profile:
         profiler = cProfile.Profile()
         figures = profiler.runcall(asyncio.run, _run(args.messages, args.old, args.rounds))
@@ -296,7 +303,17 @@ def main() -> None:
     )
     for stage, us in figures.items():
         print(f"  {stage:24s} {us:7.2f}")
+    if not args.old:  # the results are this tree's
+        note = f"{args.messages} messages, best of {args.rounds}, CPU time"
+        rows = [
+            {"benchmark": "ingest_path", "metric": stage, "value": us, "unit": "us/msg",
+             "note": note}
+            for stage, us in figures.items()
+        ]  # fmt: skip
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
