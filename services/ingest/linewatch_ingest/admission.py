@@ -53,11 +53,9 @@ class Admitted:
 
     tele: Telemetry
     span: Span | None
-
-    @property
-    def key(self) -> MsgKey | None:
-        t = self.tele
-        return (t.device_id, t.msg_id, t.ts_ms) if t.has_msg_id else None
+    key: MsgKey | None
+    """``(device_id, msg_id, ts_ms)`` (``None``: it has no ``msg_id``), made once: the
+    intake's in-flight map, dedup and settling all read it."""
 
 
 AdmittedEntry = Entry[Admitted]
@@ -109,8 +107,10 @@ class Admission:
         self._counters.received += 1
         if msg.topic.startswith(OWN_TOPICS) or msg.topic == self._deadletter_topic:
             return None  # never re-ingest linewatch's own messages
-        tele = parse_telemetry(msg.payload)
-        if tele.has_msg_id and (tele.device_id, tele.msg_id, tele.ts_ms) in self._done:
+        # the intake refused payloads nested too deep before calling this parser
+        tele = parse_telemetry(msg.payload, depth_checked=True)
+        key = (tele.device_id, tele.msg_id, tele.ts_ms) if tele.has_msg_id else None
+        if key is not None and key in self._done:
             self.duplicate()
             return None
         span: Span | None = None
@@ -124,7 +124,7 @@ class Admission:
             )
             span.set_attribute("messaging.destination.name", msg.topic)
             span.set_attribute("linewatch.rule", self.rule.name)
-        return Admitted(tele, span)
+        return Admitted(tele, span, key)
 
     def duplicate(self) -> None:
         """Count a duplicate."""

@@ -64,8 +64,9 @@ class BatchScorer:
                 span = admitted(e).span
                 v.trace_id = batch_trace_id if span is None else trace_id(span)
             return list(zip(entries, vs, strict=True))
-        channels = admitted(entries[0]).tele.channel_names
-        if any(admitted(e).tele.channel_names != channels for e in entries):
+        teles = [admitted(e).tele for e in entries]
+        channels = teles[0].channel_names
+        if any(t.channel_names != channels for t in teles):
             # one batch, one channel layout: score each layout on its own
             layouts: dict[tuple[str, ...], list[AdmittedEntry]] = {}
             for e in entries:
@@ -76,7 +77,6 @@ class BatchScorer:
             return scored
         with tracer.start_as_current_span("inference call") as span:
             span.set_attribute("linewatch.batch_size", len(entries))
-            teles = [admitted(e).tele for e in entries]
             samples = np.concatenate([t.values for t in teles]).tobytes()
             lengths = (
                 [n for t in teles for n in t.channel_lengths]
@@ -119,5 +119,6 @@ class BatchScorer:
                 channels=channels,
             )
         batch_span = trace.get_current_span()
-        vs = verdicts([(admitted(e).tele, admitted(e).span) for e in entries], result, batch_span)
+        spans = [admitted(e).span for e in entries]
+        vs = verdicts(list(zip(teles, spans, strict=True)), result, batch_span)
         return list(zip(entries, vs, strict=True))

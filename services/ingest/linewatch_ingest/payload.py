@@ -184,19 +184,24 @@ def _attrs(data: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def parse_telemetry(payload: bytes, *, fallback_msg_id: str | None = None) -> Telemetry:
+def parse_telemetry(
+    payload: bytes, *, fallback_msg_id: str | None = None, depth_checked: bool = False
+) -> Telemetry:
     """Validate one telemetry payload.
 
     Args:
         payload: the raw MQTT payload.
         fallback_msg_id: the id to use when the message carries no ``msg_id``
             (default: a random one).
+        depth_checked: the caller refused payloads nested deeper than
+            :data:`~linewatch.runtime.jsonguard.MAX_DEPTH` already (the MQTT intake does,
+            before any parser runs); the scan is not repeated.
 
     Raises:
         BadPayload: what is wrong, naming the field.
     """
     # before either path: no decoder sees a payload nested too deep or too large
-    if (too_deep := json_depth_error(payload)) is not None:
+    if not depth_checked and (too_deep := json_depth_error(payload)) is not None:
         raise BadPayload(too_deep)
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise BadPayload(f"payload of {len(payload)} bytes; at most {MAX_PAYLOAD_BYTES}")
@@ -240,9 +245,9 @@ class _FastDecoder:
         self._parser = simdjson.Parser()
 
     def __call__(self, payload: bytes) -> tuple[dict[str, Any], npt.NDArray[np.float64]] | None:
-        if payload.count(b"[") != 1:
-            return None
         start = payload.find(b"[")
+        if start < 0 or payload.find(b"[", start + 1) >= 0:  # not exactly one "["
+            return None
         end = payload.find(b"]", start) + 1
         if not end:
             return None

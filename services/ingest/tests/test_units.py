@@ -60,6 +60,22 @@ def test_payload_rejections_name_the_field(payload: bytes, reason: str) -> None:
     assert reason in err.value.message
 
 
+def test_payload_nested_too_deep_is_refused_unless_the_caller_checked() -> None:
+    deep = (
+        b'{"device_id": "d", "point": "p", "ts": 1, "values": '
+        + b"[" * 40
+        + b"1"
+        + b"]" * 40
+        + b"}"
+    )
+    with pytest.raises(BadPayload, match="JSON nested deeper than 32 levels"):
+        parse_telemetry(deep)
+    # the MQTT intake refused it before (it scans every payload): no second scan, and
+    # what the decoder finds is the reason
+    with pytest.raises(BadPayload, match="values: must be a flat array of numbers"):
+        parse_telemetry(deep, depth_checked=True)
+
+
 def test_template_substitutes_wildcard_levels_and_payload_fields() -> None:
     t = TopicTemplate.compile("plant/{1}/{2}/verdict", "plant/+/+/telemetry")
     assert t.render("plant/A/press-07/telemetry", device_id="x", point="y") == (

@@ -451,28 +451,27 @@ class Intake(Generic[T]):
             entry: Entry[T] = Entry(msg, None, received, reason=reason)
         else:
             key = self._key(value) if self._key is not None and value is not None else None
-            if key is not None and self._join_running(key, msg):
-                return DEFERRED
-            entry = Entry(msg, value, received, key=key)
+            if key is not None:
+                running = self._inflight.get(key)
+                if running is not None:
+                    self._join(running, msg)
+                    return DEFERRED
+            entry = Entry(msg, value, received, "", key)
             if key is not None:
                 self._inflight[key] = entry
         self._pending += 1
         self._queue.put(entry)
         return DEFERRED
 
-    def _join_running(self, key: Hashable, msg: MqttMessage) -> bool:
-        """A message whose key is in flight is acknowledged together with that one
-        (never if that one fails); ``False`` when none is."""
-        running = self._inflight.get(key)
-        if running is None:
-            return False
+    def _join(self, running: Entry[T], msg: MqttMessage) -> None:
+        """A message whose key is in flight (``running``) is acknowledged together with
+        that one (never if that one fails)."""
         if self._on_duplicate is not None:
             self._on_duplicate()
         if running.also is None:
             running.also = [msg.ack]
         else:
             running.also.append(msg.ack)
-        return True
 
     def settle(self, entry: Entry[T]) -> None:
         """The entry is handled: acknowledge it (and its redeliveries)."""
