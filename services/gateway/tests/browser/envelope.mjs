@@ -23,6 +23,7 @@ try {
   const page = context.pages()[0] || (await context.newPage());
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("response", (r) => { if (r.status() >= 400) errors.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`); });
   await page.goto(url, { waitUntil: "load" });
   await page.waitForFunction(() => document.querySelectorAll("#streams .dot").length >= 4 && document.querySelectorAll("#streams .dot:not(.on)").length === 0, null, { timeout: 20000 });
   console.log("connected");
