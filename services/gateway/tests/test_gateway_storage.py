@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import pytest
+from linewatch_ingest.schema import HISTORY
 
 from linewatch_dev.cli import main
 
@@ -22,7 +23,7 @@ async def test_storage_report_retention_and_vacuum(
     by_name = {s["service"]: s for s in body["services"]}
     assert set(by_name) == {"ingest", "sync", "ota"}
     ingest = by_name["ingest"]
-    assert ingest["schema_revision"] == "0002"
+    assert ingest["schema_revision"] == HISTORY.head()
     assert {t["table"] for t in ingest["tables"]} >= {"ingest_telemetry", "ingest_verdict"}
     assert ingest["database_bytes"] > 0
 

@@ -131,14 +131,12 @@ async def test_labelled_ok_curves_are_kept_longer(store: IngestStore) -> None:
     runner = ingest_retention(db, CFG)
     await runner.run_once(now_ms=T0)
     await _fill(store)
-    async with db.connect() as conn:  # the labelling feature's table (its own migration)
-        await conn.execute(
-            sa.text("CREATE TABLE ingest_verdict_label (verdict_id BIGINT PRIMARY KEY)")
-        )
+    async with db.connect() as conn:  # an operator labels one ok verdict
         await conn.execute(
             sa.text(
                 "INSERT INTO ingest_verdict_label "
-                "SELECT id FROM ingest_verdict WHERE msg_id = 'm0-1'"
+                "(verdict_id, label, note, labelled_by, labelled_at_ms) "
+                "SELECT id, 'spike', '', 'test', 0 FROM ingest_verdict WHERE msg_id = 'm0-1'"
             )
         )
     await runner.run_once(now_ms=T0 + 40 * DAY_MS)
