@@ -19,12 +19,10 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +56,7 @@ from linewatch_dev.sync_drills import SyncProcess, spawn_python, verify_cache, w
 from linewatch_dev.testing import (
     TEST_TOKEN,
     Mosquitto,
+    file_server,
     free_port,
     operator_channel,
     operator_client,
@@ -179,23 +178,13 @@ async def _until(check: Any, timeout: float) -> float:
     return time.monotonic() - start
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def package_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real HTTP server for model packages: ``(base_url, folder)``."""
     root = tmp_path / "www"
     root.mkdir()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with file_server(root) as url:
+        yield url, root
 
 
 async def _served_version(proc: Proc) -> tuple[str, bool]:

@@ -12,14 +12,10 @@ import asyncio
 import os
 import signal
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -32,7 +28,7 @@ from linewatch.runtime.mqtt import MqttClient
 from linewatch.v1 import inference_pb2 as pb
 from linewatch.v1 import inference_pb2_grpc as pb_grpc
 from linewatch_dev.inference_testing import manifest_dict, onnx_bytes, sha256, zip_package
-from linewatch_dev.testing import free_port, operator_channel, operator_env, wait_port
+from linewatch_dev.testing import file_server, free_port, operator_channel, operator_env, wait_port
 
 from .conftest import Collector, Inference, curve_payload, eventually, ingest_config
 
@@ -40,23 +36,13 @@ ROOT = Path(__file__).resolve().parents[3]
 KINDS = ["ok", "spike", "drift", "noise", "step"]
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def package_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real HTTP server for model packages: ``(base_url, folder)``."""
     root = tmp_path / "www"
     root.mkdir()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with file_server(root) as url:
+        yield url, root
 
 
 class Replica:
