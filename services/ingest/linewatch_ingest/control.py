@@ -14,7 +14,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from linewatch.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from linewatch.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from linewatch.v1 import ingest_pb2
 from linewatch_ingest.config import ENVELOPE, RuleConfig
 from linewatch_ingest.envelope_store import EnvelopeStore
@@ -65,7 +65,12 @@ class IngestController:
         for rule in self.deps.config.rules:
             if rule.name not in stored:
                 self._validate(rule)
-                await self.deps.store.create_rule(rule)
+                try:
+                    await self.deps.store.create_rule(rule)
+                except AlreadyExists:
+                    # a replica starting at the same moment stored it first: its copy wins
+                    stored = {r.name: r for r in await self.deps.store.list_rules()}
+                    continue
                 stored[rule.name] = rule
         for rule in stored.values():
             try:
