@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -61,7 +62,13 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "dev"), str(REPO)]
 
 from linewatch_dev.curves import CURVE_KINDS, make_curve, preprocess  # noqa: E402
-from tools.model.families import RAW_MAX, RAW_MIN, family_curve, press_cycle  # noqa: E402
+from tools.model.families import (  # noqa: E402
+    FAMILIES,
+    RAW_MAX,
+    RAW_MIN,
+    family_curve,
+    press_cycle,
+)
 
 INPUT_LENGTH = 256
 OPSET = 17
@@ -112,10 +119,17 @@ class Spec:
     arch: Arch = Arch()
     threads: int = 2
     """Default torch CPU threads (part of the recipe: results are bit-exact per thread count)."""
+    cpu_kernels: str = "avx512"
+    """The instruction set of torch's CPU kernels (part of the recipe too: AVX2 and AVX-512
+    kernels round differently, so the same seed trains other weights). Each shipped model
+    was made with one; :func:`pin_cpu_kernels` selects it on a CPU that has it."""
     short_share: float = 0.0
     """The share of raw lengths drawn log-uniform (the rest uniform): more short curves,
     which the server upsamples and whose narrow defects widen, while keeping the long ones,
     whose single-sample spikes shrink when downsampled."""
+    drift_prior_correction: bool = False
+    """Lower the drift logit by :func:`drift_prior_offset` after training (curve-quality,
+    whose drift curves are all machine cycles)."""
 
 
 SPECS = {
@@ -130,7 +144,9 @@ SPECS = {
         heldout_per_class=500,
         arch=LEAN,
         threads=1,
+        cpu_kernels="avx2",
         short_share=0.5,
+        drift_prior_correction=True,
     ),
     "press-cycle": Spec(
         "press-cycle",
@@ -143,6 +159,52 @@ SPECS = {
         heldout_per_class=1000,
     ),
 }
+
+
+ONEDNN_ISA = {"avx2": "AVX2", "avx512": "AVX512_CORE"}
+"""oneDNN's name (``ONEDNN_MAX_CPU_ISA``) for each ``Spec.cpu_kernels``."""
+
+
+def pin_cpu_kernels(spec: Spec) -> str:
+    """Select the model's CPU kernels (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``; an
+    environment variable already set wins) before torch runs its first operation; returns
+    the kernels torch uses, with a warning when they are not the recipe's (a CPU without
+    them trains other weights)."""
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", spec.cpu_kernels)
+    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", ONEDNN_ISA[spec.cpu_kernels])
+    used = str(torch.backends.cpu.get_cpu_capability()).lower()
+    if used != spec.cpu_kernels:
+        print(
+            f"warning: torch uses {used} CPU kernels, not the recipe's {spec.cpu_kernels}: "
+            "the weights will not be the shipped ones",
+            file=sys.stderr,
+        )
+    return used
+
+
+def drift_prior_offset(spec: Spec) -> float:
+    """How much to lower the drift logit after training: the log of how much likelier a
+    drift is, in the training data, on a curve shaped like the machine cycle than any other
+    defect (or a good curve) is.
+
+    ``curve-quality`` takes every ``drift`` curve from the simulator's machine cycle (a slow
+    trend is a defect only against a known shape), but only ``SIM_SHARE`` of every other
+    class plus the share of the families' ``cycle``, ``(1 - SIM_SHARE) / len(FAMILIES)``:
+    among cycle-shaped curves the drift class is ``1 / (SIM_SHARE + (1 - SIM_SHARE) /
+    len(FAMILIES))`` = 3 times as common, relative to the others, as in the data as a whole
+    (where each defect kind is equally common). A classifier learns that prior along with
+    the shape, so any curve that looks like a cycle whose rest levels differ a little is
+    called a drift more readily than the data as a whole warrant. Lowering the drift logit
+    by the log of that ratio (a prior-shift correction, folded into the head's bias) gives
+    drift the same prior on a cycle as the other classes have. Its value comes from the
+    recipe alone, not from a score (the prior was looked for because clean recorded
+    GunPoint curves, shaped like a machine cycle, were called drift); 0 for models without
+    the correction.
+    """
+    if not spec.drift_prior_correction:
+        return 0.0
+    cycle_share = SIM_SHARE + (1.0 - SIM_SHARE) / len(FAMILIES)
+    return float(np.log(1.0 / cycle_share))
 
 
 class CurveNet(nn.Module):  # type: ignore[misc, unused-ignore]
@@ -486,8 +548,24 @@ def report_text(
         f"- {n_train:,} training curves ({OK_WEIGHT} good ones per defective one of each kind), "
         f"{n_heldout:,} held-out curves (the same mix, seed {args.seed + 1000}, not augmented).",
         f"- Training: {args.epochs} epochs, batch {args.batch_size}, AdamW one-cycle lr "
-        f"{args.lr}, seed {args.seed}, {args.threads} CPU thread(s); {seconds:.0f} s "
-        "including data generation.",
+        f"{args.lr}, seed {args.seed}, {args.threads} CPU thread(s), torch's "
+        f"{spec.cpu_kernels.upper()} CPU kernels; {seconds:.0f} s including data generation.",
+        *(
+            [
+                f"- Decision: the drift logit is lowered by {drift_prior_offset(spec):.4f} "
+                f"(ln {np.exp(drift_prior_offset(spec)):.0f}) after training, folded "
+                "into the head's bias: every drift curve is a machine cycle, but only "
+                f"{SIM_SHARE + (1 - SIM_SHARE) / len(FAMILIES):.0%} of every other class "
+                "(the simulator's share and the families' `cycle`), so on a cycle-shaped "
+                "curve the training data make a drift that much likelier than any other "
+                "class; the offset takes that prior out (`drift_prior_offset`). Its value "
+                "follows from the recipe, not from a score (the prior was looked for because "
+                "clean GunPoint curves, machine-cycle-like, were called drift); the held-out "
+                "figures below include it.",
+            ]
+            if spec.drift_prior_correction
+            else []
+        ),
         "",
         "## Held-out accuracy",
         "",
@@ -599,11 +677,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out: Path = args.out
     t0 = time.monotonic()
+    spec = SPECS[args.model]
+    kernels = pin_cpu_kernels(spec)  # before any torch operation
+    print(f"{spec.name}: {kernels} CPU kernels", flush=True)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     labels = CURVE_KINDS
-    spec = SPECS[args.model]
 
     print(f"{spec.name}: generating {args.train_per_class} per defect kind ...", flush=True)
     x_train, y_train = generate(spec, args.train_per_class, seed=args.seed, augment=True)
@@ -623,6 +703,11 @@ def main(argv: list[str] | None = None) -> int:
         lr=args.lr,
         seed=args.seed,
     )
+    offset = drift_prior_offset(spec)
+    if offset:
+        with torch.no_grad():
+            model.head.bias[labels.index("drift")] -= offset
+        print(f"drift logit lowered by {offset:.4f} (prior correction)", flush=True)
     probs = predict(model, x_test)
     acc, cm = evaluate(labels, y_test, probs)
 
