@@ -1,10 +1,11 @@
-"""An idle stack (``linewatch up``, no simulator) for 5 minutes: no gRPC client is ever told
+"""An idle stack (``linewatch up``, no simulator) for 150 s: no gRPC client is ever told
 ``GOAWAY too_many_pings`` (keepalive of every client matches what the servers allow, from
 linewatch.runtime.grpc_options), and the gateway's ``/readyz`` stays ready.
 
 With grpc's defaults a server accepts an idle client's ping only every 5 minutes; the
-gateway's channels ping every 30 s, so the old stack logged the GOAWAY after ~90 s.
-``LINEWATCH_IDLE_S`` shortens the idle time (for a quick local run).
+gateway's channels ping every 30 s, so the old stack logged the GOAWAY after ~90 s; 150 s
+idle are five pings per channel, well past that. ``LINEWATCH_IDLE_S`` changes the idle time
+(longer for a soak, shorter for a quick local run).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 from linewatch_dev.broker import broker_answers
 from linewatch_dev.launcher import SERVICE_PORTS
 
-IDLE_S = float(os.environ.get("LINEWATCH_IDLE_S", "300"))
+IDLE_S = float(os.environ.get("LINEWATCH_IDLE_S", "150"))
 MARKERS = ("GOAWAY", "too_many_pings", "ENHANCE_YOUR_CALM", "Too many pings")
 """What grpc logs (at ERROR, the default verbosity) or a failed call says on a GOAWAY."""
 
