@@ -172,14 +172,29 @@ class Case:
     curve: F64
 
 
+def _draw(name: str, n: int, seed: int) -> tuple[np.random.Generator, list[int]]:
+    """The generator of a draw and the indices of the ``n`` series it chose (sorted)."""
+    size = len(load(name))
+    rng = np.random.default_rng([seed, sum(name.encode())])
+    chosen = rng.choice(size, size=min(n, size), replace=False)
+    return rng, sorted(int(c) for c in chosen)
+
+
+def undrawn(name: str, n: int, *, seed: int) -> list[F64]:
+    """The recorded curves of ``name`` that :func:`cases` with the same ``n`` and ``seed``
+    does not judge (in the sensor range), in file order: e.g. a teach-in set."""
+    _, chosen = _draw(name, n, seed)
+    taken = set(chosen)
+    return [to_sensor_range(x) for i, x in enumerate(load(name)) if i not in taken]
+
+
 def cases(name: str, n: int, *, seed: int) -> list[Case]:
     """``n`` recorded curves of data set ``name`` (chosen with ``seed``), each clean and with
     every defect of :data:`DEFECTS`: ``n * (1 + len(DEFECTS))`` cases."""
     series = load(name)
-    rng = np.random.default_rng([seed, sum(name.encode())])
-    chosen = rng.choice(len(series), size=min(n, len(series)), replace=False)
+    rng, chosen = _draw(name, n, seed)
     out: list[Case] = []
-    for i in sorted(int(c) for c in chosen):
+    for i in chosen:
         x = to_sensor_range(series[i])
         out.append(Case(name, "ok", x))
         out.extend(Case(name, kind, inject(kind, x, rng)) for kind in DEFECTS)
