@@ -92,10 +92,7 @@ class OtaConfig(ServiceConfig):
 
     def session_mqtt(self) -> MqttConfig:
         """The MQTT settings of this replica's sessions (shorter-lived when shared)."""
-        if not self.shared_group:
-            return self.mqtt
-        expiry = min(self.mqtt.session_expiry_s, self.shared_session_expiry_s)
-        return self.mqtt.model_copy(update={"session_expiry_s": expiry})
+        return self.mqtt.replica_session(self.shared_group, self.shared_session_expiry_s)
 
     def resolved_firmware_dir(self) -> Path:
         """The directory firmware images live in."""

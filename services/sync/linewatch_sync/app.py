@@ -105,7 +105,7 @@ async def serve(
             deadletter_topic=config.deadletter_topic,
         )
         mqtt = intake.attach_mqtt(
-            config.mqtt,
+            config.session_mqtt(),
             client_id=client_id,
             topics=config.topics,
             shared_group=config.shared_group,

@@ -39,6 +39,13 @@ class SyncConfig(ServiceConfig):
     topics: tuple[str, ...] = Field(default=DEFAULT_TOPICS, min_length=1)
     #: ``$share/<group>/`` subscriptions so replicas split the intake ("" = off).
     shared_group: str = Field(default="", pattern=r"^[^/#+]*$")
+    #: With ``shared_group``: the MQTT session expiry (s) of this replica's sessions. A
+    #: restarted container (same ``worker_id``, same client id) resumes its session and gets
+    #: its unacknowledged messages again; a replaced pod (new host name) leaves its session
+    #: behind, and the broker keeps handing that session its share of the URL messages
+    #: until it expires (``mqtt.session_expiry_s``, an hour by default). What that session
+    #: held is dropped with it: send again what ListJobs (by ``work_id``) lacks.
+    shared_session_expiry_s: int = Field(default=30, ge=0, le=86400)
     #: Refused messages and URLs are published here too ("" = only recorded and logged).
     deadletter_topic: str = Field(default="linewatch/deadletter", pattern=r"^[^#+]*$")
     cache_dir: Path | None = None
@@ -82,6 +89,10 @@ class SyncConfig(ServiceConfig):
         if self.lease_s <= self.total_timeout_s:
             raise ValueError("lease_s must exceed total_timeout_s")
         return self
+
+    def session_mqtt(self) -> MqttConfig:
+        """The MQTT settings of this replica's sessions (shorter-lived when shared)."""
+        return self.mqtt.replica_session(self.shared_group, self.shared_session_expiry_s)
 
     def resolved_cache_dir(self) -> Path:
         """The cache root directory."""

@@ -174,6 +174,21 @@ class MqttConfig(_Strict):
     """The largest packet taken from the broker (announced to it; MQTT 5). 4 MiB holds a
     telemetry message of 65,536 samples written with 17 significant digits (~1.6 MB)."""
 
+    def replica_session(self, shared_group: str, shared_expiry_s: int) -> MqttConfig:
+        """The settings of a replica's sessions: with a ``shared_group`` (``$share/<group>/``
+        subscriptions) they expire after at most ``shared_expiry_s``.
+
+        The broker keeps handing a disconnected session its share of a shared
+        subscription's messages until the session expires. A restarted container (same
+        client id) resumes its session within that window; a replaced pod (new host name,
+        new client id) leaves it behind, and an hour's expiry would let it swallow its
+        share for an hour.
+        """
+        if not shared_group:
+            return self
+        expiry = min(self.session_expiry_s, shared_expiry_s)
+        return self.model_copy(update={"session_expiry_s": expiry})
+
 
 class ServiceConfig(_Strict):
     """What every service has; services add their own fields."""
