@@ -47,13 +47,16 @@ def default_sqlite_url(data_dir: Path, service: str) -> str:
 
 def _set_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # First: the pragmas below need a lock too, and a new connection's own wait (the
+    # driver's 5 s) ran out while another connection wrote for longer ("database is
+    # locked" at connect, seen on a loaded machine).
+    cur.execute("PRAGMA busy_timeout=30000")
     # Before the first table only (a new file): freed pages can be given back in steps
     # (retention's PRAGMA incremental_vacuum); an older file keeps its mode until VACUUM.
     cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 
 
