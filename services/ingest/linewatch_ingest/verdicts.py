@@ -128,7 +128,9 @@ def verdicts(
     labels = result.labels
     model, version = result.model, result.version
     batch_trace_id = trace_id(batch_span)
-    rows = np.round(result.probabilities.astype(np.float64), 6).tolist()
+    # a list per label, not per curve: the rows are zip's tuples, which come from the
+    # interpreter's free list (256 new lists a batch set off a garbage collection)
+    columns = np.round(result.probabilities.astype(np.float64), 6).T.tolist()
     return [
         Verdict(
             tele.device_id,
@@ -144,7 +146,7 @@ def verdicts(
             batch_trace_id if span is None else trace_id(span),
         )
         for (tele, span), top, ok, row in zip(
-            teles, result.label_index, result.ok, rows, strict=True
+            teles, result.label_index, result.ok, zip(*columns, strict=True), strict=True
         )
     ]
 
