@@ -6,6 +6,8 @@ import asyncio
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from linewatch.runtime.batchqueue import BatchQueue
 
@@ -109,10 +111,10 @@ def test_batch_histogram_exports_what_a_prometheus_histogram_does() -> None:
 
 
 def test_recent_ids_remember_at_least_half_and_at_most_all() -> None:
-    from linewatch_ingest.dedup import RecentIds
+    from linewatch_ingest.dedup import MsgKey, RecentIds, msg_key
 
-    def key(i: int) -> tuple[str, str, int]:
-        return ("press-01", str(i), 1000)
+    def key(i: int) -> MsgKey:
+        return msg_key("press-01", str(i), 1000)
 
     ids = RecentIds(10)
     for start in range(0, 100, 3):
@@ -125,3 +127,53 @@ def test_recent_ids_remember_at_least_half_and_at_most_all() -> None:
     none.add_all([key(1)])
     assert key(1) not in none
     assert len(none) == 0
+
+
+_device_ids = st.text(min_size=1, max_size=12).filter(lambda s: not any(c in s for c in "/+#\0"))
+
+
+@given(
+    a=st.tuples(_device_ids, st.text(max_size=12), st.integers(min_value=0, max_value=2**63)),
+    b=st.tuples(_device_ids, st.text(max_size=12), st.integers(min_value=0, max_value=2**63)),
+)
+def test_msg_keys_are_equal_only_for_equal_triples(
+    a: tuple[str, str, int], b: tuple[str, str, int]
+) -> None:
+    from linewatch_ingest.dedup import msg_key
+
+    # NUL-joined: msg_ids may hold NULs themselves, device_ids never do
+    assert (msg_key(*a) == msg_key(*b)) == (a == b)
+    assert msg_key(*a) == msg_key(*a)
+
+
+@settings(max_examples=50)
+@given(
+    probabilities=st.lists(
+        st.lists(st.floats(min_value=0, max_value=1, width=32), min_size=3, max_size=3),
+        max_size=20,
+    )
+)
+def test_verdict_scores_are_each_row_rounded_to_six_places(
+    probabilities: list[list[float]],
+) -> None:
+    import numpy as np
+    from linewatch_ingest.inference_client import BatchResult
+    from linewatch_ingest.payload import Telemetry
+    from linewatch_ingest.verdicts import verdicts
+    from opentelemetry.trace import INVALID_SPAN, Span
+
+    labels = ("good", "drift", "spike")
+    probs = np.array(probabilities, dtype=np.float32).reshape(len(probabilities), len(labels))
+    index = [int(i) for i in probs.argmax(axis=1)] if len(probs) else []
+    result = BatchResult("m", "1", labels, probs, index, [i == 0 for i in index])
+    curve = np.zeros(4, dtype=np.float32)
+    teles: list[tuple[Telemetry, Span | None]] = [
+        (Telemetry(f"d{i}", "p", i, curve, f"m{i}"), None) for i in range(len(probs))
+    ]
+    vs = verdicts(teles, result, INVALID_SPAN)
+    rows = np.round(probs.astype(np.float64), 6).tolist()
+    assert [v.scores for v in vs] == [dict(zip(labels, row, strict=True)) for row in rows]
+    assert [v.label for v in vs] == [labels[i] for i in index]
+    assert [(v.device_id, v.ts, v.msg_id, v.trace_id) for v in vs] == [
+        (f"d{i}", i, f"m{i}", "") for i in range(len(probs))
+    ]
