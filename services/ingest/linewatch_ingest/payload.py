@@ -295,7 +295,7 @@ def _checked_samples(samples: npt.NDArray[np.float64]) -> npt.NDArray[np.float32
     out = samples.astype("<f4")
     # one call for the usual curve: the sum of squares is finite only if every sample is
     # (it may overflow for finite samples too; then each is checked)
-    if not math.isfinite(np.dot(out, out)) and not np.isfinite(out).all():
+    if not math.isfinite(out.dot(out)) and not np.isfinite(out).all():
         raise BadPayload("values: beyond float32")
     return out
 
@@ -321,14 +321,10 @@ def _telemetry(
         raise BadPayload("msg_id: must be a non-empty string when given")
     if raw_id is not None and len(raw_id) > MAX_ID_LENGTH:
         raise BadPayload(f"msg_id: longer than {MAX_ID_LENGTH} characters")
+    msg_id = raw_id or fallback_msg_id or uuid.uuid4().hex
+    has_msg_id = raw_id is not None
+    # positional, in the fields' order: keywords cost a third of a microsecond more
+    # (this runs for every message)
     return Telemetry(
-        device_id=device_id,
-        point=point,
-        ts_ms=ts_ms,
-        values=values,
-        msg_id=raw_id or fallback_msg_id or uuid.uuid4().hex,
-        attrs=_attrs(data),
-        has_msg_id=raw_id is not None,
-        channel_names=names,
-        channel_lengths=lengths,
+        device_id, point, ts_ms, values, msg_id, _attrs(data), has_msg_id, names, lengths
     )

@@ -159,7 +159,7 @@ def archive_rows(
     tele_rows: list[tuple[Any, ...]] = []
     verdict_rows: list[tuple[Any, ...]] = []
     for t, topic, v in scored:
-        attrs = orjson.dumps(t.attrs).decode()
+        attrs = orjson.dumps(t.attrs).decode() if t.attrs else "{}"  # most curves have none
         tele_rows.append(
             (rule, t.msg_id, t.device_id, t.point, t.ts_ms, topic, t.values.tobytes(), attrs)
         )
