@@ -53,7 +53,6 @@ MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 """Far beyond any valid message (65,536 numbers and their attrs); refused undecoded."""
 MAX_ID_LENGTH = 200
 _MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-_FORBIDDEN_ID_CHARS = re.compile("[/+#\x00]")
 
 
 class BadPayload(InvalidArgument):
@@ -85,7 +84,7 @@ def _ident(data: dict[str, Any], key: str) -> str:
         raise BadPayload(f"{key}: must be a string, got {type(value).__name__}")
     if not 1 <= len(value) <= MAX_ID_LENGTH:
         raise BadPayload(f"{key}: must be 1..{MAX_ID_LENGTH} characters")
-    if _FORBIDDEN_ID_CHARS.search(value):
+    if "/" in value or "+" in value or "#" in value or "\0" in value:  # cheaper than a regex
         raise BadPayload(f"{key}: must not contain '/', '+', '#' or NUL")
     return value
 
@@ -96,7 +95,7 @@ def _timestamp(data: dict[str, Any]) -> int:
     ts = data["ts"]
     if isinstance(ts, bool):
         raise BadPayload("ts: must be epoch milliseconds or an RFC 3339 string, got bool")
-    if isinstance(ts, int | float):
+    if isinstance(ts, (int, float)):  # a tuple is checked faster than a union
         if not math.isfinite(ts) or not 0 <= ts <= _MAX_TS_MS:
             raise BadPayload(f"ts: {ts!r} is not a valid epoch-milliseconds time")
         return int(ts)
@@ -244,7 +243,8 @@ class _FastDecoder:
     def __init__(self) -> None:
         self._parser = simdjson.Parser()
 
-    def __call__(self, payload: bytes) -> tuple[dict[str, Any], npt.NDArray[np.float64]] | None:
+    def decode(self, payload: bytes) -> tuple[dict[str, Any], npt.NDArray[np.float64]] | None:
+        """The payload's fields but ``values``, and its curve (``None``: the full path)."""
         start = payload.find(b"[")
         if start < 0 or payload.find(b"[", start + 1) >= 0:  # not exactly one "["
             return None
@@ -280,7 +280,7 @@ class _FastDecoder:
             del doc  # the parser may be reused only once its documents are gone
 
 
-_decode_fast = _FastDecoder()
+_decode_fast = _FastDecoder().decode  # a bound method is called faster than an instance
 
 # On the fast path a sample beyond float32 becomes inf in the cast, and the check below
 # refuses it; numpy's warning about that overflow says nothing more.

@@ -131,6 +131,8 @@ def verdicts(
     # a list per label, not per curve: the rows are zip's tuples, which come from the
     # interpreter's free list (256 new lists a batch set off a garbage collection)
     columns = np.round(result.probabilities.astype(np.float64), 6).T.tolist()
+    if teles and len(columns) != len(labels):  # checked once, not by each row's zip
+        raise ValueError(f"{len(columns)} probabilities per curve for {len(labels)} labels")
     return [
         Verdict(
             tele.device_id,
@@ -140,7 +142,7 @@ def verdicts(
             model,
             version,
             labels[top],
-            dict(zip(labels, row, strict=True)),
+            dict(zip(labels, row)),  # noqa: B905 (lengths checked above)
             ok,
             0.0,
             batch_trace_id if span is None else trace_id(span),
