@@ -177,3 +177,27 @@ def test_verdict_scores_are_each_row_rounded_to_six_places(
     assert [(v.device_id, v.ts, v.msg_id, v.trace_id) for v in vs] == [
         (f"d{i}", i, f"m{i}", "") for i in range(len(probs))
     ]
+
+
+_levels = st.text(alphabet="abcXYZ-09", min_size=1, max_size=6)
+
+
+@settings(max_examples=60)
+@given(
+    template=st.sampled_from(
+        ["out/{device_id}", "out/{device_id}/{device_id}", "out/{point}", "out/{1}/{device_id}"]
+    ),
+    messages=st.lists(st.tuples(_levels, _levels, _levels), min_size=1, max_size=30),
+)
+def test_memoised_topics_are_those_rendered_afresh(
+    template: str, messages: list[tuple[str, str, str]]
+) -> None:
+    from linewatch_ingest.rules import TopicTemplate
+
+    memo = TopicTemplate.compile(template, "in/+/telemetry")
+    for line, device_id, point in messages:
+        topic = f"in/{line}/telemetry"
+        fresh = TopicTemplate.compile(template, "in/+/telemetry")  # an empty memo
+        assert memo.render(topic, device_id=device_id, point=point) == fresh.render(
+            topic, device_id=device_id, point=point
+        )
