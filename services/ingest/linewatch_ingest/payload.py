@@ -27,7 +27,7 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -169,10 +169,24 @@ def _numbers(values: Any, where: str) -> npt.NDArray[np.float32]:
     return out
 
 
+class _NoAttrs(dict[str, str]):
+    """The attrs of every curve sent without any: one shared empty dict (a new one per
+    message was one more allocation per message), which refuses to be changed."""
+
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> NoReturn:
+        raise TypeError("the empty attrs are shared by every curve without attrs")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    update = setdefault = pop = popitem = clear = _refuse
+
+
+_NO_ATTRS = _NoAttrs()
+
+
 def _attrs(data: dict[str, Any]) -> dict[str, str]:
     attrs = data.get("attrs")
     if attrs is None:
-        return {}
+        return _NO_ATTRS
     if not isinstance(attrs, dict):
         raise BadPayload(f"attrs: must be an object, got {type(attrs).__name__}")
     out: dict[str, str] = {}

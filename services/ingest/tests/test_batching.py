@@ -201,3 +201,21 @@ def test_memoised_topics_are_those_rendered_afresh(
         assert memo.render(topic, device_id=device_id, point=point) == fresh.render(
             topic, device_id=device_id, point=point
         )
+
+
+def test_curves_without_attrs_share_one_empty_mapping_nobody_can_change() -> None:
+    from linewatch_ingest.payload import parse_telemetry
+
+    def payload(msg_id: str) -> bytes:
+        return b'{"device_id":"d","point":"p","ts":1,"msg_id":"%s","values":[1,2]}' % (
+            msg_id.encode()
+        )
+
+    a, b = (parse_telemetry(payload(m)) for m in ("m1", "m2"))
+    assert a.attrs == {}
+    assert a.attrs is b.attrs
+    with pytest.raises(TypeError):
+        a.attrs["k"] = "v"
+    with pytest.raises(TypeError):
+        a.attrs.update(k="v")
+    assert b.attrs == {}
