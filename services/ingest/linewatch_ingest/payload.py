@@ -93,6 +93,8 @@ def _timestamp(data: dict[str, Any]) -> int:
     if "ts" not in data:
         raise BadPayload("ts: missing")
     ts = data["ts"]
+    if type(ts) is int and 0 <= ts <= _MAX_TS_MS:  # the usual case first (never a bool)
+        return ts
     if isinstance(ts, bool):
         raise BadPayload("ts: must be epoch milliseconds or an RFC 3339 string, got bool")
     if isinstance(ts, (int, float)):  # a tuple is checked faster than a union
