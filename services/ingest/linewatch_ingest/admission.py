@@ -24,7 +24,7 @@ from linewatch.runtime.retry import retry
 from linewatch.runtime.telemetry import extract_user_properties
 from linewatch_ingest import metrics
 from linewatch_ingest.config import RuleConfig
-from linewatch_ingest.dedup import MsgKey, RecentIds
+from linewatch_ingest.dedup import MsgKey, RecentIds, msg_key
 from linewatch_ingest.payload import Telemetry, parse_telemetry
 from linewatch_ingest.rulestats import Counters
 from linewatch_ingest.store import IngestStore
@@ -54,8 +54,9 @@ class Admitted:
     tele: Telemetry
     span: Span | None
     key: MsgKey | None
-    """``(device_id, msg_id, ts_ms)`` (``None``: it has no ``msg_id``), made once: the
-    intake's in-flight map, dedup and settling all read it."""
+    """Its ``(device_id, msg_id, ts_ms)`` (:func:`~linewatch_ingest.dedup.msg_key`;
+    ``None``: it has no ``msg_id``), made once: the intake's in-flight map, dedup and
+    settling all read it."""
 
 
 AdmittedEntry = Entry[Admitted]
@@ -109,7 +110,7 @@ class Admission:
             return None  # never re-ingest linewatch's own messages
         # the intake refused payloads nested too deep before calling this parser
         tele = parse_telemetry(msg.payload, depth_checked=True)
-        key = (tele.device_id, tele.msg_id, tele.ts_ms) if tele.has_msg_id else None
+        key = msg_key(tele.device_id, tele.msg_id, tele.ts_ms) if tele.has_msg_id else None
         if key is not None and key in self._done:
             self.duplicate()
             return None
@@ -150,26 +151,28 @@ class Admission:
                 extra={"fields": {"rule": self.rule.name, "error": repr(exc)}},
             )
             return
-        self._done.add_all(keys)
+        self._done.add_all(msg_key(*k) for k in keys)
         self._warm = True
 
     async def skip_archived(
         self, entries: list[AdmittedEntry], settle: Callable[[AdmittedEntry], None]
     ) -> list[AdmittedEntry]:
         """Settle the entries the archive already holds (and return the others)."""
-        keys = [
-            k
+        asked = [
+            admitted(e).tele
             for e in entries
-            if (e.message.dup or not self._warm) and (k := admitted(e).key) is not None
+            if (e.message.dup or not self._warm) and admitted(e).key is not None
         ]
-        if not keys:
+        if not asked:
             return entries
+        keys = [(t.device_id, t.msg_id, t.ts_ms) for t in asked]
         store, rule = self._store, self.rule.name
-        seen = await retry(
+        archived = await retry(
             lambda: store.archived_keys(rule, keys), stage="dedup", on_error=self._on_error
         )
-        if not seen:
+        if not archived:
             return entries
+        seen = {msg_key(*k) for k in archived}
         rest: list[AdmittedEntry] = []
         for e in entries:
             key = admitted(e).key

@@ -13,10 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["MsgKey", "RecentIds"]
+__all__ = ["MsgKey", "RecentIds", "msg_key"]
 
-MsgKey = tuple[str, str, int]
-"""``(device_id, msg_id, ts_ms)``."""
+MsgKey = str
+"""A message's ``device_id``, ``msg_id`` and ``ts_ms`` in one string (:func:`msg_key`)."""
+
+
+def msg_key(device_id: str, msg_id: str, ts_ms: int) -> MsgKey:
+    """The key of ``(device_id, msg_id, ts_ms)``: the three joined by NUL.
+
+    No ``device_id`` holds a NUL (validation refuses it), nor does an integer's text, so
+    the key is the first NUL's left, the last NUL's right and what lies between: two
+    different triples never make one key. A string rather than the tuple: a message's
+    key is hashed several times (the memory of handled ids, the intake's in-flight map,
+    settling) and a string's hash is computed once and kept; nor is it an object the
+    garbage collector tracks.
+    """
+    return f"{device_id}\0{msg_id}\0{ts_ms}"
 
 
 class RecentIds:

@@ -57,13 +57,13 @@ class Outputs:
         """Publish the verdicts and archive the batch at once; both must succeed."""
         now = time.perf_counter()
         batch_props = inject_user_properties(trace.set_span_in_context(batch_span))
+        render = self.template.render
         messages: list[Outgoing] = []
         for entry, verdict in scored:
             value = admitted(entry)
+            tele = value.tele
             verdict.latency_ms = round((now - entry.received) * 1000, 3)
-            topic = self.template.render(
-                entry.topic, device_id=value.tele.device_id, point=value.tele.point
-            )
+            topic = render(entry.message.topic, device_id=tele.device_id, point=tele.point)
             props = (
                 inject_user_properties(trace.set_span_in_context(value.span))
                 if value.span is not None

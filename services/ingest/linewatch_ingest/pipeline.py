@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -43,7 +44,6 @@ from linewatch_ingest.admission import (
     AdmittedEntry,
     admitted,
     admitted_key,
-    end_span,
 )
 from linewatch_ingest.alarms import AlarmEngine
 from linewatch_ingest.archive import ArchiveWriter
@@ -292,26 +292,24 @@ class RuleWorker:
 
     def _finish(self, scored: Scored, batch_span: Span) -> None:
         """The batch is published and archived: count it and acknowledge its messages."""
-        rule = self.rule
+        name, alarm = self.rule.name, self.rule.alarm
         done = time.perf_counter()
         counters = self.counters
-        alarm = rule.alarm
+        observe, settle = self.deps.alarms.observe, self.intake.settle  # per message
         keys: list[MsgKey] = []
         for entry, v in scored:
             value = admitted(entry)
-            self.deps.alarms.observe(rule.name, alarm, value.tele.device_id, bool(v.ok))
-            end_span(entry)
-            self.intake.settle(entry)
-            if (key := value.key) is not None:
-                keys.append(key)
+            observe(name, alarm, value.tele.device_id, bool(v.ok))
+            if value.span is not None:
+                value.span.end()
+            settle(entry)
+            if value.key is not None:
+                keys.append(value.key)
         self.admission.remember(keys)
         metrics.LATENCY.observe_many([done - entry.received for entry, _ in scored])
         counters.verdicts += len(scored)
         counters.out_rate.add(len(scored))
         counters.lag_ms = round((done - scored[0][0].received) * 1000, 3)
-        labels: dict[str, int] = {}
-        for _, v in scored:
-            labels[v.label] = labels.get(v.label, 0) + 1
-        for label, n in labels.items():
-            metrics.VERDICTS.labels(rule.name, label).inc(n)
+        for label, n in Counter(v.label for _, v in scored).items():
+            metrics.VERDICTS.labels(name, label).inc(n)
         self.outputs.stream(scored, batch_span)

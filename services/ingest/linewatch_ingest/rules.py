@@ -78,9 +78,12 @@ class TopicTemplate:
 
     template: str
     filter_levels: tuple[str, ...]
-    _rendered: dict[tuple[str, str, str], str] = field(
+    _rendered: dict[str | tuple[str, str, str], str] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _by_device: bool = field(default=False, compare=False, repr=False)
+    """The template reads ``{device_id}`` alone: the memo is keyed on it (a string, its
+    hash kept) instead of ``(topic, device_id, point)``."""
 
     @classmethod
     def compile(cls, template: str, source_filter: str) -> TopicTemplate:
@@ -104,7 +107,8 @@ class TopicTemplate:
                 raise InvalidArgument(
                     f"output_topic {template!r}: {{{name}}} but the filter has {plus} wildcard(s)"
                 )
-        return cls(template, tuple(levels))
+        by_device = set(_PLACEHOLDER.findall(template)) == {"device_id"}
+        return cls(template, tuple(levels), _by_device=by_device)
 
     def captures(self, topic: str) -> list[str]:
         """The topic levels the filter's wildcards matched."""
@@ -123,7 +127,7 @@ class TopicTemplate:
         a bounded set of device/point topics, and this runs for every message)."""
         if "{" not in self.template:
             return self.template
-        key = (topic, device_id, point)
+        key = device_id if self._by_device else (topic, device_id, point)
         out = self._rendered.get(key)
         if out is None:
             if len(self._rendered) >= _RENDER_CACHE:

@@ -128,7 +128,11 @@ def verdicts(
     labels = result.labels
     model, version = result.model, result.version
     batch_trace_id = trace_id(batch_span)
-    rows = np.round(result.probabilities.astype(np.float64), 6).tolist()
+    # a list per label, not per curve: the rows are zip's tuples, which come from the
+    # interpreter's free list (256 new lists a batch set off a garbage collection)
+    columns = np.round(result.probabilities.astype(np.float64), 6).T.tolist()
+    if teles and len(columns) != len(labels):  # checked once, not by each row's zip
+        raise ValueError(f"{len(columns)} probabilities per curve for {len(labels)} labels")
     return [
         Verdict(
             tele.device_id,
@@ -138,13 +142,13 @@ def verdicts(
             model,
             version,
             labels[top],
-            dict(zip(labels, row, strict=True)),
+            dict(zip(labels, row)),  # noqa: B905 (lengths checked above)
             ok,
             0.0,
             batch_trace_id if span is None else trace_id(span),
         )
         for (tele, span), top, ok, row in zip(
-            teles, result.label_index, result.ok, rows, strict=True
+            teles, result.label_index, result.ok, zip(*columns, strict=True), strict=True
         )
     ]
 
@@ -157,7 +161,7 @@ def archive_rows(
     tele_rows: list[tuple[Any, ...]] = []
     verdict_rows: list[tuple[Any, ...]] = []
     for t, topic, v in scored:
-        attrs = orjson.dumps(t.attrs).decode()
+        attrs = orjson.dumps(t.attrs).decode() if t.attrs else "{}"  # most curves have none
         tele_rows.append(
             (rule, t.msg_id, t.device_id, t.point, t.ts_ms, topic, t.values.tobytes(), attrs)
         )

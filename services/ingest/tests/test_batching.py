@@ -6,6 +6,8 @@ import asyncio
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from linewatch.runtime.batchqueue import BatchQueue
 
@@ -109,10 +111,10 @@ def test_batch_histogram_exports_what_a_prometheus_histogram_does() -> None:
 
 
 def test_recent_ids_remember_at_least_half_and_at_most_all() -> None:
-    from linewatch_ingest.dedup import RecentIds
+    from linewatch_ingest.dedup import MsgKey, RecentIds, msg_key
 
-    def key(i: int) -> tuple[str, str, int]:
-        return ("press-01", str(i), 1000)
+    def key(i: int) -> MsgKey:
+        return msg_key("press-01", str(i), 1000)
 
     ids = RecentIds(10)
     for start in range(0, 100, 3):
@@ -125,3 +127,95 @@ def test_recent_ids_remember_at_least_half_and_at_most_all() -> None:
     none.add_all([key(1)])
     assert key(1) not in none
     assert len(none) == 0
+
+
+_device_ids = st.text(min_size=1, max_size=12).filter(lambda s: not any(c in s for c in "/+#\0"))
+
+
+@given(
+    a=st.tuples(_device_ids, st.text(max_size=12), st.integers(min_value=0, max_value=2**63)),
+    b=st.tuples(_device_ids, st.text(max_size=12), st.integers(min_value=0, max_value=2**63)),
+)
+def test_msg_keys_are_equal_only_for_equal_triples(
+    a: tuple[str, str, int], b: tuple[str, str, int]
+) -> None:
+    from linewatch_ingest.dedup import msg_key
+
+    # NUL-joined: msg_ids may hold NULs themselves, device_ids never do
+    assert (msg_key(*a) == msg_key(*b)) == (a == b)
+    assert msg_key(*a) == msg_key(*a)
+
+
+@settings(max_examples=50)
+@given(
+    probabilities=st.lists(
+        st.lists(st.floats(min_value=0, max_value=1, width=32), min_size=3, max_size=3),
+        max_size=20,
+    )
+)
+def test_verdict_scores_are_each_row_rounded_to_six_places(
+    probabilities: list[list[float]],
+) -> None:
+    import numpy as np
+    from linewatch_ingest.inference_client import BatchResult
+    from linewatch_ingest.payload import Telemetry
+    from linewatch_ingest.verdicts import verdicts
+    from opentelemetry.trace import INVALID_SPAN, Span
+
+    labels = ("good", "drift", "spike")
+    probs = np.array(probabilities, dtype=np.float32).reshape(len(probabilities), len(labels))
+    index = [int(i) for i in probs.argmax(axis=1)] if len(probs) else []
+    result = BatchResult("m", "1", labels, probs, index, [i == 0 for i in index])
+    curve = np.zeros(4, dtype=np.float32)
+    teles: list[tuple[Telemetry, Span | None]] = [
+        (Telemetry(f"d{i}", "p", i, curve, f"m{i}"), None) for i in range(len(probs))
+    ]
+    vs = verdicts(teles, result, INVALID_SPAN)
+    rows = np.round(probs.astype(np.float64), 6).tolist()
+    assert [v.scores for v in vs] == [dict(zip(labels, row, strict=True)) for row in rows]
+    assert [v.label for v in vs] == [labels[i] for i in index]
+    assert [(v.device_id, v.ts, v.msg_id, v.trace_id) for v in vs] == [
+        (f"d{i}", i, f"m{i}", "") for i in range(len(probs))
+    ]
+
+
+_levels = st.text(alphabet="abcXYZ-09", min_size=1, max_size=6)
+
+
+@settings(max_examples=60)
+@given(
+    template=st.sampled_from(
+        ["out/{device_id}", "out/{device_id}/{device_id}", "out/{point}", "out/{1}/{device_id}"]
+    ),
+    messages=st.lists(st.tuples(_levels, _levels, _levels), min_size=1, max_size=30),
+)
+def test_memoised_topics_are_those_rendered_afresh(
+    template: str, messages: list[tuple[str, str, str]]
+) -> None:
+    from linewatch_ingest.rules import TopicTemplate
+
+    memo = TopicTemplate.compile(template, "in/+/telemetry")
+    for line, device_id, point in messages:
+        topic = f"in/{line}/telemetry"
+        fresh = TopicTemplate.compile(template, "in/+/telemetry")  # an empty memo
+        assert memo.render(topic, device_id=device_id, point=point) == fresh.render(
+            topic, device_id=device_id, point=point
+        )
+
+
+def test_curves_without_attrs_share_one_empty_mapping_nobody_can_change() -> None:
+    from linewatch_ingest.payload import parse_telemetry
+
+    def payload(msg_id: str) -> bytes:
+        return b'{"device_id":"d","point":"p","ts":1,"msg_id":"%s","values":[1,2]}' % (
+            msg_id.encode()
+        )
+
+    a, b = (parse_telemetry(payload(m)) for m in ("m1", "m2"))
+    assert a.attrs == {}
+    assert a.attrs is b.attrs
+    with pytest.raises(TypeError):
+        a.attrs["k"] = "v"
+    with pytest.raises(TypeError):
+        a.attrs.update(k="v")
+    assert b.attrs == {}

@@ -483,8 +483,9 @@ class Intake(Generic[T]):
         if entry.also:
             for ack in entry.also:
                 ack()
-        if entry.key is not None and self._inflight.get(entry.key) is entry:
-            del self._inflight[entry.key]
+        key = entry.key
+        if key is not None and self._inflight.get(key) is entry:
+            del self._inflight[key]
 
     def _abandon(self, entry: Entry[T]) -> None:
         """Given up (stopped): no acknowledgement, so the broker redelivers it."""
