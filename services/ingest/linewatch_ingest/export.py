@@ -21,17 +21,19 @@ import csv
 import io
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from linewatch.runtime.errors import InvalidArgument
 from linewatch_ingest.archive_pages import unindexed, verdict_page
 from linewatch_ingest.store import AlarmRow, IngestStore, TelemetryRow, VerdictRow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 __all__ = ["COLUMNS", "ExportSpec", "Kind", "export_chunks"]
 
@@ -42,31 +44,43 @@ _t: sa.Table = TelemetryRow.__table__  # type: ignore[attr-defined]
 _v: sa.Table = VerdictRow.__table__  # type: ignore[attr-defined]
 _a: sa.Table = AlarmRow.__table__  # type: ignore[attr-defined]
 
-#: Columns of each kind, in file order, with their Arrow types.
-COLUMNS: dict[Kind, tuple[tuple[str, pa.DataType], ...]] = {
+ArrowType = Literal["int64", "string", "bool", "float64", "list<float64>"]
+
+
+def _arrow_type(name: ArrowType) -> pa.DataType:
+    import pyarrow as pa
+
+    if name == "list<float64>":
+        return pa.list_(pa.float64())
+    return {"int64": pa.int64, "string": pa.string, "bool": pa.bool_, "float64": pa.float64}[name]()
+
+
+#: Columns of each kind, in file order, with their Arrow types (by name: pyarrow, some
+#: 40 MB of a process, is imported by the first Parquet export, not by every ingest).
+COLUMNS: dict[Kind, tuple[tuple[str, ArrowType], ...]] = {
     "curves": (
-        ("verdict_id", pa.int64()), ("ts_ms", pa.int64()), ("device_id", pa.string()),
-        ("point", pa.string()), ("rule", pa.string()), ("model", pa.string()),
-        ("model_version", pa.string()), ("label", pa.string()), ("ok", pa.bool_()),
-        ("operator_label", pa.string()), ("note", pa.string()),
-        ("samples", pa.list_(pa.float64())),
+        ("verdict_id", "int64"), ("ts_ms", "int64"), ("device_id", "string"),
+        ("point", "string"), ("rule", "string"), ("model", "string"),
+        ("model_version", "string"), ("label", "string"), ("ok", "bool"),
+        ("operator_label", "string"), ("note", "string"),
+        ("samples", "list<float64>"),
     ),
     "telemetry": (
-        ("id", pa.int64()), ("ts_ms", pa.int64()), ("rule", pa.string()),
-        ("msg_id", pa.string()), ("device_id", pa.string()), ("point", pa.string()),
-        ("topic", pa.string()), ("attrs", pa.string()), ("samples", pa.list_(pa.float64())),
+        ("id", "int64"), ("ts_ms", "int64"), ("rule", "string"),
+        ("msg_id", "string"), ("device_id", "string"), ("point", "string"),
+        ("topic", "string"), ("attrs", "string"), ("samples", "list<float64>"),
     ),
     "verdicts": (
-        ("id", pa.int64()), ("ts_ms", pa.int64()), ("rule", pa.string()),
-        ("msg_id", pa.string()), ("device_id", pa.string()), ("point", pa.string()),
-        ("model", pa.string()), ("model_version", pa.string()), ("label", pa.string()),
-        ("ok", pa.bool_()), ("scores", pa.string()), ("latency_ms", pa.float64()),
-        ("operator_label", pa.string()), ("note", pa.string()),
+        ("id", "int64"), ("ts_ms", "int64"), ("rule", "string"),
+        ("msg_id", "string"), ("device_id", "string"), ("point", "string"),
+        ("model", "string"), ("model_version", "string"), ("label", "string"),
+        ("ok", "bool"), ("scores", "string"), ("latency_ms", "float64"),
+        ("operator_label", "string"), ("note", "string"),
     ),
     "alarms": (
-        ("id", pa.int64()), ("rule", pa.string()), ("device_id", pa.string()),
-        ("state", pa.string()), ("message", pa.string()), ("count", pa.int64()),
-        ("raised_at_ms", pa.int64()), ("cleared_at_ms", pa.int64()), ("delivery", pa.string()),
+        ("id", "int64"), ("rule", "string"), ("device_id", "string"),
+        ("state", "string"), ("message", "string"), ("count", "int64"),
+        ("raised_at_ms", "int64"), ("cleared_at_ms", "int64"), ("delivery", "string"),
     ),
 }  # fmt: skip
 
@@ -168,8 +182,8 @@ class _Encoder:
     def __init__(self, kind: Kind, fmt: Format) -> None:
         self.columns = COLUMNS[kind]
         self.names = [name for name, _ in self.columns]
-        self.schema = pa.schema([pa.field(n, t) for n, t in self.columns])
         self.fmt = fmt
+        self._schema: pa.Schema | None = None
         self._sink = _Sink()
         self._writer: pq.ParquetWriter | None = None
         self._header = True
@@ -203,26 +217,38 @@ class _Encoder:
         out.writerows(zip(*(data[name] for name in self.names), strict=True) if n else [])
         return buf.getvalue().encode()
 
+    @property
+    def schema(self) -> pa.Schema:
+        if self._schema is None:
+            import pyarrow as pa
+
+            self._schema = pa.schema([pa.field(n, _arrow_type(t)) for n, t in self.columns])
+        return self._schema
+
+    def _parquet_writer(self) -> pq.ParquetWriter:
+        if self._writer is None:
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(self._sink, self.schema, compression="zstd")
+        return self._writer
+
     def _parquet(self, data: dict[str, list[Any]]) -> bytes:
+        import pyarrow as pa
+
         arrays: list[pa.Array] = []
-        for name, typ in self.columns:
+        for (name, _), field in zip(self.columns, self.schema, strict=True):
             if name == "samples":
                 values, offsets = _samples(data[name])
                 arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)))
             else:
-                arrays.append(pa.array(data[name], type=typ))
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._sink, self.schema, compression="zstd")
-        self._writer.write_table(table)
+                arrays.append(pa.array(data[name], type=field.type))
+        self._parquet_writer().write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         return self._sink.take()
 
     def finish(self) -> bytes:
         if self.fmt == "csv":
             return self._csv({n: [] for n in self.names}, 0) if self._header else b""
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._sink, self.schema, compression="zstd")
-        self._writer.close()
+        self._parquet_writer().close()
         return self._sink.take()
 
 
