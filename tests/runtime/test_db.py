@@ -1,3 +1,7 @@
+import asyncio
+import sqlite3
+from pathlib import Path
+
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel, select
 
@@ -64,3 +68,30 @@ async def test_unreachable_database_pings_false() -> None:
         assert not await db.ping()
     finally:
         await db.close()
+
+
+async def test_a_new_sqlite_connection_needs_no_write_lock(tmp_path: Path) -> None:
+    """While another connection writes, a new connection opens and reads at once (its
+    pragmas only query the file's modes; setting one waited for the write lock)."""
+    path = tmp_path / "busy.db"
+    first = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        await first.create_schema(_Base.metadata)
+        async with first.engine.connect() as conn:
+            assert (await conn.execute(sa.text("PRAGMA auto_vacuum"))).scalar() == 2  # new file
+    finally:
+        await first.close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO widget (name) VALUES ('held')")
+        second = Database(f"sqlite+aiosqlite:///{path}")
+        try:
+            async with asyncio.timeout(20):  # not a speed check: without the fix it hangs 30 s
+                async with second.session() as session:
+                    assert (await session.exec(select(Widget))).all() == []
+        finally:
+            await second.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

@@ -47,14 +47,20 @@ def default_sqlite_url(data_dir: Path, service: str) -> str:
 
 def _set_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    # First: the pragmas below need a lock too, and a new connection's own wait (the
-    # driver's 5 s) ran out while another connection wrote for longer ("database is
-    # locked" at connect, seen on a loaded machine).
     cur.execute("PRAGMA busy_timeout=30000")
-    # Before the first table only (a new file): freed pages can be given back in steps
-    # (retention's PRAGMA incremental_vacuum); an older file keeps its mode until VACUUM.
-    cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
-    cur.execute("PRAGMA journal_mode=WAL")
+    # Both modes are set on a new file only, and only queried on every later connection:
+    # setting one reads the file and then writes its header, and SQLite answers a reader
+    # that wants to write while another connection writes with "database is locked" at
+    # once, without waiting (it could deadlock) — a replica or a restarted service's new
+    # connection failed so on a loaded machine.
+    cur.execute("PRAGMA page_count")
+    if cur.fetchone()[0] == 0:
+        # Before the first table only: freed pages can be given back in steps
+        # (retention's PRAGMA incremental_vacuum); an older file keeps its mode.
+        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    cur.execute("PRAGMA journal_mode")
+    if str(cur.fetchone()[0]).lower() != "wal":
+        cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
