@@ -186,6 +186,28 @@ class Mosquitto:
             self.proc = None
 
 
+STOCK_LIMITS = "max_inflight_messages 20\nmax_queued_messages 1000\n"
+"""Mosquitto's defaults (:class:`Mosquitto` raises the queue; this puts them back)."""
+
+
+@contextlib.contextmanager
+def private_mosquitto(tmp_path: Path, extra_config: str = "") -> Iterator[Mosquitto]:
+    """A started :class:`Mosquitto` of the test's own (in ``tmp_path/broker``), killed at
+    exit; the test is skipped where mosquitto is not installed."""
+    import pytest
+
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    workdir = tmp_path / "broker"
+    workdir.mkdir()
+    broker = Mosquitto(workdir, extra_config=extra_config)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
 def postgres_bin_dir() -> Path | None:
     """The directory holding ``initdb`` and ``pg_ctl``, if PostgreSQL is installed."""
     found = shutil.which("pg_ctl")

@@ -16,28 +16,19 @@ from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.errors import InvalidArgument
 from linewatch.runtime.mqtt import MqttClient
 from linewatch_dev.broker import EmbeddedBroker
-from linewatch_dev.testing import Mosquitto, free_port, mosquitto_binary
+from linewatch_dev.testing import STOCK_LIMITS, Mosquitto, free_port, private_mosquitto
 
 from .conftest import Collector, Inference, curve_payload, demo_rule, eventually, ingest_config
 
 FLOOD = 1200
 DEEP = b'{"device_id": "d", "values": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
 
-STOCK_LIMITS = "max_inflight_messages 20\nmax_queued_messages 1000\n"
-"""Mosquitto's defaults (the test broker's config raises the queue; this puts it back)."""
-
 
 @pytest.fixture
 def stock_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """Our own Mosquitto with the stock inflight window and queue."""
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed")
-    workdir = tmp_path / "broker"
-    workdir.mkdir()
-    broker = Mosquitto(workdir, extra_config=STOCK_LIMITS)
-    broker.start()
-    yield broker
-    broker.kill()
+    with private_mosquitto(tmp_path, STOCK_LIMITS) as broker:
+        yield broker
 
 
 async def _true(value: bool) -> bool:

@@ -13,7 +13,7 @@ import pytest
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch_dev.sync_testing import ImageServer, Route, StartSync, image_bytes
-from linewatch_dev.testing import Mosquitto, mosquitto_binary
+from linewatch_dev.testing import STOCK_LIMITS, Mosquitto, private_mosquitto
 
 FLOOD = 1200
 DEEP = b'{"urls": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
@@ -22,14 +22,8 @@ DEEP = b'{"urls": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
 @pytest.fixture
 def stock_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """Our own Mosquitto with the stock inflight window and queue."""
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed")
-    workdir = tmp_path / "broker"
-    workdir.mkdir()
-    broker = Mosquitto(workdir, extra_config="max_inflight_messages 20\nmax_queued_messages 1000\n")
-    broker.start()
-    yield broker
-    broker.kill()
+    with private_mosquitto(tmp_path, STOCK_LIMITS) as broker:
+        yield broker
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

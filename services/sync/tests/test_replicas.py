@@ -20,7 +20,7 @@ from linewatch_sync.config import SyncConfig
 from linewatch.runtime.config import MqttConfig
 from linewatch.runtime.mqtt import MqttClient, MqttMessage
 from linewatch_dev.sync_testing import ImageServer, Route, RunningSync, StartSync, image_bytes
-from linewatch_dev.testing import Mosquitto, mosquitto_binary
+from linewatch_dev.testing import Mosquitto, private_mosquitto
 
 DISCONNECTED = "$SYS/broker/clients/disconnected"
 """Mosquitto's count of persistent sessions whose client is not connected."""
@@ -31,14 +31,8 @@ MESSAGES = 30
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """Our own Mosquitto, publishing its ``$SYS`` counters every second."""
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed")
-    workdir = tmp_path / "broker"
-    workdir.mkdir()
-    broker = Mosquitto(workdir, extra_config="sys_interval 1\n")
-    broker.start()
-    yield broker
-    broker.kill()
+    with private_mosquitto(tmp_path, "sys_interval 1\n") as broker:
+        yield broker
 
 
 def test_shared_replicas_announce_the_short_session_expiry() -> None:
